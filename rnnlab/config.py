@@ -1,0 +1,205 @@
+"""Typed configuration: the dataclasses Hydra validates YAML against, and the value checks.
+
+YAML in ``conf/`` holds values; these dataclasses hold types and a one-line meaning per field,
+and are registered in Hydra's ConfigStore, so a misspelt key or a wrong type fails while the
+config is composed, before any work. ``check(cfg)`` then checks values (ranges, known names)
+and raises ``ConfigError`` naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A user-supplied value is not allowed. The message is one line, shown as is."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+@dataclass
+class TaskConfig:
+    """What the shared RNN learns; the files in conf/task/ set these per task."""
+
+    name: str = "charrnn"  # registry key: charrnn | adder
+    activation: str = "tanh"  # hidden nonlinearity: tanh | sigmoid
+    loss: str = "xent"  # output head: xent (softmax over symbols) | mse | bce (sigmoid bits)
+    init: str = (
+        "normal"  # weight init: normal = N(0, init_scale²) | uniform = U[-init_scale, init_scale)
+    )
+    init_scale: float = 0.01  # spread of the initial weights (biases start at 0)
+    eval_max_pairs: int = (
+        16384  # adder: full operand grid up to this many pairs, else a fixed sample
+    )
+
+
+@dataclass
+class OptimizerConfig:
+    """Update rule and gradient clipping; the files in conf/optimizer/ set these."""
+
+    name: str = "adagrad"  # sgd | adagrad | rmsprop | adam
+    clip: float | None = 5.0  # clamp each gradient entry to [-clip, clip]; null = off
+    clip_norm: float | None = None  # rescale so the global gradient norm is ≤ clip_norm; null = off
+    eps: float = 1e-8  # added inside/outside the square root of adaptive methods
+    rho: float = 0.9  # rmsprop: decay of the squared-gradient average
+    beta1: float = 0.9  # adam: decay of the first moment
+    beta2: float = 0.999  # adam: decay of the second moment
+
+
+@dataclass
+class DataConfig:
+    """Which text the char-RNN reads (the adder makes its own data)."""
+
+    name: str = "kafka"  # corpus name: data/<name>.txt, or downloaded if rnnlab knows its source
+    path: str | None = None  # any UTF-8 text file; wins over name
+    url: str | None = None  # where to download data/<name>.txt from when it is missing
+    val_fraction: float = 0.1  # the last fraction of the text held out for val/loss
+
+
+@dataclass
+class TrackingConfig:
+    """Where and how often runs are recorded in MLflow."""
+
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db
+    enabled: bool = True  # false: train without recording anything (benchmarks, notebooks)
+    flush_points: int = 1000  # send buffered metric points once this many are waiting
+    flush_seconds: float = 15.0  # ... or once the oldest has waited this long
+
+
+@dataclass
+class Config:
+    """One training run. Top-level keys are the ones sweeps vary."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    hidden_size: int = 100  # units in the recurrent layer
+    seq_length: int = 25  # char-RNN: BPTT window in characters; adder: number of bits
+    learning_rate: float = 0.1  # optimizer step size
+    seed: int = 0  # seeds weights, data order and samples (separate streams)
+    iterations: int = 100_000  # parameter updates to run
+    batch_size: int = 1  # independent streams per update (B); 1 is the seeds' algorithm
+    dtype: str = "float64"  # float64 | float32
+    experiment_name: str | None = None  # MLflow experiment; null: the task name
+
+    log_every: int = 100  # iterations between train/* and perf/* points and progress lines
+    eval_every: int = 1000  # iterations between val/* evaluations
+    sample_every: int = 1000  # iterations between logged samples
+    sample_length: int = 200  # characters per char-RNN sample
+    temperature: float = 1.0  # sampling temperature (< 1 sharper, > 1 flatter)
+    prime: str = ""  # text fed to the model before sampling; "" = the corpus's first character
+    checkpoint_every: int = 10_000  # iterations between checkpoints (one more at the end)
+    divergence_factor: float = (
+        10.0  # stop as diverged when a window's loss exceeds this × its start
+    )
+    resume: str | None = None  # a run id or checkpoint path to continue from
+
+
+def register_configs() -> None:
+    """Make the schema available to Hydra as ``rnnlab_schema`` (config.yaml extends it)."""
+    ConfigStore.instance().store(name="rnnlab_schema", node=Config)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Hydra's composed DictConfig → the real, typed dataclass."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """{"task.name": "charrnn", "hidden_size": 100, ...} — the shape MLflow params take."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+    return out
+
+
+# --- value checks ---------------------------------------------------------------------------------
+
+DTYPES = ("float64", "float32")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _positive_int(cfg: Config, key: str) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    _require(value >= 1, key, value, "an integer ≥ 1")
+
+
+def _positive_finite(key: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    _require(
+        value is not None and math.isfinite(value) and value > 0,
+        key,
+        value,
+        "a finite number > 0" + (" (or null for off)" if allow_none else ""),
+    )
+
+
+def check(cfg: Config) -> None:
+    """Check every value that composition cannot; raise ConfigError on the first bad one."""
+    from rnnlab.optim import OPTIMIZERS
+    from rnnlab.rnn import ACTIVATIONS, HEADS
+    from rnnlab.tasks import TASKS
+
+    _require(cfg.task.name in TASKS, "task.name", cfg.task.name, "one of " + ", ".join(TASKS))
+    for key in ("hidden_size", "seq_length", "iterations", "batch_size", "log_every",
+                "eval_every", "sample_every", "sample_length", "checkpoint_every",
+                "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
+        _positive_int(cfg, key)
+    _positive_finite("learning_rate", cfg.learning_rate)
+    _positive_finite("temperature", cfg.temperature)
+    _positive_finite("task.init_scale", cfg.task.init_scale)
+    _positive_finite("divergence_factor", cfg.divergence_factor)
+    _positive_finite("tracking.flush_seconds", cfg.tracking.flush_seconds)
+    _positive_finite("optimizer.clip", cfg.optimizer.clip, allow_none=True)
+    _positive_finite("optimizer.clip_norm", cfg.optimizer.clip_norm, allow_none=True)
+    _positive_finite("optimizer.eps", cfg.optimizer.eps)
+    for key in ("rho", "beta1", "beta2"):
+        value = getattr(cfg.optimizer, key)
+        _require(0.0 <= value < 1.0, f"optimizer.{key}", value, "a number in [0, 1)")
+    _require(cfg.dtype in DTYPES, "dtype", cfg.dtype, "one of " + ", ".join(DTYPES))
+    _require(
+        cfg.optimizer.name in OPTIMIZERS,
+        "optimizer.name",
+        cfg.optimizer.name,
+        "one of " + ", ".join(OPTIMIZERS),
+    )
+    _require(
+        cfg.task.activation in ACTIVATIONS,
+        "task.activation",
+        cfg.task.activation,
+        "one of " + ", ".join(ACTIVATIONS),
+    )
+    _require(cfg.task.loss in HEADS, "task.loss", cfg.task.loss, "one of " + ", ".join(HEADS))
+    _require(
+        cfg.task.init in ("normal", "uniform"), "task.init", cfg.task.init, "normal or uniform"
+    )
+    _require(
+        0.0 < cfg.data.val_fraction < 1.0,
+        "data.val_fraction",
+        cfg.data.val_fraction,
+        "a number between 0 and 1 (exclusive)",
+    )
+    TASKS[cfg.task.name].check(cfg)

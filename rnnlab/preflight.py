@@ -1,0 +1,112 @@
+"""Check a command line before Hydra runs any job.
+
+Every value a sweep names is composed and checked: a sweep over ``hidden_size=50,0`` fails before
+the first job starts, not after it. Errors become one line naming the key, the value and what is
+allowed (``UserError``); the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from rnnlab.config import Config, ConfigError, check, flatten, to_config
+from rnnlab.corpus import CorpusError
+from rnnlab.tasks.charrnn import PrimeError
+
+
+class UserError(ValueError):
+    """A command-line mistake, described in one line."""
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), str(text))
+
+
+def _explain(exc: BaseException, override_by_key: dict[str, str]) -> str:
+    """One line for a composition failure."""
+    if isinstance(exc, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)/([^']+)'", str(exc))
+        if m and exc.options:
+            group, value = m.groups()
+            return f"{group}={value} is not allowed: one of {', '.join(sorted(exc.options))}"
+        return _first_line(exc)
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse the override: {_first_line(exc)} (see `python -m rnnlab.run --help`)"
+    cause = exc.__cause__ or exc
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        key = getattr(cause, "full_key", None) or "?"
+        known = list(flatten(Config()))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "see `python -m rnnlab.run --cfg job`"
+        return f"{key} is not a config key; {hint}"
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        shown = override_by_key.get(key or "", key or "?")
+        return f"{shown}: {_first_line(getattr(cause, 'msg', None) or cause)}"
+    return _first_line(exc)
+
+
+def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Override lists that between them use every value of every sweep at least once."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    base, sweeps = [], []
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override():
+            if not multirun:
+                raise UserError(f"{o.input_line} sweeps several values: add -m to run one job each")
+            try:
+                values = list(o.sweep_string_iterator())
+            except Exception:  # e.g. interval(0, 1) for a search: checked per trial instead
+                values = []
+            key = o.get_key_element()
+            sweeps.append((i, [f"{key}={v}" for v in values]))
+            base.append(f"{key}={values[0]}" if values else None)
+        else:
+            base.append(o.input_line)
+    variants = [[b for b in base if b is not None]]
+    for i, lines in sweeps:
+        for line in lines[1:]:
+            variant = list(base)
+            variant[i] = line
+            variants.append([v for v in variant if v is not None])
+    return variants
+
+
+def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
+    """Raise UserError/ConfigError for the first bad value on this command line."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return
+    if getattr(args, "experimental_rerun", None):
+        return
+    try:
+        variants = expand(args.overrides, args.multirun)
+    except OverrideParseException as e:
+        raise UserError(_explain(e, {})) from None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            for overrides in variants:
+                by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
+                try:
+                    cfg = to_config(compose(config_name=args.config_name or config_name,
+                                            overrides=overrides))  # fmt: skip
+                except (HydraException, OmegaConfBaseException, ValueError) as e:
+                    raise UserError(_explain(e, by_key)) from None
+                try:
+                    check(cfg)
+                except (CorpusError, PrimeError) as e:
+                    raise UserError(str(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+__all__ = ["preflight", "UserError", "ConfigError"]

@@ -1,0 +1,119 @@
+"""Binary addition, bit by bit: iamtrask's sigmoid RNN demo.
+
+Each example adds two operands drawn uniformly from [0, 2^(bits-1)), so the sum fits in ``bits``
+bits. Bits are fed least significant first, two inputs per step (one bit of each operand); the
+target at step t is bit t of the sum. The carry is what the hidden state must learn to hold.
+``bits`` is the config's ``seq_length`` (8 by default).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab import rnn
+from rnnlab.config import Config, ConfigError
+
+
+def to_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Integers (N,) → their bits, least significant first: (bits, N) of 0/1."""
+    return (values[None, :] >> np.arange(bits)[:, None]) & 1
+
+
+def from_bits(bits: np.ndarray) -> np.ndarray:
+    """(bits, N) of 0/1, least significant first → integers (N,)."""
+    return (bits.astype(np.int64) << np.arange(bits.shape[0])[:, None]).sum(axis=0)
+
+
+class AdderTask:
+    """Learn a + b from their bits; evaluated on a fixed set of operand pairs."""
+
+    name = "adder"
+    input_size = 2
+    output_size = 1
+
+    @staticmethod
+    def check(cfg: Config) -> None:
+        if cfg.seq_length > 62:
+            raise ConfigError("seq_length", cfg.seq_length, "at most 62 bits for the adder")
+        if cfg.task.loss not in ("mse", "bce"):
+            raise ConfigError("task.loss", cfg.task.loss, "mse or bce for the adder")
+
+    def __init__(self, cfg: Config, rng: np.random.Generator):
+        self.bits = cfg.seq_length
+        self.batch_size = cfg.batch_size
+        self.activation, self.head = cfg.task.activation, cfg.task.loss
+        self.dtype = np.dtype(cfg.dtype)
+        self.high = 2 ** (self.bits - 1)  # operands are < high, so a + b < 2^bits
+        self.rng = rng
+        self.eval_a, self.eval_b = self._eval_pairs(cfg.task.eval_max_pairs, cfg.seed)
+        self.tokens_per_iteration = self.bits * self.batch_size
+
+    def _eval_pairs(self, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every operand pair when there are at most ``max_pairs``, else a fixed random sample."""
+        if self.high**2 <= max_pairs:
+            a, b = np.divmod(np.arange(self.high**2, dtype=np.int64), self.high)
+            return a, b
+        fixed = np.random.default_rng([seed, 2024])  # independent of the training streams
+        return fixed.integers(0, self.high, (2, max_pairs), dtype=np.int64)
+
+    def initial_loss(self) -> float:
+        """The loss of predicting ½ for every bit: where the smooth loss starts."""
+        return self.bits * (0.125 if self.head == "mse" else float(np.log(2.0)))
+
+    def encode(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Operands (N,) → inputs (bits, N, 2) and targets (bits, N, 1)."""
+        xs = np.stack([to_bits(a, self.bits), to_bits(b, self.bits)], axis=-1).astype(self.dtype)
+        ys = to_bits(a + b, self.bits)[..., None].astype(self.dtype)
+        return xs, ys
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A fresh batch of sums; every stream starts from a zero state."""
+        a, b = self.rng.integers(0, self.high, (2, self.batch_size))
+        xs, ys = self.encode(a, b)
+        return xs, ys, np.ones(self.batch_size, dtype=bool)
+
+    def predict(self, params: rnn.Params, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Predicted sums (N,) for operand arrays (N,)."""
+        out = []
+        for start in range(0, a.size, 16384):  # chunks keep (bits, N, H) small
+            xs, _ = self.encode(a[start : start + 16384], b[start : start + 16384])
+            h0 = np.zeros((xs.shape[1], params["Whh"].shape[0]), dtype=self.dtype)
+            logits = rnn.forward(params, xs, h0, self.activation).logits[..., 0]
+            out.append(from_bits(logits > 0.0))  # sigmoid(z) > ½  ⇔  z > 0
+        return np.concatenate(out)
+
+    def evaluate(self, params: rnn.Params) -> dict[str, float]:
+        """val/bit_acc: share of sum bits right; val/exact_acc: share of sums entirely right."""
+        pred = self.predict(params, self.eval_a, self.eval_b)
+        true = self.eval_a + self.eval_b
+        bit_ok = to_bits(pred, self.bits) == to_bits(true, self.bits)
+        return {"val/bit_acc": float(bit_ok.mean()), "val/exact_acc": float((pred == true).mean())}
+
+    @staticmethod
+    def objective(metrics: dict[str, float]) -> float:
+        """What sweeps minimise: the share of evaluation sums still wrong."""
+        return 1.0 - metrics["val/exact_acc"]
+
+    def sample(self, params: rnn.Params, rng: np.random.Generator, count: int = 10) -> str:
+        """Up to ``count`` wrong and ``count`` right sums from the evaluation set, as text."""
+        pred = self.predict(params, self.eval_a, self.eval_b)
+        true = self.eval_a + self.eval_b
+        width = len(str(2**self.bits))
+        lines = []
+        for label, mask in (("wrong", pred != true), ("right", pred == true)):
+            idx = np.flatnonzero(mask)
+            lines.append(f"# {label}: {idx.size} of {pred.size}")
+            for i in rng.permutation(idx)[:count]:
+                a, b, p, t = (int(v) for v in (self.eval_a[i], self.eval_b[i], pred[i], true[i]))
+                lines.append(
+                    f"{a:>{width}} + {b:>{width}} = {t:>{width}}  predicted {p:>{width}}"
+                    f"   {a:0{self.bits}b} + {b:0{self.bits}b} -> {p:0{self.bits}b}"
+                )
+        return "\n".join(lines) + "\n"
+
+    # The adder keeps no position in its data: each batch is freshly drawn from ``rng``.
+    def data_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_data_state(self, state: dict[str, np.ndarray]) -> None:
+        pass

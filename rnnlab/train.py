@@ -1,0 +1,298 @@
+"""The training loop shared by both tasks: ``train(cfg, tracker)`` → final metrics.
+
+It reads top to bottom as one loop: batch → forward/backward → clip and update → log →
+evaluate → sample → checkpoint → stop. Everything a run needs to continue bit for bit lives in
+a ``TrainState`` that checkpoints save and load. Hydra and MLflow stay outside: the loop gets a
+typed ``Config`` and a ``Tracker``, so a test or a notebook can call it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import checkpoint, rnn
+from rnnlab.config import Config, flatten
+from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
+from rnnlab.progress import Progress
+from rnnlab.tasks import TASKS
+from rnnlab.tracking import MemoryTracker, Tracker
+
+
+class DivergenceError(RuntimeError):
+    """The loss became non-finite or exploded; the run stops at once."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the loop stopped after a whole iteration and checkpointed."""
+
+    def __init__(self, signal_name: str, iteration: int, checkpoint_path: Path | None):
+        super().__init__(f"{signal_name} at iteration {iteration}")
+        self.signal_name, self.iteration, self.checkpoint_path = (
+            signal_name,
+            iteration,
+            checkpoint_path,
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training, besides the arrays in params/optimizer/task."""
+
+    iteration: int = 0
+    smooth_loss: float = 0.0
+    iters_to_100: int = -1  # adder: first evaluation with val/exact_acc = 1.0 (-1: not yet)
+    interval_loss: float = 0.0  # sum of window losses since the last log point
+    interval_count: int = 0
+    elapsed: float = 0.0  # training seconds before this process (resumed runs)
+
+
+def make_optimizer(cfg: Config, size: int, dtype) -> Optimizer:
+    o = cfg.optimizer
+    extra = {
+        "sgd": {},
+        "adagrad": {"eps": o.eps},
+        "rmsprop": {"rho": o.rho, "eps": o.eps},
+        "adam": {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps},
+    }[o.name]
+    return OPTIMIZERS[o.name](size, dtype, cfg.learning_rate, **extra)
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn the first SIGINT/SIGTERM into a request the loop honours after a whole iteration
+    (so a checkpoint never holds half an update); a second SIGINT interrupts at once."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Owns the model, optimizer, task and state of one run."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.dtype = np.dtype(cfg.dtype)
+        # Separate streams, so e.g. sampling more often never changes the training trajectory.
+        init_seq, data_seq, sample_seq = np.random.SeedSequence(cfg.seed).spawn(3)
+        self.data_rng = np.random.default_rng(data_seq)
+        self.sample_rng = np.random.default_rng(sample_seq)
+        self.task = TASKS[cfg.task.name](cfg, self.data_rng)
+        t = self.task
+        self.flat, self.params = rnn.init_params(
+            t.input_size,
+            cfg.hidden_size,
+            t.output_size,
+            np.random.default_rng(init_seq),
+            cfg.task.init,
+            cfg.task.init_scale,
+            self.dtype,
+        )
+        self.grad_flat, self.grads = rnn.packed_zeros(
+            {k: v.shape for k, v in self.params.items()}, self.dtype
+        )
+        self.optimizer = make_optimizer(cfg, self.flat.size, self.dtype)
+        self.h = np.zeros((cfg.batch_size, cfg.hidden_size), dtype=self.dtype)  # (B, H)
+        self.state = TrainState(smooth_loss=t.initial_loss())
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"param/{k}": v for k, v in self.params.items()}
+        arrays |= {f"optim/{k}": v for k, v in self.optimizer.state().items()}
+        arrays |= {f"data/{k}": v for k, v in self.task.data_state().items()}
+        arrays["hprev"] = self.h
+        if hasattr(self.task, "vocab"):
+            arrays["vocab"] = np.array(list(self.task.vocab.chars))
+        return arrays
+
+    def checkpoint_meta(self) -> dict:
+        return {
+            "state": asdict(self.state),
+            "rng": {
+                "data": self.data_rng.bit_generator.state,
+                "sample": self.sample_rng.bit_generator.state,
+            },
+            "config": flatten(self.cfg),
+            "task": self.cfg.task.name,
+        }
+
+    def save(self, folder: Path) -> Path:
+        path = folder / f"iter_{self.state.iteration:07d}.npz"
+        return checkpoint.save(path, self.checkpoint_arrays(), self.checkpoint_meta())
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint written by ``save`` (shapes must match this config)."""
+        arrays, meta = checkpoint.load(path)
+        for k, v in self.params.items():
+            if arrays[f"param/{k}"].shape != v.shape:
+                raise checkpoint.CheckpointError(
+                    f"{path}: {k} has shape {arrays[f'param/{k}'].shape}, this config makes "
+                    f"{v.shape}"
+                )
+            v[...] = arrays[f"param/{k}"]
+        self.optimizer.load_state(
+            {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+        )
+        self.task.load_data_state(
+            {k.removeprefix("data/"): v for k, v in arrays.items() if k.startswith("data/")}
+        )
+        self.h[...] = arrays["hprev"]
+        self.state = TrainState(**meta["state"])
+        self.data_rng.bit_generator.state = meta["rng"]["data"]
+        self.sample_rng.bit_generator.state = meta["rng"]["sample"]
+
+    # --- one iteration ----------------------------------------------------------------------------
+
+    def step(self) -> tuple[float, float]:
+        """One update. Returns (mean window loss over streams, gradient norm before clipping)."""
+        cfg, task = self.cfg, self.task
+        xs, ys, reset = task.next_batch()
+        self.h[reset] = 0.0  # streams that start over forget their state
+        loss, _, self.h = rnn.loss_and_grads(
+            self.params, xs, ys, self.h, task.activation, task.head, self.grads
+        )
+        window_loss = float(loss.mean())
+        if not math.isfinite(window_loss) or (
+            window_loss > cfg.divergence_factor * task.initial_loss()
+        ):
+            raise DivergenceError(
+                f"loss diverged to {window_loss:.4g} at iteration {self.state.iteration + 1} "
+                f"(learning_rate={cfg.learning_rate:g})"
+            )
+        norm = global_norm(self.grad_flat)
+        if not math.isfinite(norm):
+            raise DivergenceError(
+                f"gradient norm is {norm} at iteration {self.state.iteration + 1} "
+                f"(learning_rate={cfg.learning_rate:g})"
+            )
+        if cfg.optimizer.clip is not None:
+            clip_elementwise(self.grad_flat, cfg.optimizer.clip)
+        if cfg.optimizer.clip_norm is not None:
+            clip_global_norm(self.grad_flat, cfg.optimizer.clip_norm, norm)
+        self.optimizer.step(self.flat, self.grad_flat)
+        s = self.state
+        s.iteration += 1
+        s.smooth_loss = 0.999 * s.smooth_loss + 0.001 * window_loss
+        s.interval_loss += window_loss
+        s.interval_count += 1
+        return window_loss, norm
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = self.task.evaluate(self.params)
+        if "val/exact_acc" in metrics and metrics["val/exact_acc"] == 1.0:
+            if self.state.iters_to_100 < 0:
+                self.state.iters_to_100 = self.state.iteration
+        return metrics
+
+
+def train(
+    cfg: Config,
+    tracker: Tracker | None = None,
+    out_dir: Path | None = None,
+    resume_from: Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Train per ``cfg``, recording through ``tracker``; return the final metrics, including
+    ``objective`` (what sweeps minimise). Checkpoints go to ``out_dir/checkpoints``."""
+    tracker = tracker if tracker is not None else MemoryTracker()
+    out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="rnnlab-"))
+    ckpt_dir = out_dir / "checkpoints"
+    trainer = Trainer(cfg)
+    if resume_from is not None:
+        trainer.load(resume_from)
+    task, s = trainer.task, trainer.state
+    progress = Progress(cfg.iterations, s.iteration, cfg.task.name, enabled=show_progress)
+
+    started, start_iter, elapsed_before = time.perf_counter(), s.iteration, s.elapsed
+
+    def checkpoint_now() -> Path:
+        s.elapsed = elapsed_before + time.perf_counter() - started
+        path = trainer.save(ckpt_dir)
+        tracker.log_artifact(path, "checkpoints")
+        return path
+
+    last_log_time, last_log_iter = started, s.iteration
+    val: dict[str, float] = {}
+    try:
+        with stop_on_signals() as stop_requested:
+            while s.iteration < cfg.iterations:
+                # forward/backward and update
+                _, grad_norm = trainer.step()
+                it = s.iteration
+
+                # log
+                if it % cfg.log_every == 0:
+                    now = time.perf_counter()
+                    cps = (it - last_log_iter) * task.tokens_per_iteration / (now - last_log_time)
+                    last_log_time, last_log_iter = now, it
+                    tracker.log_metrics(
+                        {
+                            "train/loss": s.interval_loss / s.interval_count,
+                            "train/smooth_loss": s.smooth_loss,
+                            "train/grad_norm": grad_norm,
+                            "perf/chars_per_sec": cps,
+                        },
+                        step=it,
+                    )
+                    s.interval_loss, s.interval_count = 0.0, 0
+                    progress.update(it, s.smooth_loss, cps)
+
+                # evaluate
+                if it % cfg.eval_every == 0 or it == cfg.iterations:
+                    val = trainer.evaluate()
+                    tracker.log_metrics(val, step=it)
+
+                # sample
+                if it % cfg.sample_every == 0 or it == cfg.iterations:
+                    text = task.sample(trainer.params, trainer.sample_rng)
+                    tracker.log_text(text, f"samples/iter_{it:07d}.txt")
+
+                # checkpoint
+                if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+                    checkpoint_now()
+
+                # stop
+                if stop_requested:
+                    path = checkpoint_now()
+                    raise Interrupted(stop_requested[0], it, path)
+    finally:
+        progress.close()
+        tracker.flush()
+
+    this_process = time.perf_counter() - started
+    final = {
+        "final/smooth_loss": s.smooth_loss,
+        "final/wall_time_s": elapsed_before + this_process,
+        "final/chars_per_sec": (s.iteration - start_iter)
+        * task.tokens_per_iteration
+        / max(this_process, 1e-9),
+    }
+    final |= {"final/" + k.replace("/", "_"): v for k, v in val.items()}
+    if s.iters_to_100 > 0:
+        final["iters_to_100"] = float(s.iters_to_100)
+    tracker.log_metrics(final, step=s.iteration)
+    tracker.flush()
+    final["objective"] = task.objective(val)
+    return final
