@@ -40,6 +40,9 @@ def save(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Pat
 
 def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, meta) from a checkpoint; CheckpointError for anything else."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # np.load treats a file that is neither .npz nor .npy as a pickle: say what it really is.
+        raise CheckpointError(f"{path} is truncated or not an .npz checkpoint")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -53,7 +56,12 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise CheckpointError(f"{path} is truncated or not an .npz checkpoint ({e})") from None
     if "__meta__" not in arrays:
         raise CheckpointError(f"{path} is an .npz file but not an rnnlab checkpoint")
-    meta = json.loads(str(arrays.pop("__meta__")))
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has unreadable metadata; not an rnnlab checkpoint")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT}")
     return arrays, meta
