@@ -45,16 +45,23 @@ class AdderTask:
         self.dtype = np.dtype(cfg.dtype)
         self.high = 2 ** (self.bits - 1)  # operands are < high, so a + b < 2^bits
         self.rng = rng
-        self.eval_a, self.eval_b = self._eval_pairs(cfg.task.eval_max_pairs, cfg.seed)
+        self.eval_a, self.eval_b = self._eval_pairs(cfg.task.eval_max_pairs)
         self.tokens_per_iteration = self.bits * self.batch_size
 
-    def _eval_pairs(self, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every operand pair when there are at most ``max_pairs``, else a fixed random sample."""
+    def _eval_pairs(self, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every operand pair when there are at most ``max_pairs``, else a fixed sample of
+        distinct pairs. The sample depends only on ``bits``, so runs with different seeds are
+        judged on the same sums."""
         if self.high**2 <= max_pairs:
             a, b = np.divmod(np.arange(self.high**2, dtype=np.int64), self.high)
             return a, b
-        fixed = np.random.default_rng([seed, 2024])  # independent of the training streams
-        return fixed.integers(0, self.high, (2, max_pairs), dtype=np.int64)
+        fixed = np.random.default_rng([2024, self.bits])  # independent of the training seed
+        pairs = np.empty((0, 2), dtype=np.int64)
+        while len(pairs) < max_pairs:  # draw, drop repeats, top up
+            drawn = fixed.integers(0, self.high, (2 * max_pairs, 2), dtype=np.int64)
+            pairs = np.unique(np.concatenate([pairs, drawn]), axis=0)
+        pairs = fixed.permutation(pairs)[:max_pairs]
+        return pairs[:, 0], pairs[:, 1]
 
     def initial_loss(self) -> float:
         """The loss of predicting ½ for every bit: where the smooth loss starts."""
