@@ -61,6 +61,7 @@ class DataConfig:
     path: str | None = None  # any UTF-8 text file; wins over name
     url: str | None = None  # where to download data/<name>.txt from when it is missing
     val_fraction: float = 0.1  # the last fraction of the text held out for val/loss
+    strip_gutenberg: bool = True  # drop a Project Gutenberg header/footer (the licence) if present
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -91,3 +92,20 @@ def read_text(path: Path, min_chars: int = 2) -> str:
     if len(text) < min_chars:
         raise CorpusError(f"corpus {path} has {len(text)} characters; need at least {min_chars}")
     return text
+
+
+# Project Gutenberg files wrap the book in a licence header and footer. Left in, the footer is the
+# held-out tail of the text (13.8% of kafka.txt), so val/loss would measure licence prose.
+_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.I | re.M)
+_GUTENBERG_END = re.compile(
+    r"^\s*(\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg)", re.I | re.M
+)
+
+
+def strip_gutenberg(text: str) -> str:
+    """The book without Project Gutenberg's header and footer; other texts unchanged."""
+    if start := _GUTENBERG_START.search(text):
+        text = text[start.end() :]
+    if end := _GUTENBERG_END.search(text):
+        text = text[: end.start()]
+    return text.strip("\n") + "\n"

@@ -45,7 +45,10 @@ class Vocabulary:
 def load_corpus(cfg: Config) -> tuple[str, str]:
     """(text, path) for the configured corpus."""
     path = corpus.resolve(cfg.data.name, cfg.data.path, cfg.data.url)
-    return corpus.read_text(path), str(path)
+    text = corpus.read_text(path)
+    if cfg.data.strip_gutenberg:
+        text = corpus.strip_gutenberg(text)
+    return text, str(path)
 
 
 class CharTask:
