@@ -98,7 +98,8 @@ def read_text(path: Path, min_chars: int = 2) -> str:
 # held-out tail of the text (13.8% of kafka.txt), so val/loss would measure licence prose.
 _GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.I | re.M)
 _GUTENBERG_END = re.compile(
-    r"^\s*(\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg)", re.I | re.M
+    r"^\s*(\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg)",
+    re.I | re.M,
 )
 
 
