@@ -1,0 +1,76 @@
+"""``python -m rnnlab.report [key=value ...]``: (re)generate the comparison report.
+
+Keys (all optional; with none, the latest sweep in the store):
+  sweep=<parent run id>|latest   the runs of one sweep
+  experiment=<name>              every run of an experiment (with sweep=latest: its latest sweep)
+  filter="<mlflow filter>"       e.g. filter="params.hidden_size = '100'"; ANDed with a sweep
+  tracking_uri=<uri>             default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db
+  out=<folder>                   default: reports/<sweep name>
+  samples_at=1000,5000           iterations whose samples are shown beside the final one
+  log=true|false                 log the report to the sweep's parent run (default true)
+A bad argument costs one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rnnlab.report.build import generate
+from rnnlab.report.select import SelectionError, default_tracking_uri
+
+KEYS = ("sweep", "experiment", "filter", "tracking_uri", "out", "samples_at", "log")
+
+
+class UsageError(ValueError):
+    """A command-line mistake, described in one line."""
+
+
+def parse(args: list[str]) -> dict:
+    """``["sweep=abc", "samples_at=1000,5000"]`` → keyword arguments of ``generate``."""
+    raw: dict[str, str] = {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise UsageError(f"{arg!r} is not key=value (keys: {', '.join(KEYS)})")
+        if key not in KEYS:
+            raise UsageError(f"{key} is not a report option; one of {', '.join(KEYS)}")
+        raw[key] = value
+    kwargs: dict = {
+        "uri": raw.get("tracking_uri") or default_tracking_uri(),
+        "sweep": raw.get("sweep") or None,
+        "experiment": raw.get("experiment") or None,
+        "filter_string": raw.get("filter", ""),
+        "out": raw.get("out") or None,
+    }
+    if "samples_at" in raw:
+        try:
+            kwargs["samples_at"] = [int(v) for v in raw["samples_at"].split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(
+                f"samples_at={raw['samples_at']!r} is not allowed: comma-separated iterations"
+            ) from None
+        if any(i < 1 for i in kwargs["samples_at"]):
+            raise UsageError(f"samples_at={raw['samples_at']!r} is not allowed: iterations ≥ 1")
+    if "log" in raw:
+        if raw["log"].lower() not in ("true", "false"):
+            raise UsageError(f"log={raw['log']!r} is not allowed: true or false")
+        kwargs["log_to_parent"] = raw["log"].lower() == "true"
+    return kwargs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(__doc__)
+        return 0
+    try:
+        path = generate(**parse(args))
+    except (UsageError, SelectionError) as e:
+        print(f"rnnlab.report: error: {e}", file=sys.stderr)
+        return 2
+    print(f"rnnlab: report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

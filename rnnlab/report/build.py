@@ -1,0 +1,114 @@
+"""``generate``: select → tables → figures → samples → report.html, report.md, runs.csv."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rnnlab.report.figures import make_figures
+from rnnlab.report.render import Report, RunSamples, to_html, to_markdown
+from rnnlab.report.select import Selection, select
+from rnnlab.report.tables import Tables, build_tables
+
+ADDER_SAMPLE_LINES = 4  # per section (wrong / right) of an adder sample
+
+
+def trim_adder_sample(text: str) -> str:
+    """Keep each ``# wrong``/``# right`` header and its first few example sums."""
+    out, kept = [], 0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            out.append(line)
+            kept = 0
+        elif kept < ADDER_SAMPLE_LINES:
+            out.append(line)
+            kept += 1
+    return "\n".join(out)
+
+
+def collect_samples(sel: Selection, t: Tables, at: list[int]) -> list[RunSamples]:
+    """Each run's final sample and those at iterations ``at`` (rank order)."""
+    out = []
+    for _, row in t.runs.iterrows():
+        files = sel.sample_files(row["run_id"])
+        wanted = {i for i in at if i in files}
+        if files:
+            wanted.add(max(files))
+        texts = {}
+        for i in sorted(wanted):
+            text = sel.read_text(row["run_id"], files[i])
+            texts[i] = trim_adder_sample(text) if row["task"] == "adder" else text
+        label = " ".join([*(f"{k}={row[k]}" for k in t.swept), f"seed={row['seed']}"])
+        out.append(RunSamples(row["run_id"], label, row["status"], texts))
+    return out
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("_") or "report"
+
+
+def generate(
+    uri: str,
+    sweep: str | None = None,
+    experiment: str | None = None,
+    filter_string: str = "",
+    out: Path | str | None = None,
+    samples_at: list[int] | None = None,
+    log_to_parent: bool = True,
+) -> Path:
+    """Write the report of the selected runs; return ``report.html``'s path. With a sweep
+    selected (and ``log_to_parent``), the folder is also logged to its parent run."""
+    sel = select(uri, sweep, experiment, filter_string)
+    out_dir = Path(out) if out is not None else Path("reports") / safe_name(sel.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):  # a regenerated report must not keep stale figures
+        old.unlink()
+
+    t = build_tables(sel)
+    t.runs.to_csv(out_dir / "runs.csv", index=False)
+    figures = make_figures(sel, t, out_dir)
+    samples = collect_samples(sel, t, samples_at or [])
+
+    commands = []
+    if sel.parent is not None:
+        overrides = sel.sweep_overrides
+        commands.append(("sweep command", f"python -m rnnlab.run -m {overrides}".strip()))
+        commands.append(("regenerate", f"python -m rnnlab.report sweep={sel.parent.info.run_id}"))
+    else:
+        args = [f"experiment={experiment}"] if experiment else []
+        args += [f"filter={filter_string}"] if filter_string else []
+        commands.append(("regenerate", "python -m rnnlab.report " + shlex.join(args)))
+    statuses = t.runs["status"].value_counts()
+    facts = [
+        ("selection", sel.description),
+        ("tracking URI", uri),
+        ("tasks", ", ".join(sorted(t.runs["task"].unique()))),
+        ("swept", ", ".join(t.swept) or "nothing"),
+        ("runs", f"{len(t.runs)} (" + ", ".join(f"{n} {s}" for s, n in statuses.items()) + ")"),
+    ]
+    if sel.parent is not None:
+        facts.append(("sweep status", sel.parent.info.status))
+        if launcher := sel.parent.data.tags.get("rnnlab.launcher"):  # not in sweep_overrides
+            facts.append(("launcher", launcher))
+    facts.append(("objective", "char-RNN: final val/loss; adder: 1 − final val/exact_acc "
+                  "(ties: fewer iterations to 100 %); lower ranks first"))  # fmt: skip
+    report = Report(
+        title=f"rnnlab report: {sel.name}",
+        description=sel.description,
+        uri=uri,
+        commands=commands,
+        facts=facts,
+        tables=t,
+        figures=figures,
+        samples=samples,
+        sample_iterations=sorted(samples_at or []),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    )
+    (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
+    html_path = out_dir / "report.html"
+    html_path.write_text(to_html(report), encoding="utf-8")
+    if sel.parent is not None and log_to_parent:
+        sel.client.log_artifacts(sel.parent.info.run_id, str(out_dir), "report")
+    return html_path

@@ -1,0 +1,254 @@
+"""matplotlib figures of a selection, written as small PNGs.
+
+Uses ``matplotlib.figure.Figure`` directly (the Agg canvas, no pyplot state), so it runs
+headless, in threads and inside Hydra callbacks. Colour always encodes the first swept
+hyperparameter and line style the second, with one legend entry per value, not per run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot; the report never opens a window
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from rnnlab.report.select import Selection  # noqa: E402
+from rnnlab.report.tables import Tables  # noqa: E402
+
+DPI = 90
+STYLES = ("-", "--", ":", "-.")
+SHORT = {"hidden_size": "H", "learning_rate": "lr", "seq_length": "T", "batch_size": "B"}
+# Headline metrics per task: (column, axis label, higher is better).
+HEADLINES = {
+    "charrnn": [("final_val_loss", "final val/loss (nats/char)", False)],
+    "adder": [
+        ("final_val_exact_acc", "final val/exact_acc", True),
+        ("iters_to_100", "iterations to 100 % exact", False),
+    ],
+}
+VAL_CURVES = {
+    "charrnn": ("val/loss", "val/loss (nats/char)"),
+    "adder": ("val/exact_acc", "val/exact_acc"),
+}
+
+
+@dataclass
+class FigureFile:
+    name: str  # file name, e.g. "smooth_loss.png"
+    title: str
+    caption: str
+    path: Path
+
+
+def label(key: str, task: str = "") -> str:
+    return "seq_length (bits)" if key == "seq_length" and task == "adder" else key
+
+
+def run_label(row: pd.Series, swept: list[str]) -> str:
+    parts = [f"{SHORT.get(k, k.split('.')[-1])}={row[k]}" for k in swept]
+    return " ".join(parts + [f"seed={row['seed']}"])
+
+
+class Styler:
+    """Colour by the first swept parameter's value, line style by the second's."""
+
+    def __init__(self, runs: pd.DataFrame, swept: list[str]):
+        self.keys = swept[:2]
+        self.values = [sorted(runs[k].dropna().unique(), key=_order) for k in self.keys]
+        n = len(self.values[0]) if self.keys else 1
+        cmap = matplotlib.colormaps["viridis"]
+        self.colours = [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
+
+    def style(self, row: pd.Series) -> dict:
+        out: dict = {"color": self.colours[0]}
+        if self.keys and row[self.keys[0]] in self.values[0]:
+            out["color"] = self.colours[self.values[0].index(row[self.keys[0]])]
+        if len(self.keys) > 1 and row[self.keys[1]] in self.values[1]:
+            out["linestyle"] = STYLES[self.values[1].index(row[self.keys[1]]) % len(STYLES)]
+        return out
+
+    def legend(self, ax, task: str) -> None:
+        handles = []
+        if self.keys:
+            handles += [
+                Line2D([], [], color=c, label=f"{label(self.keys[0], task)}={v}")
+                for v, c in zip(self.values[0], self.colours, strict=True)
+            ]
+        if len(self.keys) > 1:
+            handles += [
+                Line2D([], [], color="0.3", linestyle=STYLES[i % len(STYLES)],
+                       label=f"{label(self.keys[1], task)}={v}")
+                for i, v in enumerate(self.values[1])
+            ]  # fmt: skip
+        if handles:
+            ax.legend(handles=handles, fontsize=7, ncol=1 + len(handles) // 9, framealpha=0.8)
+
+
+def _order(v):
+    return (0, v, "") if isinstance(v, int | float | np.number) else (1, 0, str(v))
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> Path:
+    path = out_dir / name
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def curves(sel: Selection, t: Tables, key: str, ylabel: str, task: str, log_y: bool) -> Figure:
+    """Every run's history of ``key`` on one axes."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    styler = Styler(t.runs, t.swept)
+    lo, hi = math.inf, -math.inf
+    for _, row in t.runs[t.runs["task"] == task].iterrows():
+        points = sel.history(row["run_id"], key)
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, lw=1.1, alpha=0.85, **styler.style(row))
+            lo, hi = min(lo, *values), max(hi, *values)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    if log_y and lo > 0 and hi / lo > 3:  # a log axis only pays off over a wide range
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    ax.grid(alpha=0.3)
+    styler.legend(ax, task)
+    return fig
+
+
+def metric_vs_param(runs: pd.DataFrame, swept: list[str], column: str, ylabel: str, task: str):
+    """``column`` (mean ± std over runs) against each swept param, one line per value of
+    another swept param."""
+    fig = Figure(figsize=(3.6 * len(swept), 3.4))
+    axes = fig.subplots(1, len(swept), squeeze=False)[0]
+    cmap = matplotlib.colormaps["viridis"]
+    for ax, p in zip(axes, swept, strict=True):
+        other = next((k for k in swept if k != p), None)
+        xs_all = sorted(runs[p].dropna().unique(), key=_order)
+        numeric = all(isinstance(x, int | float | np.number) for x in xs_all)
+        groups = [(None, runs)] if other is None else list(runs.groupby(other, sort=True))
+        for i, (ov, g) in enumerate(groups):
+            stats = g.groupby(p)[column].agg(["mean", "std", "count"]).reindex(xs_all)
+            xs = xs_all if numeric else list(range(len(xs_all)))
+            colour = cmap(0.9 * i / max(len(groups) - 1, 1))
+            name = f"{label(other, task)}={ov}" if other else None
+            ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0), marker="o", ms=4,
+                        capsize=3, color=colour, label=name)  # fmt: skip
+        if numeric and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 8:
+            ax.set_xscale("log")
+        if numeric:
+            ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+            ax.minorticks_off()
+        else:
+            ax.set_xticks(range(len(xs_all)), [str(x) for x in xs_all])
+        ax.set_xlabel(label(p, task))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if other:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def heatmap(runs: pd.DataFrame, rows: str, cols: str, column: str, title: str, task: str,
+            higher_better: bool) -> Figure:  # fmt: skip
+    """Mean of ``column`` over seeds for each (rows, cols) cell, annotated."""
+    rv = sorted(runs[rows].dropna().unique(), key=_order)
+    cv = sorted(runs[cols].dropna().unique(), key=_order)
+    cell = runs.groupby([rows, cols])[column]
+    mean, count, size = cell.mean(), cell.count(), cell.size()
+    grid = np.full((len(rv), len(cv)), np.nan)
+    for (r, c), v in mean.items():
+        grid[rv.index(r), cv.index(c)] = v
+    fig = Figure(figsize=(1.2 * len(cv) + 2.4, 0.7 * len(rv) + 1.6))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["viridis" if higher_better else "viridis_r"]
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
+    finite = grid[np.isfinite(grid)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    for i, r in enumerate(rv):
+        for j, c in enumerate(cv):
+            v = grid[i, j]
+            n, total = count.get((r, c), 0), size.get((r, c), 0)
+            text = "–" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
+            if n != total:
+                text += f"\n({n}/{total})"
+            bright = not math.isnan(v) and hi > lo and (v - lo) / (hi - lo) > 0.5
+            bright = bright if higher_better else not bright
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="black" if bright else "white")  # fmt: skip
+    ax.set_xticks(range(len(cv)), [f"{c:g}" if isinstance(c, float) else str(c) for c in cv])
+    ax.set_yticks(range(len(rv)), [f"{r:g}" if isinstance(r, float) else str(r) for r in rv])
+    ax.set_xlabel(label(cols, task))
+    ax.set_ylabel(label(rows, task))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def throughput(sel: Selection, t: Tables) -> Figure:
+    """chars/s per run; a run without ``final/chars_per_sec`` shows its mean logged
+    ``perf/chars_per_sec`` (hatched)."""
+    runs = t.runs
+    fig = Figure(figsize=(7, 0.22 * len(runs) + 1.2))
+    ax = fig.add_subplot()
+    styler = Styler(runs, t.swept)
+    for i, (_, row) in enumerate(runs.iterrows()):
+        v, hatch = row["chars_per_sec"], None
+        if math.isnan(v):
+            perf = [x for _, x in sel.history(row["run_id"], "perf/chars_per_sec")]
+            v, hatch = (float(np.mean(perf)) if perf else 0.0), "///"
+        ax.barh(i, v, color=styler.style(row)["color"], hatch=hatch, edgecolor="0.2", lw=0.3)
+    ax.set_yticks(range(len(runs)), [run_label(r, t.swept) for _, r in runs.iterrows()],
+                  fontsize=7)  # fmt: skip
+    ax.invert_yaxis()  # rank 1 at the top
+    ax.set_xlabel("chars/s (adder: bits/s)")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def make_figures(sel: Selection, t: Tables, out_dir: Path) -> list[FigureFile]:
+    """Write every figure that applies to ``out_dir``; return them in report order."""
+    out: list[FigureFile] = []
+
+    def add(fig: Figure, name: str, title: str, caption: str) -> None:
+        out.append(FigureFile(name, title, caption, _save(fig, out_dir, name)))
+
+    tasks = [task for task in ("charrnn", "adder") if (t.runs["task"] == task).any()]
+    for task in tasks:
+        suffix = f"_{task}" if len(tasks) > 1 else ""
+        add(curves(sel, t, "train/smooth_loss", "train/smooth_loss", task, task == "charrnn"),
+            f"smooth_loss{suffix}.png", "Smoothed training loss",
+            "train/smooth_loss of every run (EMA of the window loss, 0.999), coloured by "
+            "the first swept parameter, line style by the second.")  # fmt: skip
+        key, ylabel = VAL_CURVES[task]
+        add(curves(sel, t, key, ylabel, task, False), f"val{suffix}.png",
+            f"Validation: {key}", f"{key} at every evaluation of every run.")  # fmt: skip
+        runs = t.runs[t.runs["task"] == task]
+        for column, ylabel, higher in HEADLINES[task]:
+            if not t.swept or runs[column].isna().all():
+                continue
+            add(metric_vs_param(runs, t.swept, column, ylabel, task),
+                f"{column}_vs_params{suffix}.png", f"{ylabel} vs each swept parameter",
+                "Mean over seeds, error bars one standard deviation; runs without the value "
+                "(failed, or never at 100 %) are left out.")  # fmt: skip
+            if len(t.swept) == 2:
+                add(heatmap(runs, t.swept[0], t.swept[1], column, ylabel, task, higher),
+                    f"{column}_heatmap{suffix}.png", f"{ylabel}: heatmap",
+                    "Mean over seeds per cell; (k/n): only k of the n runs have the value.",
+                )  # fmt: skip
+    add(throughput(sel, t), "throughput.png", "Throughput per run",
+        "final/chars_per_sec per run in rank order; hatched: the run stopped early, "
+        "mean of its logged perf/chars_per_sec.")  # fmt: skip
+    return out

@@ -1,0 +1,217 @@
+"""pandas tables of a selection: one row per run, and ``mean ± std (n)`` over seeds.
+
+Every number in the per-run table is a value read from MLflow (a logged metric's latest value,
+or the min/max of its history) — nothing is recomputed from checkpoints or files, so
+``runs.csv`` can be checked against the store cell by cell. Columns (task-specific ones only
+when a run of that task is selected):
+
+``final_smooth_loss``  ``final/smooth_loss`` (a run that stopped early: last ``train/smooth_loss``)
+``best_smooth_loss``   min of ``train/smooth_loss``
+``final_val_loss``     ``final/val_loss``; ``best_val_loss``/``best_val_bpc``: min of ``val/*``
+``final_val_exact_acc`` ``final/val_exact_acc``; ``best_val_exact_acc``: max of ``val/exact_acc``
+``iters_to_100``       first iteration with every evaluation sum right (blank: never)
+``chars_per_sec``      ``final/chars_per_sec``; ``wall_time_s``: ``final/wall_time_s``
+``objective``          what sweeps minimise: final val loss (char-RNN), 1 − exact acc (adder)
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
+
+# Per-run metric columns, in display order: (column, task or None for both).
+METRIC_COLUMNS = (
+    ("objective", None),
+    ("final_val_loss", "charrnn"),
+    ("best_val_loss", "charrnn"),
+    ("best_val_bpc", "charrnn"),
+    ("final_val_exact_acc", "adder"),
+    ("best_val_exact_acc", "adder"),
+    ("iters_to_100", "adder"),
+    ("final_smooth_loss", None),
+    ("best_smooth_loss", None),
+    ("chars_per_sec", None),
+    ("wall_time_s", None),
+)
+FORMATS = {
+    "objective": "{:.4f}",
+    "final_val_loss": "{:.4f}",
+    "best_val_loss": "{:.4f}",
+    "best_val_bpc": "{:.4f}",
+    "final_val_exact_acc": "{:.4f}",
+    "best_val_exact_acc": "{:.4f}",
+    "iters_to_100": "{:,.0f}",
+    "final_smooth_loss": "{:.4f}",
+    "best_smooth_loss": "{:.4f}",
+    "chars_per_sec": "{:,.0f}",
+    "wall_time_s": "{:.2f}",
+}
+
+
+def fmt(column: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float | int | np.floating | np.integer) and column in FORMATS:
+        return FORMATS[column].format(value)
+    return str(value)
+
+
+def _param_key(key: str, params: set[str]) -> str | None:
+    """An override key → the param it sets (``task=adder`` sets ``task.name``)."""
+    for candidate in (key, f"{key}.name"):
+        if candidate in params:
+            return candidate
+    return None
+
+
+def _is_hyperparameter(key: str) -> bool:
+    return not any(key == n or (n.endswith(".") and key.startswith(n)) for n in NOT_HYPERPARAMETERS)
+
+
+def swept_from_overrides(overrides: str, params: set[str]) -> list[str]:
+    """Params a sweep's command line varies (``hidden_size=50,100`` → hidden_size)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(shlex.split(overrides))
+    except Exception:  # an unparsable tag: fall back on the params that vary
+        return []
+    out = []
+    for o in parsed:
+        if o.is_sweep_override() and (key := _param_key(o.key_or_group, params)):
+            if _is_hyperparameter(key) and key not in out:
+                out.append(key)
+    return out
+
+
+def swept_parameters(sel: Selection) -> list[str]:
+    """The sweep's swept params (its ``rnnlab.swept_keys`` tag — sweep overrides and a search
+    sweeper's params — else its command line), then any other param that varies."""
+    all_params = [sel.params(r) for r in sel.runs]
+    keys = set().union(*(p.keys() for p in all_params))
+    tagged = sel.parent.data.tags.get("rnnlab.swept_keys") if sel.parent else None
+    if tagged is not None:
+        swept = []
+        for k in tagged.split():
+            key = _param_key(k, keys)
+            if key and _is_hyperparameter(key) and key not in swept:
+                swept.append(key)
+    else:
+        swept = swept_from_overrides(sel.sweep_overrides, keys)
+    for key in sorted(keys):
+        values = {repr(p.get(key)) for p in all_params}
+        if len(values) > 1 and _is_hyperparameter(key) and key not in swept:
+            swept.append(key)
+    return swept
+
+
+def _last(points: list[tuple[int, float]]) -> float:
+    return points[-1][1] if points else math.nan
+
+
+def _min(points: list[tuple[int, float]]) -> float:
+    return min(v for _, v in points) if points else math.nan
+
+
+def _max(points: list[tuple[int, float]]) -> float:
+    return max(v for _, v in points) if points else math.nan
+
+
+def run_row(sel: Selection, run, swept: list[str]) -> dict:
+    params = sel.params(run)
+    m = run.data.metrics
+    task = params.get("task.name") or run.data.tags.get("rnnlab.task", "")
+    rid = run.info.run_id
+    smooth = sel.history(rid, "train/smooth_loss")
+    row = {
+        "run_id": rid,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "error": run.data.tags.get("error", ""),
+        "task": task,
+        **{k: params.get(k) for k in swept},
+        "seed": params.get("seed"),
+        "iterations_done": smooth[-1][0] if smooth else 0,
+        "final_smooth_loss": m.get("final/smooth_loss", _last(smooth)),
+        "best_smooth_loss": _min(smooth),
+        "chars_per_sec": m.get("final/chars_per_sec", math.nan),
+        "wall_time_s": m.get("final/wall_time_s", math.nan),
+    }
+    if task == "charrnn":
+        row["final_val_loss"] = m.get("final/val_loss", math.nan)
+        row["best_val_loss"] = _min(sel.history(rid, "val/loss"))
+        row["best_val_bpc"] = _min(sel.history(rid, "val/bpc"))
+        row["objective"] = row["final_val_loss"]
+    elif task == "adder":
+        row["final_val_exact_acc"] = m.get("final/val_exact_acc", math.nan)
+        row["best_val_exact_acc"] = _max(sel.history(rid, "val/exact_acc"))
+        row["iters_to_100"] = m.get("iters_to_100", math.nan)
+        row["objective"] = 1.0 - row["final_val_exact_acc"]
+    else:
+        row["objective"] = math.nan
+    return row
+
+
+def sort_keys(df: pd.DataFrame) -> list[str]:
+    """Objective first; ties (e.g. every adder at 100 %) broken by speed, then smooth loss."""
+    return [k for k in ("objective", "iters_to_100", "final_smooth_loss") if k in df]
+
+
+@dataclass
+class Tables:
+    runs: pd.DataFrame  # one row per run, ranked; rank 1 = best objective, failures last
+    groups: pd.DataFrame  # one row per configuration (runs differing only in seed), ranked
+    swept: list[str]  # the swept hyperparameters (seed excluded)
+    metrics: list[str]  # the metric columns present, in display order
+
+
+def build_tables(sel: Selection) -> Tables:
+    swept = swept_parameters(sel)
+    df = pd.DataFrame([run_row(sel, r, swept) for r in sel.runs])
+    metrics = [c for c, _ in METRIC_COLUMNS if c in df]
+    head = ["run_id", "run_name", "status", "error", "task", *swept, "seed", "iterations_done"]
+    df = df[head + metrics]
+    df = df.sort_values(sort_keys(df), na_position="last", kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return Tables(df, aggregate(df, swept, metrics), swept, metrics)
+
+
+def mean_std_n(values: pd.Series, total: int, column: str) -> str:
+    """``mean ± std (n)``; ``(n/N)`` when only n of the N runs have the value (e.g. failures)."""
+    v = values.dropna()
+    if v.empty:
+        return f"– (0/{total})"
+    n = f"({len(v)})" if len(v) == total else f"({len(v)}/{total})"
+    if len(v) == 1:
+        return f"{fmt(column, float(v.iloc[0]))} {n}"
+    return f"{fmt(column, float(v.mean()))} ± {fmt(column, float(v.std(ddof=1)))} {n}"
+
+
+def aggregate(df: pd.DataFrame, swept: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per configuration: numeric ``<metric>_mean`` / ``_std`` / ``_n`` columns and a
+    display column ``<metric>`` holding ``mean ± std (n)``; ranked by mean objective."""
+    keys = ["task", *swept]
+    rows = []
+    for values, g in df.groupby(keys, dropna=False, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        row = dict(zip(keys, values, strict=True))
+        row["runs"] = len(g)
+        row["failed"] = int((g["status"] != "FINISHED").sum())
+        row["seeds"] = ",".join(str(s) for s in sorted(g["seed"].dropna().unique()))
+        for m in metrics:
+            row[f"{m}_mean"] = g[m].mean()
+            row[f"{m}_std"] = g[m].std(ddof=1)
+            row[f"{m}_n"] = int(g[m].notna().sum())
+            row[m] = mean_std_n(g[m], len(g), m)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    order = [f"{k}_mean" for k in sort_keys(df)]
+    out = out.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out
