@@ -1,12 +1,60 @@
 """``python -m rnnlab.bench``: how fast the engine trains, measured side by side in one run.
 
+Three figures, all on one core (BLAS pinned to one thread with threadpoolctl):
+
+1. **Engine throughput**: characters per second of the char-RNN training step (``loss_and_grads``
+   + elementwise clip + Adagrad; hidden 100, seq 25, the corpus's vocabulary) at B=1 float64,
+   B=1 float32, B=32 float32 and B=128 float32, against the **naive baseline** below.
+2. **GEMM bound**: the same rate if a window cost only the matrix products it cannot avoid — the
+   2T per-step (B, H) @ (H, H) products of the forward and backward recurrences and the four big
+   (TB, ·) products (logits, their gradient into the states, dWhy, dWhh) — so the engine's
+   throughput reads as a fraction of what BLAS allows for this shape.
+3. **Tracking overhead**: the same short char-RNN run through ``rnnlab.runs.run_job`` (real
+   MLflow, fresh SQLite store, default cadences) against ``train()`` with a ``MemoryTracker``.
+
+Every case runs in blocks of about ``--seconds``, the cases interleaved round after round, so a
+neighbour's load hits them all alike. Reported: the median over rounds of chars/s (wall clock),
+the same from this thread's CPU time (less sensitive to a busy machine), and ratios taken within
+each round, then the median.
+
 The baseline is the seed's algorithm written the seed's way — column vectors, a one-hot input
 matmul and per-step outer products, batch of one — kept here on purpose as the thing to beat.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
 import numpy as np
+
+from rnnlab import corpus, rnn
+from rnnlab.optim import Adagrad, clip_elementwise
+
+HIDDEN, SEQ, LR, CLIP = 100, 25, 0.1, 5.0  # min-char-rnn's settings
+ENGINE_CASES = {  # name -> (batch size, dtype)
+    "B=1 float64": (1, "float64"),
+    "B=1 float32": (1, "float32"),
+    "B=32 float32": (32, "float32"),
+    "B=128 float32": (128, "float32"),
+}
+NAIVE = "naive B=1 float64"
+TARGETS = {"B=1 float64": 3.0, "B=32 float32": 20.0}  # × naive, from issue 2
+TRACKING_TARGET_PCT = 5.0  # issue 3
+DEFAULT_ITERATIONS = 100_000  # the char-RNN's default run length
+CADENCES = ("log_every", "eval_every", "sample_every", "checkpoint_every")  # defaults, untouched
 
 
 def naive_lossfun(inputs, targets, hprev, Wxh, Whh, Why, bh, by):
@@ -39,3 +87,416 @@ def naive_lossfun(inputs, targets, hprev, Wxh, Whh, Why, bh, by):
         dWhh += np.dot(dhraw, hs[t - 1].T)
         dhnext = np.dot(Whh.T, dhraw)
     return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
+
+
+# --- the loops being timed ----------------------------------------------------------------------
+# Each has ``run(n)``: train on the next n windows, return the characters consumed. Windows are
+# cut before timing, so only the training step is measured.
+
+
+def stream_windows(data: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One pass of (xs, ys), each (T, B), over ``data`` split into B consecutive streams, the way
+    ``CharTask`` reads it."""
+    span = (len(data) - 1) // batch_size
+    starts = np.arange(batch_size) * span
+    out = []
+    for p in range(0, span - SEQ, SEQ):
+        idx = (starts + p)[None, :] + np.arange(SEQ)[:, None]  # (T, B)
+        out.append((data[idx], data[idx + 1]))
+    return out
+
+
+class NaiveLoop:
+    """The seed's training loop: ``naive_lossfun``, ``np.clip`` per matrix, Adagrad per matrix."""
+
+    def __init__(self, data: np.ndarray, vocab_size: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        H, V = HIDDEN, vocab_size
+        self.params = [rng.standard_normal(s) * 0.01 for s in ((H, V), (H, H), (V, H))]
+        self.params += [np.zeros((H, 1)), np.zeros((V, 1))]
+        self.mems = [np.zeros_like(p) for p in self.params]
+        self.windows = [
+            (xs[:, 0].tolist(), ys[:, 0].tolist()) for xs, ys in stream_windows(data, 1)
+        ]
+        self.i, self.hprev = 0, np.zeros((H, 1))
+
+    def run(self, n: int) -> int:
+        for _ in range(n):
+            if self.i == len(self.windows):
+                self.i, self.hprev = 0, np.zeros_like(self.hprev)
+            inputs, targets = self.windows[self.i]
+            self.i += 1
+            loss, *dparams, self.hprev = naive_lossfun(inputs, targets, self.hprev, *self.params)
+            for dparam in dparams:
+                np.clip(dparam, -CLIP, CLIP, out=dparam)
+            for param, dparam, mem in zip(self.params, dparams, self.mems, strict=True):
+                mem += dparam * dparam
+                param += -LR * dparam / np.sqrt(mem + 1e-8)
+        return n * SEQ
+
+
+class EngineLoop:
+    """The engine's step on B streams: ``rnn.loss_and_grads``, elementwise clip, Adagrad."""
+
+    def __init__(self, data: np.ndarray, vocab_size: int, batch_size: int, dtype, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        V = vocab_size
+        self.flat, self.params = rnn.init_params(V, HIDDEN, V, rng, "normal", 0.01, dtype)
+        self.grad_flat, self.grads = rnn.packed_zeros(
+            {k: v.shape for k, v in self.params.items()}, dtype
+        )
+        self.optimizer = Adagrad(self.flat.size, dtype, LR)
+        self.windows = stream_windows(data, batch_size)
+        self.i, self.h = 0, np.zeros((batch_size, HIDDEN), dtype=dtype)
+
+    def run(self, n: int) -> int:
+        for _ in range(n):
+            if self.i == len(self.windows):
+                self.i = 0
+                self.h[...] = 0.0
+            xs, ys = self.windows[self.i]
+            self.i += 1
+            _, _, self.h = rnn.loss_and_grads(
+                self.params, xs, ys, self.h, "tanh", "xent", self.grads
+            )
+            clip_elementwise(self.grad_flat, CLIP)
+            self.optimizer.step(self.flat, self.grad_flat)
+        return n * SEQ * self.h.shape[0]
+
+
+class GemmLoop:
+    """Only the matrix products of one window, on preallocated arrays of the engine's shapes and
+    layouts: what a window would cost if everything else were free."""
+
+    def __init__(self, vocab_size: int, batch_size: int, dtype, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        T, B, H, V, N = SEQ, batch_size, HIDDEN, vocab_size, SEQ * batch_size
+
+        def rand(*shape):
+            return rng.uniform(-0.1, 0.1, shape).astype(dtype)
+
+        self.Whh, self.Why = rand(H, H), rand(V, H)
+        self.WhhT = np.ascontiguousarray(self.Whh.T)
+        self.hs, self.dz = rand(T + 1, B, H), rand(N, H)
+        self.dl, self.logits = rand(N, V), rand(N, V)
+        self.dWhy, self.dWhh, self.z = rand(V, H), rand(H, H), rand(B, H)
+        self.chars = N
+
+    def run(self, n: int) -> int:
+        T, N = SEQ, self.chars
+        hs, dz = self.hs, self.dz
+        h_out, h_in = hs[1:].reshape(N, -1), hs[:-1].reshape(N, -1)
+        h, dzs = list(hs), list(dz.reshape(T, -1, HIDDEN))
+        for _ in range(n):
+            for t in range(T):  # forward recurrence
+                np.dot(h[t], self.WhhT, self.z)
+            np.matmul(h_out, self.Why.T, out=self.logits)  # logits
+            np.matmul(self.dl.T, h_out, out=self.dWhy)  # dWhy
+            np.matmul(self.dl, self.Why, out=dz)  # outputs' gradient into the states
+            for t in reversed(range(T)):  # backward recurrence
+                np.dot(dzs[t], self.Whh, self.z)
+            np.matmul(dz.T, h_in, out=self.dWhh)  # dWhh
+        return n * N
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+def interleaved(
+    cases: dict[str, Callable[[int], int]], rounds: int, block_seconds: float
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall chars/s, CPU chars/s) of every case in each round; cases take turns within a round,
+    starting one place later each round, in blocks sized to about ``block_seconds``."""
+    sizes = {}
+    for name, run in cases.items():  # warm up, then size the blocks
+        n, elapsed = 1, 0.0
+        run(1)
+        while elapsed < block_seconds / 4:
+            n *= 2
+            start = time.perf_counter()
+            run(n)
+            elapsed = time.perf_counter() - start
+        sizes[name] = max(1, round(n * block_seconds / elapsed))
+    names = list(cases)
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            chars = cases[name](sizes[name])
+            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+            out[name].append((chars / wall, chars / max(cpu, 1e-9)))
+    return out
+
+
+def paired_ratio(a: list[tuple[float, float]], b: list[tuple[float, float]], i: int) -> float:
+    """Median over rounds of a/b, each round's figures compared with each other."""
+    return statistics.median(x[i] / y[i] for x, y in zip(a, b, strict=True))
+
+
+def engine_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float) -> dict:
+    cases: dict[str, Callable[[int], int]] = {NAIVE: NaiveLoop(data, vocab_size).run}
+    for name, (B, dtype) in ENGINE_CASES.items():
+        cases[name] = EngineLoop(data, vocab_size, B, dtype).run
+        cases[f"gemm {name}"] = GemmLoop(vocab_size, B, dtype).run
+    runs = interleaved(cases, rounds, block)
+
+    def summary(name: str) -> dict:
+        return {
+            "chars_per_sec": statistics.median(w for w, _ in runs[name]),
+            "cpu_chars_per_sec": statistics.median(c for _, c in runs[name]),
+            "rounds": [{"wall": w, "cpu": c} for w, c in runs[name]],
+        }
+
+    out = {NAIVE: summary(NAIVE)}
+    for name in ENGINE_CASES:
+        gemm = f"gemm {name}"
+        out[name] = summary(name) | {
+            "vs_naive": paired_ratio(runs[name], runs[NAIVE], 0),
+            "cpu_vs_naive": paired_ratio(runs[name], runs[NAIVE], 1),
+            "gemm_bound_chars_per_sec": statistics.median(w for w, _ in runs[gemm]),
+            "gemm_bound_cpu_chars_per_sec": statistics.median(c for _, c in runs[gemm]),
+            "fraction_of_gemm_bound": paired_ratio(runs[name], runs[gemm], 0),
+            "cpu_fraction_of_gemm_bound": paired_ratio(runs[name], runs[gemm], 1),
+        }
+    return out
+
+
+def tracking_figures(corpus_path: Path, iterations: int, rounds: int, workdir: Path) -> dict:
+    """Wall and CPU time of a char-RNN run through ``run_job`` (MLflow on a fresh SQLite store)
+    vs ``train()`` with a MemoryTracker, at ``iterations`` and at 1 iteration, interleaved.
+
+    The 1-iteration pair measures what a run pays once (creating the run, params, config,
+    dataset, the final uploads and model); the rest of the difference grows with the run. The
+    store and experiment are created before timing, as a sweep creates them once for its jobs.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab.config import Config, DataConfig, TrackingConfig
+    from rnnlab.runs import JobContext, ensure_experiment, run_job
+    from rnnlab.tracking import MemoryTracker
+    from rnnlab.train import train
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    ensure_experiment(MlflowClient(uri), "rnnlab-bench")
+    jobs = itertools.count()
+
+    def run(tracked: bool, n: int) -> None:
+        cfg = Config(
+            data=DataConfig(path=str(corpus_path)),
+            tracking=TrackingConfig(uri=uri, enabled=tracked),
+            iterations=n,
+            experiment_name="rnnlab-bench",
+        )
+        out = workdir / f"job{next(jobs)}"
+        if tracked:
+            run_job(cfg, JobContext(launch_dir=workdir, output_dir=out), show_progress=False)
+        else:
+            train(cfg, MemoryTracker(), out, show_progress=False)
+
+    cases = [("mlflow", iterations), ("off", iterations), ("mlflow", 1), ("off", 1)]
+    for tracked in (True, False):  # warm up: first-use imports and caches are not overhead
+        run(tracked, 20)
+    wall: dict = {c: [] for c in cases}
+    cpu: dict = {c: [] for c in cases}
+    for r in range(rounds):
+        for case in cases[r % 4 :] + cases[: r % 4]:
+            w, c = time.perf_counter(), time.process_time()  # process: MLflow's threads too
+            run(case[0] == "mlflow", case[1])
+            wall[case].append(time.perf_counter() - w)
+            cpu[case].append(time.process_time() - c)
+
+    def split(t: dict) -> dict:
+        on, off = (
+            statistics.median(t[("mlflow", iterations)]),
+            statistics.median(t[("off", iterations)]),
+        )
+        on1, off1 = statistics.median(t[("mlflow", 1)]), statistics.median(t[("off", 1)])
+        fixed = on1 - off1
+        growing = (on - off - fixed) / off
+        # A default-length run: the untracked time scaled to DEFAULT_ITERATIONS, same costs.
+        off_default = off1 + (off - off1) * DEFAULT_ITERATIONS / iterations
+        return {
+            "mlflow_seconds": on,
+            "off_seconds": off,
+            "overhead_pct": 100.0 * (on / off - 1.0),
+            "fixed_seconds": fixed,
+            "per_iteration_pct": 100.0 * growing,
+            "default_run_overhead_pct": 100.0 * (fixed / off_default + growing),
+        }
+
+    return {
+        "iterations": iterations,
+        "rounds": rounds,
+        "default_iterations": DEFAULT_ITERATIONS,
+        "wall": split(wall),
+        "cpu": split(cpu),
+        "cadences": {k: getattr(Config(), k) for k in CADENCES},
+        "samples": {
+            "wall": {f"{mode} {n}": v for (mode, n), v in wall.items()},
+            "cpu": {f"{mode} {n}": v for (mode, n), v in cpu.items()},
+        },
+    }
+
+
+# --- the machine --------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(malloc_tuned: bool) -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": [
+            {k: v for k, v in lib.items() if k != "filepath"}
+            for lib in threadpool_info()
+            if lib.get("user_api") == "blas"
+        ],
+        "env": {
+            k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ
+        },
+        "malloc_tuned": malloc_tuned,
+    }
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def print_report(results: dict, file=sys.stdout) -> None:
+    eng = results["engine"]
+    naive = eng[NAIVE]["chars_per_sec"]
+    print(
+        f"rnnlab.bench {results['date']}  {results['machine']['cpu']}, one BLAS thread", file=file
+    )
+    print(
+        f"char-RNN hidden {HIDDEN}, seq {SEQ}, vocab {results['settings']['vocab_size']}; "
+        f"medians of {results['settings']['rounds']} interleaved rounds",
+        file=file,
+    )
+    columns = (
+        ("chars/s", 10),
+        ("× naive", 9),
+        ("CPU × naive", 13),
+        ("GEMM bound", 12),
+        ("of bound", 10),
+    )
+    print(f"{'case':<20}" + "".join(f"{name:>{width}}" for name, width in columns), file=file)
+    print(f"{NAIVE:<20}{naive:>10,.0f}{1.0:>9.2f}{1.0:>13.2f}", file=file)
+    for name in ENGINE_CASES:
+        e = eng[name]
+        print(
+            f"{name:<20}{e['chars_per_sec']:>10,.0f}{e['vs_naive']:>9.2f}{e['cpu_vs_naive']:>13.2f}"
+            f"{e['gemm_bound_chars_per_sec']:>12,.0f}{e['fraction_of_gemm_bound']:>10.0%}",
+            file=file,
+        )
+    for name, target in TARGETS.items():
+        got = eng[name]["vs_naive"]
+        verdict = "ok" if got >= target else "MISSED"
+        print(f"target {name} ≥ {target:g}× naive: {got:.2f}× {verdict}", file=file)
+    if "tracking" in results:
+        t = results["tracking"]
+        for clock in ("wall", "cpu"):
+            c = t[clock]
+            print(
+                f"tracking ({clock}): {t['iterations']} iterations, "
+                f"MLflow {c['mlflow_seconds']:.2f} s vs off {c['off_seconds']:.2f} s: "
+                f"{c['overhead_pct']:+.1f}% = "
+                f"{c['fixed_seconds']:.2f} s once per run + {c['per_iteration_pct']:+.1f}% growing "
+                f"with the run; a {t['default_iterations']:,}-iteration run: "
+                f"{c['default_run_overhead_pct']:+.1f}%",
+                file=file,
+            )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnlab.bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--corpus", type=Path, help="any UTF-8 text (default: the kafka corpus)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure here")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (figures are rough)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 2)")
+    parser.add_argument("--seconds", type=float, help="seconds per timed block (default 0.5)")
+    parser.add_argument(
+        "--tracking-iterations", type=int, help="iterations of the tracked run (default 10000)"
+    )
+    parser.add_argument("--no-tracking", action="store_true", help="skip the MLflow comparison")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 7)
+    block = args.seconds or (0.03 if args.quick else 0.5)
+    track_iters = args.tracking_iterations or (200 if args.quick else 10_000)
+    track_rounds = 1 if args.quick else 4
+
+    # MLflow's INFO lines (creating tables, migrations) would interleave with the report: set
+    # before mlflow is first imported (by rnnlab.train).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from threadpoolctl import threadpool_limits
+
+    from rnnlab.tasks.charrnn import Vocabulary
+    from rnnlab.train import keep_freed_memory
+
+    malloc_tuned = keep_freed_memory()  # as train() does
+    corpus_path = Path(args.corpus) if args.corpus else corpus.resolve("kafka")
+    text = corpus.read_text(corpus_path)
+    vocab = Vocabulary(text)
+    data = vocab.encode(text)
+
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m rnnlab.bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "quick": args.quick,
+        "machine": machine_info(malloc_tuned),
+        "settings": {
+            "corpus": str(corpus_path),
+            "vocab_size": len(vocab),
+            "hidden_size": HIDDEN,
+            "seq_length": SEQ,
+            "rounds": rounds,
+            "block_seconds": block,
+            "blas_threads": 1,
+        },
+    }
+    with threadpool_limits(limits=1, user_api="blas"):
+        results["engine"] = engine_figures(data, len(vocab), rounds, block)
+        if not args.no_tracking:
+            workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
+            try:
+                results["tracking"] = tracking_figures(
+                    corpus_path, track_iters, track_rounds, workdir
+                )
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+    results["targets"] = {
+        f"{name} >= {target:g}x naive": results["engine"][name]["vs_naive"] >= target
+        for name, target in TARGETS.items()
+    }
+    if "tracking" in results:
+        wall = results["tracking"]["wall"]
+        results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (short run)"] = (
+            wall["overhead_pct"] <= TRACKING_TARGET_PCT
+        )
+        results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (default run)"] = (
+            wall["default_run_overhead_pct"] <= TRACKING_TARGET_PCT
+        )
+    print_report(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -90,6 +90,9 @@ class Config:
     iterations: int = 100_000  # parameter updates to run
     batch_size: int = 1  # independent streams per update (B); 1 is the seeds' algorithm
     dtype: str = "float64"  # float64 | float32
+    # BLAS threads for this run's matrix products (0: the library's default). The matrices are
+    # small, so more threads mostly wait on each other: 2 threads ran 8-23x slower here.
+    blas_threads: int = 1
     experiment_name: str | None = None  # MLflow experiment; null: the task name
 
     log_every: int = 100  # iterations between train/* and perf/* points and progress lines
@@ -169,6 +172,7 @@ def check(cfg: Config) -> None:
                 "eval_every", "sample_every", "sample_length", "checkpoint_every",
                 "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
         _positive_int(cfg, key)
+    _require(cfg.blas_threads >= 0, "blas_threads", cfg.blas_threads, "an integer ≥ 0")
     _positive_finite("learning_rate", cfg.learning_rate)
     _positive_finite("temperature", cfg.temperature)
     _positive_finite("task.init_scale", cfg.task.init_scale)

@@ -14,6 +14,8 @@ Nothing here does I/O, reads config or keeps state between calls.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,10 +36,22 @@ def _sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.reciprocal(out, out=out)
 
 
+def _tanh_grad(h: np.ndarray) -> np.ndarray:
+    """tanh'(z) written through h = tanh(z): 1 - h²."""
+    d = np.multiply(h, h)
+    return np.subtract(1.0, d, out=d)  # in place: one temporary, not two
+
+
+def _sigmoid_grad(h: np.ndarray) -> np.ndarray:
+    """sigmoid'(z) written through h = sigmoid(z): h (1 - h)."""
+    d = np.subtract(1.0, h)
+    return np.multiply(d, h, out=d)
+
+
 # activation -> (function(z, out), derivative written in terms of the output h)
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "tanh": (np.tanh, lambda h: 1.0 - h * h),
-    "sigmoid": (_sigmoid, lambda h: h * (1.0 - h)),
+    "tanh": (np.tanh, _tanh_grad),
+    "sigmoid": (_sigmoid, _sigmoid_grad),
 }
 
 
@@ -107,22 +121,29 @@ def forward(params: Params, xs: np.ndarray, hprev: np.ndarray, activation: str) 
     T, B = xs.shape[:2]
     hs = np.empty((T + 1, B, Whh.shape[0]), dtype=Wxh.dtype)
     hs[0] = hprev
-    # Input projections for every step at once: a row gather for symbols, one GEMM for dense
-    # inputs. They are written into hs[1:] and the loop adds the recurrent term in place.
-    if np.issubdtype(xs.dtype, np.integer):
-        np.take(np.ascontiguousarray(Wxh.T), xs, axis=0, out=hs[1:])  # (T, B, H)
+    # Input projections plus bh for every step at once, written into hs[1:]; the loop then adds
+    # the recurrent term in place. For symbols, row s of (Wxh.T + bh) is Wxh x + bh for the
+    # one-hot x of s, so the whole window is one row gather of a (V, H) table.
+    if xs.dtype.kind in "iu":  # integer symbols
+        V = Wxh.shape[1]
+        if xs.min() < 0 or xs.max() >= V:
+            raise IndexError(f"input symbols must be in [0, {V}); got {xs.min()}..{xs.max()}")
+        # mode="clip" only because the range is checked above: the default mode copies
+        # through a buffer, which costs as much as the gather itself.
+        np.take(Wxh.T + bh, xs, axis=0, out=hs[1:], mode="clip")  # (T, B, H)
     else:
         np.matmul(xs.astype(Wxh.dtype, copy=False), Wxh.T, out=hs[1:])
-    hs[1:] += bh
+        hs[1:] += bh
     WhhT = np.ascontiguousarray(Whh.T)  # contiguous rows make each step's small GEMM faster
-    rec = np.empty_like(hprev, dtype=Wxh.dtype)
+    z = np.empty_like(hs[0])  # (B, H) pre-activation, reused every step
     h = list(hs)  # views made once: indexing inside the loop costs as much as the math at B=1
     for t in range(T):
-        # The sequential part: one (B, H) @ (H, H) product and the nonlinearity per step.
-        np.dot(h[t], WhhT, out=rec)
-        np.add(rec, h[t + 1], out=rec)  # h[t+1] holds Wxh x_t + bh until overwritten
-        act(rec, out=h[t + 1])
-    logits = (hs[1:].reshape(T * B, -1) @ Why.T).reshape(T, B, -1)  # (T, B, O)
+        # The sequential part: one (B, H) @ (H, H) product and the nonlinearity per step,
+        # three numpy calls writing into existing buffers (positional ``out``: fewer checks).
+        np.dot(h[t], WhhT, z)
+        np.add(z, h[t + 1], z)  # h[t+1] holds Wxh x_t + bh until overwritten
+        act(z, h[t + 1])
+    logits = np.matmul(hs[1:].reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
     logits += by
     return Forward(xs=xs, hs=hs, logits=logits, activation=activation)
 
@@ -147,34 +168,54 @@ def backward(
     h_out = hs[1:].reshape(N, H)  # states that fed the outputs
     h_in = hs[:-1].reshape(N, H)  # states that fed the recurrence
 
+    # Bias gradients are column sums, done as GEMVs with a ones vector: numpy's column-wise
+    # reduction over (N, O) is ~5x slower at B=32.
+    ones = np.ones(N, dtype=hs.dtype)
     np.matmul(dl.T, h_out, out=grads["Why"])  # (O, H)
-    np.sum(dl, axis=0, out=grads["by"])  # (O,)
-    dz = (dl @ Why).reshape(T, B, H)  # what each output sends back to its state, then dz in place
+    np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
+    dz = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into its h_t; dz in place
     dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t
     dhnext = np.zeros((B, H), dtype=hs.dtype)  # gradient arriving at h_t from step t+1
     dzs, dhdzs = list(dz), list(dhdz)  # per-step views, made once
     for t in reversed(range(T)):
-        np.add(dzs[t], dhnext, out=dzs[t])  # backprop into h_t: its output + the future
-        np.multiply(dzs[t], dhdzs[t], out=dzs[t])  # through the nonlinearity: d loss / d z_t
-        np.dot(dzs[t], Whh, out=dhnext)  # into h_{t-1}
+        np.add(dzs[t], dhnext, dzs[t])  # backprop into h_t: its output + the future
+        np.multiply(dzs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
+        np.dot(dzs[t], Whh, dhnext)  # into h_{t-1}
 
     dzf = dz.reshape(N, H)
     np.matmul(dzf.T, h_in, out=grads["Whh"])  # (H, H)
-    np.sum(dzf, axis=0, out=grads["bh"])  # (H,)
-    if np.issubdtype(xs.dtype, np.integer):
-        # dWxh[:, s] = sum of dz over the steps whose input was s: sort by symbol, sum each run.
-        sym = xs.reshape(N)
-        order = np.argsort(sym, kind="stable")
-        sorted_sym = sym[order]
-        run_start = np.empty(N, dtype=bool)
-        run_start[0] = True
-        np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
-        starts = np.flatnonzero(run_start)
-        grads["Wxh"].fill(0.0)
-        grads["Wxh"][:, sorted_sym[starts]] = np.add.reduceat(dzf[order], starts, axis=0).T
+    np.matmul(ones, dzf, out=grads["bh"])  # (H,) = sum over the N rows
+    if xs.dtype.kind in "iu":  # integer symbols
+        _scatter_columns(xs.reshape(N), dzf, grads["Wxh"])
     else:
         np.matmul(dzf.T, xs.reshape(N, -1).astype(hs.dtype, copy=False), out=grads["Wxh"])
     return grads, dhnext
+
+
+def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
+    """dWxh[:, s] = sum of dz[n] over the steps n whose input symbol was s; 0 for unseen s.
+
+    sym: (N,) ints, dz: (N, H), dWxh: (H, V), written in place. Two exact ways, each the faster
+    one on its side of N ≈ 200 (B = 1 windows on one side, batches on the other).
+    """
+    N, H = dz.shape
+    if N < 200:
+        # Scatter-add every (symbol, unit) entry into the flat (V, H) transpose: a 1-D
+        # ``np.add.at``, which numpy runs on a fast path (its 2-D form is ~10x slower).
+        dWxhT = np.zeros((dWxh.shape[1], H), dtype=dz.dtype)  # (V, H)
+        at = sym.astype(np.intp)[:, None] * H + np.arange(H)  # (N, H) flat index into dWxhT
+        np.add.at(dWxhT.reshape(-1), at.reshape(-1), dz.reshape(-1))
+        dWxh[...] = dWxhT.T
+        return
+    # Sort the steps by symbol and sum each run of equal symbols.
+    order = np.argsort(sym, kind="stable")
+    sorted_sym = sym[order]
+    run_start = np.empty(N, dtype=bool)
+    run_start[0] = True
+    np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
+    starts = np.flatnonzero(run_start)  # (K,) first sorted position of each distinct symbol
+    dWxh.fill(0.0)
+    dWxh[:, sorted_sym[starts]] = np.add.reduceat(dz[order], starts, axis=0).T  # (H, K)
 
 
 # --- output heads -------------------------------------------------------------------------------
@@ -190,18 +231,36 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+@functools.cache
+def _unshifted_limit(dtype: np.dtype, V: int) -> float:
+    """Largest |logit| for which e^z over V symbols is safe unshifted (see softmax_xent)."""
+    return 0.5 * math.log(float(np.finfo(dtype).max) / V)
+
+
 def softmax_xent(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-entropy of the next symbol. targets: (T, B) ints. Overwrites logits."""
+    """Cross-entropy of the next symbol. targets: (T, B) ints. Overwrites logits (when they are
+    contiguous, as ``forward`` makes them; otherwise works on a copy)."""
     T, B, V = logits.shape
-    p = logits.reshape(T * B, V)
-    p -= p.max(axis=1, keepdims=True)  # shift for stability
-    np.exp(p, out=p)
-    p /= p.sum(axis=1, keepdims=True)  # softmax probabilities
-    rows, cols = np.arange(T * B), targets.reshape(T * B)
-    loss = -np.log(p[rows, cols]).reshape(T, B).sum(axis=0)  # (B,)
-    p[rows, cols] -= 1.0  # d/dlogits = p - onehot(target)
-    p /= B  # the gradient is of the mean over streams
-    return loss, logits
+    N = T * B
+    z = np.ascontiguousarray(logits.reshape(N, V))  # (N, V); flat indexing below needs C order
+    # Softmax is unchanged by a shift of each row. Shifting by the row max keeps e^z finite,
+    # but a max along rows of 80 is slow in numpy (a third of this head at B=32) and only
+    # needed when some |z| is large: below ½ log(dtype max / V), every e^z and each row's sum
+    # are finite and far from underflow, so the unshifted softmax (the seed's) is as exact.
+    if max(z.max(), -z.min()) > _unshifted_limit(z.dtype, V):
+        z -= z.max(axis=1, keepdims=True)
+    at_target = np.arange(N) * V + targets.reshape(N)  # (N,) flat index of each target's logit
+    z_target = z.reshape(-1)[at_target]  # (N,) logit of each target (1-D gather: faster)
+    e = np.exp(z, out=z)
+    total = np.matmul(e, np.ones(V, dtype=e.dtype))  # (N,) row sums (a GEMV: faster than sum)
+    # -log p_target = log Σ e^z - z_target, summed over the window per stream.
+    loss = (np.log(total) - z_target).reshape(T, B).sum(axis=0)  # (B,)
+    # d/dlogits of the mean over streams: (p - onehot(target)) / B, with p = e / total.
+    scale = np.reciprocal(total, out=total)
+    scale *= 1.0 / B
+    e *= scale[:, None]
+    e.reshape(-1)[at_target] -= 1.0 / B
+    return loss, e.reshape(T, B, V)  # logits' own memory unless they were not contiguous
 
 
 def sigmoid_mse(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,66 @@
+"""The benchmark runs end to end: ``python -m rnnlab.bench --quick --json`` in a subprocess writes
+every figure the README's table is made of. Timings on a shared machine are noise at this size,
+so nothing here asserts a speed; the figures only have to be there and be positive."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from conftest import run_cli
+
+ENGINE_CASES = ("B=1 float64", "B=1 float32", "B=32 float32", "B=128 float32")
+ENGINE_FIELDS = (
+    "chars_per_sec",
+    "cpu_chars_per_sec",
+    "vs_naive",
+    "cpu_vs_naive",
+    "gemm_bound_chars_per_sec",
+    "gemm_bound_cpu_chars_per_sec",
+    "fraction_of_gemm_bound",
+    "cpu_fraction_of_gemm_bound",
+)
+TRACKING_FIELDS = ("mlflow_seconds", "off_seconds", "overhead_pct", "fixed_seconds",
+                   "per_iteration_pct", "default_run_overhead_pct")  # fmt: skip
+
+
+def positive(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        ["--quick", "--corpus", str(kafka_path), "--json", str(out)],
+        cwd=tmp_path,
+        module="rnnlab.bench",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "B=32 float32" in result.stdout and "tracking (wall)" in result.stdout
+    figures = json.loads(out.read_text())
+
+    assert figures["quick"] is True
+    assert figures["date"][:4].isdigit()
+    machine = figures["machine"]
+    assert machine["cpu"] and machine["numpy"] and machine["logical_cpus"] >= 1
+    assert machine["blas"] and all("internal_api" in lib for lib in machine["blas"])
+    assert figures["settings"]["vocab_size"] > 1 and figures["settings"]["blas_threads"] == 1
+
+    engine = figures["engine"]
+    assert positive(engine["naive B=1 float64"]["chars_per_sec"])
+    for case in ENGINE_CASES:
+        for field in ENGINE_FIELDS:
+            assert positive(engine[case][field]), (case, field, engine[case][field])
+
+    tracking = figures["tracking"]
+    assert tracking["iterations"] >= 1 and tracking["rounds"] >= 1
+    for clock in ("wall", "cpu"):
+        for field in TRACKING_FIELDS:
+            value = tracking[clock][field]
+            assert isinstance(value, float) and math.isfinite(value), (clock, field, value)
+        assert positive(tracking[clock]["mlflow_seconds"])
+        assert positive(tracking[clock]["off_seconds"])
+    assert set(figures["targets"]) >= {"B=1 float64 >= 3x naive", "B=32 float32 >= 20x naive"}
+    assert all(isinstance(v, bool) for v in figures["targets"].values())
