@@ -214,3 +214,52 @@ def test_init_follows_the_seeds():
     assert w.min() >= -1.0 and w.max() < 1.0 and w.min() < -0.8 and w.max() > 0.8
     with pytest.raises(ValueError, match="unknown init 'xavier'"):
         rnn.init_params(2, 3, 1, rng, "xavier")
+
+
+def test_both_scatter_paths_of_dWxh_equal_a_loop():
+    """dWxh is a scatter-add over input symbols, done two ways either side of N = 200 rows:
+    both must equal the plain per-step accumulation."""
+    rng = np.random.default_rng(3)
+    H, V = 6, 9
+    for N in (25, 199, 200, 800):
+        sym = rng.integers(0, V - 2, N)  # two symbols never appear: their columns stay 0
+        dz = rng.standard_normal((N, H))
+        expected = np.zeros((H, V))
+        for n in range(N):
+            expected[:, sym[n]] += dz[n]
+        got = np.full((H, V), np.nan)  # every entry must be written, seen or not
+        rnn._scatter_columns(sym, dz, got)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_xent_is_exact_for_huge_logits(dtype):
+    """Past the unshifted limit the head shifts each row by its max: still finite and equal to
+    the textbook log-softmax (computed in float64 with the shift)."""
+    rng = np.random.default_rng(4)
+    T, B, V = 4, 3, 5
+    logits = (rng.standard_normal((T, B, V)) * 300.0).astype(dtype)  # e^300 overflows float32/64
+    targets = rng.integers(0, V, (T, B))
+    z = logits.astype(np.float64)
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    expected_loss = -np.take_along_axis(logp, targets[..., None], -1)[..., 0].sum(0)
+    expected_grad = np.exp(logp)
+    np.put_along_axis(expected_grad, targets[..., None], 0.0, -1)
+    expected_grad += np.where(np.arange(V) == targets[..., None], np.exp(logp) - 1.0, 0.0)
+    loss, dlogits = rnn.softmax_xent(logits.copy(), targets)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(dlogits))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(loss, expected_loss, rtol=tol)
+    np.testing.assert_allclose(dlogits, expected_grad / B, rtol=tol, atol=tol)
+
+
+def test_out_of_range_symbols_are_refused():
+    """The input gather runs unchecked for speed (mode="clip"), so range is checked first:
+    a bad symbol must raise, never silently read a neighbouring column."""
+    rng = np.random.default_rng(5)
+    _, params = rnn.init_params(4, 3, 4, rng)
+    h = np.zeros((1, 3))
+    for bad in (4, -1):
+        with pytest.raises(IndexError, match="input symbols must be in"):
+            rnn.forward(params, np.array([[0], [bad]]), h, "tanh")
