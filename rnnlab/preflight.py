@@ -15,6 +15,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from rnnlab.config import Config, ConfigError, check, flatten, to_config
@@ -54,6 +55,27 @@ def _explain(exc: BaseException, override_by_key: dict[str, str]) -> str:
     return _first_line(exc)
 
 
+def _leaf_keys(node: dict, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for k, v in node.items():
+        keys |= _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return keys
+
+
+def check_keys(composed: DictConfig, override_by_key: dict[str, str]) -> None:
+    """The composed config has exactly the schema's keys: ``+foo=1`` cannot append an unknown
+    key (the schema would silently drop it) and ``~hidden_size`` cannot delete a needed one."""
+    known = set(flatten(Config()))
+    present = _leaf_keys(OmegaConf.to_container(composed, resolve=False))
+    for key in sorted(present - known):
+        shown = override_by_key.get(key, key)
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else "see `python -m rnnlab.run --cfg job`"
+        raise UserError(f"{shown}: {key} is not a config key; {hint}")
+    for key in sorted(known - present):
+        raise UserError(f"~{key}: {key} cannot be removed; set a value instead")
+
+
 def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     """Override lists that between them use every value of every sweep at least once."""
     parsed = OverridesParser.create().parse_overrides(overrides)
@@ -80,6 +102,17 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return variants
 
 
+def _preflight_resume(cfg: Config, overrides: list[str], multirun: bool) -> None:
+    # imported here: rnnlab.resume needs MLflow, whose import costs seconds that a plain
+    # command line with a typo should not pay
+    from rnnlab.resume import ResumeError, preflight_resume
+
+    try:
+        preflight_resume(cfg, overrides, multirun=multirun)
+    except ResumeError as e:
+        raise UserError(str(e)) from None
+
+
 def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
     """Raise UserError/ConfigError for the first bad value on this command line."""
     args = get_args_parser().parse_args(argv)
@@ -97,13 +130,26 @@ def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
             for overrides in variants:
                 by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
                 try:
-                    cfg = to_config(compose(config_name=args.config_name or config_name,
-                                            overrides=overrides))  # fmt: skip
+                    composed = compose(config_name=args.config_name or config_name,
+                                       overrides=overrides)  # fmt: skip
+                    check_keys(composed, by_key)
+                    cfg = to_config(composed)
                 except (HydraException, OmegaConfBaseException, ValueError) as e:
                     raise UserError(_explain(e, by_key)) from None
+                if cfg.data.name == "file" and not cfg.data.path:
+                    raise UserError("data=file needs data.path: data.path=/path/to/any/utf8.txt")
                 try:
-                    check(cfg)
-                except (CorpusError, PrimeError) as e:
+                    if cfg.resume:  # the checkpoint's config + these overrides: rnnlab.resume
+                        _preflight_resume(cfg, overrides, args.multirun)
+                    else:
+                        check(cfg)
+                except CorpusError as e:  # name the key, as every other message does
+                    msg = str(e)
+                    if not msg.startswith("data."):
+                        key = "data.path" if cfg.data.path else "data.name"
+                        msg = f"{key}={getattr(cfg.data, key[5:])!r}: {msg}"
+                    raise UserError(msg) from None
+                except PrimeError as e:
                     raise UserError(str(e)) from None
     finally:
         GlobalHydra.instance().clear()

@@ -8,8 +8,12 @@ sweep. Only this module knows Hydra; the work happens in ``rnnlab.runs.run_job``
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,41 +22,85 @@ from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
-from rnnlab.runs import JobContext, run_job
+
+if TYPE_CHECKING:
+    from rnnlab.runs import JobContext
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register_configs()
 
 
+def override_key(override: str) -> str:
+    """``+task.init=uniform`` → ``task.init``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | None:
+    """A child is named after the values its sweep varies (``hidden_size=50``); other runs after
+    all their overrides; None lets MLflow pick a name."""
+    chosen = [o for o in overrides if override_key(o) in swept]
+    return ",".join(chosen) or fallback or None
+
+
 def job_context() -> JobContext:
+    from rnnlab.runs import JobContext, read_swept_keys
+
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hc.runtime.cwd, hc.sweep.dir) if multirun else None
+    overrides = list(hc.overrides.task)
     return JobContext(
         launch_dir=Path(hc.runtime.cwd),
         output_dir=Path(hc.runtime.output_dir),
-        overrides=list(hc.overrides.task),
-        run_name=hc.job.override_dirname or None,
-        sweep_dir=Path(hc.runtime.cwd, hc.sweep.dir) if multirun else None,
+        overrides=overrides,
+        run_name=run_name(overrides, read_swept_keys(sweep_dir), hc.job.override_dirname),
+        sweep_dir=sweep_dir,
         multirun=multirun,
+        job_num=hc.job.num if multirun else None,
     )
+
+
+def summary(ctx: JobContext, status: str, detail: str, started: float) -> None:
+    """The one line a finished job prints (a sweep prints one per job)."""
+    job = f"job {ctx.job_num} " if ctx.job_num is not None else ""
+    name = ctx.run_name or "run"
+    seconds = time.perf_counter() - started
+    print(f"rnnlab: {job}{name}: {status} in {seconds:.1f} s, {detail}", file=sys.stderr)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective so sweepers can minimise it."""
+    from rnnlab.runs import run_job  # MLflow loads only once the command line is checked
+
+    started = time.perf_counter()
     ctx = job_context()
-    config = to_config(cfg)
-    try:
+    try:  # an exception escaping a job would stop Hydra's basic sweeper after the batch
+        config = to_config(cfg)
+        # train() pins BLAS to this many threads, so joblib workers do not oversubscribe cores
+        ctx.extra_tags["rnnlab.blas_threads"] = str(config.blas_threads)
         final = run_job(config, ctx)
     except Exception as e:  # the run is already recorded FAILED with its reason
-        print(f"rnnlab: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        summary(ctx, "FAILED", f"{type(e).__name__}: {e}", started)
         if ctx.multirun:
             return math.inf  # the other jobs of the sweep go on
         sys.exit(1)
-    name = ctx.run_name or config.task.name
-    print(f"rnnlab: {name}: objective {final['objective']:.4f}", file=sys.stderr)
+    except KeyboardInterrupt as e:  # recorded KILLED; the CLI stops (and closes a sweep)
+        summary(ctx, "KILLED", str(e) or "interrupted", started)
+        raise
+    detail = f"objective {final['objective']:.4f}"
+    for key in ("final/val_loss", "final/val_exact_acc", "final/chars_per_sec"):
+        if key in final:
+            detail += f", {key} {final[key]:.4g}"
+    summary(ctx, "FINISHED", detail, started)
     return final["objective"]
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM outside the training loop (which handles it itself) acts as Ctrl-C, so runs and
+    the sweep's parent are closed KILLED rather than left RUNNING."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def cli() -> None:
@@ -62,17 +110,28 @@ def cli() -> None:
     except (UserError, ConfigError) as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         sys.exit(2)
+    signal.signal(signal.SIGTERM, _terminate)
+    # MLflow's INFO lines (creating tables, migrations) would drown the progress lines. Set
+    # before MLflow's first import (it is imported only once the command line is checked);
+    # joblib's worker processes inherit it.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from rnnlab import sweep
+
     try:
         main()
     except KeyboardInterrupt:
         from mlflow.entities import RunStatus
 
-        from rnnlab.sweep import close_parent, open_parent
-
-        if open_parent:
-            close_parent(RunStatus.KILLED)
+        if sweep.open_parent:
+            sweep.close_parent(RunStatus.KILLED)
         print("rnnlab: interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:  # Hydra reports a crashed launcher this way
+        if sweep.open_parent and e.code not in (0, None):
+            from mlflow.entities import RunStatus
+
+            sweep.close_parent(RunStatus.FAILED)
+        raise
 
 
 if __name__ == "__main__":

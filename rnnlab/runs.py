@@ -7,26 +7,35 @@ an exception (divergence included); KILLED, after a final checkpoint, on SIGINT 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_registered_sources
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 import rnnlab
 from rnnlab import corpus
-from rnnlab.config import Config, flatten
+from rnnlab.config import Config, check, flatten
+from rnnlab.model import log_run_model
+from rnnlab.search import TrialPruned, trial_tracker
 from rnnlab.tracking import MlflowTracker, Tracker
 from rnnlab.train import Interrupted, train
 
-PARENT_RUN_FILE = ".rnnlab_parent_run_id"
+PARENT_RUN_FILE = ".rnnlab_parent_run_id"  # the sweep's parent run id, written by rnnlab.sweep
+SWEPT_KEYS_FILE = ".rnnlab_swept_keys"  # the keys a sweep varies, one a line: child run names
 
 
 @dataclass
@@ -35,23 +44,28 @@ class JobContext:
 
     launch_dir: Path = field(default_factory=Path.cwd)
     output_dir: Path | None = None
-    overrides: list[str] = field(default_factory=list)
-    run_name: str | None = None
+    overrides: list[str] = field(default_factory=list)  # every override of this job
+    run_name: str | None = None  # None: MLflow picks a name
     sweep_dir: Path | None = None  # set for the jobs of a multirun
     multirun: bool = False
+    job_num: int | None = None  # the job's index in its sweep
+    extra_tags: dict[str, str] = field(default_factory=dict)
 
 
-def tracking_uri(cfg: Config, launch_dir: Path) -> str:
+def tracking_uri(cfg: Any, launch_dir: Path) -> str:
     """tracking.uri, else $MLFLOW_TRACKING_URI, else SQLite in the launch directory (absolute,
-    so every job of a sweep shares one store whatever its working directory)."""
-    if cfg.tracking.uri:
-        return cfg.tracking.uri
-    if env := os.environ.get("MLFLOW_TRACKING_URI"):
-        return env
-    return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
+    so every job of a sweep shares one store whatever its working directory). ``cfg`` is a
+    ``Config`` or a composed DictConfig."""
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # a relative file
+        return f"sqlite:///{Path(launch_dir).resolve() / uri.removeprefix('sqlite:///')}"
+    return uri
 
 
-def experiment_name(cfg: Config) -> str:
+def experiment_name(cfg: Any) -> str:
+    """``experiment_name``, else one experiment per task."""
     return cfg.experiment_name or cfg.task.name
 
 
@@ -90,59 +104,107 @@ def end_leaked_runs() -> None:
         print(f"rnnlab: closed leaked run {run.info.run_id}", file=sys.stderr)
 
 
-def record_inputs(client: MlflowClient, run_id: str, cfg: Config, ctx: JobContext) -> None:
+def _file_source(path: Path) -> DatasetSource:
+    """A local-file dataset source, named explicitly: ``mlflow.data.from_numpy(source=str)``
+    asks a registry that holds two local-file sources and warns that the string is ambiguous."""
+    uri = path.resolve().as_uri()
+    for source in get_registered_sources():
+        if source.__name__ == "LocalArtifactDatasetSource":
+            return source(uri)
+    return CodeDatasetSource(tags={"uri": uri})  # never in MLflow 3.x; keeps a record anyway
+
+
+def dataset_of(cfg: Config) -> tuple[MetaDataset, str]:
+    """(dataset, sha256) of what this run learns from: the corpus file for the char-RNN, the
+    fixed evaluation sums for the adder (its training sums are drawn fresh every step)."""
+    if cfg.task.name == "charrnn":
+        path = corpus.resolve(cfg.data.name, cfg.data.path, cfg.data.url)
+        digest = corpus.sha256_of(path)
+        name = Path(cfg.data.path).stem if cfg.data.path else cfg.data.name
+        return MetaDataset(_file_source(path), name=name, digest=digest[:36]), digest
+    from rnnlab.tasks.adder import AdderTask
+
+    task = AdderTask(cfg, np.random.default_rng(0))  # only its fixed evaluation pairs are used
+    digest = hashlib.sha256(
+        np.stack([task.eval_a, task.eval_b]).astype("<i8").tobytes()
+    ).hexdigest()
+    source = CodeDatasetSource(tags={"generator": "rnnlab.tasks.adder", "bits": str(task.bits)})
+    name = f"adder-{task.bits}bit-eval"
+    return MetaDataset(source, name=name, digest=digest[:36]), digest
+
+
+def record_inputs(client: MlflowClient, run_id: str, cfg: Config) -> None:
     """Params, the resolved config and the dataset: what made this run."""
     params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config.yaml")
-    if cfg.task.name == "charrnn":
-        path = corpus.resolve(cfg.data.name, cfg.data.path, cfg.data.url)
-        digest = corpus.sha256_of(path)
-        name = Path(cfg.data.path).stem if cfg.data.path else cfg.data.name
-        dataset = mlflow.data.from_numpy(
-            np.zeros(1), source=str(path.resolve()), name=name, digest=digest[:36]
-        )
-        mlflow.log_input(dataset, context="training", tags={"sha256": digest})
-        client.set_tag(run_id, "rnnlab.dataset_sha256", digest)
+    dataset, digest = dataset_of(cfg)
+    mlflow.log_input(dataset, context="training", tags={"sha256": digest})
+    client.set_tag(run_id, "rnnlab.dataset_sha256", digest)
 
 
-def run_job(cfg: Config, ctx: JobContext, show_progress: bool = True) -> dict[str, float]:
-    """Train ``cfg`` inside an MLflow run; returns the final metrics (with ``objective``)."""
-    uri = tracking_uri(cfg, ctx.launch_dir)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, experiment_name(cfg))
-    end_leaked_runs()
-    parent_id = read_parent_run_id(ctx.sweep_dir)
+def run_tags(cfg: Config, ctx: JobContext) -> dict[str, str]:
+    """What launched this run: code version, overrides, sweep."""
     tags = {
         "rnnlab.task": cfg.task.name,
         "rnnlab.version": rnnlab.__version__,
         "rnnlab.overrides": " ".join(ctx.overrides),
         **git_tags(ctx.launch_dir),
+        **ctx.extra_tags,
     }
     if ctx.sweep_dir is not None:
         tags["rnnlab.sweep_dir"] = str(ctx.sweep_dir)
+    if ctx.job_num is not None:
+        tags["rnnlab.job_num"] = str(ctx.job_num)
+    return tags
+
+
+def run_job(
+    cfg: Config, ctx: JobContext, show_progress: bool = True, resume_from: Path | None = None
+) -> dict[str, float]:
+    """Train ``cfg`` inside an MLflow run; returns the final metrics (with ``objective``).
+    ``resume_from``: a checkpoint file to continue from (``rnnlab.resume`` sets it)."""
+    if cfg.resume and resume_from is None:  # resume=<run id | checkpoint>: rnnlab.resume
+        from rnnlab.resume import resume_job
+
+        return resume_job(cfg, ctx, show_progress)
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
+    if not cfg.tracking.enabled:
+        check(cfg)
+        return train(cfg, None, out_dir, resume_from=resume_from, show_progress=show_progress)
+    uri = tracking_uri(cfg, ctx.launch_dir)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, experiment_name(cfg))
+    end_leaked_runs()
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=ctx.run_name,
-        parent_run_id=parent_id,
-        tags=tags,
+        parent_run_id=read_parent_run_id(ctx.sweep_dir),
+        tags=run_tags(cfg, ctx),
     ) as run:
         run_id = run.info.run_id
         tracker: Tracker = MlflowTracker(
             client, run_id, cfg.tracking.flush_points, cfg.tracking.flush_seconds
         )
+        tracker = trial_tracker(tracker, cfg, client, run_id)  # reports to Optuna in a search
         try:
-            record_inputs(client, run_id, cfg, ctx)
-            return train(cfg, tracker, out_dir, show_progress=show_progress)
+            check(cfg)  # values a sweeper proposes never went through the CLI's preflight
+            record_inputs(client, run_id, cfg)
+            final = train(
+                cfg, tracker, out_dir, resume_from=resume_from, show_progress=show_progress
+            )
+            log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
+            return final
+        except TrialPruned as e:  # the search stopped this trial early: done, not failed
+            return e.metrics
         except Interrupted as e:
             client.set_tag(run_id, "error", f"interrupted: {e}")
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
-        except KeyboardInterrupt:  # a second Ctrl-C: no time for a checkpoint
-            client.set_tag(run_id, "error", "interrupted twice; no final checkpoint")
+        except KeyboardInterrupt:  # outside the loop, or a second Ctrl-C: no checkpoint
+            client.set_tag(run_id, "error", "interrupted before a final checkpoint")
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
         except Exception as e:
@@ -151,7 +213,16 @@ def run_job(cfg: Config, ctx: JobContext, show_progress: bool = True) -> dict[st
 
 
 def read_parent_run_id(sweep_dir: Path | None) -> str | None:
+    """The parent run a sweep's callback opened, if this job belongs to one."""
     if sweep_dir is None:
         return None
     marker = Path(sweep_dir) / PARENT_RUN_FILE
     return marker.read_text().strip() if marker.is_file() else None
+
+
+def read_swept_keys(sweep_dir: Path | None) -> list[str]:
+    """The keys the sweep varies (empty outside a sweep, or when none is recorded)."""
+    if sweep_dir is None:
+        return []
+    marker = Path(sweep_dir) / SWEPT_KEYS_FILE
+    return marker.read_text().split() if marker.is_file() else []

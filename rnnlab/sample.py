@@ -1,0 +1,235 @@
+"""``python -m rnnlab.sample``: text from a char-RNN run, or a sum from an adder run.
+
+    python -m rnnlab.sample run_id=<id> prime="One morning" temperature=0.8 length=500 seed=1
+    python -m rnnlab.sample checkpoint=outputs/.../iter_0100000.npz length=100
+    python -m rnnlab.sample run_id=<id> a=77 b=41          # adder: the sum, bit by bit
+
+Only the checkpoint is needed (its weights, vocabulary and config): not the corpus, not the
+machine that trained it. ``run_id`` reads the run's newest checkpoint artifact from the tracking
+URI (``tracking_uri=``, else $MLFLOW_TRACKING_URI, else ./mlflow.db, as ``rnnlab.run``). The same
+``seed`` gives the same text. Mistakes cost one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import checkpoint, rnn
+from rnnlab.config import Config
+from rnnlab.rnn import PARAM_NAMES
+from rnnlab.tasks.adder import from_bits, to_bits
+from rnnlab.tasks.charrnn import PrimeError, Vocabulary
+
+
+class SampleError(ValueError):
+    """A sampling request cannot be served. The message is one line."""
+
+
+@dataclass
+class Weights:
+    """What sampling needs from a checkpoint: the parameters, the config, the vocabulary."""
+
+    params: rnn.Params
+    cfg: Config
+    vocab: Vocabulary | None  # None for the adder
+    iteration: int
+    source: str
+
+
+def load_weights(path: Path, source: str | None = None) -> Weights:
+    """Weights from a checkpoint (or the model's weights file): SampleError for anything else."""
+    from rnnlab.resume import config_from_flat
+
+    try:
+        arrays, meta = checkpoint.load(Path(path))
+    except checkpoint.CheckpointError as e:
+        raise SampleError(str(e)) from None
+    missing = [k for k in PARAM_NAMES if f"param/{k}" not in arrays]
+    if missing or "config" not in meta:
+        raise SampleError(f"{path} is a checkpoint without weights or config")
+    cfg = config_from_flat(meta["config"])
+    vocab = None
+    if cfg.task.name == "charrnn":
+        if "vocab" not in arrays:
+            raise SampleError(f"{path} is a char-RNN checkpoint without its vocabulary")
+        vocab = Vocabulary("".join(str(c) for c in arrays["vocab"]))
+    params = {k: arrays[f"param/{k}"] for k in PARAM_NAMES}
+    iteration = int(meta.get("state", {}).get("iteration", meta.get("iteration", 0)))
+    return Weights(params, cfg, vocab, iteration, source or str(path))
+
+
+def generate_text(
+    w: Weights, prime: str, length: int, temperature: float, rng: np.random.Generator
+) -> str:
+    """``prime`` followed by ``length`` sampled characters — what ``CharTask.generate`` draws
+    with the same rng, without needing the corpus."""
+    if w.vocab is None:
+        raise SampleError(f"{w.source} is a {w.cfg.task.name} model, not a char-RNN")
+    check_request(length=length, temperature=temperature)
+    if not prime:
+        raise SampleError("prime must have at least one character")
+    try:
+        ids = w.vocab.encode(prime, what=f"prime {prime!r}")
+    except PrimeError as e:
+        raise SampleError(str(e)) from None
+    h = np.zeros((1, w.params["Whh"].shape[0]), dtype=w.params["Whh"].dtype)  # (1, H)
+    if ids.size > 1:  # read all but the last prime character; sampling starts from that one
+        h = rnn.forward(w.params, ids[:-1, None], h, w.cfg.task.activation).hs[-1]
+    drawn = rnn.sample(w.params, w.cfg.task.activation, h, int(ids[-1]), length, temperature, rng)
+    return prime + w.vocab.decode(drawn)
+
+
+def check_request(length: int | None = None, temperature: float | None = None) -> None:
+    if length is not None and length < 1:
+        raise SampleError(f"length={length} is not allowed: an integer ≥ 1")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise SampleError(f"temperature={temperature} is not allowed: a finite number > 0")
+
+
+def default_prime(w: Weights) -> str:
+    """The run's own prime, else a space (else the vocabulary's first character)."""
+    assert w.vocab is not None
+    if w.cfg.prime and all(c in w.vocab.index for c in w.cfg.prime):
+        return w.cfg.prime
+    return " " if " " in w.vocab.index else w.vocab.chars[0]
+
+
+def add_bit_by_bit(w: Weights, a: int, b: int) -> tuple[int, list[str]]:
+    """The adder's predicted a + b and one line per bit (least significant first)."""
+    if w.vocab is not None:
+        raise SampleError(f"{w.source} is a char-RNN model; a= and b= are for adder runs")
+    bits = w.cfg.seq_length
+    high = 2 ** (bits - 1)
+    for name, v in (("a", a), ("b", b)):
+        if not 0 <= v < high:
+            raise SampleError(
+                f"{name}={v} is not allowed: this {bits}-bit adder adds 0 ≤ a, b < {high}"
+            )
+    ops = np.array([a, b], dtype=np.int64)
+    dtype = w.params["Whh"].dtype
+    xs = to_bits(ops, bits)[:, None, :].astype(dtype)  # (bits, 1, 2): one bit of each per step
+    h0 = np.zeros((1, w.params["Whh"].shape[0]), dtype=dtype)
+    z = rnn.forward(w.params, xs, h0, w.cfg.task.activation).logits[:, 0, 0].astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-z))  # P(sum bit = 1), (bits,)
+    pred_bits = (z > 0.0).astype(np.int64)  # sigmoid(z) > ½  ⇔  z > 0, as AdderTask.predict
+    pred = int(from_bits(pred_bits[:, None])[0])
+    true_bits = to_bits(np.array([a + b]), bits)[:, 0]
+    lines = [f"{'bit':>3}  a b  P(1)   predicted  true"]
+    for t in range(bits):
+        mark = "" if pred_bits[t] == true_bits[t] else "  ✗"
+        lines.append(
+            f"{t:>3}  {int(xs[t, 0, 0])} {int(xs[t, 0, 1])}  {p[t]:.3f}  {pred_bits[t]:>9}"
+            f"  {true_bits[t]:>4}{mark}"
+        )
+    verdict = "right" if pred == a + b else f"wrong, {a} + {b} = {a + b}"
+    lines.append(f"{a} + {b} = {pred}   ({pred:0{bits}b}; {verdict})")
+    return pred, lines
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+KEYS = {
+    "run_id": "an MLflow run id",
+    "checkpoint": "a checkpoint .npz file",
+    "tracking_uri": "where run_id lives",
+    "prime": "text fed in first",
+    "length": "characters to draw",
+    "temperature": "> 0; < 1 sharper",
+    "seed": "seeds the draws",
+    "a": "adder operand",
+    "b": "adder operand",
+}
+USAGE = (
+    "usage: python -m rnnlab.sample (run_id=<id> | checkpoint=<path>) [tracking_uri=<uri>] "
+    '[prime="text"] [length=N] [temperature=T] [seed=S]  |  ... a=<int> b=<int>'
+)
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in KEYS:
+            raise SampleError(f"{arg!r} is not one of {', '.join(k + '=' for k in KEYS)}")
+        args[key] = value
+    if ("run_id" in args) == ("checkpoint" in args):
+        raise SampleError("give exactly one of run_id=<id> or checkpoint=<path>")
+    return args
+
+
+def _number(args: dict[str, str], key: str, kind, default):
+    if key not in args:
+        return default
+    try:
+        return kind(args[key])
+    except ValueError:
+        raise SampleError(
+            f"{key}={args[key]!r} is not a{'n integer' if kind is int else ' number'}"
+        ) from None
+
+
+def resolve_weights(args: dict[str, str], workdir: Path) -> Weights:
+    """Weights from ``checkpoint=`` or from the newest checkpoint of ``run_id=``."""
+    from rnnlab.resume import ResumeError, default_uri, fetch_checkpoint, get_run, open_store
+
+    if "checkpoint" in args:
+        return load_weights(Path(args["checkpoint"]).expanduser())
+    uri = default_uri(args.get("tracking_uri") or None)
+    run_id = args["run_id"]
+    try:
+        client = open_store(uri)
+        run = get_run(client, run_id, uri)
+        path = fetch_checkpoint(client, run, workdir)
+    except ResumeError as e:
+        raise SampleError(str(e)) from None
+    return load_weights(path, source=f"run {run_id} ({Path(path).name})")
+
+
+def main(argv: list[str]) -> str:
+    """What the CLI prints, or SampleError."""
+    args = parse_args(argv)
+    length = _number(args, "length", int, None)
+    temperature = _number(args, "temperature", float, None)
+    seed = _number(args, "seed", int, 0)
+    a, b = _number(args, "a", int, None), _number(args, "b", int, None)
+    check_request(length, temperature)  # before any download
+    with tempfile.TemporaryDirectory(prefix="rnnlab-sample-") as tmp:
+        w = resolve_weights(args, Path(tmp))
+    if w.cfg.task.name == "adder" or a is not None or b is not None:
+        if a is None or b is None:
+            raise SampleError(f"{w.source} is an adder: give both a=<int> and b=<int>")
+        _, lines = add_bit_by_bit(w, a, b)
+        return "\n".join(lines)
+    prime = args["prime"] if "prime" in args else default_prime(w)
+    return generate_text(
+        w,
+        prime,
+        length if length is not None else w.cfg.sample_length,
+        temperature if temperature is not None else w.cfg.temperature,
+        np.random.default_rng(seed),
+    )
+
+
+def cli() -> None:
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        _, examples, *rest = __doc__.split("\n\n")
+        print("\n\n".join([USAGE, textwrap.dedent(examples).strip(), *rest]).strip())
+        sys.exit(0 if argv else 2)
+    try:
+        out = main(argv)
+    except SampleError as e:
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(out)
+
+
+if __name__ == "__main__":
+    cli()
