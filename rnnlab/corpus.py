@@ -105,8 +105,11 @@ _GUTENBERG_END = re.compile(
 
 def strip_gutenberg(text: str) -> str:
     """The book without Project Gutenberg's header and footer; other texts unchanged."""
-    if start := _GUTENBERG_START.search(text):
+    start, end = _GUTENBERG_START.search(text), None
+    if start:
         text = text[start.end() :]
     if end := _GUTENBERG_END.search(text):
         text = text[: end.start()]
-    return text.strip("\n") + "\n"
+    if not (start or end):
+        return text
+    return text.strip("\n") + "\n"  # the blank lines around the markers belong to neither

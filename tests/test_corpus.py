@@ -178,3 +178,24 @@ def test_cli_reports_corpus_problems_in_one_line_before_any_job(tmp_path, case):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rnnlab: error: ") and expected in lines[0]
     assert not (tmp_path / "mlflow.db").exists()  # stopped before any run was recorded
+
+
+def test_gutenberg_licence_is_cut_and_other_texts_are_untouched():
+    book = "Chapter 1\nOne morning.\n"
+    wrapped = (
+        "The Project Gutenberg EBook of X\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n\n"
+        + book
+        + "\n\nEnd of the Project Gutenberg EBook of X\nlicence text, @#$ symbols\n"
+    )
+    assert corpus.strip_gutenberg(wrapped) == book
+    footer_only = book + "\nEnd of Project Gutenberg's X\n*** END OF THE PROJECT GUTENBERG EBOOK\n"
+    assert corpus.strip_gutenberg(footer_only) == book
+    plain = "\n\nno markers here, leading and trailing newlines kept\n\n"
+    assert corpus.strip_gutenberg(plain) == plain
+
+
+def test_kafka_without_licence_is_the_story(kafka_path):
+    text = corpus.strip_gutenberg(corpus.read_text(kafka_path))
+    assert text.startswith("One morning, when Gregor Samsa woke")
+    assert text.rstrip().endswith("stretch out her young body.")
+    assert "Gutenberg" not in text and len(text) == 118_561 and len(set(text)) == 62
