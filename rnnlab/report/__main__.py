@@ -8,17 +8,20 @@ Keys (all optional; with none, the latest sweep in the store):
   out=<folder>                   default: reports/<sweep name>
   samples_at=1000,5000           iterations whose samples are shown beside the final one
   log=true|false                 log the report to the sweep's parent run (default true)
-A bad argument costs one line on stderr and exit code 2.
+  register=<model name>          then register the sweep's best char-RNN run (lowest
+                                 final/val_loss, with a logged model) as a new version of
+                                 this model in the MLflow model registry of the same store
+A bad argument, or a sweep with nothing to register, costs one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import sys
 
-from rnnlab.report.build import generate
+from rnnlab.report.build import write
 from rnnlab.report.select import SelectionError, default_tracking_uri
 
-KEYS = ("sweep", "experiment", "filter", "tracking_uri", "out", "samples_at", "log")
+KEYS = ("sweep", "experiment", "filter", "tracking_uri", "out", "samples_at", "log", "register")
 
 
 class UsageError(ValueError):
@@ -26,7 +29,8 @@ class UsageError(ValueError):
 
 
 def parse(args: list[str]) -> dict:
-    """``["sweep=abc", "samples_at=1000,5000"]`` → keyword arguments of ``generate``."""
+    """``["sweep=abc", "samples_at=1000,5000"]`` → keyword arguments of ``generate`` (plus
+    ``register``: a model name or None)."""
     raw: dict[str, str] = {}
     for arg in args:
         key, eq, value = arg.partition("=")
@@ -55,7 +59,26 @@ def parse(args: list[str]) -> dict:
         if raw["log"].lower() not in ("true", "false"):
             raise UsageError(f"log={raw['log']!r} is not allowed: true or false")
         kwargs["log_to_parent"] = raw["log"].lower() == "true"
+    kwargs["register"] = raw.get("register") or None
+    if "register" in raw and not kwargs["register"]:
+        raise UsageError("register= needs a model name, e.g. register=kafka-charrnn")
+    if kwargs["register"] and not kwargs["sweep"] and (kwargs["experiment"] or raw.get("filter")):
+        raise UsageError("register= registers a sweep's best run: select a sweep (sweep=<id>)")
     return kwargs
+
+
+def register(parent_run_id: str, name: str, uri: str) -> str:
+    """Register the sweep's best run; the one line to print."""
+    from mlflow.exceptions import MlflowException
+
+    from rnnlab.model import RegistryError, register_best
+
+    try:
+        v = register_best(parent_run_id, name, uri)
+    except MlflowException as e:
+        raise RegistryError(f"MLflow: {str(e).splitlines()[0]}") from None
+    run_id = v.tags.get("rnnlab.run_id", v.run_id)
+    return f"rnnlab: registered {v.name} version {v.version}: run {run_id}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     try:
-        path = generate(**parse(args))
+        kwargs = parse(args)
+        name = kwargs.pop("register")
+        path, sel = write(**kwargs)
     except (UsageError, SelectionError) as e:
         print(f"rnnlab.report: error: {e}", file=sys.stderr)
         return 2
     print(f"rnnlab: report: {path}")
+    if name is None:
+        return 0
+    from rnnlab.model import RegistryError  # mlflow.pyfunc: only when registering
+
+    try:
+        if sel.parent is None:
+            raise RegistryError("register= needs a sweep; the selection is not one")
+        print(register(sel.parent.info.run_id, name, kwargs["uri"]))
+    except RegistryError as e:
+        print(f"rnnlab.report: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

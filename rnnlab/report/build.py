@@ -1,4 +1,7 @@
-"""``generate``: select → tables → figures → samples → report.html, report.md, runs.csv."""
+"""``generate``: select → tables → figures → samples → report.html, report.md, runs.csv.
+
+A sweep whose parent is tagged ``rnnlab.search=optuna`` also gets its trials
+(``rnnlab.search.search_trials``): ``trials.csv``, a trials table and the search figures."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rnnlab.report.figures import make_figures
+import pandas as pd
+
+from rnnlab.report.figures import make_figures, search_figures
 from rnnlab.report.render import Report, RunSamples, to_html, to_markdown
 from rnnlab.report.select import Selection, select
 from rnnlab.report.tables import Tables, build_tables
@@ -45,6 +50,33 @@ def collect_samples(sel: Selection, t: Tables, at: list[int]) -> list[RunSamples
     return out
 
 
+def search_of(sel: Selection) -> tuple[pd.DataFrame, list[str]] | None:
+    """(trials, searched keys) when the selection is an Optuna search with trials, else None."""
+    if sel.parent is None or sel.parent.data.tags.get("rnnlab.search") != "optuna":
+        return None
+    from rnnlab.search import search_trials
+
+    trials = search_trials(sel.uri, sel.parent.info.run_id)
+    keys = [k for k in sel.parent.data.tags.get("rnnlab.search_params", "").split(",") if k]
+    return (trials, keys) if not trials.empty else None
+
+
+def search_fact(sel: Selection, trials: pd.DataFrame) -> str:
+    """One line: study, trial counts by state, pruner, best trial."""
+    tags = sel.parent.data.tags
+    states = trials["state"].value_counts()
+    line = f"Optuna study {tags.get('rnnlab.study', '?')}, {len(trials)} trials ("
+    line += ", ".join(f"{n} {s}" for s, n in states.items()) + ")"
+    line += f", pruner {tags.get('rnnlab.pruner', '?')}"
+    complete = trials[trials["state"] == "COMPLETE"]
+    if not complete.empty:
+        best = complete.loc[complete["value"].idxmin()]
+        line += f"; best trial {best['trial']}: {best['value']:.4g}"
+    done, longest = int(trials["iterations"].sum()), int(trials["iterations"].max())
+    return line + (f"; iterations trained {done:,} ({len(trials) * longest:,} if every trial had "
+                   f"run {longest:,})")  # fmt: skip
+
+
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("_") or "report"
 
@@ -60,6 +92,19 @@ def generate(
 ) -> Path:
     """Write the report of the selected runs; return ``report.html``'s path. With a sweep
     selected (and ``log_to_parent``), the folder is also logged to its parent run."""
+    return write(uri, sweep, experiment, filter_string, out, samples_at, log_to_parent)[0]
+
+
+def write(
+    uri: str,
+    sweep: str | None = None,
+    experiment: str | None = None,
+    filter_string: str = "",
+    out: Path | str | None = None,
+    samples_at: list[int] | None = None,
+    log_to_parent: bool = True,
+) -> tuple[Path, Selection]:
+    """``generate``, also returning the selection (the CLI registers its sweep's best run)."""
     sel = select(uri, sweep, experiment, filter_string)
     out_dir = Path(out) if out is not None else Path("reports") / safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +113,15 @@ def generate(
 
     t = build_tables(sel)
     t.runs.to_csv(out_dir / "runs.csv", index=False)
-    figures = make_figures(sel, t, out_dir)
+    (out_dir / "trials.csv").unlink(missing_ok=True)
+    search = search_of(sel)
+    figures = make_figures(sel, t, out_dir, search=search is not None)
+    trials, trial_figures = None, []
+    if search is not None:
+        trials, keys = search
+        trials.drop(columns="intermediate").to_csv(out_dir / "trials.csv", index=False)
+        task = str(t.runs["task"].iloc[0])
+        trial_figures = search_figures(trials, keys, task, out_dir)
     samples = collect_samples(sel, t, samples_at or [])
 
     commands = []
@@ -92,6 +145,8 @@ def generate(
         facts.append(("sweep status", sel.parent.info.status))
         if launcher := sel.parent.data.tags.get("rnnlab.launcher"):  # not in sweep_overrides
             facts.append(("launcher", launcher))
+    if trials is not None:
+        facts.append(("search", search_fact(sel, trials)))
     facts.append(("objective", "char-RNN: final val/loss; adder: 1 − final val/exact_acc "
                   "(ties: fewer iterations to 100 %); lower ranks first"))  # fmt: skip
     report = Report(
@@ -105,10 +160,12 @@ def generate(
         samples=samples,
         sample_iterations=sorted(samples_at or []),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        trials=trials,
+        search_figures=trial_figures,
     )
     (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
     html_path = out_dir / "report.html"
     html_path.write_text(to_html(report), encoding="utf-8")
     if sel.parent is not None and log_to_parent:
         sel.client.log_artifacts(sel.parent.info.run_id, str(out_dir), "report")
-    return html_path
+    return html_path, sel

@@ -3,6 +3,7 @@
 Uses ``matplotlib.figure.Figure`` directly (the Agg canvas, no pyplot state), so it runs
 headless, in threads and inside Hydra callbacks. Colour always encodes the first swept
 hyperparameter and line style the second, with one legend entry per value, not per run.
+A search's figures (``search_figures``) instead colour trials by their Optuna state.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ matplotlib.use("Agg")  # before anything imports pyplot; the report never opens 
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from rnnlab.report.select import Selection  # noqa: E402
 from rnnlab.report.tables import Tables  # noqa: E402
@@ -34,6 +38,15 @@ HEADLINES = {
         ("final_val_exact_acc", "final val/exact_acc", True),
         ("iters_to_100", "iterations to 100 % exact", False),
     ],
+}
+# What a search minimises, per task (rnnlab.tasks' objective), as an axis label.
+OBJECTIVE_LABELS = {"charrnn": "objective: val/loss", "adder": "objective: 1 − val/exact_acc"}
+# How each Optuna trial state is drawn; FAIL and RUNNING trials have no value.
+STATES = {
+    "COMPLETE": {"color": "tab:blue", "marker": "o"},
+    "PRUNED": {"color": "tab:orange", "marker": "X"},
+    "FAIL": {"color": "tab:red", "marker": "v"},
+    "RUNNING": {"color": "0.5", "marker": "s"},
 }
 VAL_CURVES = {
     "charrnn": ("val/loss", "val/loss (nats/char)"),
@@ -218,8 +231,131 @@ def throughput(sel: Selection, t: Tables) -> Figure:
     return fig
 
 
-def make_figures(sel: Selection, t: Tables, out_dir: Path) -> list[FigureFile]:
-    """Write every figure that applies to ``out_dir``; return them in report order."""
+def _state_points(ax, x, trials: pd.DataFrame, legend: bool = True) -> None:
+    """Each trial's value at ``x`` as a point styled by its state; trials without a value
+    (FAIL, RUNNING) as markers along the top edge."""
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    for state, style in STATES.items():
+        mask = (trials["state"] == state).to_numpy()
+        if not mask.any():
+            continue
+        has = mask & trials["value"].notna().to_numpy()
+        name = f"{state} ({int(mask.sum())})" if legend else None
+        if has.any():
+            ax.scatter(np.asarray(x)[has], trials["value"][has], s=30, zorder=3, label=name,
+                       **style)  # fmt: skip
+            name = None
+        if (none := mask & ~has).any():
+            ax.scatter(np.asarray(x)[none], np.full(none.sum(), 0.97), transform=top, s=30,
+                       zorder=3, clip_on=False, label=name, **style)  # fmt: skip
+
+
+def best_so_far(trials: pd.DataFrame, ylabel: str) -> Figure:
+    """Objective per trial number (points by state) and the running best of COMPLETE trials."""
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    ax.step(trials["trial"], trials["best_so_far"], where="post", color="black", lw=1.4,
+            label="best so far (COMPLETE)")  # fmt: skip
+    _state_points(ax, trials["trial"], trials)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, framealpha=0.8)
+    return fig
+
+
+def intermediate_curves(trials: pd.DataFrame, ylabel: str) -> Figure:
+    """The objective each trial reported at every val/* point: what the pruner compared.
+    Colour: trial number; solid COMPLETE, dashed PRUNED (an X where it stopped), dotted FAIL."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    norm = Normalize(trials["trial"].min(), max(trials["trial"].max(), trials["trial"].min() + 1))
+    cmap = matplotlib.colormaps["viridis"]
+    dashes = {"COMPLETE": "-", "PRUNED": "--"}
+    for _, row in trials.iterrows():
+        if not row["intermediate"]:
+            continue
+        steps, values = zip(*row["intermediate"], strict=True)
+        colour = cmap(norm(row["trial"]))
+        ax.plot(steps, values, color=colour, lw=1.1, alpha=0.85,
+                linestyle=dashes.get(row["state"], ":"))  # fmt: skip
+        if row["state"] == "PRUNED":
+            ax.plot(steps[-1], values[-1], color=colour, ms=8, mec="black", mew=0.6,
+                    marker=STATES["PRUNED"]["marker"])  # fmt: skip
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color="0.3", linestyle="-", label="COMPLETE"),
+               Line2D([], [], color="0.3", linestyle="--", marker="X", mec="black",
+                      label="PRUNED (X: pruned here)"),
+               Line2D([], [], color="0.3", linestyle=":", label="FAIL / RUNNING")]  # fmt: skip
+    ax.legend(handles=handles, fontsize=7, framealpha=0.8)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="trial", shrink=0.85)
+    return fig
+
+
+def objective_vs_params(trials: pd.DataFrame, keys: list[str], ylabel: str, task: str):
+    """One panel per searched key: each trial's objective against the value it drew (log axis
+    for a wide positive range; categories at evenly spaced positions)."""
+    fig = Figure(figsize=(3.6 * len(keys), 3.4))
+    axes = fig.subplots(1, len(keys), squeeze=False, sharey=True)[0]
+    for i, (ax, key) in enumerate(zip(axes, keys, strict=True)):
+        col = trials[f"param.{key}"]
+        if pd.api.types.is_numeric_dtype(col):
+            x = col.to_numpy(dtype=float)
+            finite = x[np.isfinite(x)]
+            if finite.size and finite.min() > 0 and finite.max() / finite.min() >= 8:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+            values = np.unique(finite)
+            if len(values) <= 8 and np.all(values == np.round(values)):  # e.g. choice(8, 16)
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.minorticks_off()
+        else:
+            cats = sorted(col.dropna().unique(), key=_order)
+            x = np.array([cats.index(v) if v in cats else np.nan for v in col], dtype=float)
+            ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+        _state_points(ax, x, trials, legend=i == 0)
+        ax.set_xlabel(label(key, task))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=7, framealpha=0.8)
+    return fig
+
+
+def search_figures(trials: pd.DataFrame, keys: list[str], task: str, out_dir: Path):
+    """The figures of an Optuna search (``rnnlab.search.search_trials``'s table)."""
+    ylabel = OBJECTIVE_LABELS.get(task, "objective")
+    out: list[FigureFile] = []
+
+    def add(fig: Figure, name: str, title: str, caption: str) -> None:
+        out.append(FigureFile(name, title, caption, _save(fig, out_dir, name)))
+
+    pruned = "a pruned trial's value is the last one it reported before it was stopped"
+    add(best_so_far(trials, ylabel), "search_best_so_far.png", "Search: best so far",
+        f"Objective of every trial in trial order, by state ({pruned}; FAIL along the top "
+        "edge), and the best COMPLETE objective so far.")  # fmt: skip
+    if trials["intermediate"].map(len).any():
+        add(intermediate_curves(trials, ylabel), "search_intermediate.png",
+            "Search: intermediate values",
+            "The objective each trial reported to the pruner at every evaluation; dashed "
+            "lines were pruned at the X.")  # fmt: skip
+    keys = [k for k in keys if f"param.{k}" in trials]
+    if keys:
+        add(objective_vs_params(trials, keys, ylabel, task), "search_params.png",
+            "Search: objective vs each searched parameter",
+            f"One point per trial at the value the sampler drew ({pruned}).")  # fmt: skip
+    return out
+
+
+def make_figures(
+    sel: Selection, t: Tables, out_dir: Path, search: bool = False
+) -> list[FigureFile]:
+    """Write every figure that applies to ``out_dir``; return them in report order. In a
+    ``search`` the per-value grid figures are left out: sampled values rarely repeat, and
+    ``search_figures`` shows the objective against each parameter instead."""
     out: list[FigureFile] = []
 
     def add(fig: Figure, name: str, title: str, caption: str) -> None:
@@ -237,7 +373,7 @@ def make_figures(sel: Selection, t: Tables, out_dir: Path) -> list[FigureFile]:
             f"Validation: {key}", f"{key} at every evaluation of every run.")  # fmt: skip
         runs = t.runs[t.runs["task"] == task]
         for column, ylabel, higher in HEADLINES[task]:
-            if not t.swept or runs[column].isna().all():
+            if search or not t.swept or runs[column].isna().all():
                 continue
             add(metric_vs_param(runs, t.swept, column, ylabel, task),
                 f"{column}_vs_params{suffix}.png", f"{ylabel} vs each swept parameter",

@@ -40,6 +40,8 @@ class Report:
     samples: list[RunSamples]
     sample_iterations: list[int]  # the columns of the samples table ("final" is separate)
     generated: str
+    trials: pd.DataFrame | None = None  # a search's trials (rnnlab.search.search_trials)
+    search_figures: list[FigureFile] = field(default_factory=list)
 
 
 def _swept_label(row: pd.Series, swept: list[str]) -> str:
@@ -67,10 +69,24 @@ def group_table(t: Tables) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def run_status(r: pd.Series) -> str:
+    """MLflow's status, except that a pruned trial (FINISHED in MLflow) says PRUNED."""
+    if r.get("trial_state") == "PRUNED":
+        return "PRUNED" + (f" at {r['pruned_at']:,}" if not pd.isna(r["pruned_at"]) else "")
+    return r["status"]
+
+
+def is_pruned(t: Tables) -> list[bool]:
+    if "trial_state" not in t.runs:
+        return [False] * len(t.runs)
+    return list(t.runs["trial_state"].eq("PRUNED").fillna(False))
+
+
 def run_table(t: Tables) -> tuple[list[str], list[list[str]]]:
     headers = [
         "rank",
         "run",
+        *(["trial"] if "trial" in t.runs else []),
         "status",
         *t.swept,
         "seed",
@@ -80,9 +96,34 @@ def run_table(t: Tables) -> tuple[list[str], list[list[str]]]:
     ]
     rows = []
     for _, r in t.runs.iterrows():
-        cells = {**{h: fmt(h, r[h]) for h in headers if h in r}, "run": r["run_id"][:8]}
+        cells = {**{h: fmt(h, r[h]) for h in headers if h in r}, "run": r["run_id"][:8],
+                 "status": run_status(r)}  # fmt: skip
         rows.append([cells[h] for h in headers])
     return headers, rows
+
+
+def param_cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else fmt("", value)
+
+
+def trial_table(trials: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """One row per Optuna trial, in trial order: the search as the sampler saw it."""
+    keys = [c for c in trials if c.startswith("param.")]
+    headers = ["trial", "state", "value", "best_so_far", "iterations",
+               *(k.removeprefix("param.") for k in keys), "run"]  # fmt: skip
+    rows = []
+    for _, r in trials.iterrows():
+        rows.append([fmt("trial", r["trial"]), r["state"], fmt("value", r["value"]),
+                     fmt("best_so_far", r["best_so_far"]), f"{r['iterations']:,}",
+                     *(param_cell(r[k]) for k in keys), r["run_id"][:8]])  # fmt: skip
+    return headers, rows
+
+
+SEARCH_NOTE = (
+    "value: the trial's final objective; for a PRUNED trial the last value it reported before "
+    "the pruner stopped it (its MLflow run is FINISHED, tagged rnnlab.trial_state=PRUNED). "
+    "best_so_far: the lowest COMPLETE value up to that trial."
+)
 
 
 # --- HTML -----------------------------------------------------------------------------------------
@@ -98,6 +139,7 @@ th { background: #f3f3f3; } td { white-space: nowrap; }
 td.text, th.text { text-align: left; } td.wrap { white-space: normal; min-width: 220px; }
 .scroll { overflow-x: auto; max-width: 100%; }
 tr.bad td { background: #fdecea; }
+tr.pruned td { background: #fff4e0; color: #666; }
 code { background: #f3f3f3; padding: 1px 4px; border-radius: 3px; font-size: 12px; }
 pre { white-space: pre-wrap; word-break: break-word; margin: 0; font-size: 11px; max-width: 420px; }
 figure { margin: 12px 0; } figcaption { font-size: 12px; color: #555; max-width: 800px; }
@@ -106,14 +148,19 @@ img { max-width: 100%; border: 1px solid #eee; }
 .facts code { word-break: break-all; }
 .best { font-weight: 600; }
 """
-TEXT_COLUMNS = {"run", "status", "error", "seeds", "task"}
+TEXT_COLUMNS = {"run", "status", "error", "seeds", "task", "state"}
 
 
 def _h(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def html_table(headers: list[str], rows: list[list[str]], bad: list[bool] | None = None) -> str:
+def html_table(
+    headers: list[str],
+    rows: list[list[str]],
+    bad: list[bool] | None = None,
+    pruned: list[bool] | None = None,
+) -> str:
     def cls(h: str) -> str:
         return (
             ' class="text wrap"' if h == "error" else ' class="text"' if h in TEXT_COLUMNS else ""
@@ -122,11 +169,19 @@ def html_table(headers: list[str], rows: list[list[str]], bad: list[bool] | None
     head = "".join(f"<th{cls(h)}>{_h(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
-        tr = ' class="bad"' if bad and bad[i] else ""
+        tr = ' class="bad"' if bad and bad[i] else ' class="pruned"' if pruned and pruned[i] else ""
         cells = "".join(f"<td{cls(h)}>{_h(c)}</td>" for h, c in zip(headers, row, strict=True))
         body.append(f"<tr{tr}>{cells}</tr>")
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="scroll">{table}</div>'
+
+
+def html_figure(f: FigureFile) -> str:
+    data = base64.b64encode(f.path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{_h(f.title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption><b>{_h(f.title)}.</b> {_h(f.caption)}</figcaption></figure>"
+    )
 
 
 def to_html(r: Report) -> str:
@@ -155,15 +210,18 @@ def to_html(r: Report) -> str:
     if (t.groups["runs"] > 1).any():
         parts.append("<h2>Configurations, mean ± std (n) over seeds</h2>")
         parts.append(html_table(*group_table(t), bad=list(t.groups["failed"] > 0)))
+    if r.trials is not None:
+        parts.append(f"<h2>Search: {len(r.trials)} Optuna trials</h2>")
+        parts.append(f"<p><small>{_h(SEARCH_NOTE)}</small></p>")
+        states = r.trials["state"]
+        parts.append(html_table(*trial_table(r.trials), bad=list(states.isin(["FAIL"])),
+                                pruned=list(states == "PRUNED")))  # fmt: skip
+        parts += [html_figure(f) for f in r.search_figures]
     parts.append("<h2>Runs, ranked by the objective</h2>")
-    parts.append(html_table(*run_table(t), bad=list(t.runs["status"] != "FINISHED")))
+    parts.append(html_table(*run_table(t), bad=list(t.runs["status"] != "FINISHED"),
+                            pruned=is_pruned(t)))  # fmt: skip
     parts.append("<h2>Figures</h2>")
-    for f in r.figures:
-        data = base64.b64encode(f.path.read_bytes()).decode("ascii")
-        parts.append(
-            f'<figure><img alt="{_h(f.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{_h(f.title)}.</b> {_h(f.caption)}</figcaption></figure>"
-        )
+    parts += [html_figure(f) for f in r.figures]
     if r.samples:
         parts.append("<h2>Samples</h2>")
         headers = ["run", "status", *[f"iter {i:,}" for i in r.sample_iterations], "final"]
@@ -211,6 +269,15 @@ def md_code(text: str) -> str:
     return f"{fence}text\n{text.rstrip()}\n{fence}"
 
 
+def md_figure(f: FigureFile) -> list[str]:
+    return [
+        f"![{md_cell(f.title)}]({f.name})",
+        "",
+        f"*{md_cell(f.title)}.* {md_cell(f.caption)}",
+        "",
+    ]
+
+
 def to_markdown(r: Report) -> str:
     t = r.tables
     out = [f"# {md_cell(r.title)}", ""]
@@ -230,11 +297,13 @@ def to_markdown(r: Report) -> str:
         out.append("")
     if (t.groups["runs"] > 1).any():
         out += ["## Configurations, mean ± std (n) over seeds", "", md_table(*group_table(t)), ""]
+    if r.trials is not None:
+        out += [f"## Search: {len(r.trials)} Optuna trials", "", f"*{md_cell(SEARCH_NOTE)}*", ""]
+        out += [md_table(*trial_table(r.trials)), ""]
+        out += [line for f in r.search_figures for line in md_figure(f)]
     out += ["## Runs, ranked by the objective", "", md_table(*run_table(t)), ""]
     out += ["## Figures", ""]
-    for f in r.figures:
-        out += [f"![{md_cell(f.title)}]({f.name})", ""]
-        out += [f"*{md_cell(f.title)}.* {md_cell(f.caption)}", ""]
+    out += [line for f in r.figures for line in md_figure(f)]
     if r.samples:
         out += ["## Samples", ""]
         for s in r.samples:

@@ -12,6 +12,10 @@ when a run of that task is selected):
 ``iters_to_100``       first iteration with every evaluation sum right (blank: never)
 ``chars_per_sec``      ``final/chars_per_sec``; ``wall_time_s``: ``final/wall_time_s``
 ``objective``          what sweeps minimise: final val loss (char-RNN), 1 − exact acc (adder)
+``trial``, ``trial_state``, ``pruned_at``  only in a search: the Optuna trial number, its state
+                       (COMPLETE | PRUNED | FAIL; a pruned run is FINISHED in MLflow) and the
+                       iteration that pruned it (tags ``rnnlab.trial``, ``rnnlab.trial_state``,
+                       ``rnnlab.pruned_at``)
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ import numpy as np
 import pandas as pd
 
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
+from rnnlab.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
+
+# Columns of a search's trials (``rnnlab.search.search_trials``), after ``status``.
+TRIAL_COLUMNS = ("trial", "trial_state", "pruned_at")
 
 # Per-run metric columns, in display order: (column, task or None for both).
 METRIC_COLUMNS = (
@@ -51,11 +59,15 @@ FORMATS = {
     "best_smooth_loss": "{:.4f}",
     "chars_per_sec": "{:,.0f}",
     "wall_time_s": "{:.2f}",
+    "value": "{:.4f}",
+    "best_so_far": "{:.4f}",
+    "pruned_at": "{:,.0f}",
+    "trial": "{:.0f}",
 }
 
 
 def fmt(column: str, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float | int | np.floating | np.integer) and column in FORMATS:
         return FORMATS[column].format(value)
@@ -143,6 +155,11 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
         "chars_per_sec": m.get("final/chars_per_sec", math.nan),
         "wall_time_s": m.get("final/wall_time_s", math.nan),
     }
+    tags = run.data.tags
+    if TAG_TRIAL in tags:  # a search's trial: pruned runs are FINISHED, their state says why
+        row["trial"] = int(tags[TAG_TRIAL])
+        row["trial_state"] = tags.get(TAG_STATE, "")
+        row["pruned_at"] = int(tags[TAG_PRUNED_AT]) if TAG_PRUNED_AT in tags else None
     if task == "charrnn":
         row["final_val_loss"] = m.get("final/val_loss", math.nan)
         row["best_val_loss"] = _min(sel.history(rid, "val/loss"))
@@ -175,8 +192,13 @@ def build_tables(sel: Selection) -> Tables:
     swept = swept_parameters(sel)
     df = pd.DataFrame([run_row(sel, r, swept) for r in sel.runs])
     metrics = [c for c, _ in METRIC_COLUMNS if c in df]
-    head = ["run_id", "run_name", "status", "error", "task", *swept, "seed", "iterations_done"]
+    trial = [c for c in TRIAL_COLUMNS if c in df]  # none in a grid sweep
+    head = ["run_id", "run_name", "status", *trial, "error", "task", *swept, "seed",
+            "iterations_done"]  # fmt: skip
     df = df[head + metrics]
+    for c in ("trial", "pruned_at"):  # whole numbers with blanks (a run not pruned, not a trial)
+        if c in df:
+            df[c] = df[c].astype("Int64")
     df = df.sort_values(sort_keys(df), na_position="last", kind="stable").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     return Tables(df, aggregate(df, swept, metrics), swept, metrics)
