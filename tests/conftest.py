@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,3 +55,63 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM a server started with ``start_new_session=True`` and its workers; SIGKILL if it
+    lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_until_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"server exited: {log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered: {log.read_text()[-3000:]}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> tuple[str, Path]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite store, its own artifact root) for a test
+    module: (url, root folder). Healthy before the tests start, always stopped after them."""
+    root = tmp_path_factory.mktemp("server")
+    log_path = root / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    port = free_port()
+    with open(log_path, "w") as log:
+        # fmt: off
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server",
+             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+             "--artifacts-destination", str(root / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        # fmt: on
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ok(f"{url}/health", proc, log_path)
+            yield url, root
+        finally:
+            stop_process_group(proc)

@@ -3,13 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -74,59 +67,9 @@ def test_a_search_prunes_across_joblib_worker_processes(tmp_path):
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real tracking server on 127.0.0.1 with its own store and artifact root."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
 @pytest.mark.slow
 def test_submitit_local_sweep_records_through_a_tracking_server(tmp_path, mlflow_server):
+    url, server_root = mlflow_server
     work = tmp_path / "work"
     work.mkdir()
     proc = run_cli(
@@ -136,25 +79,25 @@ def test_submitit_local_sweep_records_through_a_tracking_server(tmp_path, mlflow
             "seed=0,1,2,3",
             "hydra/launcher=submitit_local",
             "hydra.launcher.timeout_min=10",
-            f"tracking.uri={mlflow_server}",
+            f"tracking.uri={url}",
         ],
         cwd=work,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (work / "mlflow.db").exists()  # everything went to the server
-    runs = children(mlflow_server)
+    runs = children(url)
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parents) == 1
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(url)
     parent = client.get_run(parents.pop())
     assert parent.info.status == "FINISHED"
     assert "submitit" in parent.data.tags["rnnlab.launcher"].lower()
     assert all(r.data.metrics["final/val_exact_acc"] >= 0 for r in runs)
     # artifacts went through the server to its artifact root, not into the work folder
     assert client.list_artifacts(runs[0].info.run_id, "checkpoints")
-    assert (tmp_path / "artifacts").is_dir() and not (work / "mlartifacts").exists()
+    assert (server_root / "artifacts").is_dir() and not (work / "mlartifacts").exists()
 
 
 def test_slurm_config_composes_for_submitit_slurm(tmp_path):

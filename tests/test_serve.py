@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import free_port, run_cli, stop_process_group, wait_until_ok
 from mlflow.tracking import MlflowClient
 
 REQUEST = {"prime": "One morning", "length": 80, "temperature": 0.8, "seed": 1}
@@ -81,12 +78,6 @@ def test_pyfunc_load_model_in_a_fresh_process(model_run, tmp_path):
     assert out["columns"] == ["text"] and out["text"] == model_run["text"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(url: str, payload: dict) -> tuple[int, dict]:
     body = json.dumps(payload).encode()
     req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
@@ -111,17 +102,7 @@ def test_mlflow_models_serve_returns_text(model_run, tmp_path):
         start_new_session=True,  # its own process group: the workers end with it
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert time.monotonic() < deadline, "the server never answered /ping"
-            time.sleep(0.5)
+        wait_until_ok(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
         url = f"http://127.0.0.1:{port}/invocations"
         status, body = post(url, {"dataframe_records": [REQUEST]})
         assert status == 200, body
@@ -132,12 +113,7 @@ def test_mlflow_models_serve_returns_text(model_run, tmp_path):
         status, body = post(url, {"dataframe_records": [{"prime": "Ω"}]})
         assert status == 400 and "not in the vocabulary: 'Ω'" in body["message"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server, timeout=30)
         log.close()
 
 

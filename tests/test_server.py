@@ -3,12 +3,6 @@ what a team or a cluster uses instead of a local SQLite file."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,56 +12,9 @@ from mlflow.tracking import MlflowClient
 ADDER = ["task=adder", "iterations=200", "log_every=50"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``mlflow server`` on a SQLite store and a free port, healthy before the tests start and
-    always stopped after them (its whole process group: it runs uvicorn workers)."""
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    log = open(root / "server.log", "w")
-    # fmt: off
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    # fmt: on
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server never became healthy"
-            time.sleep(0.5)
-        yield url, root
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-
-
 @pytest.mark.slow
-def test_single_run_and_sweep_record_through_the_server(server, tmp_path):
-    url, root = server
+def test_single_run_and_sweep_record_through_the_server(mlflow_server, tmp_path):
+    url, root = mlflow_server
     single = run_cli([*ADDER, f"tracking.uri={url}", "experiment_name=served"], cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     sweep = run_cli(["-m", "hidden_size=8,16", *ADDER, f"tracking.uri={url}",
