@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -315,12 +314,10 @@ def resume_job(cfg: Config, ctx, show_progress: bool = True) -> dict[str, float]
 def continue_run(p: Plan, out_dir: Path, show_progress: bool) -> dict[str, float]:
     """Reopen run ``p.run_id`` and train it on from ``p.checkpoint`` (statuses as run_job)."""
     import mlflow
-    from mlflow.entities import RunStatus
     from mlflow.tracking import MlflowClient
 
-    from rnnlab import model, runs
+    from rnnlab import runs
     from rnnlab.tracking import MlflowTracker
-    from rnnlab.train import Interrupted, train
 
     mlflow.set_tracking_uri(p.uri)
     client = MlflowClient(p.uri)
@@ -347,20 +344,5 @@ def continue_run(p: Plan, out_dir: Path, show_progress: bool) -> dict[str, float
         tracker = MlflowTracker(
             client, run_id, p.cfg.tracking.flush_points, p.cfg.tracking.flush_seconds
         )
-        try:
-            final = train(p.cfg, tracker, out_dir, resume_from=p.checkpoint,
-                          show_progress=show_progress)  # fmt: skip
-            model.log_run_model(p.cfg, client, run_id, out_dir)
-            return final
-        except Interrupted as e:
-            client.set_tag(run_id, "error", f"interrupted: {e}")
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except KeyboardInterrupt:
-            client.set_tag(run_id, "error", "interrupted twice; no final checkpoint")
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except Exception as e:
-            client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
-            print(f"rnnlab: resumed run {run_id} failed", file=sys.stderr)
-            raise
+        return runs.train_in_run(p.cfg, client, run_id, tracker, out_dir, p.checkpoint,
+                                 show_progress)  # fmt: skip

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,27 +190,48 @@ def run_job(
             client, run_id, cfg.tracking.flush_points, cfg.tracking.flush_seconds
         )
         tracker = trial_tracker(tracker, cfg, client, run_id)  # reports to Optuna in a search
-        try:
+
+        def before_training() -> None:
             check(cfg)  # values a sweeper proposes never went through the CLI's preflight
             record_inputs(client, run_id, cfg)
-            final = train(
-                cfg, tracker, out_dir, resume_from=resume_from, show_progress=show_progress
-            )
-            log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
-            return final
-        except TrialPruned as e:  # the search stopped this trial early: done, not failed
-            return e.metrics
-        except Interrupted as e:
-            client.set_tag(run_id, "error", f"interrupted: {e}")
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except KeyboardInterrupt:  # outside the loop, or a second Ctrl-C: no checkpoint
-            client.set_tag(run_id, "error", "interrupted before a final checkpoint")
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        except Exception as e:
-            client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
-            raise  # start_run's context ends the run FAILED
+
+        return train_in_run(
+            cfg, client, run_id, tracker, out_dir, resume_from, show_progress, before_training
+        )
+
+
+def train_in_run(
+    cfg: Config,
+    client: MlflowClient,
+    run_id: str,
+    tracker: Tracker,
+    out_dir: Path,
+    resume_from: Path | None,
+    show_progress: bool,
+    before_training: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Train inside the active MLflow run ``run_id`` and leave it with rnnlab's status: the
+    caller's ``with mlflow.start_run`` ends it FINISHED, or FAILED on the re-raised exception
+    (with an ``error`` tag); KILLED is set here, after the loop's final checkpoint."""
+    try:
+        if before_training is not None:
+            before_training()
+        final = train(cfg, tracker, out_dir, resume_from=resume_from, show_progress=show_progress)
+        log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
+        return final
+    except TrialPruned as e:  # the search stopped this trial early: done, not failed
+        return e.metrics
+    except Interrupted as e:
+        client.set_tag(run_id, "error", f"interrupted: {e}")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except KeyboardInterrupt:  # outside the loop, or a second Ctrl-C: no checkpoint
+        client.set_tag(run_id, "error", "interrupted before a final checkpoint")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except Exception as e:
+        client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+        raise
 
 
 def read_parent_run_id(sweep_dir: Path | None) -> str | None:
