@@ -26,7 +26,9 @@ from rnnlab.preflight import UserError, preflight
 if TYPE_CHECKING:
     from rnnlab.runs import JobContext
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The package's conf/ is a link to the repository's top-level conf/ (a wheel copies it in), so
+# the configs are found from any folder, whatever the install.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 register_configs()
 
