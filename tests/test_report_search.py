@@ -25,7 +25,12 @@ from rnnlab.report.figures import search_figures
 ADDER_SEARCH = ["+search=adder", "seq_length=6", "iterations=1200", "eval_every=100",
                 "sample_every=1200", "checkpoint_every=1200",
                 "hydra.sweeper.pruner.min_resource=100", "hydra.sweeper.n_trials=6"]  # fmt: skip
-SEARCH_PNGS = {"search_best_so_far.png", "search_intermediate.png", "search_params.png"}
+SEARCH_PNGS = {
+    "search_best_so_far.png",
+    "search_intermediate.png",
+    "search_params.png",
+    "search_parallel.png",
+}
 
 # --- fast -----------------------------------------------------------------------------------------
 

@@ -325,6 +325,52 @@ def objective_vs_params(trials: pd.DataFrame, keys: list[str], ylabel: str, task
     return fig
 
 
+def _unit_scale(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """A column mapped onto [0, 1] for a parallel axis (log for a wide positive range,
+    categories evenly spaced), with tick labels for its ends."""
+    if pd.api.types.is_numeric_dtype(col):
+        x = col.to_numpy(dtype=float)
+        lo, hi = np.nanmin(x), np.nanmax(x)
+        if lo > 0 and hi / lo >= 8:
+            x, lo_t, hi_t = np.log(x), np.log(lo), np.log(hi)
+        else:
+            lo_t, hi_t = lo, hi
+        span = hi_t - lo_t if hi_t > lo_t else 1.0
+        return (x - lo_t) / span, [f"{lo:g}", f"{hi:g}"]
+    cats = sorted(col.dropna().unique(), key=_order)
+    x = np.array([cats.index(v) if v in cats else np.nan for v in col], dtype=float)
+    return x / max(len(cats) - 1, 1), [str(cats[0]), str(cats[-1])]
+
+
+def parallel_coordinates(trials: pd.DataFrame, keys: list[str], ylabel: str, task: str):
+    """One line per trial across the searched parameters and the objective, coloured by the
+    objective (darker is better); pruned trials dashed, trials without a value left out."""
+    done = trials[trials["value"].notna()].reset_index(drop=True)
+    columns = [f"param.{k}" for k in keys] + ["value"]
+    scaled = [_unit_scale(done[c]) for c in columns]
+    norm = Normalize(done["value"].min(), max(done["value"].max(), done["value"].min() + 1e-9))
+    cmap = matplotlib.colormaps["viridis"]  # low objective (better) = dark
+    fig = Figure(figsize=(1.9 * len(columns) + 1.5, 3.8))
+    ax = fig.add_subplot()
+    xs = np.arange(len(columns))
+    for i, row in done.iterrows():
+        ys = [s[0][i] for s in scaled]
+        ax.plot(xs, ys, color=cmap(norm(row["value"])), lw=1.2, alpha=0.85,
+                linestyle="--" if row["state"] == "PRUNED" else "-")  # fmt: skip
+    for x, (_, ends) in zip(xs, scaled, strict=True):
+        ax.axvline(x, color="0.4", lw=0.8)
+        ax.text(x, -0.06, ends[0], ha="center", va="top", fontsize=7)
+        ax.text(x, 1.06, ends[1], ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(xs, [label(k, task) for k in keys] + [ylabel], fontsize=8)
+    ax.tick_params(axis="x", pad=14)
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.15)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=ylabel, shrink=0.85)
+    return fig
+
+
 def search_figures(trials: pd.DataFrame, keys: list[str], task: str, out_dir: Path):
     """The figures of an Optuna search (``rnnlab.search.search_trials``'s table)."""
     ylabel = OBJECTIVE_LABELS.get(task, "objective")
@@ -347,6 +393,11 @@ def search_figures(trials: pd.DataFrame, keys: list[str], task: str, out_dir: Pa
         add(objective_vs_params(trials, keys, ylabel, task), "search_params.png",
             "Search: objective vs each searched parameter",
             f"One point per trial at the value the sampler drew ({pruned}).")  # fmt: skip
+    if len(keys) >= 2 and trials["value"].notna().sum() >= 2:
+        add(parallel_coordinates(trials, keys, ylabel, task), "search_parallel.png",
+            "Search: parallel coordinates",
+            "Each trial with a value as one line through the values it drew and its objective "
+            f"(colour: objective, darker is better; dashed: pruned — {pruned}).")  # fmt: skip
     return out
 
 
