@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from rnnlab.report.build import write
+from rnnlab.report.build import generate
 from rnnlab.report.select import SelectionError, default_tracking_uri
 
 KEYS = ("sweep", "experiment", "filter", "tracking_uri", "out", "samples_at", "log", "register")
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kwargs = parse(args)
         name = kwargs.pop("register")
-        path, sel = write(**kwargs)
+        path, sel = generate(**kwargs)
     except (UsageError, SelectionError) as e:
         print(f"rnnlab.report: error: {e}", file=sys.stderr)
         return 2

@@ -89,22 +89,10 @@ def generate(
     out: Path | str | None = None,
     samples_at: list[int] | None = None,
     log_to_parent: bool = True,
-) -> Path:
-    """Write the report of the selected runs; return ``report.html``'s path. With a sweep
-    selected (and ``log_to_parent``), the folder is also logged to its parent run."""
-    return write(uri, sweep, experiment, filter_string, out, samples_at, log_to_parent)[0]
-
-
-def write(
-    uri: str,
-    sweep: str | None = None,
-    experiment: str | None = None,
-    filter_string: str = "",
-    out: Path | str | None = None,
-    samples_at: list[int] | None = None,
-    log_to_parent: bool = True,
 ) -> tuple[Path, Selection]:
-    """``generate``, also returning the selection (the CLI registers its sweep's best run)."""
+    """Write the report of the selected runs; return ``report.html``'s path and the selection
+    (the CLI registers its sweep's best run). With a sweep selected (and ``log_to_parent``), the
+    folder is also logged to its parent run."""
     sel = select(uri, sweep, experiment, filter_string)
     out_dir = Path(out) if out is not None else Path("reports") / safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)

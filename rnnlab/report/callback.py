@@ -37,4 +37,4 @@ class ReportCallback(Callback):
         if not marker.is_file():
             return None  # no parent run was opened (tracking off, or another sweep callback)
         # reports/<sweep run name>/ in the launch directory (the current one)
-        return generate(tracking_uri(config, launch_dir), sweep=marker.read_text().strip())
+        return generate(tracking_uri(config, launch_dir), sweep=marker.read_text().strip())[0]
