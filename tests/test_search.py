@@ -4,9 +4,11 @@ child runs tagged with their trial, a persistent study that an interrupted searc
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -173,6 +175,24 @@ def test_search_prunes_and_records_every_trial_under_one_parent(tmp_path):
     assert parent.data.tags["rnnlab.best_value"] == f"{st.best_value:.6g}"
 
 
+def third_trial_training(db: Path) -> bool:
+    """Two trials finished and the third has its MLflow run — read with plain read-only
+    sqlite3: opening the study with Optuna while the sweeper creates it would race the sweeper
+    in the storage's schema migration."""
+    if not db.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute(
+                "SELECT t.number FROM trials t JOIN trial_user_attributes a "
+                "ON a.trial_id = t.trial_id WHERE a.key = ?",
+                (search.ATTR_RUN_ID,),
+            ).fetchall()
+    except sqlite3.Error:  # the sweeper is still creating the tables
+        return False
+    return 2 in {number for (number,) in rows}
+
+
 @pytest.mark.slow
 def test_an_interrupted_search_continues_the_same_study(tmp_path):
     """Ctrl-C during trial ≥ 2; the same command again: the study grows from where it stopped,
@@ -196,15 +216,8 @@ def test_an_interrupted_search_continues_the_same_study(tmp_path):
     )
     db = tmp_path / "optuna.db"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not third_trial_training(db):
         time.sleep(0.3)
-        if db.exists():
-            try:
-                trials = study(tmp_path).trials  # two finished, the third training:
-                if len(trials) >= 3 and search.ATTR_RUN_ID in trials[2].user_attrs:
-                    break
-            except Exception:  # the study is being created
-                pass
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out[-3000:]
