@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,8 +142,22 @@ def record_inputs(client: MlflowClient, run_id: str, cfg: Config) -> None:
         client.log_batch(run_id, params=params[i : i + 100])
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config.yaml")
     dataset, digest = dataset_of(cfg)
-    mlflow.log_input(dataset, context="training", tags={"sha256": digest})
+    log_dataset(dataset, digest)
     client.set_tag(run_id, "rnnlab.dataset_sha256", digest)
+
+
+def log_dataset(dataset, digest: str, attempts: int = 3) -> None:
+    """``mlflow.log_input`` for the active run. MLflow creates an experiment's dataset row on
+    first use without a lock, so two jobs of a parallel sweep logging the same new dataset can
+    collide on its UNIQUE key; the loser retries and finds the row the winner created."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context="training", tags={"sha256": digest})
+            return
+        except mlflow.exceptions.MlflowException as e:
+            if "UNIQUE constraint failed: datasets" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def run_tags(cfg: Config, ctx: JobContext) -> dict[str, str]:
