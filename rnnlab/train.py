@@ -139,6 +139,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.flat.size, self.dtype)
         self.h = np.zeros((cfg.batch_size, cfg.hidden_size), dtype=self.dtype)  # (B, H)
         self.state = TrainState(smooth_loss=t.initial_loss())
+        # a window loss above this means the run diverged (checked every iteration: computed once)
+        self.divergence_limit = cfg.divergence_factor * t.initial_loss()
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -198,9 +200,7 @@ class Trainer:
             self.params, xs, ys, self.h, task.activation, task.head, self.grads
         )
         window_loss = float(loss.mean())
-        if not math.isfinite(window_loss) or (
-            window_loss > cfg.divergence_factor * task.initial_loss()
-        ):
+        if not math.isfinite(window_loss) or window_loss > self.divergence_limit:
             raise DivergenceError(
                 f"loss diverged to {window_loss:.4g} at iteration {self.state.iteration + 1} "
                 f"(learning_rate={cfg.learning_rate:g})"
