@@ -118,19 +118,20 @@ def to_config(cfg: DictConfig) -> Config:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+def flatten_dict(node: dict, prefix: str = "") -> dict[str, Any]:
+    """{"task": {"name": "charrnn"}} → {"task.name": "charrnn"}."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out |= flatten_dict(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def flatten(cfg: Config) -> dict[str, Any]:
     """{"task.name": "charrnn", "hidden_size": 100, ...} — the shape MLflow params take."""
-    out: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[f"{prefix}{k}"] = v
-
-    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
-    return out
+    return flatten_dict(OmegaConf.to_container(OmegaConf.structured(cfg)))
 
 
 # --- value checks ---------------------------------------------------------------------------------

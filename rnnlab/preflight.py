@@ -18,7 +18,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from rnnlab.config import Config, ConfigError, check, flatten, to_config
+from rnnlab.config import Config, ConfigError, check, flatten, flatten_dict, to_config
 from rnnlab.corpus import CorpusError
 from rnnlab.tasks.charrnn import PrimeError
 
@@ -55,18 +55,11 @@ def _explain(exc: BaseException, override_by_key: dict[str, str]) -> str:
     return _first_line(exc)
 
 
-def _leaf_keys(node: dict, prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    for k, v in node.items():
-        keys |= _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
-    return keys
-
-
 def check_keys(composed: DictConfig, override_by_key: dict[str, str]) -> None:
     """The composed config has exactly the schema's keys: ``+foo=1`` cannot append an unknown
     key (the schema would silently drop it) and ``~hidden_size`` cannot delete a needed one."""
     known = set(flatten(Config()))
-    present = _leaf_keys(OmegaConf.to_container(composed, resolve=False))
+    present = set(flatten_dict(OmegaConf.to_container(composed, resolve=False)))
     for key in sorted(present - known):
         shown = override_by_key.get(key, key)
         close = difflib.get_close_matches(key, sorted(known), n=1)
