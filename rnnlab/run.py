@@ -122,6 +122,8 @@ def cli() -> None:
     try:
         main()
     except KeyboardInterrupt:
+        for s in (signal.SIGINT, signal.SIGTERM):  # runs closed: more signals change nothing
+            signal.signal(s, signal.SIG_IGN)
         from mlflow.entities import RunStatus
 
         if sweep.open_parent:

@@ -63,6 +63,7 @@ class SweepCallback(Callback):
         except Exception as e:  # SystemExit passes Hydra's callback guard: no job starts
             print(f"rnnlab: error: cannot open the MLflow store {uri}: {e}", file=sys.stderr)
             raise SystemExit(1) from None
+        name_dead_runs(client, experiment_id)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEPT_KEYS_FILE).write_text("".join(f"{k}\n" for k in swept))
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
@@ -74,6 +75,17 @@ class SweepCallback(Callback):
         close_parent(RunStatus.FINISHED)
 
 
+def name_dead_runs(client: MlflowClient, experiment_id: str) -> None:
+    """One line naming the experiment's runs left RUNNING by a process that is gone."""
+    running = store.search_all(client, [experiment_id], "attributes.status = 'RUNNING'")
+    dead = [r.info.run_id for r in running if store.is_dead(r)]
+    if dead:
+        shown = " ".join(dead[:5]) + (f" and {len(dead) - 5} more" if len(dead) > 5 else "")
+        line = (f"rnnlab: {len(dead)} run(s) of this experiment were left RUNNING by a process "
+                f"that is gone: {shown} (resume=<run_id> continues one)")  # fmt: skip
+        print(line, file=sys.stderr)
+
+
 def close_parent(status_if_all_finished: int) -> None:
     """End the open parent run: FINISHED only if every child finished, else FAILED/KILLED."""
     uri, run_id = open_parent.pop("uri"), open_parent.pop("run_id")
@@ -83,8 +95,8 @@ def close_parent(status_if_all_finished: int) -> None:
     counts: dict[str, int] = {}
     for child in children:
         status = child.info.status
-        if status == "RUNNING" and (store.is_dead(child) or "rnnlab.pid" not in child.data.tags):
-            # its process died (SIGKILL, OOM, a killed worker) without closing it
+        if status == "RUNNING":  # every job has returned: its process died (SIGKILL, OOM, a
+            # killed worker) without closing it
             status = "KILLED" if status_if_all_finished == RunStatus.KILLED else "FAILED"
             where = f"process {child.data.tags.get('rnnlab.pid', '?')}"
             client.set_tag(child.info.run_id, "error", f"its {where} ended without closing it")
