@@ -112,7 +112,6 @@ def open_store(uri: str, create: bool = False) -> MlflowClient:
     """A client for ``uri`` whose schema is complete. ``create=False``: a SQLite URI must name an
     existing file (MLflow would silently create an empty store, and every look-up would then
     say "no such run"). The first call on a SQLite store migrates it under ``creation_lock``."""
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     bound_http_calls()
@@ -122,13 +121,14 @@ def open_store(uri: str, create: bool = False) -> MlflowClient:
             f"no MLflow store at {path} (tracking URI {uri}); pass tracking_uri= or set "
             f"MLFLOW_TRACKING_URI"
         )
-    client = MlflowClient(uri)
-    if path is not None:
-        try:
-            with creation_lock(uri):
-                client.search_experiments(max_results=1)  # creates or migrates the tables
-        except MlflowException as e:
-            raise StoreError(f"cannot open the MLflow store {uri}: {first_line(e)}") from None
+    if path is None:
+        return MlflowClient(uri)
+    try:
+        with creation_lock(uri):
+            client = MlflowClient(uri)  # builds the store: creates or migrates its tables
+            client.search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 — e.g. a file that is not a database
+        raise StoreError(f"cannot open the MLflow store {uri}: {first_line(e)[:300]}") from None
     return client
 
 

@@ -149,7 +149,7 @@ def test_two_signals_in_quick_succession_end_killed_with_every_point(sig, tmp_pa
     """Signals never drop data: two signals 10-200 ms apart (three pairs, in parallel) end each
     run KILLED with every point up to its last checkpoint in the store, each once."""
     rng = np.random.default_rng([SEED, sig])
-    gaps = rng.uniform(0.010, 0.200, size=3)
+    gaps = rng.uniform([0.010, 0.050, 0.100], [0.050, 0.100, 0.200])  # short to long
     waits = rng.uniform(0.0, 1.0, size=3)
     print(f"{sig.name}: gaps (ms)", np.round(gaps * 1000).tolist(), "after (s)", waits.tolist())
     procs = []
