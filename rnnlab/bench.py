@@ -9,7 +9,7 @@ Three figures, all on one core (BLAS pinned to one thread with threadpoolctl):
    2T per-step (B, H) @ (H, H) products of the forward and backward recurrences and the four big
    (TB, ·) products (logits, their gradient into the states, dWhy, dWhh) — so the engine's
    throughput reads as a fraction of what BLAS allows for this shape.
-3. **Tracking overhead**: the same short char-RNN run through ``rnnlab.runs.run_job`` (real
+3. **Tracking overhead**: the same short char-RNN run through ``rnnlab.job.run_job`` (real
    MLflow, fresh SQLite store, default cadences) against ``train()`` with a ``MemoryTracker``.
 
 Every case runs in blocks of about ``--seconds``, the cases interleaved round after round, so a
@@ -272,7 +272,8 @@ def tracking_figures(corpus_path: Path, iterations: int, rounds: int, workdir: P
     from mlflow.tracking import MlflowClient
 
     from rnnlab.config import Config, DataConfig, TrackingConfig
-    from rnnlab.runs import JobContext, ensure_experiment, run_job
+    from rnnlab.job import JobContext, run_job
+    from rnnlab.store import ensure_experiment
     from rnnlab.tracking import MemoryTracker
     from rnnlab.train import train
 

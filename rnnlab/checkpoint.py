@@ -1,5 +1,8 @@
 """Checkpoints as plain ``.npz`` files: arrays and strings only, never pickle.
 
+``Checkpoint`` is the one typed structure train, resume, sample and the served model read and
+write; ``save``/``load`` are the raw file layer under it (named arrays plus a JSON ``__meta__``).
+
 A checkpoint holds everything a run needs to continue exactly: weights, optimizer memories, the
 hidden state of every stream, the data position, iteration, smooth loss, RNG states, the
 vocabulary and the config that made it. It is written to a temporary file and renamed into
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +75,123 @@ def latest(folder: Path) -> Path | None:
     """The newest complete checkpoint in ``folder`` (``*.tmp`` leftovers are never picked)."""
     files = sorted(folder.glob("iter_*.npz"))
     return files[-1] if files else None
+
+
+# --- the typed structure every reader and writer uses ---------------------------------------------
+
+PARAM, OPTIM, DATA, STATE = "param/", "optim/", "data/", "state/"
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint, parsed: the only place that knows how its arrays are laid out in the file.
+
+    ``params``, ``optim``, ``data`` and ``state`` are named arrays (any names: a new cell adds
+    its own weights, a stacked network its per-layer states ``h0``, ``c0``, ...); ``meta`` is a
+    JSON dict (``state``: the loop's TrainState, ``rng``, ``config``: the flat config,
+    ``task``), open to new keys. ``vocab`` is the char-RNN's symbols in id order, stored as code
+    points so that every character survives, NUL included (numpy's string arrays drop a
+    trailing ``\\0``)."""
+
+    params: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, np.ndarray] = field(default_factory=dict)
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. hprev (B, H)
+    vocab: str | None = None
+
+    @property
+    def iteration(self) -> int:
+        """The iteration it was taken at (a model's weights file keeps it as ``iteration``)."""
+        loop = self.meta.get("state") or {}
+        return _as_int(loop.get("iteration", self.meta.get("iteration", 0)), "iteration")
+
+    @property
+    def task(self) -> str | None:
+        return self.meta.get("task")
+
+    def config(self):
+        """The typed ``Config`` that made it (rnnlab.config.Config), or CheckpointError."""
+        flat = self.meta.get("config")
+        if not isinstance(flat, dict):
+            raise CheckpointError("the checkpoint has no config")
+        return config_from_flat(flat)
+
+    def weights_only(self) -> Checkpoint:
+        """What a model needs to generate: parameters, vocabulary, config (no optimizer
+        memories, data positions or RNG states)."""
+        meta = {k: self.meta[k] for k in ("config", "task") if k in self.meta}
+        meta["iteration"] = self.iteration
+        return Checkpoint(dict(self.params), meta, vocab=self.vocab)
+
+    def write(self, path: Path) -> Path:
+        """Save atomically to ``path`` (see ``save``)."""
+        arrays = {PARAM + k: v for k, v in self.params.items()}
+        arrays |= {OPTIM + k: v for k, v in self.optim.items()}
+        arrays |= {DATA + k: v for k, v in self.data.items()}
+        arrays |= {STATE + k: v for k, v in self.state.items()}
+        if self.vocab is not None:
+            arrays["vocab"] = np.array([ord(c) for c in self.vocab], dtype=np.uint32)
+        return save(Path(path), arrays, self.meta)
+
+    @classmethod
+    def read(cls, path: Path) -> Checkpoint:
+        """Parse a checkpoint file; CheckpointError (one line) for anything else. Files of the
+        first layout (``hprev`` at the top, the vocabulary as strings) still load."""
+        arrays, meta = load(Path(path))
+        ck = cls(_prefixed(arrays, PARAM), meta, _prefixed(arrays, OPTIM),
+                 _prefixed(arrays, DATA), _prefixed(arrays, STATE))  # fmt: skip
+        if "hprev" in arrays:  # the first layout
+            ck.state.setdefault("hprev", arrays["hprev"])
+        if "vocab" in arrays:
+            v = arrays["vocab"]
+            if v.dtype.kind in "iu":
+                if v.size and (v.min() < 0 or v.max() > 0x10FFFF):
+                    raise CheckpointError(f"{path} has a vocabulary that is not code points")
+                ck.vocab = "".join(chr(int(c)) for c in v)
+            else:
+                ck.vocab = "".join(str(c) for c in v)
+        if not ck.params:
+            raise CheckpointError(f"{path} is a checkpoint without weights")
+        if not isinstance(meta.get("state", {}), dict):
+            raise CheckpointError(f"{path} has unreadable training state in its metadata")
+        try:
+            ck.iteration  # noqa: B018 — validates the metadata's iteration once, here
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        return ck
+
+
+def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise CheckpointError(f"its {what} {value!r} is not an integer")
+    return int(value)
+
+
+def config_from_flat(flat: dict[str, Any]):
+    """A checkpoint's flattened config → the typed Config (keys rnnlab no longer has are
+    dropped, keys it gained take their defaults)."""
+    from omegaconf import OmegaConf
+
+    from rnnlab.config import Config, flatten
+
+    known = flatten(Config())
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key not in known:
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), nested)
+    except Exception as e:  # a crafted file: a wrong type for a key
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"the checkpoint's config is not valid ({why})") from None
+    return OmegaConf.to_object(merged)

@@ -72,6 +72,8 @@ class TrackingConfig:
     enabled: bool = True  # false: train without recording anything (benchmarks, notebooks)
     flush_points: int = 1000  # send buffered metric points once this many are waiting
     flush_seconds: float = 15.0  # ... or once the oldest has waited this long
+    # a store refusing writes this long stops the run (stop checkpoint; the rest is journaled)
+    retry_seconds: float = 60.0
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 import rnnlab
-from rnnlab.resume import quiet_artifact_transfers
+from rnnlab.store import quiet_artifact_transfers
 
 MODEL_NAME = "model"  # runs:/<run_id>/model
 DEFAULTS = {"length": 200, "temperature": 1.0, "seed": 0}
@@ -81,13 +81,9 @@ def signature():
 
 def write_weights(checkpoint_path: Path, dest: Path) -> Path:
     """The parts of a checkpoint a model needs (no optimizer memories, no data state)."""
-    from rnnlab import checkpoint
+    from rnnlab.checkpoint import Checkpoint
 
-    arrays, meta = checkpoint.load(checkpoint_path)
-    keep = {k: v for k, v in arrays.items() if k.startswith("param/") or k == "vocab"}
-    slim = {k: meta[k] for k in ("config", "task") if k in meta}
-    slim["iteration"] = meta.get("state", {}).get("iteration", 0)
-    return checkpoint.save(dest, keep, slim)
+    return Checkpoint.read(checkpoint_path).weights_only().write(dest)
 
 
 def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
@@ -113,7 +109,7 @@ def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
 
 
 def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
-    """End-of-training hook for ``runs.run_job``: a char-RNN run logs its model. A failure here
+    """End-of-training hook for ``job.run_job``: a char-RNN run logs its model. A failure here
     never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead."""
     if cfg.task.name != "charrnn":
         return
@@ -141,18 +137,13 @@ class RegistryError(ValueError):
 
 def best_child(client, parent_run_id: str):
     """The FINISHED char-RNN child of a sweep with the lowest final/val_loss that has a model."""
-    from mlflow.exceptions import MlflowException
+    from rnnlab.store import StoreError, get_run, list_children
 
     try:
-        parent = client.get_run(parent_run_id)
-    except MlflowException:
-        raise RegistryError(f"no run {parent_run_id!r} in {client.tracking_uri}") from None
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-        "and attributes.status = 'FINISHED'",
-        max_results=50000,
-    )
+        parent_run_id = get_run(client, parent_run_id).info.run_id
+    except StoreError as e:
+        raise RegistryError(str(e)) from None
+    children = list_children(client, parent_run_id, "attributes.status = 'FINISHED'")
     candidates = [
         r
         for r in children
@@ -173,12 +164,12 @@ def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None
     version of registered model ``name``; returns the ModelVersion."""
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.resume import ResumeError, default_uri, open_store
+    from rnnlab.store import StoreError, default_uri, open_store
 
     uri = default_uri(tracking_uri)
     try:
         client: MlflowClient = open_store(uri)
-    except ResumeError as e:
+    except StoreError as e:
         raise RegistryError(str(e)) from None
     best = best_child(client, parent_run_id)
     mlflow.set_tracking_uri(uri)

@@ -13,30 +13,19 @@ memories, every stream's hidden state and data position, RNG states, interval su
 stopped by SIGINT/SIGTERM — which checkpoints at the iteration it stops — and resumed gives the
 same metrics and weights, bit for bit, as a run never stopped.
 
-Not here: the training loop (``rnnlab.train``) and the fresh-run lifecycle (``rnnlab.runs``).
+Not here: the training loop (``rnnlab.train``), running the resumed run (``rnnlab.job``), the
+store (``rnnlab.store``).
 """
 
 from __future__ import annotations
 
-import os
-import re
+import socket
 import tempfile
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from omegaconf import OmegaConf
-
-from rnnlab import checkpoint
+from rnnlab import checkpoint, store
 from rnnlab.config import Config, ConfigError, check, flatten
-
-if TYPE_CHECKING:  # MLflow is imported only when a resume needs it: preflight stays fast
-    from mlflow.tracking import MlflowClient
-
-CHECKPOINT_DIR = "checkpoints"  # the artifact folder train() logs checkpoints into
-CHECKPOINT_NAME = re.compile(r"^iter_(\d{7})\.npz$")  # never a *.tmp leftover
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # Keys a resume must not change, and why: the checkpoint's arrays only mean something under them.
 # Every other data.* key is frozen too (it changes the text the data pointers index).
@@ -64,105 +53,6 @@ class ResumeError(ValueError):
     """A resume (or a checkpoint look-up) cannot go ahead. The message is one line."""
 
 
-# --- stores and checkpoint artifacts (also used by rnnlab.sample) --------------------------------
-
-
-@contextmanager
-def quiet_artifact_transfers():
-    """No MLflow progress bars on stderr (they would garble the CLI's one-line messages)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
-
-
-def default_uri(uri: str | None, launch_dir: Path | None = None) -> str:
-    """``uri``, else $MLFLOW_TRACKING_URI, else SQLite in ``launch_dir`` — as ``rnnlab.run``."""
-    from rnnlab.runs import tracking_uri
-
-    cfg = Config()
-    cfg.tracking.uri = uri
-    return tracking_uri(cfg, launch_dir or Path.cwd())
-
-
-def open_store(uri: str) -> MlflowClient:
-    """A client for ``uri``; a SQLite URI must name an existing file (MLflow would silently
-    create an empty store, and every look-up would then say "no such run")."""
-    from mlflow.tracking import MlflowClient
-
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        if not path.is_file():
-            raise ResumeError(
-                f"no MLflow store at {path} (tracking URI {uri}); pass tracking_uri= or set "
-                f"MLFLOW_TRACKING_URI"
-            )
-    return MlflowClient(uri)
-
-
-def get_run(client: MlflowClient, run_id: str, uri: str):
-    """The run, or ResumeError naming the store."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ResumeError(f"no run {run_id!r} in {uri}") from None
-    if run.info.lifecycle_stage == "deleted":
-        raise ResumeError(f"run {run_id} in {uri} is deleted")
-    return run
-
-
-def latest_checkpoint(client: MlflowClient, run) -> str | None:
-    """Artifact path of the run's newest checkpoint (highest iteration), or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        files = client.list_artifacts(run.info.run_id, CHECKPOINT_DIR)
-    except (MlflowException, OSError):
-        return None
-    names = [Path(f.path).name for f in files if not f.is_dir]
-    names = sorted(n for n in names if CHECKPOINT_NAME.match(n))
-    return f"{CHECKPOINT_DIR}/{names[-1]}" if names else None
-
-
-def fetch_checkpoint(client: MlflowClient, run, dest: Path) -> Path:
-    """Download the run's newest checkpoint into ``dest``; ResumeError if it has none."""
-    artifact = latest_checkpoint(client, run)
-    if artifact is None:
-        kind = run.data.tags.get("rnnlab.kind")
-        hint = "; it is a sweep's parent run, use one of its children" if kind == "sweep" else ""
-        raise ResumeError(f"run {run.info.run_id} has no checkpoint artifacts{hint}")
-    dest.mkdir(parents=True, exist_ok=True)
-    with quiet_artifact_transfers():
-        return Path(client.download_artifacts(run.info.run_id, artifact, str(dest)))
-
-
-def config_from_flat(flat: dict[str, Any]) -> Config:
-    """A checkpoint's flattened config → the typed Config (keys rnnlab no longer has are
-    dropped, keys it gained take their defaults)."""
-    known = flatten(Config())
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key not in known:
-            continue
-        *parents, leaf = key.split(".")
-        node = nested
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    merged = OmegaConf.merge(OmegaConf.structured(Config), nested)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
-
-
 # --- planning a resume ---------------------------------------------------------------------------
 
 
@@ -177,6 +67,7 @@ class Plan:
     run_id: str | None = None  # set: continue this run; None: start a new one
     status: str | None = None  # the run's status before this resume
     changed: list[str] = field(default_factory=list)  # "key=value" overrides applied
+    note: str = ""  # one line to show before resuming (e.g. the run's process is gone)
 
 
 def overridden_keys(overrides: list[str]) -> list[str]:
@@ -200,38 +91,52 @@ def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> 
     ``cfg`` is what Hydra composed from the command line (defaults + overrides); only the keys
     the overrides name are taken from it, everything else from the checkpoint."""
     target = str(cfg.resume)
-    uri = default_uri(cfg.tracking.uri, launch_dir)
+    uri = store.default_uri(cfg.tracking.uri, launch_dir)
     run_id = status = None
-    if RUN_ID.match(target) and not Path(target).exists():
-        client = open_store(uri)
-        run = get_run(client, target, uri)
-        status = run.info.status
+    note = ""
+    if store.RUN_ID_PREFIX.match(target) and not Path(target).exists():
+        try:
+            client = store.open_store(uri)
+            run = store.get_run(client, target, uri)
+        except store.StoreError as e:
+            raise ResumeError(str(e)) from None
+        run_id, status = run.info.run_id, run.info.status
         if status in ("RUNNING", "SCHEDULED"):
-            raise ResumeError(
-                f"run {target} is {status}: it is still training, or its process died without "
-                f"closing it (then mark it: MlflowClient('{uri}').set_terminated('{target}', "
-                f"'KILLED'))"
-            )
+            tags = run.data.tags
+            where = f"process {tags.get('rnnlab.pid', '?')} on {tags.get('rnnlab.host', '?')}"
+            if not store.is_dead(run):
+                known = "rnnlab.pid" in tags
+                raise ResumeError(
+                    f"run {run_id} is {status} in {where}, which is still alive: stop it first"
+                    if known and tags.get("rnnlab.host") == socket.gethostname()
+                    else f"run {run_id} is {status} and rnnlab cannot tell from here whether "
+                    f"its process ({where}) is alive; if it is gone, mark the run: "
+                    f"MlflowClient('{uri}').set_terminated('{run_id}', 'KILLED')"
+                )
+            note = f"run {run_id} was left {status} by {where}, which is gone; resuming it"
         if "rnnlab.task" not in run.data.tags:
-            raise ResumeError(f"run {target} is not an rnnlab training run")
-        path = fetch_checkpoint(client, run, workdir)
-        run_id = target
+            raise ResumeError(f"run {run_id} is not an rnnlab training run")
+        try:
+            path = store.fetch_checkpoint(client, run, workdir)
+        except store.StoreError as e:
+            raise ResumeError(str(e)) from None
     else:
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise ResumeError(
-                f"resume={target!r} is neither a run id (32 hex digits) nor a checkpoint file"
+                f"resume={target!r} is neither a run id (32 hex digits, or a unique prefix of "
+                f"≥ 6) nor a checkpoint file"
             )
     try:
-        arrays, meta = checkpoint.load(path)
+        ck = checkpoint.Checkpoint.read(path)
     except checkpoint.CheckpointError as e:
         raise ResumeError(str(e)) from None
-    if "config" not in meta or "state" not in meta:
+    if "config" not in ck.meta or "state" not in ck.meta:
         raise ResumeError(f"{path} is a checkpoint without its config or training state")
-    iteration = int(meta["state"]["iteration"])
+    iteration = ck.iteration
 
     # The checkpoint's config, with the keys the command line names taken from it.
-    saved = flatten(config_from_flat(meta["config"]))
+    saved = flatten(config_of(ck))
     given = flatten(cfg)
     flat = dict(saved)
     keys = overridden_keys(overrides)
@@ -249,7 +154,7 @@ def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> 
     # Where to record is the command line's business, not the checkpoint's.
     flat |= {k: v for k, v in given.items() if k.startswith("tracking.")}
     flat["resume"] = run_id or str(path)
-    effective = config_from_flat(flat)
+    effective = config_of(flat)
     try:
         check(effective)
     except (ConfigError, ValueError) as e:  # CorpusError and PrimeError are ValueErrors
@@ -260,17 +165,27 @@ def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> 
             f"ask for more, e.g. iterations={iteration + effective.checkpoint_every}"
         )
     if effective.task.name == "charrnn":
-        check_corpus(effective, arrays, run if run_id else None)
-    return Plan(effective, path, iteration, uri, run_id, status, changed)
+        check_corpus(effective, ck, run if run_id else None)
+    return Plan(effective, path, iteration, uri, run_id, status, changed, note)
 
 
-def check_corpus(cfg: Config, arrays: dict, run) -> None:
+def config_of(source: checkpoint.Checkpoint | dict) -> Config:
+    """The typed config of a checkpoint (or of a flat dict); ResumeError if it is not valid."""
+    try:
+        if isinstance(source, dict):
+            return checkpoint.config_from_flat(source)
+        return source.config()
+    except checkpoint.CheckpointError as e:
+        raise ResumeError(str(e)) from None
+
+
+def check_corpus(cfg: Config, ck: checkpoint.Checkpoint, run) -> None:
     """The corpus must still be the one the checkpoint was trained on."""
     from rnnlab import corpus
     from rnnlab.tasks.charrnn import Vocabulary, load_corpus
 
     text, path = load_corpus(cfg)
-    saved = "".join(str(c) for c in arrays.get("vocab", []))
+    saved = ck.vocab or ""
     if Vocabulary(text).chars != saved:
         raise ResumeError(
             f"the corpus {path} has a different vocabulary ({len(set(text))} characters) than "
@@ -292,57 +207,3 @@ def preflight_resume(
         raise ResumeError("resume= continues one run: drop -m")
     with tempfile.TemporaryDirectory(prefix="rnnlab-resume-") as tmp:
         plan(cfg, overrides, launch_dir or Path.cwd(), Path(tmp))
-
-
-# --- running it ----------------------------------------------------------------------------------
-
-
-def resume_job(cfg: Config, ctx, show_progress: bool = True) -> dict[str, float]:
-    """``runs.run_job`` for a config with ``resume`` set; returns the final metrics."""
-    from rnnlab import runs
-
-    out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
-    p = plan(cfg, ctx.overrides, ctx.launch_dir, out_dir / "resumed_from")
-    if p.run_id is None:  # a checkpoint file: a new run, whose `resume` param names the file
-        tags = {"rnnlab.resumed_from": str(p.checkpoint), "rnnlab.resumed_from_iteration":
-                str(p.iteration)}  # fmt: skip
-        ctx = replace(ctx, extra_tags={**ctx.extra_tags, **tags})
-        return runs.run_job(p.cfg, ctx, show_progress, resume_from=p.checkpoint)
-    return continue_run(p, out_dir, show_progress)
-
-
-def continue_run(p: Plan, out_dir: Path, show_progress: bool) -> dict[str, float]:
-    """Reopen run ``p.run_id`` and train it on from ``p.checkpoint`` (statuses as run_job)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from rnnlab import runs
-    from rnnlab.tracking import MlflowTracker
-
-    mlflow.set_tracking_uri(p.uri)
-    client = MlflowClient(p.uri)
-    runs.end_leaked_runs()
-    run_id = p.run_id
-    tags = client.get_run(run_id).data.tags
-    n = int(tags.get("rnnlab.resumes", "0")) + 1
-    note = f"from {p.checkpoint.name} (iteration {p.iteration}) after {p.status}"
-    if p.changed:
-        note += "; overrides: " + " ".join(p.changed)
-    if "error" in tags:
-        note += f"; previous error: {tags['error']}"
-    # A run that failed (or died) after its last checkpoint logged points past it; those steps
-    # are trained, and logged, again. A SIGINT/SIGTERM stop checkpoints where it stops: none.
-    logged = [m.step for m in client.get_metric_history(run_id, "train/loss")]
-    if logged and max(logged) > p.iteration:
-        note += f"; steps {p.iteration + 1}-{max(logged)} were logged before and are logged again"
-    with mlflow.start_run(run_id=run_id, tags={"rnnlab.resumes": str(n), f"rnnlab.resume_{n}":
-                                                note[:5000]}):  # fmt: skip
-        if "error" in tags:  # it described the stop this resume recovers from
-            client.delete_tag(run_id, "error")
-        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(p.cfg)),
-                        f"config_resume_{n}.yaml")  # fmt: skip
-        tracker = MlflowTracker(
-            client, run_id, p.cfg.tracking.flush_points, p.cfg.tracking.flush_seconds
-        )
-        return runs.train_in_run(p.cfg, client, run_id, tracker, out_dir, p.checkpoint,
-                                 show_progress)  # fmt: skip

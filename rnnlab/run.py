@@ -2,7 +2,7 @@
 
 Before Hydra starts any job, every value the command line gives is composed and checked, so a
 typo or a bad value costs one line on stderr and exit code 2, not a traceback or a half-recorded
-sweep. Only this module knows Hydra; the work happens in ``rnnlab.runs.run_job``.
+sweep. Only this module knows Hydra; the work happens in ``rnnlab.job.run_job``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
 
 if TYPE_CHECKING:
-    from rnnlab.runs import JobContext
+    from rnnlab.job import JobContext
 
 # The package's conf/ is a link to the repository's top-level conf/ (a wheel copies it in), so
 # the configs are found from any folder, whatever the install.
@@ -46,7 +46,7 @@ def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | Non
 
 
 def job_context() -> JobContext:
-    from rnnlab.runs import JobContext, read_swept_keys
+    from rnnlab.job import JobContext, read_swept_keys
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -74,7 +74,7 @@ def summary(ctx: JobContext, status: str, detail: str, started: float) -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective so sweepers can minimise it."""
-    from rnnlab.runs import run_job  # MLflow loads only once the command line is checked
+    from rnnlab.job import run_job  # MLflow loads only once the command line is checked
 
     started = time.perf_counter()
     ctx = job_context()
@@ -122,6 +122,8 @@ def cli() -> None:
     try:
         main()
     except KeyboardInterrupt:
+        for s in (signal.SIGINT, signal.SIGTERM):  # runs closed: more signals change nothing
+            signal.signal(s, signal.SIG_IGN)
         from mlflow.entities import RunStatus
 
         if sweep.open_parent:

@@ -45,24 +45,21 @@ class Weights:
 
 def load_weights(path: Path, source: str | None = None) -> Weights:
     """Weights from a checkpoint (or the model's weights file): SampleError for anything else."""
-    from rnnlab.resume import config_from_flat
-
     try:
-        arrays, meta = checkpoint.load(Path(path))
+        ck = checkpoint.Checkpoint.read(Path(path))
+        missing = [k for k in PARAM_NAMES if k not in ck.params]
+        if missing or "config" not in ck.meta:
+            raise SampleError(f"{path} is a checkpoint without weights or config")
+        cfg = ck.config()
     except checkpoint.CheckpointError as e:
         raise SampleError(str(e)) from None
-    missing = [k for k in PARAM_NAMES if f"param/{k}" not in arrays]
-    if missing or "config" not in meta:
-        raise SampleError(f"{path} is a checkpoint without weights or config")
-    cfg = config_from_flat(meta["config"])
     vocab = None
     if cfg.task.name == "charrnn":
-        if "vocab" not in arrays:
+        if ck.vocab is None:
             raise SampleError(f"{path} is a char-RNN checkpoint without its vocabulary")
-        vocab = Vocabulary("".join(str(c) for c in arrays["vocab"]))
-    params = {k: arrays[f"param/{k}"] for k in PARAM_NAMES}
-    iteration = int(meta.get("state", {}).get("iteration", meta.get("iteration", 0)))
-    return Weights(params, cfg, vocab, iteration, source or str(path))
+        vocab = Vocabulary(ck.vocab)
+    params = {k: ck.params[k] for k in PARAM_NAMES}
+    return Weights(params, cfg, vocab, ck.iteration, source or str(path))
 
 
 def generate_text(
@@ -177,7 +174,7 @@ def _number(args: dict[str, str], key: str, kind, default):
 
 def resolve_weights(args: dict[str, str], workdir: Path) -> Weights:
     """Weights from ``checkpoint=`` or from the newest checkpoint of ``run_id=``."""
-    from rnnlab.resume import ResumeError, default_uri, fetch_checkpoint, get_run, open_store
+    from rnnlab.store import StoreError, default_uri, fetch_checkpoint, get_run, open_store
 
     if "checkpoint" in args:
         return load_weights(Path(args["checkpoint"]).expanduser())
@@ -187,7 +184,7 @@ def resolve_weights(args: dict[str, str], workdir: Path) -> Weights:
         client = open_store(uri)
         run = get_run(client, run_id, uri)
         path = fetch_checkpoint(client, run, workdir)
-    except ResumeError as e:
+    except StoreError as e:
         raise SampleError(str(e)) from None
     return load_weights(path, source=f"run {run_id} ({Path(path).name})")
 

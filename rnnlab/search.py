@@ -7,7 +7,7 @@ Three parts, each usable without Hydra:
   study in RDB storage (``sqlite:///<launch dir>/optuna.db`` by default: not mlflow.db).
 - **the job's side**: ``trial_tracker`` wraps a job's ``Tracker`` when the sweeper launched the
   job as a trial. At each ``val/*`` point it reports the task objective to the trial and, when the
-  pruner says so, raises ``TrialPruned``; ``runs.run_job`` ends that run FINISHED with the tag
+  pruner says so, raises ``TrialPruned``; ``job.run_job`` ends that run FINISHED with the tag
   ``rnnlab.trial_state=PRUNED``. The trial reaches the job through three environment variables
   set by the sweeper (``hydra.job.env_set``) and the shared storage, so the basic, joblib and
   submitit launchers all work. Optuna never enters the training loop.

@@ -22,14 +22,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
-from rnnlab.runs import (
-    PARENT_RUN_FILE,
-    SWEPT_KEYS_FILE,
-    ensure_experiment,
-    experiment_name,
-    git_tags,
-    tracking_uri,
-)
+from rnnlab import store
+from rnnlab.job import PARENT_RUN_FILE, SWEPT_KEYS_FILE, git_tags
+from rnnlab.store import ensure_experiment, experiment_name, tracking_uri
 
 # The open parent run of this process, so the CLI can close it KILLED on Ctrl-C.
 open_parent: dict[str, str] = {}
@@ -49,7 +44,7 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         swept = swept_keys(overrides, config)
         try:
-            client = MlflowClient(uri)
+            client = store.open_store(uri, create=True)  # under the store's creation lock
             experiment_id = ensure_experiment(client, experiment_name(config))
             run = client.create_run(
                 experiment_id,
@@ -68,6 +63,7 @@ class SweepCallback(Callback):
         except Exception as e:  # SystemExit passes Hydra's callback guard: no job starts
             print(f"rnnlab: error: cannot open the MLflow store {uri}: {e}", file=sys.stderr)
             raise SystemExit(1) from None
+        name_dead_runs(client, experiment_id)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEPT_KEYS_FILE).write_text("".join(f"{k}\n" for k in swept))
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
@@ -79,22 +75,31 @@ class SweepCallback(Callback):
         close_parent(RunStatus.FINISHED)
 
 
+def name_dead_runs(client: MlflowClient, experiment_id: str) -> None:
+    """One line naming the experiment's runs left RUNNING by a process that is gone."""
+    running = store.search_all(client, [experiment_id], "attributes.status = 'RUNNING'")
+    dead = [r.info.run_id for r in running if store.is_dead(r)]
+    if dead:
+        shown = " ".join(dead[:5]) + (f" and {len(dead) - 5} more" if len(dead) > 5 else "")
+        line = (f"rnnlab: {len(dead)} run(s) of this experiment were left RUNNING by a process "
+                f"that is gone: {shown} (resume=<run_id> continues one)")  # fmt: skip
+        print(line, file=sys.stderr)
+
+
 def close_parent(status_if_all_finished: int) -> None:
     """End the open parent run: FINISHED only if every child finished, else FAILED/KILLED."""
     uri, run_id = open_parent.pop("uri"), open_parent.pop("run_id")
     client = MlflowClient(uri)
     parent = client.get_run(run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
-        max_results=50000,
-    )
+    children = store.list_children(client, parent.info.run_id)
     counts: dict[str, int] = {}
     for child in children:
         status = child.info.status
-        if status == "RUNNING":  # its process died (SIGKILL, OOM, a killed worker)
+        if status == "RUNNING":  # every job has returned: its process died (SIGKILL, OOM, a
+            # killed worker) without closing it
             status = "KILLED" if status_if_all_finished == RunStatus.KILLED else "FAILED"
-            client.set_tag(child.info.run_id, "error", "its process ended without closing it")
+            where = f"process {child.data.tags.get('rnnlab.pid', '?')}"
+            client.set_tag(child.info.run_id, "error", f"its {where} ended without closing it")
             client.set_terminated(child.info.run_id, status)
         counts[status] = counts.get(status, 0) + 1
     for status, n in counts.items():

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import math
-import signal
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from rnnlab import checkpoint, rnn
 from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
+from rnnlab.signals import stop_on_signals
 from rnnlab.tasks import TASKS
 from rnnlab.tracking import MemoryTracker, Tracker
 
@@ -90,28 +89,6 @@ def make_optimizer(cfg: Config, size: int, dtype) -> Optimizer:
     return OPTIMIZERS[o.name](size, dtype, cfg.learning_rate, **extra)
 
 
-@contextmanager
-def stop_on_signals():
-    """Turn the first SIGINT/SIGTERM into a request the loop honours after a whole iteration
-    (so a checkpoint never holds half an update); a second SIGINT interrupts at once."""
-    requested: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-
-    def handler(signum, frame):
-        if requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        requested.append(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 class Trainer:
     """Owns the model, optimizer, task and state of one run."""
 
@@ -144,17 +121,9 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------------
 
-    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {f"param/{k}": v for k, v in self.params.items()}
-        arrays |= {f"optim/{k}": v for k, v in self.optimizer.state().items()}
-        arrays |= {f"data/{k}": v for k, v in self.task.data_state().items()}
-        arrays["hprev"] = self.h
-        if hasattr(self.task, "vocab"):
-            arrays["vocab"] = np.array(list(self.task.vocab.chars))
-        return arrays
-
-    def checkpoint_meta(self) -> dict:
-        return {
+    def to_checkpoint(self) -> checkpoint.Checkpoint:
+        vocab = getattr(self.task, "vocab", None)
+        meta = {
             "state": asdict(self.state),
             "rng": {
                 "data": self.data_rng.bit_generator.state,
@@ -163,31 +132,34 @@ class Trainer:
             "config": flatten(self.cfg),
             "task": self.cfg.task.name,
         }
+        return checkpoint.Checkpoint(
+            params=dict(self.params),
+            meta=meta,
+            optim=self.optimizer.state(),
+            data=self.task.data_state(),
+            state={"hprev": self.h},  # (B, H)
+            vocab=vocab.chars if vocab is not None else None,
+        )
 
     def save(self, folder: Path) -> Path:
-        path = folder / f"iter_{self.state.iteration:07d}.npz"
-        return checkpoint.save(path, self.checkpoint_arrays(), self.checkpoint_meta())
+        return self.to_checkpoint().write(folder / f"iter_{self.state.iteration:07d}.npz")
 
     def load(self, path: Path) -> None:
         """Continue from a checkpoint written by ``save`` (shapes must match this config)."""
-        arrays, meta = checkpoint.load(path)
+        ck = checkpoint.Checkpoint.read(path)
         for k, v in self.params.items():
-            if arrays[f"param/{k}"].shape != v.shape:
+            if k not in ck.params or ck.params[k].shape != v.shape:
+                got = ck.params[k].shape if k in ck.params else "nothing"
                 raise checkpoint.CheckpointError(
-                    f"{path}: {k} has shape {arrays[f'param/{k}'].shape}, this config makes "
-                    f"{v.shape}"
+                    f"{path}: {k} has shape {got}, this config makes {v.shape}"
                 )
-            v[...] = arrays[f"param/{k}"]
-        self.optimizer.load_state(
-            {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-        )
-        self.task.load_data_state(
-            {k.removeprefix("data/"): v for k, v in arrays.items() if k.startswith("data/")}
-        )
-        self.h[...] = arrays["hprev"]
-        self.state = TrainState(**meta["state"])
-        self.data_rng.bit_generator.state = meta["rng"]["data"]
-        self.sample_rng.bit_generator.state = meta["rng"]["sample"]
+            v[...] = ck.params[k]
+        self.optimizer.load_state(ck.optim)
+        self.task.load_data_state(ck.data)
+        self.h[...] = ck.state["hprev"]
+        self.state = TrainState(**ck.meta["state"])
+        self.data_rng.bit_generator.state = ck.meta["rng"]["data"]
+        self.sample_rng.bit_generator.state = ck.meta["rng"]["sample"]
 
     # --- one iteration ----------------------------------------------------------------------------
 

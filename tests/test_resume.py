@@ -22,10 +22,11 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from rnnlab import checkpoint, resume
+from rnnlab import checkpoint
 from rnnlab.config import Config
 from rnnlab.preflight import UserError, preflight
 from rnnlab.run import CONFIG_DIR
+from rnnlab.store import latest_checkpoint
 from rnnlab.tracking import MemoryTracker
 from rnnlab.train import Interrupted, train
 
@@ -273,7 +274,7 @@ def test_extend_a_finished_run_in_place(finished_run, tmp_path):
     assert "iterations=900" in run.data.tags["rnnlab.resume_1"]  # ... the resume says why
     text = client.download_artifacts(run_id, "config_resume_1.yaml", str(tmp_path))
     assert "iterations: 900" in Path(text).read_text()
-    assert resume.latest_checkpoint(client, run) == "checkpoints/iter_0000900.npz"
+    assert latest_checkpoint(client, run) == "checkpoints/iter_0000900.npz"
 
 
 def test_resume_from_a_checkpoint_file_starts_a_new_run(finished_run, tmp_path):
@@ -375,7 +376,7 @@ def test_a_tmp_artifact_is_never_picked_from_a_run(finished_run, tmp_path):
     leftover = tmp_path / "iter_9999999.npz.tmp"
     leftover.write_bytes(b"half a checkpoint")
     client.log_artifact(run_id, str(leftover), "checkpoints")
-    latest = resume.latest_checkpoint(client, client.get_run(run_id))
+    latest = latest_checkpoint(client, client.get_run(run_id))
     assert latest is not None and not latest.endswith(".tmp")
 
 

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab import sweep
 from rnnlab.config import Config, flatten, register_configs, to_config
+from rnnlab.job import JobContext, run_job
 from rnnlab.run import CONFIG_DIR, run_name
-from rnnlab.runs import JobContext, run_job
 from rnnlab.tracking import MlflowTracker
 from rnnlab.train import DivergenceError
 

@@ -62,7 +62,7 @@ class RnnlabOptunaSweeper(Sweeper):
         import optuna
 
         from rnnlab import search
-        from rnnlab.runs import PARENT_RUN_FILE
+        from rnnlab.job import PARENT_RUN_FILE
         from rnnlab.sweep import continue_parent
 
         launch_dir = Path(os.getcwd())

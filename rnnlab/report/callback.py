@@ -27,8 +27,9 @@ class ReportCallback(Callback):
 
     @staticmethod
     def generate(config: DictConfig) -> Path | None:
+        from rnnlab.job import PARENT_RUN_FILE
         from rnnlab.report.build import generate
-        from rnnlab.runs import PARENT_RUN_FILE, tracking_uri
+        from rnnlab.store import tracking_uri
 
         launch_dir = Path(os.getcwd())
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -8,21 +8,19 @@ runs are recognised by their ``rnnlab.kind=sweep`` tag and never appear as rows 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import tempfile
 import types
 import typing
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Run, ViewType
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from rnnlab import store
 from rnnlab.config import Config
 
 # Metric histories the report reads, besides each run's latest values.
@@ -37,9 +35,7 @@ class SelectionError(ValueError):
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
     """As ``rnnlab.run``: $MLFLOW_TRACKING_URI, else SQLite in the current directory."""
-    if env := os.environ.get("MLFLOW_TRACKING_URI"):
-        return env
-    return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
+    return store.default_uri(None, cwd)
 
 
 def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
@@ -121,24 +117,9 @@ class Selection:
         return out
 
     def read_text(self, run_id: str, path: str) -> str:
-        quiet = {MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false"}  # one bar per file is noise
-        with tempfile.TemporaryDirectory() as tmp, _environ(quiet):
+        with tempfile.TemporaryDirectory() as tmp, store.quiet_artifact_transfers():
             local = self.client.download_artifacts(run_id, path, tmp)
             return Path(local).read_text(encoding="utf-8", errors="replace")
-
-
-@contextmanager
-def _environ(values: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _all_experiment_ids(client: MlflowClient) -> list[str]:
@@ -146,20 +127,7 @@ def _all_experiment_ids(client: MlflowClient) -> list[str]:
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            experiment_ids,
-            filter_string=filter_string,
-            max_results=1000,
-            order_by=["attributes.start_time ASC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return list(store.search_all(client, experiment_ids, filter_string))
 
 
 def _is_sweep_parent(run: Run) -> bool:
@@ -186,9 +154,10 @@ def select(
 ) -> Selection:
     """Pick the runs: ``sweep`` (a parent run id or "latest"), else every run of ``experiment``
     and/or matching ``filter_string``; with none of them, the latest sweep."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise SelectionError(f"no MLflow store at {uri}")  # MLflow would create an empty one
-    client = MlflowClient(uri)
+    try:
+        client = store.open_store(uri)
+    except store.StoreError as e:
+        raise SelectionError(str(e)) from None
     try:
         experiment_ids = _all_experiment_ids(client)
         if experiment is not None:
@@ -205,9 +174,9 @@ def select(
                 parent = latest_sweep(client, experiment_ids)
             else:
                 try:
-                    parent = client.get_run(sweep)
-                except MlflowException:
-                    raise SelectionError(f"no run with id {sweep!r} in {uri}") from None
+                    parent = store.get_run(client, sweep, uri)
+                except store.StoreError as e:
+                    raise SelectionError(str(e)) from None
                 if not _is_sweep_parent(parent):
                     raise SelectionError(f"run {sweep} is not a sweep (no tag rnnlab.kind=sweep)")
             # Children may sit in other experiments when experiment_name is swept.
@@ -231,3 +200,8 @@ def select(
     if not runs:
         raise SelectionError(f"no runs in {description}")
     return Selection(client, uri, name, description, runs, parent)
+
+
+def dead_runs(selection: Selection) -> list[Run]:
+    """The selected runs left RUNNING by a process that is gone (``store.is_dead``)."""
+    return [r for r in selection.runs if store.is_dead(r)]

@@ -29,6 +29,7 @@ import pandas as pd
 
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
 from rnnlab.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
+from rnnlab.store import describe_status
 
 # Columns of a search's trials (``rnnlab.search.search_trials``), after ``status``.
 TRIAL_COLUMNS = ("trial", "trial_state", "pruned_at")
@@ -144,7 +145,7 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
     row = {
         "run_id": rid,
         "run_name": run.info.run_name,
-        "status": run.info.status,
+        "status": describe_status(run),  # a RUNNING run whose process is gone says so
         "error": run.data.tags.get("error", ""),
         "task": task,
         **{k: params.get(k) for k in swept},

@@ -1,0 +1,91 @@
+"""SIGINT and SIGTERM as stop requests, and the shield under which a store write completes.
+
+Invariant (signals never drop data), enforced here: while a ``shielded()`` block runs — every
+write of the tracker to the store is one — no signal raises anything; a hard interrupt that
+arrives meanwhile is raised when the block ends. Together with the tracker's rule that points
+leave its buffer only after the store accepted them, any sequence of SIGINT/SIGTERM leaves
+every point the loop handed over either in the store or still in the buffer for the job's
+closing flush.
+
+Signal handlers are process-wide, so the state here is too (one ``_Stop``). The first SIGINT or
+SIGTERM is a request the training loop honours after a whole iteration (it then checkpoints);
+a second SIGINT inside the loop interrupts at once (``KeyboardInterrupt``), outside it (while a
+job closes its run) it is only recorded. Not here: what a stop means for a run's status
+(``rnnlab.job``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class _Stop:
+    requests: list[str] = field(default_factory=list)  # signal names (or reasons), in order
+    installed: int = 0  # nesting depth of stop_on_signals blocks
+    hard: int = 0  # nesting depth of blocks where a second SIGINT interrupts at once
+    shield: int = 0  # nesting depth of shielded() blocks
+    pending_interrupt: bool = False  # a hard interrupt that arrived inside a shield
+
+
+_stop = _Stop()
+
+
+def _handler(signum, frame) -> None:
+    repeated = bool(_stop.requests)
+    _stop.requests.append(signal.Signals(signum).name)
+    if repeated and signum == signal.SIGINT and _stop.hard:
+        if _stop.shield:
+            _stop.pending_interrupt = True
+        else:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_on_signals(hard_interrupt: bool = True):
+    """Yield the list of stop requests (empty until a signal or ``request_stop``). Nested
+    blocks share one list; ``hard_interrupt``: a second SIGINT inside raises at once."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if main and _stop.installed == 0:
+        previous = {s: signal.signal(s, _handler) for s in STOP_SIGNALS}
+    _stop.installed += 1
+    _stop.hard += hard_interrupt
+    try:
+        yield _stop.requests
+    finally:
+        _stop.hard -= hard_interrupt
+        _stop.installed -= 1
+        if _stop.installed == 0:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            _stop.requests.clear()
+            _stop.pending_interrupt = False
+
+
+def request_stop(reason: str) -> None:
+    """Ask the loop to stop as a signal would (e.g. the store has been unreachable too long)."""
+    _stop.requests.append(reason)
+
+
+def stop_requested() -> str | None:
+    """The first stop request of the current job, if any."""
+    return _stop.requests[0] if _stop.requests else None
+
+
+@contextmanager
+def shielded():
+    """Run a block that no signal may cut in half (see the module's invariant)."""
+    _stop.shield += 1
+    try:
+        yield
+    finally:
+        _stop.shield -= 1
+        if _stop.shield == 0 and _stop.pending_interrupt and _stop.hard:
+            _stop.pending_interrupt = False
+            raise KeyboardInterrupt

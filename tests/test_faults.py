@@ -1,0 +1,306 @@
+"""Fault injection: real processes, real signals, a real ``mlflow server`` killed and restarted.
+
+Every timing is drawn from a seeded generator and printed (``pytest -s`` shows it), so a
+failure can be replayed. What each test proves is the invariant named in its docstring; they
+are stated where they are enforced (``rnnlab.tracking``, ``rnnlab.signals``, ``rnnlab.store``,
+``rnnlab.job``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_port, stop_process_group, wait_until_ok
+from mlflow.tracking import MlflowClient
+
+from rnnlab.config import Config
+from rnnlab.tracking import MemoryTracker
+from rnnlab.train import train
+
+pytestmark = pytest.mark.slow
+SEED = 20261201
+COMPARED = ("train/loss", "train/smooth_loss", "train/grad_norm", "val/loss", "val/bpc")
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def start(args: list[str], cwd: Path, log: Path, module: str = "rnnlab.run") -> subprocess.Popen:
+    """``python -m module args`` in its own session, its signal handlers its own."""
+    with open(log, "a") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd,
+            env=env(),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def char_args(kafka: Path, iterations: int, **extra) -> list[str]:
+    args = {
+        "data.path": str(kafka), "data.val_fraction": 0.01, "hidden_size": 16,
+        "seq_length": 10, "iterations": iterations, "log_every": 10, "eval_every": 50,
+        "sample_every": 50, "sample_length": 20, "checkpoint_every": 50,
+        "tracking.flush_points": 40, "experiment_name": "faults",
+    } | extra  # fmt: skip
+    return [f"{k}={v}" for k, v in args.items()]
+
+
+def reference(kafka: Path, iterations: int) -> MemoryTracker:
+    """The same run, never interrupted, in this process."""
+    cfg = Config()
+    cfg.data.path, cfg.data.val_fraction = str(kafka), 0.01
+    cfg.hidden_size, cfg.seq_length, cfg.iterations = 16, 10, iterations
+    cfg.log_every, cfg.eval_every, cfg.sample_every, cfg.checkpoint_every = 10, 50, 50, 50
+    cfg.sample_length = 20
+    tracker = MemoryTracker()
+    train(cfg, tracker, show_progress=False)
+    return tracker
+
+
+def ro(db: Path):
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def count_checkpoints(cwd: Path) -> int:
+    return len(list(cwd.glob("mlruns/*/*/artifacts/checkpoints/iter_*.npz")))
+
+
+def wait_for(predicate, proc: subprocess.Popen | None, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc is None or proc.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def the_run(client: MlflowClient):
+    (run,) = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    return run
+
+
+def assert_exactly_once(db: Path, run_id: str) -> None:
+    with ro(db) as con:
+        dup = con.execute(
+            "SELECT key, step, COUNT(*) FROM metrics WHERE run_uuid = ? GROUP BY key, step "
+            "HAVING COUNT(*) > 1 LIMIT 5",
+            (run_id,),
+        ).fetchall()
+    assert not dup, f"points logged more than once: {dup}"
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, kafka_path):
+    """Write-ahead + exactly once: a chain of 10 SIGKILLs at random moments (each resumed by
+    ``resume=<run_id>``, which also accepts a RUNNING run whose process is gone) ends FINISHED
+    with every step once and the same values and samples as a run never killed."""
+    n = 3000
+    rng = np.random.default_rng(SEED)
+    delays = rng.uniform(0.0, 0.6, size=10)
+    print("SIGKILL delays after a new checkpoint (s):", np.round(delays, 3).tolist())
+    db, log = tmp_path / "mlflow.db", tmp_path / "log.txt"
+    proc = start(char_args(kafka_path, n), tmp_path, log)
+    run_id = None
+    for i, delay in enumerate(delays):
+        before = count_checkpoints(tmp_path)
+        wait_for(lambda b=before: count_checkpoints(tmp_path) > b, proc, 180, "a new checkpoint")
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if run_id is None:
+            run_id = the_run(MlflowClient(f"sqlite:///{db}")).info.run_id
+        prefix = run_id[:8] if i % 2 else run_id  # a unique prefix works as well as the id
+        proc = start([f"resume={prefix}"], tmp_path, log)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert "which is gone; resuming it" in log.read_text()
+
+    client = MlflowClient(f"sqlite:///{db}")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED", log.read_text()[-3000:]
+    assert int(run.data.tags["rnnlab.resumes"]) == 10
+    assert_exactly_once(db, run_id)
+    ref = reference(kafka_path, n)
+    for key in COMPARED:
+        got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert got == ref.history[key], key
+    samples = {f.path for f in client.list_artifacts(run_id, "samples")}
+    assert samples == set(ref.texts)
+    for path in sorted(samples)[:: max(1, len(samples) // 5)]:
+        local = client.download_artifacts(run_id, path, str(tmp_path / "dl"))
+        assert Path(local).read_text(encoding="utf-8") == ref.texts[path], path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_two_signals_in_quick_succession_end_killed_with_every_point(sig, tmp_path, kafka_path):
+    """Signals never drop data: two signals 10-200 ms apart (three pairs, in parallel) end each
+    run KILLED with every point up to its last checkpoint in the store, each once."""
+    rng = np.random.default_rng([SEED, sig])
+    gaps = rng.uniform([0.010, 0.050, 0.100], [0.050, 0.100, 0.200])  # short to long
+    waits = rng.uniform(0.0, 1.0, size=3)
+    print(f"{sig.name}: gaps (ms)", np.round(gaps * 1000).tolist(), "after (s)", waits.tolist())
+    procs = []
+    for i in range(3):
+        cwd = tmp_path / f"r{i}"
+        cwd.mkdir()
+        args = char_args(kafka_path, 10**6, checkpoint_every=10**6, eval_every=10**6,
+                         sample_every=10**6, **{"tracking.flush_points": 5})  # fmt: skip
+        procs.append((cwd, start(args, cwd, cwd / "log.txt")))
+    for (cwd, proc), gap, wait in zip(procs, gaps, waits, strict=True):
+        db = cwd / "mlflow.db"
+
+        def has_points(db=db) -> bool:
+            try:
+                with ro(db) as con:
+                    return bool(con.execute("SELECT 1 FROM metrics LIMIT 1").fetchone())
+            except sqlite3.Error:
+                return False
+
+        wait_for(has_points, proc, 180, "the first points")
+        time.sleep(wait)
+        os.killpg(proc.pid, sig)
+        time.sleep(gap)
+        os.killpg(proc.pid, sig)
+    for cwd, proc in procs:
+        out = (cwd / "log.txt").read_text()
+        assert proc.wait(timeout=120) == 130, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+        client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+        run = the_run(client)
+        assert run.info.status == "KILLED", out[-2000:]
+        last = max(int(f.path[-11:-4]) for f in client.list_artifacts(run.info.run_id,
+                                                                        "checkpoints"))  # fmt: skip
+        logged = steps(client, run.info.run_id, "train/loss")
+        assert logged[: last // 10] == list(range(10, last + 1, 10)), (last, logged[-5:])
+        assert_exactly_once(cwd / "mlflow.db", run.info.run_id)
+
+
+def test_eight_processes_at_once_on_a_fresh_store(tmp_path):
+    """Safe store creation: 8 runs started together in an empty folder all finish, and the
+    store passes SQLite's integrity check with no half-done migration left (1 repetition)."""
+    args = ["task=adder", "iterations=60", "log_every=20", "eval_every=60", "sample_every=60",
+            "experiment_name=faults"]  # fmt: skip
+    procs = [start([*args, f"seed={i}"], tmp_path, tmp_path / f"log{i}.txt") for i in range(8)]
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = [(tmp_path / f"log{i}.txt").read_text()[-1500:] for i in range(8)]
+    assert codes == [0] * 8, logs
+    db = tmp_path / "mlflow.db"
+    with ro(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert not [t for t in tables if t.startswith("_alembic_tmp")]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
+
+
+def start_server(root: Path, port: int) -> subprocess.Popen:
+    log = open(root / "server.log", "a")  # noqa: SIM115 — the server outlives this call
+    # fmt: off
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=root, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    # fmt: on
+    wait_until_ok(f"http://127.0.0.1:{port}/health", proc, root / "server.log")
+    return proc
+
+
+def server_points(root: Path) -> list[int]:
+    with ro(root / "server.db") as con:
+        return [r[0] for r in con.execute("SELECT step FROM metrics WHERE key = 'train/loss'")]
+
+
+def test_server_away_for_20_s_loses_nothing(tmp_path, kafka_path):
+    """Nothing lost when the store is unreachable: the server is killed for 20 s mid-run; the
+    run journals and trains on, replays when it is back, and every point reaches it once."""
+    port = free_port()
+    server = start_server(tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    args = char_args(kafka_path, 10**6, checkpoint_every=200, eval_every=10**6,
+                     sample_every=10**6, **{"tracking.uri": url, "tracking.flush_seconds": 0.5,
+                     "hydra.run.dir": "job"})  # fmt: skip
+    proc = start(args, tmp_path, tmp_path / "log.txt")
+    try:
+        wait_for(lambda: len(server_points(tmp_path)) > 0, proc, 180, "the first points")
+        stop_process_group(server)
+        time.sleep(20)
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-2000:]
+        assert (tmp_path / "job" / "rnnlab_journal.jsonl").is_file()
+        server = start_server(tmp_path, port)
+        wait_for(lambda: not (tmp_path / "job" / "rnnlab_journal.jsonl").exists(), proc, 120,
+                 "the journal's replay")  # fmt: skip
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, (tmp_path / "log.txt").read_text()[-2000:]
+        client = MlflowClient(url)
+        run = the_run(client)
+        assert run.info.status == "KILLED"
+        last = max(int(f.path[-11:-4]) for f in client.list_artifacts(run.info.run_id,
+                                                                        "checkpoints"))  # fmt: skip
+        logged = sorted(server_points(tmp_path))
+        assert logged[: last // 10] == list(range(10, last + 1, 10))
+        assert len(logged) == len(set(logged))  # each once
+    finally:
+        stop_process_group(proc)
+        stop_process_group(server)
+
+
+def test_server_gone_for_good_stops_the_run_and_sync_completes_it(tmp_path, kafka_path):
+    """The run stops within its retry budget with one clear line and a stop checkpoint; once
+    the server is back, ``rnnlab.sync <job folder>`` sends the rest and marks the status."""
+    port = free_port()
+    server = start_server(tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    budget = 5.0
+    args = char_args(kafka_path, 10**6, checkpoint_every=200, eval_every=10**6,
+                     sample_every=10**6, **{"tracking.uri": url, "tracking.flush_seconds": 0.5,
+                     "tracking.retry_seconds": budget, "hydra.run.dir": "job"})  # fmt: skip
+    log = tmp_path / "log.txt"
+    proc = start(args, tmp_path, log)
+    try:
+        wait_for(lambda: len(server_points(tmp_path)) > 0, proc, 180, "the first points")
+        stop_process_group(server)
+        killed_at = time.monotonic()
+        code = proc.wait(timeout=120)
+        took = time.monotonic() - killed_at
+        print(f"the run stopped {took:.1f} s after the server (budget {budget} s)")
+        out = log.read_text()
+        assert code == 1, out[-2000:]
+        lines = [x for x in out.splitlines() if "refused every write" in x]
+        assert len(lines) == 1 and "rnnlab.sync" in lines[0] and "Traceback" not in out
+        assert took < budget + 40
+        server = start_server(tmp_path, port)
+        done = subprocess.run([sys.executable, "-m", "rnnlab.sync", str(tmp_path / "job")],
+                              cwd=tmp_path, env=env(), capture_output=True, text=True,
+                              timeout=180)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "synced run" in done.stdout and "status FAILED" in done.stdout
+        client = MlflowClient(url)
+        run = the_run(client)
+        assert run.info.status == "FAILED" and "store unreachable" in run.data.tags["error"]
+        last = max(int(f.path[-11:-4]) for f in client.list_artifacts(run.info.run_id,
+                                                                        "checkpoints"))  # fmt: skip
+        logged = sorted(server_points(tmp_path))
+        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last
+        again = subprocess.run([sys.executable, "-m", "rnnlab.sync", str(tmp_path / "job")],
+                               cwd=tmp_path, env=env(), capture_output=True, text=True)  # fmt: skip
+        assert again.returncode == 2 and "nothing to send" in again.stderr
+    finally:
+        stop_process_group(proc)
+        stop_process_group(server)
