@@ -35,6 +35,8 @@ class AdderTask:
     def check(cfg: Config) -> None:
         if cfg.seq_length > 62:
             raise ConfigError("seq_length", cfg.seq_length, "at most 62 bits for the adder")
+        if cfg.task.eval_bits is not None and not 1 <= cfg.task.eval_bits <= 62:
+            raise ConfigError("task.eval_bits", cfg.task.eval_bits, "null or 1..62 bits")
         if cfg.task.loss not in ("mse", "bce"):
             raise ConfigError("task.loss", cfg.task.loss, "mse or bce for the adder")
 
@@ -42,6 +44,7 @@ class AdderTask:
         self.bits = cfg.seq_length
         self.batch_size = cfg.batch_size
         self.activation, self.head = cfg.task.activation, cfg.task.loss
+        self.spec = rnn.spec_of(cfg)
         self.dtype = np.dtype(cfg.dtype)
         self.high = 2 ** (self.bits - 1)  # operands are < high, so a + b < 2^bits
         self.rng = rng
@@ -84,8 +87,8 @@ class AdderTask:
         out = []
         for start in range(0, a.size, 16384):  # chunks keep (bits, N, H) small
             xs, _ = self.encode(a[start : start + 16384], b[start : start + 16384])
-            h0 = np.zeros((xs.shape[1], params["Whh"].shape[0]), dtype=self.dtype)
-            logits = rnn.forward(params, xs, h0, self.activation).logits[..., 0]
+            h0 = rnn.zero_state(self.spec, xs.shape[1], self.dtype)
+            logits = rnn.forward(params, xs, h0, self.spec).logits[..., 0]
             out.append(from_bits(logits > 0.0))  # sigmoid(z) > ½  ⇔  z > 0
         return np.concatenate(out)
 
