@@ -183,6 +183,11 @@ class Trainer:
         """Continue from a checkpoint written by ``save`` (shapes must match this config)."""
         arrays, meta = checkpoint.load(path)
         for k, v in self.params.items():
+            if f"param/{k}" not in arrays:  # another cell or depth
+                raise checkpoint.CheckpointError(
+                    f"{path}: has no {k}; this config (cell={self.spec.cell}, "
+                    f"layers={self.spec.layers}) needs it"
+                )
             if arrays[f"param/{k}"].shape != v.shape:
                 raise checkpoint.CheckpointError(
                     f"{path}: {k} has shape {arrays[f'param/{k}'].shape}, this config makes "
