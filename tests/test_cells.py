@@ -184,3 +184,27 @@ def test_gated_init_is_pytorchs_uniform(cell):
             v = params[name]
             assert v.min() >= -bound and v.max() <= bound and v.max() > 0.9 * bound, name
     assert params["Why"].std() == pytest.approx(0.01, rel=0.1)  # task.init selects the head's
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_benchmarks_naive_cell_is_the_engines_math(cell):
+    """bench.naive_cell_lossfun (the per-step baseline) computes the engine's loss, gradients
+    and state, so the benchmark compares like with like."""
+    from rnnlab.bench import naive_cell_lossfun
+
+    spec, _, params, xs, ys, state0 = make_problem(cell, 1, "xent", 1)
+    loss, grads, state = rnn.loss_and_grads(params, xs, ys, state0, spec, "xent")
+    names = rnn.layer_names(spec, 0)
+    weights = [params[names[0]], params[names[1]], params[names[2]][:, None],
+               params[names[3]][:, None], params["Why"], params["by"][:, None]]  # fmt: skip
+    h0 = state0[0, 0, 0][:, None]
+    c0 = state0[0, 1, 0][:, None] if cell == "lstm" else np.zeros_like(h0)
+    nloss, dparams, h, c = naive_cell_lossfun(
+        cell, list(xs[:, 0]), list(ys[:, 0]), h0, c0, *weights
+    )
+    assert nloss == pytest.approx(loss[0], rel=1e-12)
+    for name, d in zip([*names, "Why", "by"], dparams, strict=True):
+        np.testing.assert_allclose(d.reshape(grads[name].shape), grads[name], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(h[:, 0], state[0, 0, 0], rtol=1e-12)
+    if cell == "lstm":
+        np.testing.assert_allclose(c[:, 0], state[0, 1, 0], rtol=1e-12)
