@@ -166,27 +166,31 @@ class EngineLoop:
 
 class GemmLoop:
     """Only the matrix products of one window, on preallocated arrays of the engine's shapes and
-    layouts: what a window would cost if everything else were free."""
+    layouts: what a window would cost if everything else were free. ``gates``: G rows of W_hh
+    per hidden unit (1 vanilla, 3 GRU, 4 LSTM), so the recurrent products are (B, H) @ (H, G·H)
+    forward, (B, G·H) @ (G·H, H) backward and dW_hh is (G·H, N) @ (N, H)."""
 
-    def __init__(self, vocab_size: int, batch_size: int, dtype, seed: int = 0):
+    def __init__(self, vocab_size: int, batch_size: int, dtype, seed: int = 0, gates: int = 1):
         rng = np.random.default_rng(seed)
         T, B, H, V, N = SEQ, batch_size, HIDDEN, vocab_size, SEQ * batch_size
+        G = gates * H
 
         def rand(*shape):
             return rng.uniform(-0.1, 0.1, shape).astype(dtype)
 
-        self.Whh, self.Why = rand(H, H), rand(V, H)
+        self.Whh, self.Why = rand(G, H), rand(V, H)
         self.WhhT = np.ascontiguousarray(self.Whh.T)
-        self.hs, self.dz = rand(T + 1, B, H), rand(N, H)
+        self.hs, self.dz, self.dgates = rand(T + 1, B, H), rand(N, H), rand(N, G)
         self.dl, self.logits = rand(N, V), rand(N, V)
-        self.dWhy, self.dWhh, self.z = rand(V, H), rand(H, H), rand(B, H)
+        self.dWhy, self.dWhh = rand(V, H), rand(G, H)
+        self.z, self.dh = rand(B, G), rand(B, H)
         self.chars = N
 
     def run(self, n: int) -> int:
         T, N = SEQ, self.chars
-        hs, dz = self.hs, self.dz
+        hs, dz, dg = self.hs, self.dz, self.dgates
         h_out, h_in = hs[1:].reshape(N, -1), hs[:-1].reshape(N, -1)
-        h, dzs = list(hs), list(dz.reshape(T, -1, HIDDEN))
+        h, dgs = list(hs), list(dg.reshape(T, -1, dg.shape[1]))
         for _ in range(n):
             for t in range(T):  # forward recurrence
                 np.dot(h[t], self.WhhT, self.z)
@@ -194,9 +198,146 @@ class GemmLoop:
             np.matmul(self.dl.T, h_out, out=self.dWhy)  # dWhy
             np.matmul(self.dl, self.Why, out=dz)  # outputs' gradient into the states
             for t in reversed(range(T)):  # backward recurrence
-                np.dot(dzs[t], self.Whh, self.z)
-            np.matmul(dz.T, h_in, out=self.dWhh)  # dWhh
+                np.dot(dgs[t], self.Whh, self.dh)
+            np.matmul(dg.T, h_in, out=self.dWhh)  # dWhh
         return n * N
+
+
+# --- gated cells: the naive baseline and the engine's step -------------------------------------
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def naive_cell_lossfun(cell, inputs, targets, hprev, cprev, Wih, Whh, bih, bhh, Why, by):
+    """A GRU or LSTM lossFun written the seed's way: column vectors, one-hot input matmul,
+    per-step outer products, batch of one, PyTorch's equations. Returns (loss, [dWih, dWhh,
+    dbih, dbhh, dWhy, dby], h, c), gradients *before* clipping (c is None for the GRU)."""
+    V, H = Wih.shape[1], Whh.shape[1]
+    xs, hs, cs, gs, ps = {}, {-1: np.copy(hprev)}, {-1: np.copy(cprev)}, {}, {}
+    loss = 0.0
+    for t in range(len(inputs)):
+        xs[t] = np.zeros((V, 1))  # one-hot input
+        xs[t][inputs[t]] = 1
+        gi, gh = np.dot(Wih, xs[t]) + bih, np.dot(Whh, hs[t - 1]) + bhh  # (G·H, 1) each
+        if cell == "lstm":
+            a = gi + gh
+            i, f, g, o = (
+                _sig(a[:H]),
+                _sig(a[H : 2 * H]),
+                np.tanh(a[2 * H : 3 * H]),
+                _sig(a[3 * H :]),
+            )
+            cs[t] = f * cs[t - 1] + i * g
+            hs[t] = o * np.tanh(cs[t])
+            gs[t] = (i, f, g, o)
+        else:
+            r, z = _sig(gi[:H] + gh[:H]), _sig(gi[H : 2 * H] + gh[H : 2 * H])
+            n = np.tanh(gi[2 * H :] + r * gh[2 * H :])
+            hs[t] = (1 - z) * n + z * hs[t - 1]
+            gs[t] = (r, z, n, gh[2 * H :])
+        ys = np.dot(Why, hs[t]) + by
+        ps[t] = np.exp(ys) / np.sum(np.exp(ys))
+        loss += -np.log(ps[t][targets[t], 0])
+    dWih, dWhh, dbih, dbhh = (np.zeros_like(w) for w in (Wih, Whh, bih, bhh))
+    dWhy, dby = np.zeros_like(Why), np.zeros_like(by)
+    dhnext, dcnext = np.zeros_like(hprev), np.zeros_like(cprev)
+    for t in reversed(range(len(inputs))):
+        dy = np.copy(ps[t])
+        dy[targets[t]] -= 1
+        dWhy += np.dot(dy, hs[t].T)
+        dby += dy
+        dh = np.dot(Why.T, dy) + dhnext
+        if cell == "lstm":
+            i, f, g, o = gs[t]
+            tc = np.tanh(cs[t])
+            dc = dh * o * (1 - tc * tc) + dcnext
+            da = np.vstack([dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f),
+                            dc * i * (1 - g * g), dh * tc * o * (1 - o)])  # fmt: skip
+            dgi = dgh = da
+            dcnext = dc * f
+            dhnext = np.dot(Whh.T, dgh)
+        else:
+            r, z, n, hn = gs[t]
+            dn = dh * (1 - z) * (1 - n * n)
+            dz = dh * (hs[t - 1] - n) * z * (1 - z)
+            dr = dn * hn * r * (1 - r)
+            dgi = np.vstack([dr, dz, dn])
+            dgh = np.vstack([dr, dz, dn * r])
+            dhnext = np.dot(Whh.T, dgh) + dh * z
+        dWih += np.dot(dgi, xs[t].T)
+        dWhh += np.dot(dgh, hs[t - 1].T)
+        dbih += dgi
+        dbhh += dgh
+    last = len(inputs) - 1
+    return loss, [dWih, dWhh, dbih, dbhh, dWhy, dby], hs[last], cs.get(last)
+
+
+class NaiveCellLoop:
+    """The seed's training loop around ``naive_cell_lossfun``: clip and Adagrad per matrix."""
+
+    def __init__(self, data: np.ndarray, vocab_size: int, cell: str, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        H, V, G = HIDDEN, vocab_size, rnn.GATES[cell] * HIDDEN
+        k = 1 / np.sqrt(H)
+        self.cell = cell
+        self.params = [rng.uniform(-k, k, s) for s in ((G, V), (G, H), (G, 1), (G, 1))]
+        self.params += [rng.standard_normal((V, H)) * 0.01, np.zeros((V, 1))]
+        self.mems = [np.zeros_like(p) for p in self.params]
+        self.windows = [
+            (xs[:, 0].tolist(), ys[:, 0].tolist()) for xs, ys in stream_windows(data, 1)
+        ]
+        self.i, self.h, self.c = 0, np.zeros((H, 1)), np.zeros((H, 1))
+
+    def run(self, n: int) -> int:
+        for _ in range(n):
+            if self.i == len(self.windows):
+                self.i, self.h, self.c = 0, np.zeros_like(self.h), np.zeros_like(self.c)
+            inputs, targets = self.windows[self.i]
+            self.i += 1
+            _, dparams, self.h, c = naive_cell_lossfun(
+                self.cell, inputs, targets, self.h, self.c, *self.params
+            )
+            self.c = c if c is not None else self.c
+            for dparam in dparams:
+                np.clip(dparam, -CLIP, CLIP, out=dparam)
+            for param, dparam, mem in zip(self.params, dparams, self.mems, strict=True):
+                mem += dparam * dparam
+                param += -LR * dparam / np.sqrt(mem + 1e-8)
+        return n * SEQ
+
+
+class CellEngineLoop:
+    """The engine's step for one layer of ``cell`` on B streams, as ``EngineLoop``."""
+
+    def __init__(self, data, vocab_size: int, batch_size: int, dtype, cell: str, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        V = vocab_size
+        self.spec = rnn.Spec(cell, 1, HIDDEN)
+        self.flat, self.params = rnn.init_params(
+            V, HIDDEN, V, rng, "normal", 0.01, dtype, self.spec
+        )
+        self.grad_flat, self.grads = rnn.packed_zeros(
+            {k: v.shape for k, v in self.params.items()}, dtype
+        )
+        self.optimizer = Adagrad(self.flat.size, dtype, LR)
+        self.windows = stream_windows(data, batch_size)
+        self.i, self.state = 0, rnn.zero_state(self.spec, batch_size, dtype)
+
+    def run(self, n: int) -> int:
+        for _ in range(n):
+            if self.i == len(self.windows):
+                self.i = 0
+                self.state[...] = 0.0
+            xs, ys = self.windows[self.i]
+            self.i += 1
+            _, _, self.state = rnn.loss_and_grads(
+                self.params, xs, ys, self.state, self.spec, "xent", self.grads
+            )
+            clip_elementwise(self.grad_flat, CLIP)
+            self.optimizer.step(self.flat, self.grad_flat)
+        return n * SEQ * self.state.shape[2]
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -259,6 +400,61 @@ def engine_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float)
             "cpu_fraction_of_gemm_bound": paired_ratio(runs[name], runs[gemm], 1),
         }
     return out
+
+
+GATED = ("gru", "lstm")
+CELL_CASES = {"B=1 float64": (1, "float64"), "B=32 float32": (32, "float32")}  # issue 10
+CELL_TARGETS = {"B=1 float64": ("vs_naive", 2.5), "B=32 float32": ("fraction_of_gemm_bound", 0.6)}
+
+
+def cell_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float) -> dict:
+    """Per gated cell: the engine at B=1 float64 and B=32 float32 against that cell's GEMM bound
+    and its naive per-step implementation (B=1 float64), all cases interleaved in one run."""
+    cases: dict[str, Callable[[int], int]] = {}
+    for cell in GATED:
+        cases[f"{cell} naive"] = NaiveCellLoop(data, vocab_size, cell).run
+        for name, (B, dtype) in CELL_CASES.items():
+            cases[f"{cell} {name}"] = CellEngineLoop(data, vocab_size, B, dtype, cell).run
+            gates = rnn.GATES[cell]
+            cases[f"{cell} gemm {name}"] = GemmLoop(vocab_size, B, dtype, gates=gates).run
+    runs = interleaved(cases, rounds, block)
+    out: dict = {}
+    for cell in GATED:
+        naive = f"{cell} naive"
+        out[cell] = {"naive B=1 float64": statistics.median(w for w, _ in runs[naive])}
+        for name in CELL_CASES:
+            case, gemm = f"{cell} {name}", f"{cell} gemm {name}"
+            out[cell][name] = {
+                "chars_per_sec": statistics.median(w for w, _ in runs[case]),
+                "cpu_chars_per_sec": statistics.median(c for _, c in runs[case]),
+                "vs_naive": paired_ratio(runs[case], runs[naive], 0),
+                "gemm_bound_chars_per_sec": statistics.median(w for w, _ in runs[gemm]),
+                "fraction_of_gemm_bound": paired_ratio(runs[case], runs[gemm], 0),
+                "cpu_fraction_of_gemm_bound": paired_ratio(runs[case], runs[gemm], 1),
+            }
+    return out
+
+
+def print_cells(cells: dict, file=sys.stdout) -> None:
+    print("gated cells (one layer, hidden 100, seq 25):", file=file)
+    head = f"{'cell':<6}{'case':<14}{'chars/s':>10}{'× naive':>9}{'GEMM bound':>12}{'of bound':>10}"
+    print(head, file=file)
+    for cell, figs in cells.items():
+        print(f"{cell:<6}{'naive B=1 f64':<14}{figs['naive B=1 float64']:>10,.0f}", file=file)
+        for name in CELL_CASES:
+            e = figs[name]
+            print(
+                f"{cell:<6}{name:<14}{e['chars_per_sec']:>10,.0f}{e['vs_naive']:>9.2f}"
+                f"{e['gemm_bound_chars_per_sec']:>12,.0f}{e['fraction_of_gemm_bound']:>10.0%}",
+                file=file,
+            )
+    for cell in cells:
+        for name, (field, target) in CELL_TARGETS.items():
+            got = cells[cell][name][field]
+            what = "× naive" if field == "vs_naive" else "of the GEMM bound"
+            verdict = "ok" if got >= target else "MISSED"
+            shown = f"{got:.2f}×" if field == "vs_naive" else f"{got:.0%}"
+            print(f"target {cell} {name} ≥ {target:g} {what}: {shown} {verdict}", file=file)
 
 
 def tracking_figures(corpus_path: Path, iterations: int, rounds: int, workdir: Path) -> dict:
@@ -435,6 +631,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--tracking-iterations", type=int, help="iterations of the tracked run (default 10000)"
     )
     parser.add_argument("--no-tracking", action="store_true", help="skip the MLflow comparison")
+    parser.add_argument("--no-cells", action="store_true", help="skip the GRU/LSTM figures")
+    parser.add_argument(
+        "--cells-only", action="store_true", help="only the GRU/LSTM figures (and the machine's)"
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 7)
     block = args.seconds or (0.03 if args.quick else 0.5)
@@ -471,8 +671,11 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     with threadpool_limits(limits=1, user_api="blas"):
-        results["engine"] = engine_figures(data, len(vocab), rounds, block)
-        if not args.no_tracking:
+        if not args.cells_only:
+            results["engine"] = engine_figures(data, len(vocab), rounds, block)
+        if not args.no_cells:
+            results["cells"] = cell_figures(data, len(vocab), rounds, block)
+        if not args.no_tracking and not args.cells_only:
             workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
             try:
                 results["tracking"] = tracking_figures(
@@ -483,7 +686,11 @@ def main(argv: list[str] | None = None) -> dict:
     results["targets"] = {
         f"{name} >= {target:g}x naive": results["engine"][name]["vs_naive"] >= target
         for name, target in TARGETS.items()
+        if "engine" in results
     }
+    for cell, figs in results.get("cells", {}).items():
+        for name, (field, target) in CELL_TARGETS.items():
+            results["targets"][f"{cell} {name} {field} >= {target:g}"] = figs[name][field] >= target
     if "tracking" in results:
         wall = results["tracking"]["wall"]
         results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (short run)"] = (
@@ -492,7 +699,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (default run)"] = (
             wall["default_run_overhead_pct"] <= TRACKING_TARGET_PCT
         )
-    print_report(results)
+    if "engine" in results:
+        print_report(results)
+    if "cells" in results:
+        print_cells(results["cells"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

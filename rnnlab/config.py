@@ -38,6 +38,7 @@ class TaskConfig:
     eval_max_pairs: int = (
         16384  # adder: full operand grid up to this many pairs, else a fixed sample
     )
+    eval_bits: int | None = None  # adder: evaluate on sums of this many bits; null = seq_length
 
 
 @dataclass
@@ -85,7 +86,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
-    hidden_size: int = 100  # units in the recurrent layer
+    cell: str = "rnn"  # recurrent cell: rnn (min-char-rnn's) | gru | lstm (PyTorch's equations)
+    layers: int = 1  # stacked recurrent layers; layer k > 0 reads layer k-1's h
+    dropout: float = 0.0  # inverted dropout on each layer's output while training, in [0, 1)
+    hidden_size: int = 100  # units per recurrent layer
     seq_length: int = 25  # char-RNN: BPTT window in characters; adder: number of bits
     learning_rate: float = 0.1  # optimizer step size
     seed: int = 0  # seeds weights, data order and samples (separate streams)
@@ -171,7 +175,11 @@ def check(cfg: Config) -> None:
     from rnnlab.tasks import TASKS
 
     _require(cfg.task.name in TASKS, "task.name", cfg.task.name, "one of " + ", ".join(TASKS))
-    for key in ("hidden_size", "seq_length", "iterations", "batch_size", "log_every",
+    from rnnlab.rnn import CELL_NAMES
+
+    _require(cfg.cell in CELL_NAMES, "cell", cfg.cell, "one of " + ", ".join(CELL_NAMES))
+    _require(0.0 <= cfg.dropout < 1.0, "dropout", cfg.dropout, "a number in [0, 1)")
+    for key in ("layers", "hidden_size", "seq_length", "iterations", "batch_size", "log_every",
                 "eval_every", "sample_every", "sample_length", "checkpoint_every",
                 "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
         _positive_int(cfg, key)

@@ -193,6 +193,10 @@ USAGE = (
 
 def cli() -> None:
     argv = sys.argv[1:]
+    if argv and argv[0] == "export":  # weights as a PyTorch state dict: rnnlab.export
+        from rnnlab.export import cli as export_cli
+
+        return export_cli(argv[1:])
     if len(argv) < 1 or argv[0] != "register":
         print(USAGE, file=sys.stderr)
         sys.exit(2)

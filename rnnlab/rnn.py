@@ -1,13 +1,19 @@
 """The shared recurrent network: forward pass, output heads and BPTT, as pure numpy functions.
 
-One engine serves both tasks. The hidden recurrence is
+One engine serves both tasks and every cell. The vanilla recurrence (min-char-rnn's) is
 
     h_t = act(Wxh x_t + Whh h_{t-1} + bh)        y_t = Why h_t + by
 
-with ``act`` tanh (char-RNN) or sigmoid (adder). Inputs arrive either as integer symbols, looked
-up as columns of ``Wxh`` (never a one-hot matmul), or as dense float vectors (the adder's two bits
-per step). Arrays are time-major and batch-second: ``xs`` is (T, B) or (T, B, D), hidden states
-are (B, H). Weights keep min-char-rnn's orientation (``Wxh`` is (H, D)) and names.
+with ``act`` tanh (char-RNN) or sigmoid (adder); the gated cells (GRU, LSTM, PyTorch's equations)
+live in ``rnnlab.cells``. This module holds the skeleton they all share: the input projection of
+a window at once, ``Spec.layers`` stacked layers (layer k > 0 reads layer k-1's h), inverted
+dropout on each layer's output, the output head on the top layer, and BPTT with every weight
+gradient a big GEMM. Inputs arrive either as integer symbols, looked up as columns of ``Wxh``
+(never a one-hot matmul), or as dense float vectors (the adder's two bits per step). Arrays are
+time-major and batch-second: ``xs`` is (T, B) or (T, B, D); the carried state is (L, S, B, H) —
+h (and the LSTM's c) of every layer — or, for one vanilla layer, today's (B, H). Weights keep
+min-char-rnn's orientation (``Wxh`` is (H, D)) and names; one vanilla layer without dropout is
+bit for bit the engine before gated cells existed.
 
 Nothing here does I/O, reads config or keeps state between calls.
 """
@@ -17,23 +23,17 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from rnnlab import cells
 
 Params = dict[str, np.ndarray]
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 
 
-def _sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """1 / (1 + e^-z), optionally in place."""
-    # e^-z overflows to inf for very negative z and 1/(1+inf) = 0 is the right limit, so the
-    # overflow warning is noise, not an error.
-    out = np.negative(z, out=out)
-    with np.errstate(over="ignore"):
-        np.exp(out, out=out)
-    out += 1.0
-    return np.reciprocal(out, out=out)
+_sigmoid = cells.sigmoid  # 1 / (1 + e^-z), optionally in place
 
 
 def _tanh_grad(h: np.ndarray) -> np.ndarray:
@@ -55,15 +55,73 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-def param_shapes(input_size: int, hidden_size: int, output_size: int) -> dict[str, tuple]:
-    """Shapes of the five parameters, in min-char-rnn's orientation."""
-    return {
-        "Wxh": (hidden_size, input_size),
-        "Whh": (hidden_size, hidden_size),
-        "Why": (output_size, hidden_size),
-        "bh": (hidden_size,),
-        "by": (output_size,),
-    }
+CELL_NAMES = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # rows of W_ih per hidden unit
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a network is, besides its sizes in and out: the cell, the depth, the width."""
+
+    cell: str = "rnn"  # rnn (min-char-rnn's) | gru | lstm (PyTorch's equations)
+    layers: int = 1  # stacked layers; layer k > 0 reads layer k-1's h
+    hidden_size: int = 100  # units per layer
+    activation: str = "tanh"  # the vanilla cell's nonlinearity (gated cells use σ and tanh)
+    dropout: float = 0.0  # inverted dropout on each layer's output, training only
+
+    @property
+    def state_size(self) -> int:
+        """S: arrays per layer in the carried state, h (and c for the LSTM)."""
+        return 2 if self.cell == "lstm" else 1
+
+
+def spec_of(cfg) -> Spec:
+    """The Spec a Config describes."""
+    return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout)
+
+
+def _as_spec(spec: Spec | str, params: Params) -> Spec:
+    """A Spec, or today's bare activation name for one vanilla layer."""
+    if isinstance(spec, Spec):
+        return spec
+    return Spec("rnn", 1, params["Whh"].shape[0], spec, 0.0)
+
+
+def zero_state(spec: Spec, batch: int, dtype) -> np.ndarray:
+    """The all-zero carried state, (L, S, B, H): h (and c) of every layer and stream."""
+    return np.zeros((spec.layers, spec.state_size, batch, spec.hidden_size), dtype=dtype)
+
+
+def layer_names(spec: Spec, k: int) -> tuple[str, str, str, str | None]:
+    """Names of layer k's (input weight, recurrent weight, input bias, recurrent bias)."""
+    if spec.cell == "rnn":  # min-char-rnn's names, one bias; deeper layers get a suffix
+        s = "" if k == 0 else f"_l{k}"
+        return f"Wxh{s}", f"Whh{s}", f"bh{s}", None
+    return f"W_ih_l{k}", f"W_hh_l{k}", f"b_ih_l{k}", f"b_hh_l{k}"  # PyTorch's
+
+
+def param_shapes(
+    input_size: int, hidden_size: int, output_size: int, spec: Spec | None = None
+) -> dict[str, tuple]:
+    """Shapes of every parameter, in min-char-rnn's (= PyTorch's) orientation: W is (out, in).
+    The order is the flat buffer's; one vanilla layer keeps today's Wxh, Whh, Why, bh, by."""
+    spec = spec or Spec(hidden_size=hidden_size)
+    H, G = hidden_size, GATES[spec.cell] * hidden_size
+    ins = [input_size] + [H] * (spec.layers - 1)
+    shapes: dict[str, tuple] = {}
+    if spec.cell == "rnn":
+        for k, D in enumerate(ins):
+            W_in, W_rec, _, _ = layer_names(spec, k)
+            shapes |= {W_in: (H, D), W_rec: (H, H)}
+        shapes["Why"] = (output_size, H)
+        shapes |= {layer_names(spec, k)[2]: (H,) for k in range(spec.layers)}
+    else:
+        for k, D in enumerate(ins):
+            W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+            shapes |= {W_in: (G, D), W_rec: (G, H), b_in: (G,), b_rec: (G,)}
+        shapes["Why"] = (output_size, H)
+    shapes["by"] = (output_size,)
+    return shapes
 
 
 def packed_zeros(shapes: dict[str, tuple], dtype) -> tuple[np.ndarray, Params]:
@@ -89,18 +147,35 @@ def init_params(
     init: str = "normal",
     scale: float = 0.01,
     dtype: str | np.dtype = np.float64,
+    spec: Spec | None = None,
 ) -> tuple[np.ndarray, Params]:
     """Fresh weights as (flat buffer, named views). ``normal``: N(0, scale²) as min-char-rnn;
-    ``uniform``: U[-scale, scale) as iamtrask's adder (scale 1). Biases start at zero."""
-    flat, params = packed_zeros(param_shapes(input_size, hidden_size, output_size), dtype)
-    for name in ("Wxh", "Whh", "Why"):
-        shape = params[name].shape
+    ``uniform``: U[-scale, scale) as iamtrask's adder (scale 1); vanilla biases start at zero.
+    Gated layers initialise as PyTorch does, every weight and bias U(-1/√H, 1/√H); ``init``
+    then selects the output layer's Why."""
+    spec = spec or Spec(hidden_size=hidden_size)
+    shapes = param_shapes(input_size, hidden_size, output_size, spec)
+    flat, params = packed_zeros(shapes, dtype)
+
+    def draw(shape):
         if init == "normal":
-            params[name][...] = rng.standard_normal(shape) * scale
-        elif init == "uniform":
-            params[name][...] = (2.0 * rng.random(shape) - 1.0) * scale
-        else:
-            raise ValueError(f"unknown init {init!r}; allowed: normal, uniform")
+            return rng.standard_normal(shape) * scale
+        if init == "uniform":
+            return (2.0 * rng.random(shape) - 1.0) * scale
+        raise ValueError(f"unknown init {init!r}; allowed: normal, uniform")
+
+    if spec.cell == "rnn":
+        # Wxh, Whh, Why first, in this order: one layer draws exactly today's numbers
+        names = ["Wxh", "Whh", "Why"]
+        names += [n for k in range(1, spec.layers) for n in layer_names(spec, k)[:2]]
+        for name in names:
+            params[name][...] = draw(params[name].shape)
+    else:
+        bound = 1.0 / math.sqrt(hidden_size)
+        for k in range(spec.layers):
+            for name in layer_names(spec, k):
+                params[name][...] = rng.uniform(-bound, bound, params[name].shape)
+        params["Why"][...] = draw(params["Why"].shape)
     return flat, params
 
 
@@ -109,31 +184,28 @@ class Forward:
     """What the backward pass needs from the forward pass."""
 
     xs: np.ndarray  # (T, B) int symbols or (T, B, D) float inputs
-    hs: np.ndarray  # (T+1, B, H); hs[0] is hprev, hs[t+1] the state after step t
+    hs: np.ndarray  # (T+1, B, H) the top layer's h; hs[0] its initial h, hs[t+1] after step t
     logits: np.ndarray  # (T, B, O)
     activation: str
+    spec: Spec | None = None
+    layers: list = field(default_factory=list)  # per layer: cells.Layer
+    inputs: list = field(default_factory=list)  # per layer: what it read, (T, B) or (T, B, D)
+    top: np.ndarray | None = None  # (T, B, H) what the head read (top h after dropout)
+    masks: list | None = None  # per layer (T, B, H) dropout masks, None when off
+    state: np.ndarray | None = None  # (L, S, B, H) final state
+    carry: np.ndarray | None = None  # the final state in the caller's form ((B, H) if given so)
+    legacy: bool = False  # the initial state came as (B, H)
 
 
-def forward(params: Params, xs: np.ndarray, hprev: np.ndarray, activation: str) -> Forward:
-    """Run the recurrence over a window. xs: (T, B) ints or (T, B, D) floats; hprev: (B, H)."""
+def _rnn_layer_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Layer:
+    """One vanilla layer over a window: h_t = act(Wxh x_t + Whh h_{t-1} + bh)."""
     act, _ = ACTIVATIONS[activation]
-    Wxh, Whh, Why, bh, by = (params[k] for k in PARAM_NAMES)
-    T, B = xs.shape[:2]
+    T, B = x.shape[:2]
     hs = np.empty((T + 1, B, Whh.shape[0]), dtype=Wxh.dtype)
-    hs[0] = hprev
+    hs[0] = state0[0]
     # Input projections plus bh for every step at once, written into hs[1:]; the loop then adds
-    # the recurrent term in place. For symbols, row s of (Wxh.T + bh) is Wxh x + bh for the
-    # one-hot x of s, so the whole window is one row gather of a (V, H) table.
-    if xs.dtype.kind in "iu":  # integer symbols
-        V = Wxh.shape[1]
-        if xs.min() < 0 or xs.max() >= V:
-            raise IndexError(f"input symbols must be in [0, {V}); got {xs.min()}..{xs.max()}")
-        # mode="clip" only because the range is checked above: the default mode copies
-        # through a buffer, which costs as much as the gather itself.
-        np.take(Wxh.T + bh, xs, axis=0, out=hs[1:], mode="clip")  # (T, B, H)
-    else:
-        np.matmul(xs.astype(Wxh.dtype, copy=False), Wxh.T, out=hs[1:])
-        hs[1:] += bh
+    # the recurrent term in place.
+    cells.project(Wxh, bh, x, hs[1:])
     WhhT = np.ascontiguousarray(Whh.T)  # contiguous rows make each step's small GEMM faster
     z = np.empty_like(hs[0])  # (B, H) pre-activation, reused every step
     h = list(hs)  # views made once: indexing inside the loop costs as much as the math at B=1
@@ -143,37 +215,15 @@ def forward(params: Params, xs: np.ndarray, hprev: np.ndarray, activation: str) 
         np.dot(h[t], WhhT, z)
         np.add(z, h[t + 1], z)  # h[t+1] holds Wxh x_t + bh until overwritten
         act(z, h[t + 1])
-    logits = np.matmul(hs[1:].reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
-    logits += by
-    return Forward(xs=xs, hs=hs, logits=logits, activation=activation)
+    return cells.Layer(hs=hs, state=hs[-1][None])
 
 
-def backward(
-    params: Params, fwd: Forward, dlogits: np.ndarray, grads: Params | None = None
-) -> tuple[Params, np.ndarray]:
-    """Backpropagation through time over the window.
-
-    dlogits: (T, B, O), the loss gradient w.r.t. the logits (overwritten). Writes the parameter
-    gradients into ``grads`` (same keys and shapes as ``params``; allocated when None) and
-    returns them with dh0 (B, H), the gradient w.r.t. hprev.
-    """
-    _, dact = ACTIVATIONS[fwd.activation]
-    Whh, Why = params["Whh"], params["Why"]
-    hs, xs = fwd.hs, fwd.xs
-    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    N = T * B
-    if grads is None:
-        grads = packed_zeros({k: v.shape for k, v in params.items()}, hs.dtype)[1]
-    dl = dlogits.reshape(N, -1)  # (N, O)
-    h_out = hs[1:].reshape(N, H)  # states that fed the outputs
-    h_in = hs[:-1].reshape(N, H)  # states that fed the recurrence
-
-    # Bias gradients are column sums, done as GEMVs with a ones vector: numpy's column-wise
-    # reduction over (N, O) is ~5x slower at B=32.
-    ones = np.ones(N, dtype=hs.dtype)
-    np.matmul(dl.T, h_out, out=grads["Why"])  # (O, H)
-    np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
-    dz = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into its h_t; dz in place
+def _rnn_layer_backward(layer: cells.Layer, Whh, dz, activation):
+    """BPTT through one vanilla layer. dz: (T, B, H) gradient at each output h_t from above,
+    turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H))."""
+    _, dact = ACTIVATIONS[activation]
+    hs = layer.hs
+    T, B, H = dz.shape
     dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t
     dhnext = np.zeros((B, H), dtype=hs.dtype)  # gradient arriving at h_t from step t+1
     dzs, dhdzs = list(dz), list(dhdz)  # per-step views, made once
@@ -181,15 +231,124 @@ def backward(
         np.add(dzs[t], dhnext, dzs[t])  # backprop into h_t: its output + the future
         np.multiply(dzs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
         np.dot(dzs[t], Whh, dhnext)  # into h_{t-1}
+    return dz, dz, dhnext[None]
 
-    dzf = dz.reshape(N, H)
-    np.matmul(dzf.T, h_in, out=grads["Whh"])  # (H, H)
-    np.matmul(ones, dzf, out=grads["bh"])  # (H,) = sum over the N rows
-    if xs.dtype.kind in "iu":  # integer symbols
-        _scatter_columns(xs.reshape(N), dzf, grads["Wxh"])
-    else:
-        np.matmul(dzf.T, xs.reshape(N, -1).astype(hs.dtype, copy=False), out=grads["Wxh"])
-    return grads, dhnext
+
+# cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared
+CELLS: dict[str, tuple[Callable, Callable]] = {
+    "rnn": (_rnn_layer_forward, _rnn_layer_backward),
+    "gru": (cells.gru_forward, cells.gru_backward),
+    "lstm": (cells.lstm_forward, cells.lstm_backward),
+}
+
+
+def dropout_masks(spec: Spec, T: int, B: int, dtype, rng: np.random.Generator) -> list:
+    """Inverted dropout masks, one (T, B, H) per layer: 0 with probability p, else 1/(1-p)."""
+    keep = 1.0 - spec.dropout
+    return [
+        (rng.random((T, B, spec.hidden_size)) < keep).astype(dtype) / keep
+        for _ in range(spec.layers)
+    ]
+
+
+def forward(
+    params: Params,
+    xs: np.ndarray,
+    hprev: np.ndarray,
+    activation: Spec | str,
+    masks: list | None = None,
+    dropout_rng: np.random.Generator | None = None,
+) -> Forward:
+    """Run the network over a window. xs: (T, B) ints or (T, B, D) floats; hprev: the state
+    (L, S, B, H), or (B, H) with a bare activation name for one vanilla layer. Dropout applies
+    when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from."""
+    spec = _as_spec(activation, params)
+    legacy = hprev.ndim == 2
+    state0 = hprev.reshape(1, 1, *hprev.shape) if legacy else hprev  # (L, S, B, H)
+    T, B = xs.shape[:2]
+    dtype = params["Why"].dtype
+    if masks is None and spec.dropout > 0.0 and dropout_rng is not None:
+        masks = dropout_masks(spec, T, B, dtype, dropout_rng)
+    layer_forward, _ = CELLS[spec.cell]
+    state = np.empty(state0.shape, dtype=dtype)
+    x, layers, inputs = xs, [], []
+    for k in range(spec.layers):
+        W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+        inputs.append(x)
+        layer = layer_forward(
+            params[W_in], params[b_in], params[W_rec], params.get(b_rec), x, state0[k],
+            spec.activation,
+        )  # fmt: skip
+        layers.append(layer)
+        state[k] = layer.state
+        x = layer.hs[1:]  # (T, B, H) this layer's outputs
+        if masks is not None:
+            x = x * masks[k]  # inverted dropout on what the next layer (or the head) reads
+    Why, by = params["Why"], params["by"]
+    logits = np.matmul(x.reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
+    logits += by
+    return Forward(
+        xs=xs,
+        hs=layers[-1].hs,
+        logits=logits,
+        activation=spec.activation,
+        spec=spec,
+        layers=layers,
+        inputs=inputs,
+        top=x,
+        masks=masks,
+        state=state,
+        carry=state[0, 0] if legacy else state,
+        legacy=legacy,
+    )
+
+
+def backward(
+    params: Params, fwd: Forward, dlogits: np.ndarray, grads: Params | None = None
+) -> tuple[Params, np.ndarray]:
+    """Backpropagation through time over the window, through every layer.
+
+    dlogits: (T, B, O), the loss gradient w.r.t. the logits (overwritten). Writes the parameter
+    gradients into ``grads`` (same keys and shapes as ``params``; allocated when None) and
+    returns them with the gradient w.r.t. the initial state, in the form it was given:
+    (L, S, B, H), or dh0 (B, H) for a legacy (B, H) state.
+    """
+    spec = fwd.spec
+    _, layer_backward = CELLS[spec.cell]
+    Why = params["Why"]
+    T, B = fwd.logits.shape[:2]
+    H = spec.hidden_size
+    N = T * B
+    dtype = fwd.logits.dtype
+    if grads is None:
+        grads = packed_zeros({k: v.shape for k, v in params.items()}, dtype)[1]
+    dl = dlogits.reshape(N, -1)  # (N, O)
+    # Bias gradients are column sums, done as GEMVs with a ones vector: numpy's column-wise
+    # reduction over (N, O) is ~5x slower at B=32.
+    ones = np.ones(N, dtype=dtype)
+    np.matmul(dl.T, fwd.top.reshape(N, H), out=grads["Why"])  # (O, H)
+    np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
+    dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
+    dstate = np.empty((spec.layers, spec.state_size, B, H), dtype=dtype)
+    for k in reversed(range(spec.layers)):
+        W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+        layer, x = fwd.layers[k], fwd.inputs[k]
+        if fwd.masks is not None:
+            dh *= fwd.masks[k]  # through the dropout on this layer's output
+        # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
+        dproj, drec, dstate[k] = layer_backward(layer, params[W_rec], dh, spec.activation)
+        dprojf, drecf = dproj.reshape(N, -1), drec.reshape(N, -1)
+        np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
+        if b_rec is not None:
+            np.matmul(ones, drecf, out=grads[b_rec])  # (G,)
+        np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
+        if x.dtype.kind in "iu":  # integer symbols
+            _scatter_columns(x.reshape(N), dprojf, grads[W_in])
+        else:
+            np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
+        if k > 0:  # into the layer below's outputs
+            dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)
+    return grads, (dstate[0, 0] if fwd.legacy else dstate)
 
 
 def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
@@ -291,39 +450,48 @@ def loss_and_grads(
     xs: np.ndarray,
     targets: np.ndarray,
     hprev: np.ndarray,
-    activation: str,
+    activation: Spec | str,
     head: str,
     grads: Params | None = None,
+    dropout_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, Params, np.ndarray]:
     """One window of truncated BPTT.
 
     Returns the loss of each stream summed over the window (B,), the gradients of the mean of
-    those losses (written into ``grads`` when given), and the last hidden state (B, H) to carry
-    into the next window.
+    those losses (written into ``grads`` when given), and the last state to carry into the next
+    window, in the form ``hprev`` came in: (L, S, B, H), or (B, H).
     """
-    fwd = forward(params, xs, hprev, activation)
+    fwd = forward(params, xs, hprev, activation, dropout_rng=dropout_rng)
     loss, dlogits = HEADS[head](fwd.logits, targets)
     grads, _ = backward(params, fwd, dlogits, grads)
-    return loss, grads, fwd.hs[-1].copy()
+    return loss, grads, fwd.carry.copy() if fwd.legacy else fwd.state
+
+
+def step(
+    params: Params, spec: Spec | str, state: np.ndarray, symbols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step, for decoders: symbols (B,) ints or (B, D) floats, state (L, S, B, H) (or
+    (B, H) with a bare activation) → (logits (B, O), the next state). No dropout."""
+    fwd = forward(params, np.asarray(symbols)[None], state, spec)
+    return fwd.logits[0], fwd.carry
 
 
 def sample(
     params: Params,
-    activation: str,
+    activation: Spec | str,
     h: np.ndarray,
     first: int,
     length: int,
     temperature: float,
     rng: np.random.Generator,
 ) -> list[int]:
-    """Draw ``length`` symbols, feeding each back as the next input. h: (1, H), the state
-    before ``first`` is read. Returns the drawn symbols (not ``first``)."""
+    """Draw ``length`` symbols, feeding each back as the next input. h: the state before
+    ``first`` is read, (L, S, 1, H) or (1, H). Returns the drawn symbols (not ``first``)."""
     out, x = [], first
     for _ in range(length):
-        fwd = forward(params, np.array([[x]]), h, activation)
-        h = fwd.hs[-1]
+        logits, h = step(params, activation, h, np.array([x]))
         # float64 so the probabilities sum to 1 closely enough for Generator.choice
-        p = softmax(fwd.logits[0, 0].astype(np.float64), temperature)
+        p = softmax(logits[0].astype(np.float64), temperature)
         x = int(rng.choice(p.size, p=p))
         out.append(x)
     return out

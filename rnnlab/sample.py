@@ -23,7 +23,6 @@ import numpy as np
 
 from rnnlab import checkpoint, rnn
 from rnnlab.config import Config
-from rnnlab.rnn import PARAM_NAMES
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError, Vocabulary
 
@@ -47,10 +46,12 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
     """Weights from a checkpoint (or the model's weights file): SampleError for anything else."""
     try:
         ck = checkpoint.Checkpoint.read(Path(path))
-        missing = [k for k in PARAM_NAMES if k not in ck.params]
-        if missing or "config" not in ck.meta:
+        if "config" not in ck.meta:
             raise SampleError(f"{path} is a checkpoint without weights or config")
         cfg = ck.config()
+        names = rnn.param_shapes(1, cfg.hidden_size, 1, rnn.spec_of(cfg))  # which cell, how deep
+        if any(k not in ck.params for k in names):
+            raise SampleError(f"{path} is a checkpoint without weights or config")
     except checkpoint.CheckpointError as e:
         raise SampleError(str(e)) from None
     vocab = None
@@ -58,7 +59,7 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
         if ck.vocab is None:
             raise SampleError(f"{path} is a char-RNN checkpoint without its vocabulary")
         vocab = Vocabulary(ck.vocab)
-    params = {k: ck.params[k] for k in PARAM_NAMES}
+    params = {k: ck.params[k] for k in names}
     return Weights(params, cfg, vocab, ck.iteration, source or str(path))
 
 
@@ -76,10 +77,11 @@ def generate_text(
         ids = w.vocab.encode(prime, what=f"prime {prime!r}")
     except PrimeError as e:
         raise SampleError(str(e)) from None
-    h = np.zeros((1, w.params["Whh"].shape[0]), dtype=w.params["Whh"].dtype)  # (1, H)
+    spec = rnn.spec_of(w.cfg)
+    h = rnn.zero_state(spec, 1, w.params["Why"].dtype)  # (L, S, 1, H)
     if ids.size > 1:  # read all but the last prime character; sampling starts from that one
-        h = rnn.forward(w.params, ids[:-1, None], h, w.cfg.task.activation).hs[-1]
-    drawn = rnn.sample(w.params, w.cfg.task.activation, h, int(ids[-1]), length, temperature, rng)
+        h = rnn.forward(w.params, ids[:-1, None], h, spec).state
+    drawn = rnn.sample(w.params, spec, h, int(ids[-1]), length, temperature, rng)
     return prime + w.vocab.decode(drawn)
 
 
@@ -110,10 +112,11 @@ def add_bit_by_bit(w: Weights, a: int, b: int) -> tuple[int, list[str]]:
                 f"{name}={v} is not allowed: this {bits}-bit adder adds 0 ≤ a, b < {high}"
             )
     ops = np.array([a, b], dtype=np.int64)
-    dtype = w.params["Whh"].dtype
+    dtype = w.params["Why"].dtype
+    spec = rnn.spec_of(w.cfg)
     xs = to_bits(ops, bits)[:, None, :].astype(dtype)  # (bits, 1, 2): one bit of each per step
-    h0 = np.zeros((1, w.params["Whh"].shape[0]), dtype=dtype)
-    z = rnn.forward(w.params, xs, h0, w.cfg.task.activation).logits[:, 0, 0].astype(np.float64)
+    h0 = rnn.zero_state(spec, 1, dtype)
+    z = rnn.forward(w.params, xs, h0, spec).logits[:, 0, 0].astype(np.float64)
     p = 1.0 / (1.0 + np.exp(-z))  # P(sum bit = 1), (bits,)
     pred_bits = (z > 0.0).astype(np.int64)  # sigmoid(z) > ½  ⇔  z > 0, as AdderTask.predict
     pred = int(from_bits(pred_bits[:, None])[0])

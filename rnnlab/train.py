@@ -96,9 +96,12 @@ class Trainer:
         self.cfg = cfg
         self.dtype = np.dtype(cfg.dtype)
         # Separate streams, so e.g. sampling more often never changes the training trajectory.
-        init_seq, data_seq, sample_seq = np.random.SeedSequence(cfg.seed).spawn(3)
+        # (spawn(4)'s first three children are spawn(3)'s: adding dropout moved no stream)
+        init_seq, data_seq, sample_seq, dropout_seq = np.random.SeedSequence(cfg.seed).spawn(4)
         self.data_rng = np.random.default_rng(data_seq)
         self.sample_rng = np.random.default_rng(sample_seq)
+        self.dropout_rng = np.random.default_rng(dropout_seq)
+        self.spec = rnn.spec_of(cfg)
         self.task = TASKS[cfg.task.name](cfg, self.data_rng)
         t = self.task
         self.flat, self.params = rnn.init_params(
@@ -109,15 +112,22 @@ class Trainer:
             cfg.task.init,
             cfg.task.init_scale,
             self.dtype,
+            self.spec,
         )
         self.grad_flat, self.grads = rnn.packed_zeros(
             {k: v.shape for k, v in self.params.items()}, self.dtype
         )
         self.optimizer = make_optimizer(cfg, self.flat.size, self.dtype)
-        self.h = np.zeros((cfg.batch_size, cfg.hidden_size), dtype=self.dtype)  # (B, H)
+        # the carried state of every stream: h (and the LSTM's c) of every layer, (L, S, B, H)
+        self.carry = rnn.zero_state(self.spec, cfg.batch_size, self.dtype)
         self.state = TrainState(smooth_loss=t.initial_loss())
         # a window loss above this means the run diverged (checked every iteration: computed once)
         self.divergence_limit = cfg.divergence_factor * t.initial_loss()
+
+    @property
+    def h(self) -> np.ndarray:
+        """The top layer's hidden state of every stream, (B, H)."""
+        return self.carry[-1, 0]
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -128,6 +138,7 @@ class Trainer:
             "rng": {
                 "data": self.data_rng.bit_generator.state,
                 "sample": self.sample_rng.bit_generator.state,
+                "dropout": self.dropout_rng.bit_generator.state,
             },
             "config": flatten(self.cfg),
             "task": self.cfg.task.name,
@@ -137,7 +148,7 @@ class Trainer:
             meta=meta,
             optim=self.optimizer.state(),
             data=self.task.data_state(),
-            state={"hprev": self.h},  # (B, H)
+            state={"hprev": self.carry},  # (L, S, B, H)
             vocab=vocab.chars if vocab is not None else None,
         )
 
@@ -148,18 +159,24 @@ class Trainer:
         """Continue from a checkpoint written by ``save`` (shapes must match this config)."""
         ck = checkpoint.Checkpoint.read(path)
         for k, v in self.params.items():
-            if k not in ck.params or ck.params[k].shape != v.shape:
-                got = ck.params[k].shape if k in ck.params else "nothing"
+            if k not in ck.params:  # another cell or depth
                 raise checkpoint.CheckpointError(
-                    f"{path}: {k} has shape {got}, this config makes {v.shape}"
+                    f"{path}: has no {k}; this config (cell={self.spec.cell}, "
+                    f"layers={self.spec.layers}) needs it"
+                )
+            if ck.params[k].shape != v.shape:
+                raise checkpoint.CheckpointError(
+                    f"{path}: {k} has shape {ck.params[k].shape}, this config makes {v.shape}"
                 )
             v[...] = ck.params[k]
         self.optimizer.load_state(ck.optim)
         self.task.load_data_state(ck.data)
-        self.h[...] = ck.state["hprev"]
+        self.carry[...] = ck.state["hprev"].reshape(self.carry.shape)  # (B, H) before cells
         self.state = TrainState(**ck.meta["state"])
         self.data_rng.bit_generator.state = ck.meta["rng"]["data"]
         self.sample_rng.bit_generator.state = ck.meta["rng"]["sample"]
+        if "dropout" in ck.meta["rng"]:
+            self.dropout_rng.bit_generator.state = ck.meta["rng"]["dropout"]
 
     # --- one iteration ----------------------------------------------------------------------------
 
@@ -167,9 +184,10 @@ class Trainer:
         """One update. Returns (mean window loss over streams, gradient norm before clipping)."""
         cfg, task = self.cfg, self.task
         xs, ys, reset = task.next_batch()
-        self.h[reset] = 0.0  # streams that start over forget their state
-        loss, _, self.h = rnn.loss_and_grads(
-            self.params, xs, ys, self.h, task.activation, task.head, self.grads
+        self.carry[:, :, reset] = 0.0  # streams that start over forget their state (every layer)
+        dropout_rng = self.dropout_rng if self.spec.dropout > 0.0 else None
+        loss, _, self.carry = rnn.loss_and_grads(
+            self.params, xs, ys, self.carry, self.spec, task.head, self.grads, dropout_rng
         )
         window_loss = float(loss.mean())
         if not math.isfinite(window_loss) or window_loss > self.divergence_limit:

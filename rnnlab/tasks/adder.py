@@ -35,6 +35,8 @@ class AdderTask:
     def check(cfg: Config) -> None:
         if cfg.seq_length > 62:
             raise ConfigError("seq_length", cfg.seq_length, "at most 62 bits for the adder")
+        if cfg.task.eval_bits is not None and not 1 <= cfg.task.eval_bits <= 62:
+            raise ConfigError("task.eval_bits", cfg.task.eval_bits, "null or 1..62 bits")
         if cfg.task.loss not in ("mse", "bce"):
             raise ConfigError("task.loss", cfg.task.loss, "mse or bce for the adder")
 
@@ -42,23 +44,29 @@ class AdderTask:
         self.bits = cfg.seq_length
         self.batch_size = cfg.batch_size
         self.activation, self.head = cfg.task.activation, cfg.task.loss
+        self.spec = rnn.spec_of(cfg)
         self.dtype = np.dtype(cfg.dtype)
         self.high = 2 ** (self.bits - 1)  # operands are < high, so a + b < 2^bits
         self.rng = rng
         self.eval_a, self.eval_b = self._eval_pairs(cfg.task.eval_max_pairs)
+        # sums of more bits than trained on: does the learned carry circuit generalise?
+        self.eval_bits = cfg.task.eval_bits or self.bits
+        self.long_a, self.long_b = self._eval_pairs(cfg.task.eval_max_pairs, self.eval_bits)
         self.tokens_per_iteration = self.bits * self.batch_size
 
-    def _eval_pairs(self, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every operand pair when there are at most ``max_pairs``, else a fixed sample of
-        distinct pairs. The sample depends only on ``bits``, so runs with different seeds are
-        judged on the same sums."""
-        if self.high**2 <= max_pairs:
-            a, b = np.divmod(np.arange(self.high**2, dtype=np.int64), self.high)
+    def _eval_pairs(self, max_pairs: int, bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every operand pair of ``bits``-bit sums (default: the trained length) when there are
+        at most ``max_pairs``, else a fixed sample of distinct pairs. The sample depends only on
+        ``bits``, so runs with different seeds are judged on the same sums."""
+        bits = bits or self.bits
+        high = 2 ** (bits - 1)
+        if high**2 <= max_pairs:
+            a, b = np.divmod(np.arange(high**2, dtype=np.int64), high)
             return a, b
-        fixed = np.random.default_rng([2024, self.bits])  # independent of the training seed
+        fixed = np.random.default_rng([2024, bits])  # independent of the training seed
         pairs = np.empty((0, 2), dtype=np.int64)
         while len(pairs) < max_pairs:  # draw, drop repeats, top up
-            drawn = fixed.integers(0, self.high, (2 * max_pairs, 2), dtype=np.int64)
+            drawn = fixed.integers(0, high, (2 * max_pairs, 2), dtype=np.int64)
             pairs = np.unique(np.concatenate([pairs, drawn]), axis=0)
         pairs = fixed.permutation(pairs)[:max_pairs]
         return pairs[:, 0], pairs[:, 1]
@@ -67,10 +75,13 @@ class AdderTask:
         """The loss of predicting ½ for every bit: where the smooth loss starts."""
         return self.bits * (0.125 if self.head == "mse" else float(np.log(2.0)))
 
-    def encode(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, a: np.ndarray, b: np.ndarray, bits: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Operands (N,) → inputs (bits, N, 2) and targets (bits, N, 1)."""
-        xs = np.stack([to_bits(a, self.bits), to_bits(b, self.bits)], axis=-1).astype(self.dtype)
-        ys = to_bits(a + b, self.bits)[..., None].astype(self.dtype)
+        bits = bits or self.bits
+        xs = np.stack([to_bits(a, bits), to_bits(b, bits)], axis=-1).astype(self.dtype)
+        ys = to_bits(a + b, bits)[..., None].astype(self.dtype)
         return xs, ys
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,21 +90,34 @@ class AdderTask:
         xs, ys = self.encode(a, b)
         return xs, ys, np.ones(self.batch_size, dtype=bool)
 
-    def predict(self, params: rnn.Params, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Predicted sums (N,) for operand arrays (N,)."""
+    def predict(
+        self, params: rnn.Params, a: np.ndarray, b: np.ndarray, bits: int | None = None
+    ) -> np.ndarray:
+        """Predicted ``bits``-bit sums (N,) for operand arrays (N,)."""
         out = []
         for start in range(0, a.size, 16384):  # chunks keep (bits, N, H) small
-            xs, _ = self.encode(a[start : start + 16384], b[start : start + 16384])
-            h0 = np.zeros((xs.shape[1], params["Whh"].shape[0]), dtype=self.dtype)
-            logits = rnn.forward(params, xs, h0, self.activation).logits[..., 0]
+            xs, _ = self.encode(a[start : start + 16384], b[start : start + 16384], bits)
+            h0 = rnn.zero_state(self.spec, xs.shape[1], self.dtype)
+            logits = rnn.forward(params, xs, h0, self.spec).logits[..., 0]
             out.append(from_bits(logits > 0.0))  # sigmoid(z) > ½  ⇔  z > 0
         return np.concatenate(out)
 
     def evaluate(self, params: rnn.Params) -> dict[str, float]:
-        """val/bit_acc: share of sum bits right; val/exact_acc: share of sums entirely right."""
-        pred = self.predict(params, self.eval_a, self.eval_b)
-        true = self.eval_a + self.eval_b
-        bit_ok = to_bits(pred, self.bits) == to_bits(true, self.bits)
+        """val/bit_acc: share of sum bits right; val/exact_acc: share of sums entirely right; with
+        ``task.eval_bits`` > seq_length, the same for sums of that many bits (``…_16bit``)."""
+        metrics = self.accuracy(params, self.bits, self.eval_a, self.eval_b)
+        if self.eval_bits != self.bits:  # val/exact_acc_16bit, ...: longer sums than trained on
+            longer = self.accuracy(params, self.eval_bits, self.long_a, self.long_b)
+            metrics |= {f"{k}_{self.eval_bits}bit": v for k, v in longer.items()}
+        return metrics
+
+    def accuracy(
+        self, params: rnn.Params, bits: int, a: np.ndarray, b: np.ndarray
+    ) -> dict[str, float]:
+        """val/bit_acc and val/exact_acc of ``bits``-bit sums a + b."""
+        pred = self.predict(params, a, b, bits)
+        true = a + b
+        bit_ok = to_bits(pred, bits) == to_bits(true, bits)
         return {"val/bit_acc": float(bit_ok.mean()), "val/exact_acc": float((pred == true).mean())}
 
     @staticmethod

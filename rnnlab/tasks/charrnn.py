@@ -85,6 +85,7 @@ class CharTask:
         self.vocab = Vocabulary(text)
         self.input_size = self.output_size = len(self.vocab)
         self.activation, self.head = cfg.task.activation, "xent"
+        self.spec = rnn.spec_of(cfg)
         self.seq_length, self.batch_size = cfg.seq_length, cfg.batch_size
         self.dtype = np.dtype(cfg.dtype)
         data = self.vocab.encode(text)
@@ -118,14 +119,14 @@ class CharTask:
     def evaluate(self, params: rnn.Params, chunk: int = 1000) -> dict[str, float]:
         """val/loss (nats per character) and val/bpc over the whole held-out text, read as one
         stream from a zero state."""
-        h = np.zeros((1, params["Whh"].shape[0]), dtype=self.dtype)
+        h = rnn.zero_state(self.spec, 1, self.dtype)  # (L, S, 1, H)
         total, count = 0.0, 0
         for start in range(0, len(self.val_data) - 1, chunk):
             xs = self.val_data[start : start + chunk][:, None]
             ys = self.val_data[start + 1 : start + chunk + 1][:, None]
             xs = xs[: len(ys)]
-            fwd = rnn.forward(params, xs, h, self.activation)
-            h = fwd.hs[-1]
+            fwd = rnn.forward(params, xs, h, self.spec)
+            h = fwd.state
             loss, _ = rnn.softmax_xent(fwd.logits.astype(np.float64), ys)
             total, count = total + float(loss[0]), count + len(ys)
         nats = total / count
@@ -148,10 +149,10 @@ class CharTask:
         ids = self.vocab.encode(prime, what=f"prime {prime!r}") if prime else None
         if ids is None or ids.size == 0:
             raise PrimeError("prime must have at least one character")
-        h = np.zeros((1, params["Whh"].shape[0]), dtype=self.dtype)
+        h = rnn.zero_state(self.spec, 1, self.dtype)  # (L, S, 1, H)
         if ids.size > 1:
-            h = rnn.forward(params, ids[:-1, None], h, self.activation).hs[-1]
-        drawn = rnn.sample(params, self.activation, h, int(ids[-1]), length, temperature, rng)
+            h = rnn.forward(params, ids[:-1, None], h, self.spec).state
+        drawn = rnn.sample(params, self.spec, h, int(ids[-1]), length, temperature, rng)
         return prime + self.vocab.decode(drawn)
 
     def sample(self, params: rnn.Params, rng: np.random.Generator) -> str:
