@@ -61,14 +61,14 @@ def test_sigint_then_resume_is_bitwise_with_dropout(task, cell, kafka_path, tmp_
     with pytest.raises(Interrupted) as stopped:
         train(cfg, first, tmp_path / "b", show_progress=False)
     assert stopped.value.iteration == k
-    arrays, meta = checkpoint.load(stopped.value.checkpoint_path)
-    assert arrays["hprev"].shape == (
+    stop_ck = checkpoint.Checkpoint.read(stopped.value.checkpoint_path)
+    assert stop_ck.state["hprev"].shape == (
         2,
         2 if cell == "lstm" else 1,
         cfg.batch_size,
         12 if task == "charrnn" else 8,
     )
-    assert "dropout" in meta["rng"]
+    assert "dropout" in stop_ck.meta["rng"]
     second = MemoryTracker()
     final_b = train(cfg, second, tmp_path / "b", resume_from=stopped.value.checkpoint_path,
                     show_progress=False)  # fmt: skip
