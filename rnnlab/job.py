@@ -42,10 +42,11 @@ from omegaconf import OmegaConf
 import rnnlab
 from rnnlab import corpus, resume, store
 from rnnlab.checkpoint import latest
-from rnnlab.config import Config, check, flatten
+from rnnlab.config import Config, flatten
 from rnnlab.model import log_run_model
 from rnnlab.search import TrialPruned, trial_tracker
 from rnnlab.signals import stop_on_signals, stop_requested
+from rnnlab.tasks import check
 from rnnlab.tracking import MlflowTracker
 from rnnlab.train import Interrupted, train
 

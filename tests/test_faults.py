@@ -77,10 +77,13 @@ def count_checkpoints(cwd: Path) -> int:
     return len(list(cwd.glob("mlruns/*/*/artifacts/checkpoints/iter_*.npz")))
 
 
-def wait_for(predicate, proc: subprocess.Popen | None, timeout: float, what: str) -> None:
+def wait_for(
+    predicate, proc: subprocess.Popen | None, timeout: float, what: str, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert proc is None or proc.poll() is None, f"the process ended before {what}"
+        tail = log.read_text()[-3000:] if log is not None else ""
+        assert proc is None or proc.poll() is None, f"the process ended before {what}: {tail}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
@@ -117,7 +120,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     run_id = None
     for i, delay in enumerate(delays):
         before = count_checkpoints(tmp_path)
-        wait_for(lambda b=before: count_checkpoints(tmp_path) > b, proc, 180, "a new checkpoint")
+        wait_for(lambda b=before: count_checkpoints(tmp_path) > b, proc, 180, "a checkpoint", log)
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
