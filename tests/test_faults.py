@@ -241,7 +241,9 @@ def test_server_away_for_20_s_loses_nothing(tmp_path, kafka_path):
                      "hydra.run.dir": "job"})  # fmt: skip
     proc = start(args, tmp_path, tmp_path / "log.txt")
     try:
-        wait_for(lambda: len(server_points(tmp_path)) > 0, proc, 180, "the first points")
+        wait_for(
+            lambda: len(server_points(tmp_path)) > 0, proc, 180, "points", tmp_path / "log.txt"
+        )
         stop_process_group(server)
         time.sleep(20)
         assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-2000:]
@@ -277,7 +279,9 @@ def test_server_gone_for_good_stops_the_run_and_sync_completes_it(tmp_path, kafk
     log = tmp_path / "log.txt"
     proc = start(args, tmp_path, log)
     try:
-        wait_for(lambda: len(server_points(tmp_path)) > 0, proc, 180, "the first points")
+        wait_for(
+            lambda: len(server_points(tmp_path)) > 0, proc, 180, "points", tmp_path / "log.txt"
+        )
         stop_process_group(server)
         killed_at = time.monotonic()
         code = proc.wait(timeout=120)
