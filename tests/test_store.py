@@ -133,3 +133,31 @@ def test_no_signal_cuts_a_shielded_block_in_half():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert requested == ["SIGINT", "SIGTERM"]
+
+
+def test_resume_run_continues_a_run_inside_this_process(tmp_path):
+    """``job.resume_run`` (what a requeued cluster job calls): the same run, on to more
+    iterations, each step once; a live RUNNING run is refused."""
+    from rnnlab import job, resume
+    from rnnlab.config import Config
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = Config()
+    cfg.task.name, cfg.task.activation, cfg.task.loss = "adder", "sigmoid", "mse"
+    cfg.task.init, cfg.task.init_scale, cfg.optimizer.name = "uniform", 1.0, "sgd"
+    cfg.hidden_size, cfg.seq_length, cfg.task.eval_max_pairs = 8, 8, 64
+    cfg.iterations, cfg.log_every, cfg.eval_every, cfg.checkpoint_every = 40, 10, 20, 20
+    cfg.sample_every, cfg.tracking.uri, cfg.experiment_name = 20, uri, "t"
+    job.run_job(cfg, job.JobContext(output_dir=tmp_path / "a"), show_progress=False)
+    client = store.open_store(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    job.resume_run(run.info.run_id[:10], uri, {"iterations": 80}, tmp_path / "b")
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["rnnlab.resumes"] == "1"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(10, 81, 10))
+    client.update_run(run.info.run_id, "RUNNING")  # as if this process were still training it
+    client.set_tag(run.info.run_id, "rnnlab.pid", str(os.getpid()))
+    client.set_tag(run.info.run_id, "rnnlab.host", socket.gethostname())
+    with pytest.raises(resume.ResumeError, match="still alive"):
+        job.resume_run(run.info.run_id, uri, {"iterations": 120}, tmp_path / "c")
