@@ -238,7 +238,7 @@ def test_server_away_for_20_s_loses_nothing(tmp_path, kafka_path):
     url = f"http://127.0.0.1:{port}"
     args = char_args(kafka_path, 10**6, checkpoint_every=200, eval_every=10**6,
                      sample_every=10**6, **{"tracking.uri": url, "tracking.flush_seconds": 0.5,
-                     "hydra.run.dir": "job"})  # fmt: skip
+                     "tracking.retry_seconds": 900, "hydra.run.dir": "job"})  # fmt: skip
     proc = start(args, tmp_path, tmp_path / "log.txt")
     try:
         wait_for(
@@ -250,7 +250,7 @@ def test_server_away_for_20_s_loses_nothing(tmp_path, kafka_path):
         assert (tmp_path / "job" / "rnnlab_journal.jsonl").is_file()
         server = start_server(tmp_path, port)
         wait_for(lambda: not (tmp_path / "job" / "rnnlab_journal.jsonl").exists(), proc, 120,
-                 "the journal's replay")  # fmt: skip
+                 "the journal's replay", tmp_path / "log.txt")  # fmt: skip
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 130, (tmp_path / "log.txt").read_text()[-2000:]
         client = MlflowClient(url)
