@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -42,10 +43,11 @@ from omegaconf import OmegaConf
 import rnnlab
 from rnnlab import corpus, resume, store
 from rnnlab.checkpoint import latest
-from rnnlab.config import Config, check, flatten
+from rnnlab.config import Config, flatten
 from rnnlab.model import log_run_model
 from rnnlab.search import TrialPruned, trial_tracker
 from rnnlab.signals import stop_on_signals, stop_requested
+from rnnlab.tasks import check
 from rnnlab.tracking import MlflowTracker
 from rnnlab.train import Interrupted, train
 
@@ -267,24 +269,26 @@ def resume_job(cfg: Config, ctx: JobContext, show_progress: bool = True) -> dict
 def resume_run(
     run_id: str,
     tracking_uri: str | None = None,
-    overrides: list[str] | None = None,
+    changes: dict[str, Any] | None = None,
     output_dir: Path | None = None,
     show_progress: bool = False,
 ) -> dict[str, float]:
     """Continue run ``run_id`` from its newest checkpoint inside this process, in the same run
-    (what a requeued cluster job calls); ``overrides`` as on the command line (``iterations=``,
-    cadences). Raises ResumeError (one line) when it cannot, like ``resume=<run_id>``."""
-    from hydra import compose, initialize_config_dir
-
-    from rnnlab.config import register_configs, to_config
-
-    overrides = [*(overrides or []), f"resume={run_id}"]
-    if tracking_uri:
-        overrides.append(f"tracking.uri={tracking_uri}")
-    register_configs()
-    config_dir = str(Path(rnnlab.__file__).resolve().parent / "conf")
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        cfg = to_config(compose(config_name="config", overrides=overrides))
+    (what a requeued cluster job calls; no Hydra needed). ``changes``: flat config keys to
+    override, as ``resume=<run_id> key=value`` would (``{"iterations": 200000}``). Returns the
+    final metrics; ResumeError (one line) when it cannot go ahead, like the command line."""
+    cfg = Config()
+    cfg.resume, cfg.tracking.uri = run_id, tracking_uri
+    overrides = [f"resume={run_id}"]
+    for key, value in (changes or {}).items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for name in parents:
+            node = getattr(node, name)
+        if not hasattr(node, leaf):
+            raise resume.ResumeError(f"{key} is not a config key")
+        setattr(node, leaf, value)
+        overrides.append(f"{key}={value}")
     ctx = JobContext(output_dir=output_dir, overrides=overrides)
     return resume_job(cfg, ctx, show_progress)
 

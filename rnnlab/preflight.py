@@ -18,8 +18,9 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from rnnlab.config import Config, ConfigError, check, flatten, flatten_dict, to_config
+from rnnlab.config import Config, ConfigError, flatten, flatten_dict, to_config
 from rnnlab.corpus import CorpusError
+from rnnlab.tasks import check  # the shared keys, then the task's own
 from rnnlab.tasks.charrnn import PrimeError
 
 

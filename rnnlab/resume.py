@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnlab import checkpoint, store
-from rnnlab.config import Config, ConfigError, check, flatten
+from rnnlab.config import Config, ConfigError, flatten
+from rnnlab.tasks import check
 
 # Keys a resume must not change, and why: the checkpoint's arrays only mean something under them.
 # Every other data.* key is frozen too (it changes the text the data pointers index).

@@ -41,11 +41,11 @@ CHECKPOINT_NAME = re.compile(r"^iter_(\d{7})\.npz$")  # never a *.tmp leftover
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{6,32}$")
 JOURNAL_FILE = "rnnlab_journal.jsonl"
-# One HTTP call: 1 retry, 0.5 s backoff, 10 s timeout — about 21 s at worst (MLflow: 7 retries,
+# One HTTP call: 1 retry, backoff factor 1, 10 s timeout — about 21 s at worst (MLflow: 7 retries,
 # backoff factor 2 and a 120 s timeout, ~4 minutes). A user's own settings win.
 HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 CALL_SECONDS = 21

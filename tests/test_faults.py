@@ -77,10 +77,13 @@ def count_checkpoints(cwd: Path) -> int:
     return len(list(cwd.glob("mlruns/*/*/artifacts/checkpoints/iter_*.npz")))
 
 
-def wait_for(predicate, proc: subprocess.Popen | None, timeout: float, what: str) -> None:
+def wait_for(
+    predicate, proc: subprocess.Popen | None, timeout: float, what: str, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert proc is None or proc.poll() is None, f"the process ended before {what}"
+        tail = log.read_text()[-3000:] if log is not None else ""
+        assert proc is None or proc.poll() is None, f"the process ended before {what}: {tail}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
@@ -117,7 +120,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     run_id = None
     for i, delay in enumerate(delays):
         before = count_checkpoints(tmp_path)
-        wait_for(lambda b=before: count_checkpoints(tmp_path) > b, proc, 180, "a new checkpoint")
+        wait_for(lambda b=before: count_checkpoints(tmp_path) > b, proc, 180, "a checkpoint", log)
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -235,17 +238,19 @@ def test_server_away_for_20_s_loses_nothing(tmp_path, kafka_path):
     url = f"http://127.0.0.1:{port}"
     args = char_args(kafka_path, 10**6, checkpoint_every=200, eval_every=10**6,
                      sample_every=10**6, **{"tracking.uri": url, "tracking.flush_seconds": 0.5,
-                     "hydra.run.dir": "job"})  # fmt: skip
+                     "tracking.retry_seconds": 900, "hydra.run.dir": "job"})  # fmt: skip
     proc = start(args, tmp_path, tmp_path / "log.txt")
     try:
-        wait_for(lambda: len(server_points(tmp_path)) > 0, proc, 180, "the first points")
+        wait_for(
+            lambda: len(server_points(tmp_path)) > 0, proc, 180, "points", tmp_path / "log.txt"
+        )
         stop_process_group(server)
         time.sleep(20)
         assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-2000:]
         assert (tmp_path / "job" / "rnnlab_journal.jsonl").is_file()
         server = start_server(tmp_path, port)
         wait_for(lambda: not (tmp_path / "job" / "rnnlab_journal.jsonl").exists(), proc, 120,
-                 "the journal's replay")  # fmt: skip
+                 "the journal's replay", tmp_path / "log.txt")  # fmt: skip
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 130, (tmp_path / "log.txt").read_text()[-2000:]
         client = MlflowClient(url)
@@ -274,7 +279,9 @@ def test_server_gone_for_good_stops_the_run_and_sync_completes_it(tmp_path, kafk
     log = tmp_path / "log.txt"
     proc = start(args, tmp_path, log)
     try:
-        wait_for(lambda: len(server_points(tmp_path)) > 0, proc, 180, "the first points")
+        wait_for(
+            lambda: len(server_points(tmp_path)) > 0, proc, 180, "points", tmp_path / "log.txt"
+        )
         stop_process_group(server)
         killed_at = time.monotonic()
         code = proc.wait(timeout=120)

@@ -4,9 +4,21 @@ A task owns its data, how windows are cut into batches, its evaluation and its s
 engine and the training loop are the same for both.
 """
 
+from rnnlab import config
+from rnnlab.config import Config, ConfigError
 from rnnlab.tasks.adder import AdderTask
 from rnnlab.tasks.charrnn import CharTask
 
 TASKS = {"charrnn": CharTask, "adder": AdderTask}
 
-__all__ = ["TASKS", "AdderTask", "CharTask"]
+
+def check(cfg: Config) -> None:
+    """Every value check of a run's config: the task's name, the shared keys
+    (``config.check``), then the task's own; ConfigError on the first bad one."""
+    if cfg.task.name not in TASKS:
+        raise ConfigError("task.name", cfg.task.name, "one of " + ", ".join(TASKS))
+    config.check(cfg)
+    TASKS[cfg.task.name].check(cfg)
+
+
+__all__ = ["TASKS", "AdderTask", "CharTask", "check"]
