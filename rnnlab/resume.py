@@ -270,7 +270,7 @@ def check_corpus(cfg: Config, arrays: dict, run) -> None:
     from rnnlab.tasks.charrnn import Vocabulary, load_corpus
 
     text, path = load_corpus(cfg)
-    saved = "".join(str(c) for c in arrays.get("vocab", []))
+    saved = Vocabulary.from_array(arrays["vocab"]).chars if "vocab" in arrays else ""
     if Vocabulary(text).chars != saved:
         raise ResumeError(
             f"the corpus {path} has a different vocabulary ({len(set(text))} characters) than "

@@ -59,7 +59,10 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
     if cfg.task.name == "charrnn":
         if "vocab" not in arrays:
             raise SampleError(f"{path} is a char-RNN checkpoint without its vocabulary")
-        vocab = Vocabulary("".join(str(c) for c in arrays["vocab"]))
+        try:
+            vocab = Vocabulary.from_array(arrays["vocab"])
+        except ValueError as e:
+            raise SampleError(f"{path}: {e}") from None
     params = {k: arrays[f"param/{k}"] for k in PARAM_NAMES}
     iteration = int(meta.get("state", {}).get("iteration", meta.get("iteration", 0)))
     return Weights(params, cfg, vocab, iteration, source or str(path))

@@ -153,7 +153,7 @@ class Trainer:
         arrays |= {f"data/{k}": v for k, v in self.task.data_state().items()}
         arrays["hprev"] = self.h
         if hasattr(self.task, "vocab"):
-            arrays["vocab"] = np.array(list(self.task.vocab.chars))
+            arrays["vocab"] = self.task.vocab.to_array()  # code points: NUL survives
         return arrays
 
     def checkpoint_meta(self) -> dict:

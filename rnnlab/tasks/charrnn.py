@@ -41,6 +41,32 @@ class Vocabulary:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def to_array(self) -> np.ndarray:
+        """The characters as Unicode code points, (V,) int32, for a checkpoint. Not a numpy str
+        array: those drop trailing NULs, so a corpus with NUL would lose a symbol."""
+        return np.array([ord(c) for c in self.chars], dtype=np.int32)
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> Vocabulary:
+        """The vocabulary ``to_array`` wrote, exactly; also reads older checkpoints' str arrays
+        (which had already lost any NUL). ValueError, one line, for anything else."""
+        array = np.asarray(array)
+        if array.ndim != 1:
+            raise ValueError(f"the vocabulary has shape {array.shape}, expected one dimension")
+        if array.dtype.kind in "iu":
+            codes = array.tolist()
+            if any(not 0 <= c <= 0x10FFFF for c in codes):
+                raise ValueError("the vocabulary holds numbers that are not Unicode code points")
+            chars = "".join(map(chr, codes))
+        elif array.dtype.kind == "U":
+            chars = "".join(str(c) for c in array)
+        else:
+            raise ValueError(f"the vocabulary has dtype {array.dtype}, expected code points")
+        vocab = cls(chars)
+        if len(vocab) != len(chars):
+            raise ValueError("the vocabulary repeats characters")
+        return vocab
+
 
 def load_corpus(cfg: Config) -> tuple[str, str]:
     """(text, path) for the configured corpus."""
