@@ -144,13 +144,7 @@ class Checkpoint:
         if "hprev" in arrays:  # the first layout
             ck.state.setdefault("hprev", arrays["hprev"])
         if "vocab" in arrays:
-            v = arrays["vocab"]
-            if v.dtype.kind in "iu":
-                if v.size and (v.min() < 0 or v.max() > 0x10FFFF):
-                    raise CheckpointError(f"{path} has a vocabulary that is not code points")
-                ck.vocab = "".join(chr(int(c)) for c in v)
-            else:
-                ck.vocab = "".join(str(c) for c in v)
+            ck.vocab = _vocabulary(arrays["vocab"], path)
         if not ck.params:
             raise CheckpointError(f"{path} is a checkpoint without weights")
         if not isinstance(meta.get("state", {}), dict):
@@ -160,6 +154,25 @@ class Checkpoint:
         except CheckpointError as e:
             raise CheckpointError(f"{path}: {e}") from None
         return ck
+
+
+def _vocabulary(v: np.ndarray, path: Path) -> str:
+    """The symbols a ``vocab`` array holds: code points (V,), or the first layout's str array
+    (which had already lost any NUL: numpy pads str arrays with NULs). One line for anything
+    else, so a crafted file never reaches the model."""
+    if v.ndim != 1:
+        raise CheckpointError(f"{path}: the vocabulary has shape {v.shape}, expected one dimension")
+    if v.dtype.kind in "iu":
+        if v.size and (int(v.min()) < 0 or int(v.max()) > 0x10FFFF):
+            raise CheckpointError(f"{path} has a vocabulary that is not code points")
+        chars = "".join(chr(int(c)) for c in v)
+    elif v.dtype.kind == "U":
+        chars = "".join(str(c) for c in v)
+    else:
+        raise CheckpointError(f"{path}: the vocabulary has dtype {v.dtype}, expected code points")
+    if len(set(chars)) != len(chars):
+        raise CheckpointError(f"{path}: the vocabulary repeats characters")
+    return chars
 
 
 def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

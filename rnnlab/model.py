@@ -7,6 +7,12 @@ logged as a "model from code" (``rnnlab/model_code.py``): nothing in it is pickl
 Signature: ``prime`` (str), ``length`` (long), ``temperature`` (double), ``seed`` (long) →
 ``text`` (str); only ``prime`` is required.
 
+A served request is bounded before any work: ``length`` ≤ ``max_length``, ``prime`` ≤
+``max_prime`` characters, at most ``max_rows`` rows (``LIMITS``; set them with the environment
+variables ``RNNLAB_SERVE_MAX_LENGTH`` / ``_MAX_PRIME`` / ``_MAX_ROWS`` of ``mlflow models serve``,
+or ``load_model(uri, model_config={"max_length": ...})``). Anything over is an HTTP 400 naming the
+limit: unbounded, one request could hold a worker for hours or take gigabytes.
+
     mlflow.pyfunc.load_model("runs:/<run_id>/model").predict(pd.DataFrame([{"prime": "One"}]))
     mlflow models serve --env-manager local -h 127.0.0.1 -p 5001 -m runs:/<run_id>/model
     python -m rnnlab.model register sweep=<parent_run_id> name=kafka-charrnn
@@ -30,6 +36,49 @@ from rnnlab.store import quiet_artifact_transfers
 
 MODEL_NAME = "model"  # runs:/<run_id>/model
 DEFAULTS = {"length": 200, "temperature": 1.0, "seed": 0}
+# Measured on this machine: sampling costs 0.1-0.6 ms a character (hidden 100-256, idle to
+# loaded), reading a prime 0.1 ms and 3 KB a character; so a request at these limits takes about
+# a second (a few under load) and well under 100 MB.
+LIMITS = {"max_length": 5000, "max_prime": 10000, "max_rows": 4}
+
+
+def serving_limits(model_config: dict | None = None) -> dict[str, int]:
+    """``LIMITS``, overridden by ``RNNLAB_SERVE_<NAME>`` in the environment, then by the
+    pyfunc's ``model_config``. ValueError (one line) for a limit that is not an integer ≥ 1."""
+    import os
+
+    limits = dict(LIMITS)
+    for name in LIMITS:
+        given = (model_config or {}).get(name)  # None: not set when loading
+        if given is None:
+            given = os.environ.get(f"RNNLAB_SERVE_{name.upper()}")
+        if given is None:
+            continue
+        try:
+            limits[name] = int(given)
+        except (TypeError, ValueError):
+            limits[name] = 0
+        if limits[name] < 1 or str(given).strip() != str(limits[name]):
+            raise ValueError(f"serving limit {name}={given!r} is not allowed: an integer ≥ 1")
+    return limits
+
+
+def check_limits(rows: list[dict], limits: dict[str, int]) -> None:
+    """Refuse a whole request over a limit before generating anything (ValueError naming it)."""
+    if len(rows) > limits["max_rows"]:
+        raise ValueError(
+            f"{len(rows)} rows in one request is over the limit max_rows={limits['max_rows']}"
+        )
+    for row in rows:
+        length = row.get("length")
+        if length is not None and length == length and length > limits["max_length"]:
+            raise ValueError(f"length={length} is over the limit max_length={limits['max_length']}")
+        prime = str(row.get("prime") or "")
+        if len(prime) > limits["max_prime"]:
+            raise ValueError(
+                f"a prime of {len(prime)} characters is over the limit "
+                f"max_prime={limits['max_prime']}"
+            )
 
 
 class CharRNNModel(mlflow.pyfunc.PythonModel):
@@ -39,6 +88,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
         from rnnlab.sample import load_weights
 
         self.weights = load_weights(Path(context.artifacts["weights"]))
+        self.limits = serving_limits(getattr(context, "model_config", None))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
@@ -46,7 +96,12 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
         from rnnlab.sample import SampleError, generate_text
 
         texts = []
-        for row in model_input.to_dict("records"):
+        rows = model_input.to_dict("records")
+        try:
+            check_limits(rows, getattr(self, "limits", LIMITS))
+        except ValueError as e:
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+        for row in rows:
             opts = {k: row.get(k) for k in DEFAULTS}
             opts = {k: DEFAULTS[k] if v is None or v != v else v for k, v in opts.items()}
             try:
@@ -98,6 +153,8 @@ def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
                 artifacts={"weights": str(weights)},
                 code_paths=[str(Path(rnnlab.__file__).resolve().parent)],
                 signature=signature(),
+                # the keys load_model(model_config=...) may set; None: the environment or LIMITS
+                model_config={name: None for name in LIMITS},
                 # Explicit requirements: inferring them would load the model in a subprocess.
                 pip_requirements=[
                     f"mlflow=={mlflow.__version__}",

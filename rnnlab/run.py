@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
+from rnnlab.workers import claim_joblib_launcher
 
 if TYPE_CHECKING:
     from rnnlab.job import JobContext
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 register_configs()
+claim_joblib_launcher()  # hydra/launcher=joblib: rnnlab's launcher (see rnnlab.workers)
 
 
 def override_key(override: str) -> str:

@@ -65,6 +65,9 @@ class Interrupted(KeyboardInterrupt):
             checkpoint_path,
         )
 
+    def __reduce__(self):  # crosses process boundaries (a parallel sweep's workers) intact
+        return type(self), (self.signal_name, self.iteration, self.checkpoint_path)
+
 
 @dataclass
 class TrainState:

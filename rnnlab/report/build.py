@@ -95,13 +95,12 @@ def generate(
     folder is also logged to its parent run."""
     sel = select(uri, sweep, experiment, filter_string)
     out_dir = Path(out) if out is not None else Path("reports") / safe_name(sel.name)
+    # The folder may be the user's: the report overwrites only the files it writes now and
+    # deletes nothing (report.html names only this run's figures; an older one's stay unread).
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.png"):  # a regenerated report must not keep stale figures
-        old.unlink()
 
     t = build_tables(sel)
     t.runs.to_csv(out_dir / "runs.csv", index=False)
-    (out_dir / "trials.csv").unlink(missing_ok=True)
     search = search_of(sel)
     figures = make_figures(sel, t, out_dir, search=search is not None)
     trials, trial_figures = None, []
