@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 import rnnlab
 from rnnlab import corpus
 from rnnlab.config import Config, check, flatten
+from rnnlab.evaluate import tag_run
 from rnnlab.model import log_run_model
 from rnnlab.search import TrialPruned, trial_tracker
 from rnnlab.tracking import MlflowTracker, Tracker
@@ -232,6 +233,7 @@ def train_in_run(
         if before_training is not None:
             before_training()
         final = train(cfg, tracker, out_dir, resume_from=resume_from, show_progress=show_progress)
+        tag_run(client, run_id, final)  # rnnlab.evaluate: rnnlab.stopped_early, rnnlab.warm_flag
         log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
         return final
     except TrialPruned as e:  # the search stopped this trial early: done, not failed
