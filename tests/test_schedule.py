@@ -151,8 +151,10 @@ def test_weight_decay_pulls_the_weights_toward_zero(kafka_path, tmp_path):
      ("plateau_patience", 0), ("plateau_factor", 0.0)],
 )  # fmt: skip
 def test_bad_schedule_values_name_the_key(kafka_path, key, value):
+    cfg = small(kafka_path, "constant")
+    setattr(cfg.schedule, key, value)
     with pytest.raises(ConfigError, match=rf"schedule\.{key}="):
-        small(kafka_path, "constant", **{key: value})
+        check(cfg)
     cfg = small(kafka_path, "constant")
     cfg.optimizer.weight_decay = -1.0
     with pytest.raises(ConfigError, match=r"optimizer\.weight_decay="):
