@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,32 @@ def test_model_checkpoint_picks_best_or_last(default_run):
     assert evaluate.model_checkpoint(cfg, folder).name == evaluate.BEST_FILE
     cfg_last = small(Path(cfg.data.path), model_from="last")
     assert evaluate.model_checkpoint(cfg_last, folder) == checkpoint.latest(folder)
+
+
+@pytest.mark.slow
+def test_a_sweep_on_val_loss_warm_reports_both_numbers_with_mean_std(tmp_path, kafka_path):
+    from conftest import run_cli
+
+    done = run_cli(["-m", f"data.path={kafka_path}", "seed=0,1", "objective=val/loss_warm",
+                    "hidden_size=16", "seq_length=10", "iterations=150", "eval_every=50",
+                    "log_every=50", "sample_every=150", "checkpoint_every=1000",
+                    "eval_burn_in=200"], tmp_path, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = next(tmp_path.glob("multirun/**/report/report.md"), None) or next(
+        tmp_path.rglob("report.md")
+    )
+    md = report.read_text(encoding="utf-8")
+    header = next(ln for ln in md.splitlines() if ln.startswith("| rank") and "seeds" in ln)
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert "final_val_loss" in cells and "final_val_loss_warm" in cells
+    row = md.splitlines()[md.splitlines().index(header) + 2]
+    values = [c.strip() for c in row.strip("|").split("|")]
+    cold, warm = values[cells.index("final_val_loss")], values[cells.index("final_val_loss_warm")]
+    print(header, row, sep="\n")
+    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4} \(2\)", cold)
+    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4} \(2\)", warm)
+    runs = report.with_name("runs.csv").read_text(encoding="utf-8").splitlines()
+    head = runs[0].split(",")
+    for line in runs[1:]:
+        r = dict(zip(head, line.split(","), strict=False))
+        assert r["objective"] == r["final_val_loss_warm"]  # what the sweep minimised
