@@ -79,7 +79,7 @@ def latest(folder: Path) -> Path | None:
 
 # --- the typed structure every reader and writer uses ---------------------------------------------
 
-PARAM, OPTIM, DATA, STATE = "param/", "optim/", "data/", "state/"
+PARAM, OPTIM, DATA, STATE, EVAL = "param/", "optim/", "data/", "state/", "eval/"
 
 
 @dataclass
@@ -97,8 +97,11 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, np.ndarray] = field(default_factory=dict)
     data: dict[str, np.ndarray] = field(default_factory=dict)
-    state: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. hprev (B, H)
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. hprev (L, S, B, H)
     vocab: str | None = None
+    # any other named arrays, by their full key: the best weights (best/Wxh, ...) and the
+    # warm-validation burn-in text (eval/burn_in) of rnnlab.evaluate
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def iteration(self) -> int:
@@ -122,7 +125,8 @@ class Checkpoint:
         memories, data positions or RNG states)."""
         meta = {k: self.meta[k] for k in ("config", "task") if k in self.meta}
         meta["iteration"] = self.iteration
-        return Checkpoint(dict(self.params), meta, vocab=self.vocab)
+        extra = {k: v for k, v in self.extra.items() if k.startswith(EVAL)}  # the burn-in
+        return Checkpoint(dict(self.params), meta, vocab=self.vocab, extra=extra)
 
     def write(self, path: Path) -> Path:
         """Save atomically to ``path`` (see ``save``)."""
@@ -130,6 +134,7 @@ class Checkpoint:
         arrays |= {OPTIM + k: v for k, v in self.optim.items()}
         arrays |= {DATA + k: v for k, v in self.data.items()}
         arrays |= {STATE + k: v for k, v in self.state.items()}
+        arrays |= self.extra
         if self.vocab is not None:
             arrays["vocab"] = np.array([ord(c) for c in self.vocab], dtype=np.uint32)
         return save(Path(path), arrays, self.meta)
@@ -141,6 +146,9 @@ class Checkpoint:
         arrays, meta = load(Path(path))
         ck = cls(_prefixed(arrays, PARAM), meta, _prefixed(arrays, OPTIM),
                  _prefixed(arrays, DATA), _prefixed(arrays, STATE))  # fmt: skip
+        named = (PARAM, OPTIM, DATA, STATE)
+        ck.extra = {k: v for k, v in arrays.items()
+                    if not k.startswith(named) and k not in ("vocab", "hprev")}  # fmt: skip
         if "hprev" in arrays:  # the first layout
             ck.state.setdefault("hprev", arrays["hprev"])
         if "vocab" in arrays:

@@ -52,6 +52,7 @@ class OptimizerConfig:
     rho: float = 0.9  # rmsprop: decay of the squared-gradient average
     beta1: float = 0.9  # adam: decay of the first moment
     beta2: float = 0.999  # adam: decay of the second moment
+    weight_decay: float = 0.0  # decoupled (AdamW-style): param -= lr · weight_decay · param
 
 
 @dataclass
@@ -62,7 +63,30 @@ class DataConfig:
     path: str | None = None  # any UTF-8 text file; wins over name
     url: str | None = None  # where to download data/<name>.txt from when it is missing
     val_fraction: float = 0.1  # the last fraction of the text held out for val/loss
+    test_fraction: float = 0.0  # cut after val for test/loss (scored once, best weights); 0 = none
     strip_gutenberg: bool = True  # drop a Project Gutenberg header/footer (the licence) if present
+
+
+@dataclass
+class ScheduleConfig:
+    """How the learning rate moves (rnnlab/schedule.py has the formulas); conf/schedule/."""
+
+    name: str = "constant"  # constant | step | exponential | cosine | plateau
+    step_size: int = 10_000  # step: iterations between drops; exponential: iterations per decay
+    gamma: float = 0.5  # step: factor applied every step_size iterations
+    decay_rate: float = 0.95  # exponential: factor per step_size iterations (applied smoothly)
+    min_lr: float = 0.0  # floor of step/exponential/plateau, end point of cosine
+    warmup: int = 0  # iterations of linear warm-up from lr/warmup to the schedule's rate
+    plateau_patience: int = 2  # plateau: evaluations without a new best objective before a drop
+    plateau_factor: float = 0.5  # plateau: factor applied at each drop
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop when the objective stops improving (evaluated every eval_every iterations)."""
+
+    patience: int = 0  # evaluations without an improvement of at least min_delta; 0 = off
+    min_delta: float = 0.0  # the smallest decrease of the objective that counts as improving
 
 
 @dataclass
@@ -85,6 +109,8 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
     cell: str = "rnn"  # recurrent cell: rnn (min-char-rnn's) | gru | lstm (PyTorch's equations)
     layers: int = 1  # stacked recurrent layers; layer k > 0 reads layer k-1's h
@@ -112,6 +138,15 @@ class Config:
         10.0  # stop as diverged when a window's loss exceeds this × its start
     )
     resume: str | None = None  # a run id or checkpoint path to continue from
+    # What sweeps, searches, the best checkpoint and early stopping minimise; null = the task's
+    # default (char-RNN: val/loss_warm, adder: val/exact_acc maximised). See rnnlab/evaluate.py.
+    objective: str | None = None
+    eval_burn_in: int = 1000  # char-RNN: training characters read before val/loss_warm's text
+    model_from: str = "best"  # best | last: the weights the logged model, sample and score use
+    top_k: int = 0  # training-time samples: draw among the k likeliest characters; 0 = all
+    top_p: float = 1.0  # training-time samples: nucleus, the smallest set with this much mass
+    greedy: bool = False  # training-time samples: always the likeliest character
+    beam: int = 0  # training-time samples: beam search of this width; 0 = sampling
 
 
 def register_configs() -> None:

@@ -44,6 +44,7 @@ import rnnlab
 from rnnlab import corpus, resume, store
 from rnnlab.checkpoint import latest
 from rnnlab.config import Config, flatten
+from rnnlab.evaluate import tag_run
 from rnnlab.model import log_run_model
 from rnnlab.search import TrialPruned, trial_tracker
 from rnnlab.signals import stop_on_signals, stop_requested
@@ -368,6 +369,7 @@ def _train_and_close(
             line = f"{tracker.unreachable}; once it is back: python -m rnnlab.sync {out_dir}"
             _close(tracker, RunStatus.FINISHED)  # the journal holds it, and the status
             raise StoreUnreachable(line)
+        tag_run(client, run_id, final)  # rnnlab.evaluate: rnnlab.stopped_early, rnnlab.warm_flag
         log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
         _close(tracker, RunStatus.FINISHED)
         return final

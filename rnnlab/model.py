@@ -4,8 +4,10 @@ At the end of training a char-RNN run logs ``model``: an MLflow pyfunc whose one
 weights-only ``.npz`` (parameters, vocabulary, config; read with ``allow_pickle=False``) and whose
 code is rnnlab itself (``code_paths``), so the model generates exactly as ``rnnlab.sample``. It is
 logged as a "model from code" (``rnnlab/model_code.py``): nothing in it is pickled.
-Signature: ``prime`` (str), ``length`` (long), ``temperature`` (double), ``seed`` (long) →
-``text`` (str); only ``prime`` is required.
+Signature: ``prime`` (str), ``length`` (long), ``temperature`` (double), ``seed`` (long),
+``top_k`` (long), ``top_p`` (double), ``greedy`` (boolean), ``beam`` (long) → ``text`` (str);
+only ``prime`` is required. The weights are the run's best checkpoint (``model_from=best``) or
+its last one (``model_from=last``).
 
 A served request is bounded before any work: ``length`` ≤ ``max_length``, ``prime`` ≤
 ``max_prime`` characters, at most ``max_rows`` rows (``LIMITS``; set them with the environment
@@ -81,6 +83,9 @@ def check_limits(rows: list[dict], limits: dict[str, int]) -> None:
             )
 
 
+DECODING = {"top_k": (int, 0), "top_p": (float, 1.0), "greedy": (bool, False), "beam": (int, 0)}
+
+
 class CharRNNModel(mlflow.pyfunc.PythonModel):
     """Generates text from a char-RNN's weights; one output row per input row."""
 
@@ -104,6 +109,9 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
         for row in rows:
             opts = {k: row.get(k) for k in DEFAULTS}
             opts = {k: DEFAULTS[k] if v is None or v != v else v for k, v in opts.items()}
+            dec = {k: row.get(k) for k in DECODING}
+            dec = {k: DECODING[k][1] if v is None or v != v else DECODING[k][0](v)
+                   for k, v in dec.items()}  # fmt: skip
             try:
                 texts.append(
                     generate_text(
@@ -112,6 +120,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
                         int(opts["length"]),
                         float(opts["temperature"]),
                         np.random.default_rng(int(opts["seed"])),
+                        **dec,
                     )
                 )
             except SampleError as e:
@@ -129,6 +138,10 @@ def signature():
             ColSpec("long", "length", required=False),
             ColSpec("double", "temperature", required=False),
             ColSpec("long", "seed", required=False),
+            ColSpec("long", "top_k", required=False),
+            ColSpec("double", "top_p", required=False),
+            ColSpec("boolean", "greedy", required=False),
+            ColSpec("long", "beam", required=False),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string", "text")]))
@@ -170,11 +183,11 @@ def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
     never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead."""
     if cfg.task.name != "charrnn":
         return
-    from rnnlab.checkpoint import latest
+    from rnnlab.evaluate import model_checkpoint
 
     started = time.perf_counter()
     try:
-        path = latest(Path(out_dir) / "checkpoints")
+        path = model_checkpoint(cfg, Path(out_dir) / "checkpoints")  # model_from=best|last
         if path is None:
             raise FileNotFoundError(f"no checkpoint in {out_dir}/checkpoints")
         info = log_model(path)

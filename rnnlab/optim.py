@@ -41,9 +41,13 @@ class Optimizer:
         self.memories = {m: np.zeros(size, dtype=dtype) for m in self.memory_names}
         self._tmp = np.zeros(size, dtype=dtype)  # scratch, so a step allocates nothing
 
+    weight_decay = 0.0  # decoupled (AdamW-style): params *= 1 - lr · weight_decay first
+
     def step(self, params: np.ndarray, grad: np.ndarray) -> None:
         """Apply one update to ``params`` in place."""
         self.steps += 1
+        if self.weight_decay:
+            params *= 1.0 - self.learning_rate * self.weight_decay
         self._update(params, grad, self._tmp)
 
     def _update(self, params: np.ndarray, grad: np.ndarray, tmp: np.ndarray) -> None:

@@ -49,6 +49,7 @@ FROZEN: dict[str, str] = {
     "task.init": "the initial weights",
     "task.init_scale": "the initial weights",
     "task.eval_max_pairs": "the evaluation set",
+    "objective": "the best checkpoint and early stopping's reference value",
 }
 
 

@@ -80,7 +80,7 @@ def spec_of(cfg) -> Spec:
     return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout)
 
 
-def _as_spec(spec: Spec | str, params: Params) -> Spec:
+def as_spec(spec: Spec | str, params: Params) -> Spec:
     """A Spec, or today's bare activation name for one vanilla layer."""
     if isinstance(spec, Spec):
         return spec
@@ -262,7 +262,7 @@ def forward(
     """Run the network over a window. xs: (T, B) ints or (T, B, D) floats; hprev: the state
     (L, S, B, H), or (B, H) with a bare activation name for one vanilla layer. Dropout applies
     when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from."""
-    spec = _as_spec(activation, params)
+    spec = as_spec(activation, params)
     legacy = hprev.ndim == 2
     state0 = hprev.reshape(1, 1, *hprev.shape) if legacy else hprev  # (L, S, B, H)
     T, B = xs.shape[:2]

@@ -76,6 +76,7 @@ def summary(ctx: JobContext, status: str, detail: str, started: float) -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective so sweepers can minimise it."""
+    from rnnlab.evaluate import closing_note
     from rnnlab.job import run_job  # MLflow loads only once the command line is checked
 
     started = time.perf_counter()
@@ -97,6 +98,7 @@ def main(cfg: DictConfig) -> float:
     for key in ("final/val_loss", "final/val_exact_acc", "final/chars_per_sec"):
         if key in final:
             detail += f", {key} {final[key]:.4g}"
+    detail += closing_note(final)  # rnnlab.evaluate: early stop, warm/zero disagreement flag
     summary(ctx, "FINISHED", detail, started)
     return final["objective"]
 

@@ -3,10 +3,12 @@
     python -m rnnlab.sample run_id=<id> prime="One morning" temperature=0.8 length=500 seed=1
     python -m rnnlab.sample checkpoint=outputs/.../iter_0100000.npz length=100
     python -m rnnlab.sample run_id=<id> a=77 b=41          # adder: the sum, bit by bit
+    python -m rnnlab.sample run_id=<id> top_k=5 top_p=0.9 | greedy=true | beam=8 model_from=last
 
 Only the checkpoint is needed (its weights, vocabulary and config): not the corpus, not the
-machine that trained it. ``run_id`` reads the run's newest checkpoint artifact from the tracking
-URI (``tracking_uri=``, else $MLFLOW_TRACKING_URI, else ./mlflow.db, as ``rnnlab.run``). The same
+machine that trained it. ``run_id`` reads the run's best checkpoint (``model_from=best``, the
+run's own setting by default) or its newest one (``model_from=last``) from the tracking URI
+(``tracking_uri=``, else $MLFLOW_TRACKING_URI, else ./mlflow.db, as ``rnnlab.run``). The same
 ``seed`` gives the same text. Mistakes cost one line on stderr and exit code 2.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, rnn
+from rnnlab import checkpoint, decode, evaluate, rnn
 from rnnlab.config import Config
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError, Vocabulary
@@ -40,6 +42,7 @@ class Weights:
     vocab: Vocabulary | None  # None for the adder
     iteration: int
     source: str
+    burn_in: np.ndarray | None = None  # the run's warm-up text for val/loss_warm (ids)
 
 
 def load_weights(path: Path, source: str | None = None) -> Weights:
@@ -60,17 +63,28 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
             raise SampleError(f"{path} is a char-RNN checkpoint without its vocabulary")
         vocab = Vocabulary(ck.vocab)
     params = {k: ck.params[k] for k in names}
-    return Weights(params, cfg, vocab, ck.iteration, source or str(path))
+    burn_in = ck.extra.get("eval/burn_in")
+    return Weights(params, cfg, vocab, ck.iteration, source or str(path), burn_in)
 
 
 def generate_text(
-    w: Weights, prime: str, length: int, temperature: float, rng: np.random.Generator
+    w: Weights,
+    prime: str,
+    length: int,
+    temperature: float,
+    rng: np.random.Generator,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    beam: int = 0,
 ) -> str:
-    """``prime`` followed by ``length`` sampled characters — what ``CharTask.generate`` draws
-    with the same rng, without needing the corpus."""
+    """``prime`` followed by ``length`` decoded characters — what ``CharTask.generate`` draws
+    with the same rng and options, without needing the corpus."""
     if w.vocab is None:
         raise SampleError(f"{w.source} is a {w.cfg.task.name} model, not a char-RNN")
     check_request(length=length, temperature=temperature)
+    if (bad := decode.problem(top_k, top_p, greedy, beam)) is not None:
+        raise SampleError(f"{bad[0]}={bad[1]} is not allowed: {bad[2]}")
     if not prime:
         raise SampleError("prime must have at least one character")
     try:
@@ -78,10 +92,9 @@ def generate_text(
     except PrimeError as e:
         raise SampleError(str(e)) from None
     spec = rnn.spec_of(w.cfg)
-    h = rnn.zero_state(spec, 1, w.params["Why"].dtype)  # (L, S, 1, H)
-    if ids.size > 1:  # read all but the last prime character; sampling starts from that one
-        h = rnn.forward(w.params, ids[:-1, None], h, spec).state
-    drawn = rnn.sample(w.params, spec, h, int(ids[-1]), length, temperature, rng)
+    opts = decode.Options(temperature, top_k, top_p, greedy, beam)
+    step = decode.engine_step(w.params, spec)
+    drawn = decode.continue_text(step, evaluate.zero_state(w.params, spec), ids, length, opts, rng)
     return prime + w.vocab.decode(drawn)
 
 
@@ -145,10 +158,16 @@ KEYS = {
     "seed": "seeds the draws",
     "a": "adder operand",
     "b": "adder operand",
+    "top_k": "draw among the k likeliest (0 = all)",
+    "top_p": "nucleus mass in (0, 1]",
+    "greedy": "true: always the likeliest",
+    "beam": "beam search width (0 = sample)",
+    "model_from": "best | last (run_id only)",
 }
 USAGE = (
     "usage: python -m rnnlab.sample (run_id=<id> | checkpoint=<path>) [tracking_uri=<uri>] "
-    '[prime="text"] [length=N] [temperature=T] [seed=S]  |  ... a=<int> b=<int>'
+    '[prime="text"] [length=N] [temperature=T] [seed=S] [top_k=K] [top_p=P] [greedy=true] '
+    "[beam=W] [model_from=best|last]  |  ... a=<int> b=<int>"
 )
 
 
@@ -175,9 +194,41 @@ def _number(args: dict[str, str], key: str, kind, default):
         ) from None
 
 
+def boolean(args: dict[str, str], key: str) -> bool:
+    value = args.get(key, "false").lower()
+    if value not in ("true", "false"):
+        raise SampleError(f"{key}={args[key]!r} is not allowed: true or false")
+    return value == "true"
+
+
+def model_from(args: dict[str, str]) -> str | None:
+    """``model_from=``: best | last, or None (the run's own setting)."""
+    value = args.get("model_from")
+    if value is not None and value not in ("best", "last"):
+        raise SampleError(f"model_from={value!r} is not allowed: best or last")
+    return value
+
+
+def fetch_weights(client, run, dest: Path, which: str | None) -> Path:
+    """The run's ``checkpoints/best.npz`` (which = best; None: the run's ``model_from``
+    param, best when absent) when it has one, else its newest checkpoint."""
+    from rnnlab.store import CHECKPOINT_DIR, fetch_checkpoint, quiet_artifact_transfers
+
+    which = which or run.data.params.get("model_from", "best")
+    if which == "best":
+        names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, CHECKPOINT_DIR)}
+        if evaluate.BEST_FILE in names:
+            dest.mkdir(parents=True, exist_ok=True)
+            with quiet_artifact_transfers():
+                return Path(client.download_artifacts(
+                    run.info.run_id, f"{CHECKPOINT_DIR}/{evaluate.BEST_FILE}", str(dest)
+                ))  # fmt: skip
+    return fetch_checkpoint(client, run, dest)
+
+
 def resolve_weights(args: dict[str, str], workdir: Path) -> Weights:
-    """Weights from ``checkpoint=`` or from the newest checkpoint of ``run_id=``."""
-    from rnnlab.store import StoreError, default_uri, fetch_checkpoint, get_run, open_store
+    """Weights from ``checkpoint=``, or from ``run_id=``'s best or newest checkpoint."""
+    from rnnlab.store import StoreError, default_uri, get_run, open_store
 
     if "checkpoint" in args:
         return load_weights(Path(args["checkpoint"]).expanduser())
@@ -186,7 +237,7 @@ def resolve_weights(args: dict[str, str], workdir: Path) -> Weights:
     try:
         client = open_store(uri)
         run = get_run(client, run_id, uri)
-        path = fetch_checkpoint(client, run, workdir)
+        path = fetch_weights(client, run, workdir, model_from(args))
     except StoreError as e:
         raise SampleError(str(e)) from None
     return load_weights(path, source=f"run {run_id} ({Path(path).name})")
@@ -199,7 +250,18 @@ def main(argv: list[str]) -> str:
     temperature = _number(args, "temperature", float, None)
     seed = _number(args, "seed", int, 0)
     a, b = _number(args, "a", int, None), _number(args, "b", int, None)
+    given = {  # decoding options given on the command line; the others are the run's own
+        "top_k": _number(args, "top_k", int, None),
+        "top_p": _number(args, "top_p", float, None),
+        "greedy": boolean(args, "greedy") if "greedy" in args else None,
+        "beam": _number(args, "beam", int, None),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
     check_request(length, temperature)  # before any download
+    model_from(args)
+    neutral = {"top_k": 0, "top_p": 1.0, "greedy": False, "beam": 0}
+    if (bad := decode.problem(**(neutral | given))) is not None:
+        raise SampleError(f"{bad[0]}={bad[1]} is not allowed: {bad[2]}")
     with tempfile.TemporaryDirectory(prefix="rnnlab-sample-") as tmp:
         w = resolve_weights(args, Path(tmp))
     if w.cfg.task.name == "adder" or a is not None or b is not None:
@@ -214,7 +276,17 @@ def main(argv: list[str]) -> str:
         length if length is not None else w.cfg.sample_length,
         temperature if temperature is not None else w.cfg.temperature,
         np.random.default_rng(seed),
+        **decoding(w.cfg, given),
     )
+
+
+def decoding(cfg: Config, given: dict) -> dict:
+    """The run's decoding options (its training-time samples') with ``given`` on top; when the
+    command line picks a mode (beam, greedy, top_k/top_p) the run's other mode is dropped."""
+    run = {"top_k": cfg.top_k, "top_p": cfg.top_p, "greedy": cfg.greedy, "beam": cfg.beam}
+    if given:
+        run = {"top_k": 0, "top_p": 1.0, "greedy": False, "beam": 0}
+    return run | given
 
 
 def cli() -> None:

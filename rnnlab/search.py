@@ -18,6 +18,7 @@ Not here: the sweep loop itself (the plugin), the parent run (``rnnlab.sweep``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnlab.config import Config
+from rnnlab.evaluate import objective_name, objective_value, run_objective
 from rnnlab.tracking import Tracker
 
 if TYPE_CHECKING:  # optuna is imported only by searches, never by a plain run
@@ -199,15 +201,13 @@ class TrialTracker:
         self,
         inner: Tracker,
         trial: optuna.Trial,
-        task_name: str,
+        objective: str,  # rnnlab.evaluate.OBJECTIVES key
         last_step: int,
         client: MlflowClient,
         run_id: str,
     ):
-        from rnnlab.tasks import TASKS
-
         self.inner, self.trial, self.last_step = inner, trial, last_step
-        self.objective = TASKS[task_name].objective
+        self.objective = functools.partial(objective_value, objective)
         self.client, self.run_id = client, run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -252,7 +252,7 @@ def trial_tracker(tracker: Tracker, cfg: Config, client: MlflowClient, run_id: s
     trial.set_user_attr(ATTR_URI, client.tracking_uri)
     for k, v in {TAG_TRIAL: str(trial.number), TAG_STUDY: study_name, TAG_STATE: "RUNNING"}.items():
         client.set_tag(run_id, k, v)
-    return TrialTracker(tracker, trial, cfg.task.name, cfg.iterations, client, run_id)
+    return TrialTracker(tracker, trial, objective_name(cfg), cfg.iterations, client, run_id)
 
 
 # --- the report's side --------------------------------------------------------------------------
@@ -270,8 +270,6 @@ def search_trials(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.tasks import TASKS
-
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     keys = [k for k in parent.data.tags.get("rnnlab.search_params", "").split(",") if k]
@@ -285,7 +283,7 @@ def search_trials(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
         tags, data = run.data.tags, run.data
         if TAG_TRIAL not in tags:
             continue
-        objective = TASKS[tags.get("rnnlab.task", "charrnn")].objective
+        objective = functools.partial(objective_value, run_objective(run))
         by_step: dict[int, dict[str, float]] = {}
         for key in (k for k in data.metrics if k.startswith("val/")):
             for m in client.get_metric_history(run.info.run_id, key):

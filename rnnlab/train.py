@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, rnn
+from rnnlab import checkpoint, evaluate, rnn
 from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
+from rnnlab.schedule import Schedule
 from rnnlab.signals import stop_on_signals
 from rnnlab.tasks import TASKS
 from rnnlab.tracking import MemoryTracker, Tracker
@@ -89,7 +90,9 @@ def make_optimizer(cfg: Config, size: int, dtype) -> Optimizer:
         "rmsprop": {"rho": o.rho, "eps": o.eps},
         "adam": {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps},
     }[o.name]
-    return OPTIMIZERS[o.name](size, dtype, cfg.learning_rate, **extra)
+    optimizer = OPTIMIZERS[o.name](size, dtype, cfg.learning_rate, **extra)
+    optimizer.weight_decay = o.weight_decay  # decoupled, AdamW-style (0: the seeds' update)
+    return optimizer
 
 
 class Trainer:
@@ -126,6 +129,8 @@ class Trainer:
         self.state = TrainState(smooth_loss=t.initial_loss())
         # a window loss above this means the run diverged (checked every iteration: computed once)
         self.divergence_limit = cfg.divergence_factor * t.initial_loss()
+        self.schedule = Schedule(cfg.schedule, cfg.learning_rate, cfg.iterations)
+        self.best = evaluate.BestTracker(cfg, self.params)  # best objective, its weights, patience
 
     @property
     def h(self) -> np.ndarray:
@@ -145,6 +150,8 @@ class Trainer:
             },
             "config": flatten(self.cfg),
             "task": self.cfg.task.name,
+            "schedule": self.schedule.state(),
+            "best": self.best.state(),
         }
         return checkpoint.Checkpoint(
             params=dict(self.params),
@@ -153,6 +160,7 @@ class Trainer:
             data=self.task.data_state(),
             state={"hprev": self.carry},  # (L, S, B, H)
             vocab=vocab.chars if vocab is not None else None,
+            extra=evaluate.extra_arrays(self),  # best weights, burn-in text
         )
 
     def save(self, folder: Path) -> Path:
@@ -180,6 +188,8 @@ class Trainer:
         self.sample_rng.bit_generator.state = ck.meta["rng"]["sample"]
         if "dropout" in ck.meta["rng"]:
             self.dropout_rng.bit_generator.state = ck.meta["rng"]["dropout"]
+        self.schedule.load_state(ck.meta.get("schedule"))
+        self.best.load(ck.extra, ck.meta.get("best"))
 
     # --- one iteration ----------------------------------------------------------------------------
 
@@ -208,6 +218,7 @@ class Trainer:
             clip_elementwise(self.grad_flat, cfg.optimizer.clip)
         if cfg.optimizer.clip_norm is not None:
             clip_global_norm(self.grad_flat, cfg.optimizer.clip_norm, norm)
+        self.optimizer.learning_rate = self.schedule.lr(self.state.iteration)
         self.optimizer.step(self.flat, self.grad_flat)
         s = self.state
         s.iteration += 1
@@ -260,6 +271,7 @@ def train(
 
     last_log_time, last_log_iter = started, s.iteration
     val: dict[str, float] = {}
+    stop_early = False
     try:
         with blas_limit(cfg.blas_threads), stop_on_signals() as stop_requested:
             while s.iteration < cfg.iterations:
@@ -278,6 +290,7 @@ def train(
                             "train/smooth_loss": s.smooth_loss,
                             "train/grad_norm": grad_norm,
                             "perf/chars_per_sec": cps,
+                            "train/lr": trainer.optimizer.learning_rate,
                         },
                         step=it,
                     )
@@ -288,20 +301,23 @@ def train(
                 if it % cfg.eval_every == 0 or it == cfg.iterations:
                     val = trainer.evaluate()
                     tracker.log_metrics(val, step=it)
+                    stop_early = evaluate.after_evaluation(trainer, val, ckpt_dir, tracker)
 
                 # sample
-                if it % cfg.sample_every == 0 or it == cfg.iterations:
+                if it % cfg.sample_every == 0 or it == cfg.iterations or stop_early:
                     text = task.sample(trainer.params, trainer.sample_rng)
                     tracker.log_text(text, f"samples/iter_{it:07d}.txt")
 
                 # checkpoint
-                if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+                if it % cfg.checkpoint_every == 0 or it == cfg.iterations or stop_early:
                     checkpoint_now()
 
                 # stop
                 if stop_requested:
                     path = checkpoint_now()
                     raise Interrupted(stop_requested[0], it, path)
+                if stop_early:  # FINISHED, with every final metric below
+                    break
     finally:
         progress.close()
         tracker.flush()
@@ -317,7 +333,11 @@ def train(
     final |= {"final/" + k.replace("/", "_"): v for k, v in val.items()}
     if s.iters_to_100 > 0:
         final["iters_to_100"] = float(s.iters_to_100)
+    final |= evaluate.finish(trainer, ckpt_dir, tracker)  # test/* from the best weights
     tracker.log_metrics(final, step=s.iteration)
     tracker.flush()
-    final["objective"] = task.objective(val)
+    final |= trainer.best.metrics()  # logged at the last evaluation already
+    final["objective"] = evaluate.objective_value(trainer.best.name, val)
+    if trainer.best.stopped_at is not None:
+        final["stopped_early"] = float(trainer.best.stopped_at)
     return final

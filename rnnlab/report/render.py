@@ -92,6 +92,7 @@ def run_table(t: Tables) -> tuple[list[str], list[list[str]]]:
         "seed",
         "iterations_done",
         *shown_metrics(t),
+        "flags",  # rnnlab.report.tables: h=0 fragile, stopped early
         "error",
     ]
     rows = []
@@ -148,7 +149,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 .facts code { word-break: break-all; }
 .best { font-weight: 600; }
 """
-TEXT_COLUMNS = {"run", "status", "error", "seeds", "task", "state"}
+TEXT_COLUMNS = {"run", "status", "error", "seeds", "task", "state", "flags"}
 
 
 def _h(value) -> str:

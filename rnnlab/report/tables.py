@@ -8,10 +8,15 @@ when a run of that task is selected):
 ``final_smooth_loss``  ``final/smooth_loss`` (a run that stopped early: last ``train/smooth_loss``)
 ``best_smooth_loss``   min of ``train/smooth_loss``
 ``final_val_loss``     ``final/val_loss``; ``best_val_loss``/``best_val_bpc``: min of ``val/*``
+``final_val_loss_warm`` ``final/val_loss_warm`` (after the burn-in); ``best_val_loss_warm``: min
+``warm_gap``           |final val/loss − val/loss_warm| / the smaller; > 0.25 flags the run
+``test_loss``          ``test/loss`` (best weights; only with data.test_fraction > 0)
+``stopped_early``      the iteration early stopping stopped at (tag ``rnnlab.stopped_early``)
+``flags``              text: "h=0 fragile" when warm_gap > 0.25, "stopped early at N"
 ``final_val_exact_acc`` ``final/val_exact_acc``; ``best_val_exact_acc``: max of ``val/exact_acc``
 ``iters_to_100``       first iteration with every evaluation sum right (blank: never)
 ``chars_per_sec``      ``final/chars_per_sec``; ``wall_time_s``: ``final/wall_time_s``
-``objective``          what sweeps minimise: final val loss (char-RNN), 1 − exact acc (adder)
+``objective``          what sweeps minimise: the final value of the run's ``objective``
 ``trial``, ``trial_state``, ``pruned_at``  only in a search: the Optuna trial number, its state
                        (COMPLETE | PRUNED | FAIL; a pruned run is FINISHED in MLflow) and the
                        iteration that pruned it (tags ``rnnlab.trial``, ``rnnlab.trial_state``,
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rnnlab import evaluate
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
 from rnnlab.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
 from rnnlab.store import describe_status
@@ -38,21 +44,34 @@ TRIAL_COLUMNS = ("trial", "trial_state", "pruned_at")
 METRIC_COLUMNS = (
     ("objective", None),
     ("final_val_loss", "charrnn"),
+    ("final_val_loss_warm", "charrnn"),
+    ("warm_gap", "charrnn"),
     ("best_val_loss", "charrnn"),
+    ("best_val_loss_warm", "charrnn"),
+    ("test_loss", "charrnn"),
     ("best_val_bpc", "charrnn"),
     ("final_val_exact_acc", "adder"),
     ("best_val_exact_acc", "adder"),
     ("iters_to_100", "adder"),
+    ("stopped_early", None),
     ("final_smooth_loss", None),
     ("best_smooth_loss", None),
     ("chars_per_sec", None),
     ("wall_time_s", None),
 )
+# Columns shown only when some run has them (older runs have no warm numbers, most no test text).
+SHOWN_WHEN_SET = {"final_val_loss_warm", "warm_gap", "best_val_loss_warm", "test_loss",
+                  "stopped_early"}  # fmt: skip
 FORMATS = {
     "objective": "{:.4f}",
     "final_val_loss": "{:.4f}",
     "best_val_loss": "{:.4f}",
     "best_val_bpc": "{:.4f}",
+    "final_val_loss_warm": "{:.4f}",
+    "best_val_loss_warm": "{:.4f}",
+    "warm_gap": "{:.1%}",
+    "test_loss": "{:.4f}",
+    "stopped_early": "{:,.0f}",
     "final_val_exact_acc": "{:.4f}",
     "best_val_exact_acc": "{:.4f}",
     "iters_to_100": "{:,.0f}",
@@ -161,19 +180,52 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
         row["trial"] = int(tags[TAG_TRIAL])
         row["trial_state"] = tags.get(TAG_STATE, "")
         row["pruned_at"] = int(tags[TAG_PRUNED_AT]) if TAG_PRUNED_AT in tags else None
+    stopped = tags.get("rnnlab.stopped_early")
+    row["stopped_early"] = float(stopped) if stopped else math.nan
+    row["flags"] = f"stopped early at {int(stopped):,}" if stopped else ""
     if task == "charrnn":
         row["final_val_loss"] = m.get("final/val_loss", math.nan)
+        row["final_val_loss_warm"] = m.get("final/val_loss_warm", math.nan)
+        gap = evaluate.disagreement(m, "final/val_")
+        row["warm_gap"] = math.nan if gap is None else gap
+        if evaluate.flagged(m, "final/val_"):
+            flags = ("h=0 fragile (val/loss vs warm)", row["flags"])
+            row["flags"] = "; ".join(f for f in flags if f)
         row["best_val_loss"] = _min(sel.history(rid, "val/loss"))
+        row["best_val_loss_warm"] = _min(sel.history(rid, "val/loss_warm"))
         row["best_val_bpc"] = _min(sel.history(rid, "val/bpc"))
-        row["objective"] = row["final_val_loss"]
+        row["test_loss"] = m.get("test/loss", math.nan)
     elif task == "adder":
         row["final_val_exact_acc"] = m.get("final/val_exact_acc", math.nan)
         row["best_val_exact_acc"] = _max(sel.history(rid, "val/exact_acc"))
         row["iters_to_100"] = m.get("iters_to_100", math.nan)
-        row["objective"] = 1.0 - row["final_val_exact_acc"]
-    else:
-        row["objective"] = math.nan
+    row["objective"] = run_objective_value(run)
     return row
+
+
+def run_objective_value(run) -> float:
+    """The final value of the objective the run minimised (NaN when it has none)."""
+    if run.data.tags.get("rnnlab.task", run.data.params.get("task.name")) not in (
+        "charrnn",
+        "adder",
+    ):
+        return math.nan
+    name = evaluate.run_objective(run)
+    final = {name: run.data.metrics.get("final/" + evaluate.metric_key(name), math.nan)}
+    return evaluate.objective_value(name, final)
+
+
+def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:
+    """A line under the title when some run's val/loss (from h = 0) and val/loss_warm differ
+    by more than 25%: one such run drags a mean over seeds."""
+    if "warm_gap" not in t.runs:
+        return []
+    bad = t.runs[t.runs["warm_gap"] > evaluate.DISAGREEMENT]
+    if bad.empty:
+        return []
+    names = ", ".join(f"{r['run_id'][:8]} ({r['warm_gap']:.0%})" for _, r in bad.iterrows())
+    return [("flag", f"{len(bad)} run(s) whose val/loss from h = 0 and val/loss_warm differ by "
+             f"more than 25%: {names}; compare the two columns")]  # fmt: skip
 
 
 def sort_keys(df: pd.DataFrame) -> list[str]:
@@ -193,8 +245,9 @@ def build_tables(sel: Selection) -> Tables:
     swept = swept_parameters(sel)
     df = pd.DataFrame([run_row(sel, r, swept) for r in sel.runs])
     metrics = [c for c, _ in METRIC_COLUMNS if c in df]
+    metrics = [c for c in metrics if c not in SHOWN_WHEN_SET or df[c].notna().any()]
     trial = [c for c in TRIAL_COLUMNS if c in df]  # none in a grid sweep
-    head = ["run_id", "run_name", "status", *trial, "error", "task", *swept, "seed",
+    head = ["run_id", "run_name", "status", *trial, "error", "flags", "task", *swept, "seed",
             "iterations_done"]  # fmt: skip
     df = df[head + metrics]
     for c in ("trial", "pruned_at"):  # whole numbers with blanks (a run not pruned, not a trial)

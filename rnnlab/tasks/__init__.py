@@ -4,7 +4,7 @@ A task owns its data, how windows are cut into batches, its evaluation and its s
 engine and the training loop are the same for both.
 """
 
-from rnnlab import config
+from rnnlab import config, decode, evaluate, schedule
 from rnnlab.config import Config, ConfigError
 from rnnlab.tasks.adder import AdderTask
 from rnnlab.tasks.charrnn import CharTask
@@ -18,6 +18,9 @@ def check(cfg: Config) -> None:
     if cfg.task.name not in TASKS:
         raise ConfigError("task.name", cfg.task.name, "one of " + ", ".join(TASKS))
     config.check(cfg)
+    schedule.check(cfg)
+    evaluate.check(cfg)
+    decode.check(cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam, what="")
     TASKS[cfg.task.name].check(cfg)
 
 

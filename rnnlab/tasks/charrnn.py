@@ -1,7 +1,8 @@
 """Next-character prediction on a text: Karpathy's min-char-rnn.
 
 The vocabulary is the sorted set of characters, so symbol ids do not depend on the hash seed.
-The last ``data.val_fraction`` of the text is held out. Training reads B streams, each a
+The last ``data.val_fraction`` of the text is held out (followed by ``data.test_fraction`` for
+the test text, when > 0). Training reads B streams, each a
 contiguous slice of the training text walked ``seq_length`` characters at a time with its hidden
 state carried across windows (truncated BPTT); a stream that reaches the end of its slice starts
 over from its beginning with a zero state. With B = 1 this is exactly the seed's loop.
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 
-from rnnlab import corpus, rnn
+from rnnlab import corpus, decode, evaluate, rnn
 from rnnlab.config import Config, ConfigError
 
 
@@ -61,7 +62,8 @@ class CharTask:
         if cfg.task.loss != "xent":
             raise ConfigError("task.loss", cfg.task.loss, "xent for the char-RNN")
         text, _ = load_corpus(cfg)
-        n_train = len(text) - int(len(text) * cfg.data.val_fraction)
+        n_test = int(len(text) * cfg.data.test_fraction)
+        n_train = len(text) - int(len(text) * cfg.data.val_fraction) - n_test
         per_stream = n_train // cfg.batch_size
         if cfg.seq_length + 1 >= per_stream:
             raise ConfigError(
@@ -75,9 +77,13 @@ class CharTask:
                 Vocabulary(text).encode(cfg.prime, what="prime")
             except PrimeError as e:
                 raise ConfigError("prime", cfg.prime, str(e)) from None
-        if len(text) - n_train < 2:
+        if len(text) - n_train - n_test < 2:
             raise ConfigError(
                 "data.val_fraction", cfg.data.val_fraction, "large enough to hold out ≥ 2 chars"
+            )
+        if cfg.data.test_fraction > 0 and n_test < 2:
+            raise ConfigError(
+                "data.test_fraction", cfg.data.test_fraction, "0, or large enough for ≥ 2 chars"
             )
 
     def __init__(self, cfg: Config, rng: np.random.Generator):
@@ -90,7 +96,12 @@ class CharTask:
         self.dtype = np.dtype(cfg.dtype)
         data = self.vocab.encode(text)
         n_val = int(len(data) * cfg.data.val_fraction)
-        self.train_data, self.val_data = data[: len(data) - n_val], data[len(data) - n_val :]
+        n_test = int(len(data) * cfg.data.test_fraction)
+        n_train = len(data) - n_val - n_test
+        self.train_data, self.val_data = data[:n_train], data[n_train : n_train + n_val]
+        self.test_data = data[n_train + n_val :] if n_test else None
+        # val/loss_warm reads these last training characters first (the val text follows them)
+        self.burn_in = self.train_data[max(0, len(self.train_data) - cfg.eval_burn_in) :]
         # Stream b reads train_data[starts[b] : starts[b] + span].
         self.span = len(self.train_data) // self.batch_size
         self.starts = np.arange(self.batch_size) * self.span
@@ -98,6 +109,7 @@ class CharTask:
         self.fresh = True  # the first window starts every stream from zero, as the seed's n == 0
         self.prime = cfg.prime or text[0]
         self.sample_length, self.temperature = cfg.sample_length, cfg.temperature
+        self.decoding = decode.Options(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam)
         self.tokens_per_iteration = self.seq_length * self.batch_size
 
     def initial_loss(self) -> float:
@@ -116,21 +128,16 @@ class CharTask:
         self.pointers += T
         return self.train_data[idx], self.train_data[idx + 1], reset
 
-    def evaluate(self, params: rnn.Params, chunk: int = 1000) -> dict[str, float]:
-        """val/loss (nats per character) and val/bpc over the whole held-out text, read as one
-        stream from a zero state."""
-        h = rnn.zero_state(self.spec, 1, self.dtype)  # (L, S, 1, H)
-        total, count = 0.0, 0
-        for start in range(0, len(self.val_data) - 1, chunk):
-            xs = self.val_data[start : start + chunk][:, None]
-            ys = self.val_data[start + 1 : start + chunk + 1][:, None]
-            xs = xs[: len(ys)]
-            fwd = rnn.forward(params, xs, h, self.spec)
-            h = fwd.state
-            loss, _ = rnn.softmax_xent(fwd.logits.astype(np.float64), ys)
-            total, count = total + float(loss[0]), count + len(ys)
-        nats = total / count
-        return {"val/loss": nats, "val/bpc": nats / math.log(2.0)}
+    def evaluate(self, params: rnn.Params) -> dict[str, float]:
+        """val/loss and val/bpc over the whole held-out text read as one stream from a zero
+        state; val/loss_warm and val/bpc_warm from the state after the burn-in."""
+        return evaluate.char_metrics(params, self.spec, self.val_data, self.burn_in)
+
+    def test_metrics(self, params: rnn.Params) -> dict[str, float]:
+        """test/loss and test/bpc (from h = 0) when there is a test text."""
+        if self.test_data is None:
+            return {}
+        return evaluate.char_metrics(params, self.spec, self.test_data, None, "test")
 
     @staticmethod
     def objective(metrics: dict[str, float]) -> float:
@@ -145,14 +152,15 @@ class CharTask:
         length: int,
         temperature: float,
     ) -> str:
-        """``prime`` followed by ``length`` sampled characters."""
+        """``prime`` followed by ``length`` characters decoded with the run's options."""
         ids = self.vocab.encode(prime, what=f"prime {prime!r}") if prime else None
         if ids is None or ids.size == 0:
             raise PrimeError("prime must have at least one character")
-        h = rnn.zero_state(self.spec, 1, self.dtype)  # (L, S, 1, H)
-        if ids.size > 1:
-            h = rnn.forward(params, ids[:-1, None], h, self.spec).state
-        drawn = rnn.sample(params, self.spec, h, int(ids[-1]), length, temperature, rng)
+        opts = decode.Options(temperature, *[getattr(self.decoding, k) for k in
+                                             ("top_k", "top_p", "greedy", "beam")])  # fmt: skip
+        step = decode.engine_step(params, self.spec)
+        zero = evaluate.zero_state(params, self.spec)
+        drawn = decode.continue_text(step, zero, ids, length, opts, rng)
         return prime + self.vocab.decode(drawn)
 
     def sample(self, params: rnn.Params, rng: np.random.Generator) -> str:
