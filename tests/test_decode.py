@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from rnnlab import checkpoint, decode, evaluate, rnn
-from rnnlab.config import Config, check
+from rnnlab.config import Config
 from rnnlab.model import CharRNNModel
 from rnnlab.sample import SampleError, generate_text, load_weights
 from rnnlab.sample import main as sample_main
+from rnnlab.tasks import check
 from rnnlab.train import Trainer, train
 
 
@@ -150,6 +151,7 @@ def test_prime_reading_matches_the_engine(trained):
     w, _, _ = trained
     ids = w.vocab.encode("One morning, as Gregor")
     by_step, _ = first_state(w, "One morning, as Gregor")
-    h0 = evaluate.zero_state(w.params, rnn.spec_of(w.cfg))
-    whole = rnn.forward(w.params, ids[:-1, None], h0, "tanh").hs[-1]
+    spec = rnn.spec_of(w.cfg)
+    h0 = evaluate.zero_state(w.params, spec)
+    whole = rnn.forward(w.params, ids[:-1, None], h0, spec).state  # (L, S, 1, H)
     np.testing.assert_array_equal(by_step, whole)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from rnnlab import checkpoint, evaluate, score
-from rnnlab.config import Config, ConfigError, check
+from rnnlab.config import Config, ConfigError
+from rnnlab.tasks import check
 from rnnlab.tasks.charrnn import load_corpus
 from rnnlab.tracking import MemoryTracker
 from rnnlab.train import Trainer, train

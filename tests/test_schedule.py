@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from rnnlab import checkpoint
-from rnnlab.config import Config, ConfigError, check
+from rnnlab.config import Config, ConfigError
 from rnnlab.optim import OPTIMIZERS
+from rnnlab.tasks import check
 from rnnlab.tracking import MemoryTracker
 from rnnlab.train import train
 
