@@ -106,6 +106,10 @@ class Config:
         10.0  # stop as diverged when a window's loss exceeds this × its start
     )
     resume: str | None = None  # a run id or checkpoint path to continue from
+    diagnostics: bool = True  # gradient flow, spectra, saturation, update ratios under diag/
+    diag_every: int | None = None  # iterations between diagnostics; null: eval_every
+    diag_window: int = 100  # steps of the fixed probe window the gradient flow is measured on
+    diag_background: bool = True  # snapshot diagnostics in a worker process, off the hot path
 
 
 def register_configs() -> None:
@@ -173,6 +177,9 @@ def check(cfg: Config) -> None:
                 "eval_every", "sample_every", "sample_length", "checkpoint_every",
                 "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
         _positive_int(cfg, key)
+    _require(cfg.diag_every is None or cfg.diag_every >= 1, "diag_every", cfg.diag_every,
+             "an integer ≥ 1 or null (the evaluation cadence)")  # fmt: skip
+    _require(cfg.diag_window >= 2, "diag_window", cfg.diag_window, "an integer ≥ 2")
     _require(cfg.blas_threads >= 0, "blas_threads", cfg.blas_threads, "an integer ≥ 0")
     _positive_finite("learning_rate", cfg.learning_rate)
     _positive_finite("temperature", cfg.temperature)

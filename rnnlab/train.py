@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, rnn
+from rnnlab import checkpoint, diagnostics, rnn
 from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
@@ -267,6 +267,7 @@ def train(
 
     last_log_time, last_log_iter = started, s.iteration
     val: dict[str, float] = {}
+    diag = diagnostics.start(cfg, trainer, tracker)  # None when diagnostics=false
     try:
         with blas_limit(cfg.blas_threads), stop_on_signals() as stop_requested:
             while s.iteration < cfg.iterations:
@@ -296,6 +297,10 @@ def train(
                     val = trainer.evaluate()
                     tracker.log_metrics(val, step=it)
 
+                # diagnostics (rnnlab.diagnostics: the heavy part runs off this loop)
+                if diag is not None and diag.due(it, cfg.iterations):
+                    diag.record(trainer, it, grad_norm)
+
                 # sample
                 if it % cfg.sample_every == 0 or it == cfg.iterations:
                     text = task.sample(trainer.params, trainer.sample_rng)
@@ -309,7 +314,12 @@ def train(
                 if stop_requested:
                     path = checkpoint_now()
                     raise Interrupted(stop_requested[0], it, path)
+        if diag is not None:
+            diag.close()  # what is still being measured is logged before the run ends
+            diagnostics.finish(cfg, trainer, tracker)  # the char-RNN's inspect/index.html
     finally:
+        if diag is not None:
+            diag.close(wait=False)
         progress.close()
         tracker.flush()
 

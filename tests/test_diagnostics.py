@@ -1,0 +1,152 @@
+"""rnnlab.diagnostics against independent oracles: finite differences, numpy.linalg, counts."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from rnnlab import diagnostics as D
+from rnnlab import rnn
+from rnnlab.optim import Adagrad, clip_elementwise
+
+
+def small_case(activation: str, head: str, seed: int = 0):
+    """T = 7 steps, H = 5, symbols (V = 6) for xent, two dense bits for mse/bce."""
+    rng = np.random.default_rng(seed)
+    T, H = 7, 5
+    if head == "xent":
+        V = 6
+        _, params = rnn.init_params(V, H, V, rng, "normal", 0.8)
+        xs = rng.integers(0, V, (T, 1))
+        ys = rng.integers(0, V, (T, 1))
+    else:
+        _, params = rnn.init_params(2, H, 1, rng, "uniform", 1.0)
+        xs = rng.integers(0, 2, (T, 1, 2)).astype(np.float64)
+        ys = rng.integers(0, 2, (T, 1, 1)).astype(np.float64)
+    params["bh"][...] = rng.standard_normal(H) * 0.3
+    h0 = rng.standard_normal((1, H)) * 0.5
+    return params, xs, ys, h0
+
+
+def last_step_loss(params, activation, head, xs, ys, h):
+    """L_T: the loss at the last step alone, reading xs from state h (1, H)."""
+    fwd = rnn.forward(params, xs, h, activation)
+    loss, _ = rnn.HEADS[head](fwd.logits[-1:].copy(), ys[-1:])
+    return float(loss[0])
+
+
+@pytest.mark.parametrize(
+    "activation,head", [("tanh", "xent"), ("sigmoid", "xent"), ("sigmoid", "bce"), ("tanh", "mse")]
+)
+def test_grad_flow_equals_finite_differences(activation, head):
+    params, xs, ys, h0 = small_case(activation, head)
+    spec = D.EngineSpec(activation, head)
+    curve = D.grad_flow(params, spec, xs, ys, h0)
+    T = xs.shape[0]
+    hs = rnn.forward(params, xs, h0, activation).hs  # (T+1, 1, H)
+    eps = 1e-5
+    worst = 0.0
+    for d in range(1, T + 1):
+        start = T - d  # the window [start, T) read from hs[start]
+        h = hs[start].copy()
+        g = np.zeros(h.shape[1])
+        for j in range(h.shape[1]):
+            up, down = h.copy(), h.copy()
+            up[0, j] += eps
+            down[0, j] -= eps
+            g[j] = (
+                last_step_loss(params, activation, head, xs[start:], ys[start:], up)
+                - last_step_loss(params, activation, head, xs[start:], ys[start:], down)
+            ) / (2 * eps)
+        rel = abs(curve[d - 1] - np.linalg.norm(g)) / np.linalg.norm(g)
+        worst = max(worst, rel)
+    print(f"{activation}/{head}: worst relative error {worst:.2e}")
+    assert worst < 1e-6
+
+
+def test_grad_decay_is_the_fitted_log_rate():
+    d = np.arange(1, 51)
+    assert D.grad_decay(3.0 * np.exp(-0.2 * d)) == pytest.approx(-0.2, rel=1e-12)
+    assert D.grad_decay(np.exp(0.05 * d)) == pytest.approx(0.05, rel=1e-12)
+    assert np.isnan(D.grad_decay(np.zeros(5)))
+
+
+def test_spectrum_equals_numpy_linalg():
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((40, 40)) * 0.3
+    sigma, rho = D.spectrum(m)
+    assert sigma == pytest.approx(np.linalg.svd(m, compute_uv=False).max(), rel=1e-12)
+    assert sigma == pytest.approx(np.linalg.norm(m, 2), rel=1e-12)
+    assert rho == pytest.approx(np.abs(np.linalg.eigvals(m)).max(), rel=1e-12)
+    # a rotation: every singular value and |eigenvalue| is 1, though the eigenvalues are complex
+    c, s = np.cos(0.3), np.sin(0.3)
+    assert D.spectrum(np.array([[c, -s], [s, c]])) == pytest.approx((1.0, 1.0), rel=1e-12)
+
+
+def test_saturation_share_equals_direct_count():
+    rng = np.random.default_rng(4)
+    a = np.tanh(rng.standard_normal((50, 3, 8)) * 3)  # (T, B, H)
+    g = 1 / (1 + np.exp(-rng.standard_normal((50, 3, 8)) * 6))
+    count = D.SaturationCount()
+    count.add({"h": (a[:20], "tanh"), "gate": (g[:20], "sigmoid")})
+    count.add({"h": (a[20:], "tanh"), "gate": (g[20:], "sigmoid")})
+    n_h = sum(1 for v in a.ravel() if abs(v) > 0.99)
+    n_g = sum(1 for v in g.ravel() if v < 0.01 or v > 0.99)
+    assert 0 < n_h < a.size and 0 < n_g < g.size
+    assert count.share("h") == n_h / a.size
+    assert count.share("gate") == n_g / g.size
+    unit0 = sum(1 for v in a[..., 0].ravel() if abs(v) > 0.99) / a[..., 0].size
+    assert count.per_unit("h")[0] == unit0
+
+
+def test_saturation_pass_counts_the_validation_states():
+    """heavy_metrics' saturation = a direct count over the states of the same forward pass."""
+    rng = np.random.default_rng(5)
+    _, params = rnn.init_params(6, 8, 6, rng, "normal", 2.0)
+    val = rng.integers(0, 6, (300, 1))
+    probe = D.Probe(window_xs=val[:10], window_ys=val[1:11], val_xs=val, burn_xs=val[:50])
+    metrics, _ = D.heavy_metrics(params, D.EngineSpec("tanh", "xent"), probe)
+    hs = rnn.forward(params, val, np.zeros((1, 8)), "tanh").hs[1:]
+    assert metrics["diag/saturation"] == np.mean(np.abs(hs) > 0.99)
+    h_warm = rnn.forward(params, val[:50], np.zeros((1, 8)), "tanh").hs[-1]
+    hs_warm = rnn.forward(params, val, h_warm, "tanh").hs[1:]
+    assert metrics["diag/saturation_warm"] == np.mean(np.abs(hs_warm) > 0.99)
+    assert 0 < metrics["diag/saturation"] < 1
+    sigma, rho = D.spectrum(params["Whh"])
+    assert metrics["diag/whh_sigma_max"] == sigma and metrics["diag/whh_rho"] == rho
+
+
+def test_step_metrics_clip_share_and_update_ratio():
+    rng = np.random.default_rng(6)
+    shapes = rnn.param_shapes(6, 8, 6)
+    flat, params = rnn.packed_zeros(shapes, np.float64)
+    flat[...] = rng.standard_normal(flat.size)
+    grad_flat, grads = rnn.packed_zeros(shapes, np.float64)
+    grad_flat[...] = rng.standard_normal(grad_flat.size) * 4
+    raw = grad_flat.copy()
+    clip_elementwise(grad_flat, 5.0)
+    opt = Adagrad(flat.size, np.float64, 0.1)
+    opt.step(flat.copy(), grad_flat.copy())  # some history in the memory
+    before = copy.deepcopy(opt.state())
+    m = D.step_metrics(params, grads, opt, flat, grad_flat, 5.0, None, 0.0)
+    assert m["diag/clip_frac"] == np.count_nonzero(np.abs(raw) > 5.0) / raw.size
+    assert 0 < m["diag/clip_frac"] < 1
+    off = 0
+    for name, p in params.items():
+        n = p.size
+        assert m[f"diag/clip_frac/{name}"] == np.mean(np.abs(raw[off : off + n]) > 5.0)
+        # Adagrad's step by hand: lr g / sqrt(mem + g² + eps)
+        g = grad_flat[off : off + n]
+        step = 0.1 * g / np.sqrt(before["mem"][off : off + n] + g * g + 1e-8)
+        ratio = np.linalg.norm(step) / np.linalg.norm(p)
+        assert m[f"diag/update_ratio/{name}"] == pytest.approx(ratio, rel=1e-12)
+        assert m[f"diag/grad_norm/{name}"] == pytest.approx(np.linalg.norm(g), rel=1e-12)
+        off += n
+    np.testing.assert_array_equal(opt.state()["mem"], before["mem"])  # the real one untouched
+    # global-norm clipping rescales every entry: all of them count as clipped
+    m = D.step_metrics(params, grads, opt, flat, grad_flat, None, 1.0, 10.0)
+    assert m["diag/clip_frac"] == 1.0
+    m = D.step_metrics(params, grads, opt, flat, grad_flat, None, 1.0, 0.5)
+    assert m["diag/clip_frac"] == 0.0
