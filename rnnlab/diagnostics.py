@@ -450,12 +450,5 @@ def start(cfg, trainer, tracker) -> Diagnostics | None:
     )
 
 
-def finish(cfg, trainer, tracker) -> None:
-    """At the end of a run: the hidden-state viewer's page as the artifact inspect/index.html."""
-    from rnnlab import inspect
-
-    tracker.log_text(inspect.page_for_run(trainer.task, trainer.params), "inspect/index.html")
-
-
 if __name__ == "__main__":
     serve()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, diagnostics, rnn
+from rnnlab import checkpoint, diagnostics, inspect_html, rnn
 from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
@@ -316,7 +316,7 @@ def train(
                     raise Interrupted(stop_requested[0], it, path)
         if diag is not None:
             diag.close()  # what is still being measured is logged before the run ends
-            diagnostics.finish(cfg, trainer, tracker)  # the char-RNN's inspect/index.html
+            inspect_html.log_run_page(task, trainer.params, tracker)  # inspect/index.html
     finally:
         if diag is not None:
             diag.close(wait=False)
