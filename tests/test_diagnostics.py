@@ -6,10 +6,13 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import run_cli
+from mlflow.tracking import MlflowClient
 
 from rnnlab import diagnostics as D
 from rnnlab import rnn
 from rnnlab.optim import Adagrad, clip_elementwise
+from rnnlab.report import diagnostics as report_diag
 
 
 def small_case(activation: str, head: str, seed: int = 0):
@@ -150,3 +153,60 @@ def test_step_metrics_clip_share_and_update_ratio():
     assert m["diag/clip_frac"] == 1.0
     m = D.step_metrics(params, grads, opt, flat, grad_flat, None, 1.0, 0.5)
     assert m["diag/clip_frac"] == 0.0
+
+
+# --- the report's Flags ---------------------------------------------------------------------------
+
+
+def test_flag_rules_at_the_last_evaluation():
+    healthy = {
+        "diag/grad_decay": [(100, 0.3), (200, -0.2)],  # exploded early, not at the end
+        "diag/saturation": [(200, 0.2)],
+        "diag/saturation_warm": [(200, 0.25)],
+        "val/loss": [(200, 2.0)],
+        "val/loss_warm": [(200, 1.95)],
+        "diag/update_ratio/Whh": [(200, 1e-3)],
+        "diag/update_ratio/bh": [(200, 5.0)],  # biases are not judged
+    }
+    assert report_diag.flags_of(healthy) == []
+    sick = healthy | {
+        "diag/grad_decay": [(200, 0.01)],
+        "diag/saturation": [(200, 0.9)],
+        "val/loss_warm": [(200, 1.5)],
+        "diag/update_ratio/Wxh": [(200, 3e-5)],
+        "diag/update_ratio/Why": [(200, 0.5)],
+    }
+    kinds = [k for k, _ in report_diag.flags_of(sick)]
+    assert kinds == ["exploding gradients", "saturating units", "zero vs warm", "zero vs warm",
+                     "update ratio", "update ratio"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka_path):
+    """A real sweep: init_scale=1.0 (N(0, 1) weights: Whh's spectral radius ≈ √H) saturates;
+    the seed's init_scale=0.01 does not. The Hydra callback writes the report."""
+    r = run_cli(
+        ["-m", "task.init_scale=0.01,1.0", "iterations=600", "hidden_size=32", "eval_every=200",
+         "sample_every=600", "checkpoint_every=600", f"data.path={kafka_path}"],
+        tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {
+        run.data.params["task.init_scale"]: run
+        for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if "task.init_scale" in run.data.params
+    }
+    sick, healthy = runs["1.0"], runs["0.01"]
+    assert sick.data.metrics["diag/saturation"] > 0.5 > healthy.data.metrics["diag/saturation"]
+    arts = [f.path for f in client.list_artifacts(healthy.info.run_id, "diagnostics")]
+    assert arts == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (200, 400, 600)]
+    md = next((tmp_path / "reports").glob("*/report.md")).read_text(encoding="utf-8")
+    flags = md.split("## Flags")[1].split("## Diagnostics")[0]
+    print(flags)
+    rows = [line for line in flags.splitlines() if line.startswith("| `")]
+    assert rows and all(sick.info.run_id[:8] in line for line in rows)
+    assert any("saturating units" in line for line in rows)
+    assert healthy.info.run_id[:8] not in flags
+    html = next((tmp_path / "reports").glob("*/report.html")).read_text(encoding="utf-8")
+    assert "<h2>Diagnostics</h2>" in html and html.count('alt="Gradient flow') == 1
