@@ -11,8 +11,11 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab import diagnostics as D
 from rnnlab import rnn
+from rnnlab.config import Config, ConfigError, DataConfig, TrackingConfig, check
 from rnnlab.optim import Adagrad, clip_elementwise
 from rnnlab.report import diagnostics as report_diag
+from rnnlab.tracking import MemoryTracker
+from rnnlab.train import train
 
 
 def small_case(activation: str, head: str, seed: int = 0):
@@ -210,3 +213,88 @@ def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka
     assert healthy.info.run_id[:8] not in flags
     html = next((tmp_path / "reports").glob("*/report.html")).read_text(encoding="utf-8")
     assert "<h2>Diagnostics</h2>" in html and html.count('alt="Gradient flow') == 1
+
+
+# --- the training hook and its worker -------------------------------------------------------------
+
+
+def tiny_config(tmp_path, **overrides) -> Config:
+    text = ("One morning, when Gregor Samsa woke from troubled dreams, he found himself "
+            "transformed in his bed into a horrible vermin. ") * 40  # fmt: skip
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(text, encoding="utf-8")
+    cfg = Config(data=DataConfig(path=str(corpus)), tracking=TrackingConfig(enabled=False))
+    for k, v in {"iterations": 60, "hidden_size": 12, "eval_every": 20, "log_every": 20,
+                 "sample_every": 60, "checkpoint_every": 60, "diag_window": 30,
+                 **overrides}.items():  # fmt: skip
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_worker_and_inline_log_the_same_diagnostics(tmp_path):
+    logged = {}
+    for background in (True, False):
+        tracker = MemoryTracker()
+        cfg = tiny_config(tmp_path, diag_background=background)
+        train(cfg, tracker, tmp_path / str(background), show_progress=False)
+        logged[background] = tracker
+    a, b = logged[True], logged[False]
+    keys = sorted(k for k in a.history if k.startswith("diag/"))
+    assert keys == sorted(k for k in b.history if k.startswith("diag/"))
+    for name in ("grad_decay", "whh_rho", "whh_sigma_max", "saturation", "saturation_warm",
+                 "clip_frac", "update_ratio/Whh", "grad_norm/Wxh", "clip_frac/Why"):  # fmt: skip
+        assert f"diag/{name}" in keys
+        assert [s for s, _ in a.history[f"diag/{name}"]] == [20, 40, 60]
+    for k in keys:
+        assert a.history[k] == b.history[k], k  # bit for bit: the same function of a snapshot
+    curves = sorted(f for f in a.texts if f.startswith("diagnostics/"))
+    assert curves == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (20, 40, 60)]
+    assert a.texts[curves[0]] == b.texts[curves[0]]
+    rows = a.texts[curves[0]].splitlines()
+    assert rows[0] == "steps_back,t,grad_norm" and len(rows) == 31 and rows[1].startswith("1,29,")
+    assert "inspect/index.html" in a.texts
+
+
+def test_diagnostics_off_logs_nothing_and_training_is_unchanged(tmp_path):
+    on, off = MemoryTracker(), MemoryTracker()
+    train(tiny_config(tmp_path, diag_every=30), on, tmp_path / "on", show_progress=False)
+    train(tiny_config(tmp_path, diagnostics=False), off, tmp_path / "off", show_progress=False)
+    assert not [k for k in off.history if k.startswith("diag/")]
+    assert not [f for f in off.texts if f.startswith(("diagnostics/", "inspect/"))]
+    assert [s for s, _ in on.history["diag/whh_rho"]] == [30, 60]
+    assert on.history["train/smooth_loss"] == off.history["train/smooth_loss"]  # no side effect
+    assert on.history["val/loss"] == off.history["val/loss"]
+
+
+def test_worker_reports_its_errors_and_exits_on_close():
+    rng = np.random.default_rng(0)
+    _, params = rnn.init_params(6, 4, 6, rng)
+    seq = rng.integers(0, 6, (21, 1))
+    probe = D.Probe(window_xs=seq[:-1], window_ys=seq[1:], val_xs=seq, burn_xs=None)
+    worker = D.Worker(D.EngineSpec("tanh", "xent"), probe)
+    worker.submit(params)
+    metrics, curve = worker.result()
+    assert metrics == D.heavy_metrics(params, D.EngineSpec("tanh", "xent"), probe)[0]
+    assert curve.shape == (20,)
+    worker.submit({"Wxh": params["Wxh"]})  # no Whh: the worker fails, the parent hears why
+    with pytest.raises(RuntimeError, match="diagnostics worker failed: KeyError"):
+        worker.result()
+    worker.close()
+    assert worker.proc.returncode == 0
+
+
+def test_bad_diagnostics_settings_are_one_line(tmp_path):
+    for key, value, allowed in (("diag_every", 0, "null"), ("diag_window", 1, "≥ 2")):
+        with pytest.raises(ConfigError, match=allowed):
+            check(tiny_config(tmp_path, **{key: value}))
+
+
+@pytest.mark.slow
+def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
+    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics
+
+    d = diagnostics_figures(kafka_path, 200, 1, tmp_path)
+    print_diagnostics(d)
+    out = capsys.readouterr().out
+    assert "diagnostics (wall): 200 iterations" in out and "ratio" in out
+    assert d["wall"]["on_seconds"] > 0 and d["cpu_with_worker"]["ratio"] > 0
