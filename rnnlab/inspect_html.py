@@ -180,5 +180,8 @@ def page_for_run(task, params: rnn.Params, title: str = "rnnlab inspect") -> str
 
 
 def log_run_page(task, params: rnn.Params, tracker) -> None:
-    """At the end of a run: this page as the artifact ``inspect/index.html``."""
+    """At the end of a run: this page as the artifact ``inspect/index.html`` (one vanilla layer
+    for now: the analysis reads the network through today's ``rnn.forward``)."""
+    if set(params) != set(rnn.PARAM_NAMES):
+        return
     tracker.log_text(page_for_run(task, params), "inspect/index.html")

@@ -298,3 +298,9 @@ def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
     out = capsys.readouterr().out
     assert "diagnostics (wall): 200 iterations" in out and "ratio" in out
     assert d["wall"]["on_seconds"] > 0 and d["cpu_with_worker"]["ratio"] > 0
+
+
+def test_networks_without_a_cell_view_get_step_metrics_only():
+    _, params = rnn.init_params(6, 4, 6, np.random.default_rng(0))
+    assert D.one_vanilla_layer(params) and "rnn" in D.CELLS
+    assert not D.one_vanilla_layer(params | {"Whh_l1": params["Whh"]})  # a second layer
