@@ -204,6 +204,15 @@ def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka
     assert sick.data.metrics["diag/saturation"] > 0.5 > healthy.data.metrics["diag/saturation"]
     arts = [f.path for f in client.list_artifacts(healthy.info.run_id, "diagnostics")]
     assert arts == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (200, 400, 600)]
+    assert [f.path for f in client.list_artifacts(sick.info.run_id, "inspect")] == [
+        "inspect/index.html"
+    ]
+    for key in ("diag/grad_decay", "diag/whh_rho", "diag/update_ratio/Whh", "diag/clip_frac"):
+        assert [m.step for m in client.get_metric_history(healthy.info.run_id, key)] == [
+            200,
+            400,
+            600,
+        ], key
     md = next((tmp_path / "reports").glob("*/report.md")).read_text(encoding="utf-8")
     flags = md.split("## Flags")[1].split("## Diagnostics")[0]
     print(flags)
