@@ -313,3 +313,32 @@ def test_networks_without_a_cell_view_get_step_metrics_only():
     _, params = rnn.init_params(6, 4, 6, np.random.default_rng(0))
     assert D.one_vanilla_layer(params) and "rnn" in D.CELLS
     assert not D.one_vanilla_layer(params | {"Whh_l1": params["Whh"]})  # a second layer
+
+
+def test_a_cell_view_with_gates_gets_per_gate_saturation():
+    """The interface gated cells plug into: every named activation besides h is a gate, counted
+    from zero and warm like h. Here a stand-in "gate" (σ(6h) of the vanilla states) on the real
+    vanilla engine, so the expected count is direct."""
+    view = D.CellView(
+        forward=rnn.forward,
+        backward=D.VANILLA.backward,
+        recurrent=D.VANILLA.recurrent,
+        activations=lambda fwd: {
+            "h": (fwd.hs[1:], fwd.activation),
+            "gate": (1 / (1 + np.exp(-6 * fwd.hs[1:])), "sigmoid"),
+        },
+    )
+    D.CELLS["gated_stand_in"] = view
+    try:
+        rng = np.random.default_rng(7)
+        _, params = rnn.init_params(6, 8, 6, rng, "normal", 2.0)
+        val = rng.integers(0, 6, (200, 1))
+        probe = D.Probe(window_xs=val[:10], window_ys=val[1:11], val_xs=val, burn_xs=val[:40])
+        m, _ = D.heavy_metrics(params, D.EngineSpec("tanh", "xent", "gated_stand_in"), probe)
+    finally:
+        del D.CELLS["gated_stand_in"]
+    hs = rnn.forward(params, val, np.zeros((1, 8)), "tanh").hs[1:]
+    g = 1 / (1 + np.exp(-6 * hs))
+    assert m["diag/saturation/gate"] == np.mean((g < 0.01) | (g > 0.99))
+    assert 0 < m["diag/saturation"] < m["diag/saturation/gate"] < 1  # σ(6h) saturates at |h| > 0.77
+    assert "diag/saturation_warm/gate" in m
