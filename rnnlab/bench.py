@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import corpus, rnn
+from rnnlab import corpus, diagnostics_bench, rnn
 from rnnlab.optim import Adagrad, clip_elementwise
 
 HIDDEN, SEQ, LR, CLIP = 100, 25, 0.1, 5.0  # min-char-rnn's settings
@@ -635,6 +635,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--cells-only", action="store_true", help="only the GRU/LSTM figures (and the machine's)"
     )
+    parser.add_argument("--no-diagnostics", action="store_true", help="skip diagnostics on/off")
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 7)
     block = args.seconds or (0.03 if args.quick else 0.5)
@@ -683,6 +684,11 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
+        if not args.no_diagnostics:  # rnnlab.diagnostics_bench: on vs off, interleaved
+            with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
+                results["diagnostics"] = diagnostics_bench.diagnostics_figures(
+                    corpus_path, track_iters, track_rounds, Path(tmp)
+                )
     results["targets"] = {
         f"{name} >= {target:g}x naive": results["engine"][name]["vs_naive"] >= target
         for name, target in TARGETS.items()
@@ -703,6 +709,8 @@ def main(argv: list[str] | None = None) -> dict:
         print_report(results)
     if "cells" in results:
         print_cells(results["cells"])
+    if "diagnostics" in results:
+        diagnostics_bench.print_diagnostics(results["diagnostics"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

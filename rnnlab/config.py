@@ -147,6 +147,10 @@ class Config:
     top_p: float = 1.0  # training-time samples: nucleus, the smallest set with this much mass
     greedy: bool = False  # training-time samples: always the likeliest character
     beam: int = 0  # training-time samples: beam search of this width; 0 = sampling
+    diagnostics: bool = True  # gradient flow, spectra, saturation, update ratios under diag/
+    diag_every: int | None = None  # iterations between diagnostics; null: eval_every
+    diag_window: int = 100  # steps of the fixed probe window the gradient flow is measured on
+    diag_background: bool = True  # snapshot diagnostics in a worker process, off the hot path
 
 
 def register_configs() -> None:
@@ -215,6 +219,9 @@ def check(cfg: Config) -> None:
                 "eval_every", "sample_every", "sample_length", "checkpoint_every",
                 "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
         _positive_int(cfg, key)
+    _require(cfg.diag_every is None or cfg.diag_every >= 1, "diag_every", cfg.diag_every,
+             "an integer ≥ 1 or null (the evaluation cadence)")  # fmt: skip
+    _require(cfg.diag_window >= 2, "diag_window", cfg.diag_window, "an integer ≥ 2")
     _require(cfg.blas_threads >= 0, "blas_threads", cfg.blas_threads, "an integer ≥ 0")
     _positive_finite("learning_rate", cfg.learning_rate)
     _positive_finite("temperature", cfg.temperature)

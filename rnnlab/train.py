@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, evaluate, rnn
+from rnnlab import checkpoint, diagnostics, evaluate, inspect_html, rnn
 from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
@@ -272,6 +272,7 @@ def train(
     last_log_time, last_log_iter = started, s.iteration
     val: dict[str, float] = {}
     stop_early = False
+    diag = diagnostics.start(cfg, trainer, tracker)  # None when diagnostics=false
     try:
         with blas_limit(cfg.blas_threads), stop_on_signals() as stop_requested:
             while s.iteration < cfg.iterations:
@@ -303,6 +304,10 @@ def train(
                     tracker.log_metrics(val, step=it)
                     stop_early = evaluate.after_evaluation(trainer, val, ckpt_dir, tracker)
 
+                # diagnostics (rnnlab.diagnostics: the heavy part runs off this loop)
+                if diag is not None and diag.due(it, cfg.iterations):
+                    diag.record(trainer, it, grad_norm)
+
                 # sample
                 if it % cfg.sample_every == 0 or it == cfg.iterations or stop_early:
                     text = task.sample(trainer.params, trainer.sample_rng)
@@ -318,7 +323,12 @@ def train(
                     raise Interrupted(stop_requested[0], it, path)
                 if stop_early:  # FINISHED, with every final metric below
                     break
+        if diag is not None:
+            diag.close()  # what is still being measured is logged before the run ends
+            inspect_html.log_run_page(task, trainer.params, tracker)  # inspect/index.html
     finally:
+        if diag is not None:
+            diag.close(wait=False)
         progress.close()
         tracker.flush()
 

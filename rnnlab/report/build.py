@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rnnlab.report import diagnostics as diag_section
 from rnnlab.report.figures import make_figures, search_figures
 from rnnlab.report.render import Report, RunSamples, to_html, to_markdown
 from rnnlab.report.select import Selection, select
@@ -110,6 +111,7 @@ def generate(
         task = str(t.runs["task"].iloc[0])
         trial_figures = search_figures(trials, keys, task, out_dir)
     samples = collect_samples(sel, t, samples_at or [])
+    diagnostics = diag_section.build(sel, t, out_dir)  # Flags + Diagnostics (diag/ metrics)
 
     commands = []
     if sel.parent is not None:
@@ -151,6 +153,7 @@ def generate(
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         trials=trials,
         search_figures=trial_figures,
+        diagnostics=diagnostics,
     )
     (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
     html_path = out_dir / "report.html"

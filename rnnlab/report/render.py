@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from rnnlab.report import diagnostics as diag_section
 from rnnlab.report.figures import FigureFile
 from rnnlab.report.tables import Tables, fmt
 
@@ -42,6 +43,7 @@ class Report:
     generated: str
     trials: pd.DataFrame | None = None  # a search's trials (rnnlab.search.search_trials)
     search_figures: list[FigureFile] = field(default_factory=list)
+    diagnostics: diag_section.DiagnosticsSection | None = None  # Flags + Diagnostics sections
 
 
 def _swept_label(row: pd.Series, swept: list[str]) -> str:
@@ -223,6 +225,8 @@ def to_html(r: Report) -> str:
                             pruned=is_pruned(t)))  # fmt: skip
     parts.append("<h2>Figures</h2>")
     parts += [html_figure(f) for f in r.figures]
+    if r.diagnostics is not None:
+        parts.append(diag_section.to_html(r.diagnostics, html_figure))
     if r.samples:
         parts.append("<h2>Samples</h2>")
         headers = ["run", "status", *[f"iter {i:,}" for i in r.sample_iterations], "final"]
@@ -305,6 +309,8 @@ def to_markdown(r: Report) -> str:
     out += ["## Runs, ranked by the objective", "", md_table(*run_table(t)), ""]
     out += ["## Figures", ""]
     out += [line for f in r.figures for line in md_figure(f)]
+    if r.diagnostics is not None:
+        out += diag_section.to_markdown(r.diagnostics, md_figure, md_cell)
     if r.samples:
         out += ["## Samples", ""]
         for s in r.samples:

@@ -1,0 +1,480 @@
+"""Learning diagnostics: how a run learns, measured at every evaluation and logged under ``diag/``.
+
+What is measured (per layer where it applies; today's engine has one):
+
+- **gradient flow** on a fixed probe window of ``diag_window`` steps: ‖∂L_T/∂h_t‖ for every state
+  h_t before the end, where L_T is the loss at the window's last step alone. Each value is the
+  engine's own BPTT gradient w.r.t. the *carried initial state* of the window [t+1, T], so no
+  private backward pass exists here; all the windows run as one batch (stream d starts at
+  h_{T-d}, reads d real steps, then padding that no loss sees). Summarised as ``diag/grad_decay``,
+  the least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d: < 0 vanishing, > 0 exploding.
+- **per parameter**: norm of the gradient the optimizer applied at this step (after clipping),
+  the update-to-weight ratio ‖Δθ‖/‖θ‖ of one step of the real optimizer on a copy, and the share
+  of entries clipping changed (``diag/clip_frac``).
+- **recurrent spectrum**: largest singular value and spectral radius of each recurrent matrix.
+- **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh) or outside [0.01, 0.99]
+  (sigmoid) on the validation pass from the zero state and, for the char-RNN, warm (after a
+  burn-in over the last ``BURN_IN`` characters of the training text).
+
+Cells plug in through ``CellView`` (the engine's forward/backward, its recurrent matrices and its
+named activations with their kind); ``CELLS`` holds the vanilla cell. A gated cell adds its
+view: its gates then appear as ``diag/saturation/<gate>``.
+
+The expensive part (gradient flow, spectra, saturation passes) is a pure function of a params
+snapshot, run in a worker process so the training loop only pays for the snapshot; the cheap,
+step-bound part (gradients, update ratios, clipping) runs inline. Nothing here reads config
+files; ``Diagnostics`` gets its slice of the run and a tracker.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnlab import rnn
+
+ADDER_SUMS = 512  # evaluation sums the adder's saturation is counted on
+BURN_IN = 1000  # characters of warm-up before the warm pass: the rule eval's val/loss_warm uses
+SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": lambda a: np.abs(a) > 0.99,
+    "sigmoid": lambda a: (a < 0.01) | (a > 0.99),
+}
+
+
+# --- the cell interface -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellView:
+    """How diagnostics read one cell type of the engine.
+
+    forward(params, xs, state0, activation) → a forward record with ``.hs`` (T+1, B, H) and
+    ``.logits`` (T, B, O); backward(params, fwd, dlogits) → (grads, d state0 (B, H));
+    recurrent(params) → {name: (H, H)}; activations(fwd) → {name: ((T, B, H) array, kind)} with
+    kind in ``SATURATED`` ("h" is the hidden state; gated cells add one entry per gate).
+    """
+
+    forward: Callable
+    backward: Callable
+    recurrent: Callable[[rnn.Params], dict[str, np.ndarray]]
+    activations: Callable
+
+
+VANILLA = CellView(
+    forward=rnn.forward,
+    backward=lambda params, fwd, dlogits: rnn.backward(params, fwd, dlogits),
+    recurrent=lambda params: {"whh": params["Whh"]},
+    activations=lambda fwd: {"h": (fwd.hs[1:], fwd.activation)},
+)
+CELLS: dict[str, CellView] = {"rnn": VANILLA}  # keyed as the config's ``cell`` (issue 10)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the diagnostics need to know about the network besides its weights."""
+
+    activation: str  # tanh | sigmoid
+    head: str  # xent | mse | bce
+    cell: str = "rnn"  # key of CELLS
+
+
+# --- the measurements (pure functions) ----------------------------------------------------------
+
+
+def grad_flow(
+    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, h0: np.ndarray
+) -> np.ndarray:
+    """‖∂L_T/∂h_{T-d}‖ for d = 1..T (index d-1), L_T the loss at the last step of the window.
+
+    xs: (T, 1) symbols or (T, 1, D) floats, ys the matching targets, h0: (1, H) the state before
+    the window. h_{T-d} is the state after step T-d (h_0 = h0 for d = T).
+    """
+    view = CELLS[spec.cell]
+    T = xs.shape[0]
+    hs = view.forward(params, xs, h0, spec.activation).hs  # (T+1, 1, H)
+    # Stream d-1 starts at h_{T-d} and reads steps T-d+1..T, then T-d steps of padding placed
+    # after its loss step, which therefore cannot change its gradient.
+    starts = np.arange(T, 0, -1) - 1  # (T,) for d = 1..T: first step index T-d (0-based)
+    lengths = T - starts  # = d
+    idx = np.minimum(starts[None, :] + np.arange(T)[:, None], T - 1)  # (T, T) step read
+    bxs = xs[idx, 0]  # (T, T) or (T, T, D)
+    bys = ys[idx, 0]
+    state0 = hs[starts, 0]  # (T, H): h_{T-d}
+    fwd = view.forward(params, bxs, state0, spec.activation)
+    _, dlogits = rnn.HEADS[spec.head](fwd.logits.copy(), bys)  # (T, T, O), of the batch mean
+    keep = np.zeros(dlogits.shape[:2], dtype=bool)
+    keep[lengths - 1, np.arange(T)] = True  # each stream's loss step: its last real step
+    dlogits[~keep] = 0.0
+    _, dstate0 = view.backward(params, fwd, dlogits)  # (T, H), each stream's d L / d h_{T-d}
+    return np.linalg.norm(dstate0, axis=1) * T  # × T: the head's gradient is of the mean
+
+
+def grad_decay(norms: np.ndarray) -> float:
+    """Least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d (per-step log-rate); NaN if < 2
+    positive finite values."""
+    d = np.arange(1, norms.size + 1, dtype=np.float64)
+    ok = np.isfinite(norms) & (norms > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(d[ok], np.log(norms[ok]), 1)[0])
+
+
+def spectrum(matrix: np.ndarray) -> tuple[float, float]:
+    """(largest singular value, spectral radius = largest |eigenvalue|) of a square matrix."""
+    m = np.asarray(matrix, dtype=np.float64)
+    sigma_max = float(np.linalg.svd(m, compute_uv=False)[0])
+    rho = float(np.abs(np.linalg.eigvals(m)).max())
+    return sigma_max, rho
+
+
+class SaturationCount:
+    """Running share of saturated activations, overall and per unit, over one or more passes."""
+
+    def __init__(self) -> None:
+        self.saturated: dict[str, np.ndarray] = {}  # name -> (H,) counts
+        self.total: dict[str, int] = {}  # name -> (step, stream) pairs seen
+
+    def add(self, activations: Mapping[str, tuple[np.ndarray, str]]) -> None:
+        for name, (a, kind) in activations.items():
+            counts = SATURATED[kind](a).reshape(-1, a.shape[-1]).sum(axis=0)  # (H,)
+            self.saturated[name] = self.saturated.get(name, 0) + counts
+            self.total[name] = self.total.get(name, 0) + a.size // a.shape[-1]
+
+    def share(self, name: str) -> float:
+        return float(self.saturated[name].sum() / (self.total[name] * self.saturated[name].size))
+
+    def per_unit(self, name: str) -> np.ndarray:
+        return self.saturated[name] / self.total[name]
+
+
+def run_states(
+    params: rnn.Params,
+    spec: EngineSpec,
+    xs: np.ndarray,
+    h0: np.ndarray,
+    counts: list[SaturationCount] | None = None,
+    chunk: int = 1000,
+) -> np.ndarray:
+    """Read xs (T, B[, D]) from h0 (B, H) in chunks; returns the last state. With ``counts``,
+    the B streams are cut into len(counts) equal groups, each counted into its own."""
+    view = CELLS[spec.cell]
+    h = h0
+    for start in range(0, xs.shape[0], chunk):
+        fwd = view.forward(params, xs[start : start + chunk], h, spec.activation)
+        if counts:
+            per = xs.shape[1] // len(counts)
+            acts = view.activations(fwd)
+            for k, count in enumerate(counts):
+                count.add(
+                    {n: (a[:, k * per : (k + 1) * per], kind) for n, (a, kind) in acts.items()}
+                )
+        h = fwd.hs[-1]
+    return h
+
+
+@dataclass
+class Probe:
+    """The fixed data every evaluation's diagnostics read (the same for the whole run)."""
+
+    window_xs: np.ndarray  # (W, 1) symbols or (W, 1, D): the gradient-flow window
+    window_ys: np.ndarray
+    val_xs: np.ndarray  # (T, B[, D]) the validation pass, read from the zero state
+    burn_xs: np.ndarray | None = None  # (K, B) warm-up before the warm pass; None: no warm pass
+
+
+def heavy_metrics(
+    params: rnn.Params, spec: EngineSpec, probe: Probe
+) -> tuple[dict[str, float], np.ndarray]:
+    """The snapshot-only diagnostics: (metrics, gradient-flow curve (W,))."""
+    view = CELLS[spec.cell]
+    H = params["Whh"].shape[0]
+    dtype = params["Whh"].dtype
+    out: dict[str, float] = {}
+    curve = grad_flow(params, spec, probe.window_xs, probe.window_ys, np.zeros((1, H), dtype=dtype))
+    out["diag/grad_decay"] = grad_decay(curve)
+    out["diag/grad_flow_last"] = float(curve[-1])  # ‖∂L_T/∂h_0‖: what reaches the window start
+    for name, m in view.recurrent(params).items():
+        out[f"diag/{name}_sigma_max"], out[f"diag/{name}_rho"] = spectrum(m)
+    B = probe.val_xs.shape[1]
+    starts = {"": np.zeros((B, H), dtype=dtype)}
+    if probe.burn_xs is not None:
+        starts["_warm"] = run_states(
+            params, spec, probe.burn_xs, starts[""][: probe.burn_xs.shape[1]]
+        )
+    # Both passes in one batch (zero-state streams, then warm ones): a step costs about the same
+    # at B = 2 as at B = 1, so the warm pass comes almost free.
+    counts = [SaturationCount() for _ in starts]
+    xs = np.concatenate([probe.val_xs] * len(starts), axis=1)
+    run_states(params, spec, xs, np.concatenate(list(starts.values())), counts)
+    for label, count in zip(starts, counts, strict=True):
+        out[f"diag/saturation{label}"] = count.share("h")
+        for name in count.saturated:
+            if name != "h":  # gates of a gated cell
+                out[f"diag/saturation{label}/{name}"] = count.share(name)
+    return out, curve
+
+
+def step_metrics(
+    params: rnn.Params,
+    applied: rnn.Params,
+    optimizer,
+    flat: np.ndarray,
+    grad_flat: np.ndarray,
+    clip: float | None,
+    clip_norm: float | None,
+    grad_norm: float,
+) -> dict[str, float]:
+    """Gradient norms, update ratios and clip shares of the step just taken.
+
+    ``applied``: the gradient views the optimizer used (after clipping); ``flat``/``grad_flat``
+    the buffers behind ``params``/``applied``. The update is one step of a copy of ``optimizer``
+    on a copy of the weights with that gradient, so the real optimizer's rule is what is measured.
+    """
+    out: dict[str, float] = {}
+    trial = copy.deepcopy(optimizer)
+    after = flat.copy()
+    trial.step(after, grad_flat.copy())
+    delta = after - flat
+    offset = 0
+    norm_scaled = clip_norm is not None and grad_norm > clip_norm  # every entry rescaled
+    clipped_total = 0
+    for name, p in params.items():
+        n = p.size
+        g = applied[name]
+        out[f"diag/grad_norm/{name}"] = float(np.linalg.norm(g))
+        w = float(np.linalg.norm(p))
+        u = float(np.linalg.norm(delta[offset : offset + n]))
+        out[f"diag/update_ratio/{name}"] = u / w if w > 0 else float("inf") if u > 0 else 0.0
+        clipped = n if norm_scaled else int(np.count_nonzero(np.abs(g) >= clip)) if clip else 0
+        out[f"diag/clip_frac/{name}"] = clipped / n
+        clipped_total += clipped
+        offset += n
+    out["diag/clip_frac"] = clipped_total / flat.size
+    return out
+
+
+def curve_csv(curve: np.ndarray) -> str:
+    """The gradient-flow artifact: one row per distance d from the loss step."""
+    T = curve.size
+    rows = ["steps_back,t,grad_norm"]
+    rows += [f"{d},{T - d},{curve[d - 1]:.9g}" for d in range(1, T + 1)]
+    return "\n".join(rows) + "\n"
+
+
+# --- probes for the two tasks -------------------------------------------------------------------
+
+
+def char_probe(task, window: int) -> Probe:
+    """Probe window: the first ``window`` + 1 held-out characters (wrapping if shorter)."""
+    val = task.val_data
+    idx = np.arange(window + 1) % len(val)
+    seq = val[idx]
+    burn = task.train_data[-BURN_IN:]
+    return Probe(
+        window_xs=seq[:-1, None],
+        window_ys=seq[1:, None],
+        val_xs=val[:-1, None],
+        burn_xs=burn[:, None],
+    )
+
+
+def adder_probe(task, window: int) -> Probe:
+    """Probe window: one fixed ``window``-bit sum; validation pass: ``ADDER_SUMS`` of the task's
+    evaluation sums (a fixed sample)."""
+    rng = np.random.default_rng([2024, window])
+    a_bits = rng.integers(0, 2, window)
+    b_bits = rng.integers(0, 2, window)
+    a_bits[-1] = b_bits[-1] = 0  # operands below 2^(window-1), so the sum fits, as the task's
+    carry, s_bits = 0, np.zeros(window, dtype=np.int64)
+    for t in range(window):  # least significant first
+        total = a_bits[t] + b_bits[t] + carry
+        s_bits[t], carry = total & 1, total >> 1
+    xs = np.stack([a_bits, b_bits], axis=-1)[:, None, :].astype(task.dtype)  # (W, 1, 2)
+    ys = s_bits[:, None, None].astype(task.dtype)  # (W, 1, 1)
+    # The saturation pass reads a fixed sample of the evaluation sums: all 16,384 cost ~10x the
+    # 100 training iterations between two evaluations of the adder.
+    pick = np.random.default_rng([2024, task.bits]).permutation(task.eval_a.size)[:ADDER_SUMS]
+    val_xs, _ = task.encode(task.eval_a[pick], task.eval_b[pick])  # (bits, N, 2)
+    return Probe(window_xs=xs, window_ys=ys, val_xs=val_xs, burn_xs=None)
+
+
+PROBES = {"charrnn": char_probe, "adder": adder_probe}
+
+
+# --- the hook the training loop calls -----------------------------------------------------------
+
+
+class Worker:
+    """One ``python -m rnnlab.diagnostics`` child computing ``heavy_metrics`` off the loop.
+
+    A plain subprocess talking pickle over its stdin/stdout, not multiprocessing: spawn would
+    re-import the caller's ``__main__`` (breaking scripts without a main guard) and fork copies
+    a process that may hold threads. Its own session, so a Ctrl-C meant for the run is the
+    parent's to handle; it exits when its stdin closes, also if the parent dies.
+    """
+
+    def __init__(self, spec: EngineSpec, probe: Probe):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rnnlab.diagnostics"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+        )
+        self._send((spec, probe))
+
+    def _send(self, obj) -> None:
+        pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
+
+    def submit(self, params: rnn.Params) -> None:
+        self._send(params)
+
+    def result(self) -> tuple[dict[str, float], np.ndarray]:
+        try:
+            ok, value = pickle.load(self.proc.stdout)
+        except EOFError:
+            raise RuntimeError(
+                f"the diagnostics worker exited with code {self.proc.wait()}"
+            ) from None
+        if not ok:
+            raise RuntimeError(f"the diagnostics worker failed: {value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.proc.stdout.close()
+
+
+def serve(stdin=None, stdout=None) -> None:
+    """The worker's loop: read (spec, probe) once, then params snapshots until EOF."""
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")  # the parent's core is busy training
+    spec, probe = pickle.load(stdin)
+    while True:
+        try:
+            params = pickle.load(stdin)
+        except EOFError:
+            return
+        try:
+            reply = (True, heavy_metrics(params, spec, probe))
+        except Exception as e:  # reported to the parent, which raises it there
+            reply = (False, f"{type(e).__name__}: {e}")
+        pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
+
+
+@dataclass
+class Diagnostics:
+    """Called by the training loop at its diagnostics points; logs through ``tracker``.
+
+    ``background=True`` runs ``heavy_metrics`` in a ``Worker`` (at most one evaluation in
+    flight, so results keep their order and memory stays flat); ``False`` runs it inline.
+    """
+
+    spec: EngineSpec
+    probe: Probe
+    tracker: object
+    every: int
+    clip: float | None = None
+    clip_norm: float | None = None
+    background: bool = True
+    snapshot_metrics: bool = True  # False: a cell without a CellView, step metrics only
+    _worker: Worker | None = None
+    _pending: list[int] = field(default_factory=list)
+
+    def due(self, iteration: int, last: int) -> bool:
+        return iteration % self.every == 0 or iteration == last
+
+    def record(self, trainer, iteration: int, grad_norm: float) -> None:
+        """Log the step-bound metrics now and the snapshot metrics when they are ready."""
+        self.tracker.log_metrics(
+            step_metrics(
+                trainer.params,
+                trainer.grads,
+                trainer.optimizer,
+                trainer.flat,
+                trainer.grad_flat,
+                self.clip,
+                self.clip_norm,
+                grad_norm,
+            ),
+            step=iteration,
+        )
+        if not self.snapshot_metrics:
+            return
+        snapshot = {k: v.copy() for k, v in trainer.params.items()}
+        if not self.background:
+            self._log(iteration, *heavy_metrics(snapshot, self.spec, self.probe))
+            return
+        if self._worker is None:
+            self._worker = Worker(self.spec, self.probe)
+        while self._pending:  # the previous evaluation must finish first
+            self._collect_oldest()
+        self._worker.submit(snapshot)
+        self._pending.append(iteration)
+
+    def _collect_oldest(self) -> None:
+        iteration = self._pending.pop(0)
+        self._log(iteration, *self._worker.result())
+
+    def _log(self, iteration: int, metrics: dict[str, float], curve: np.ndarray) -> None:
+        self.tracker.log_metrics(metrics, step=iteration)
+        self.tracker.log_text(curve_csv(curve), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
+
+    def close(self, wait: bool = True) -> None:
+        """Log what is still pending (``wait``) or drop it, and stop the worker."""
+        try:
+            while wait and self._pending:
+                self._collect_oldest()
+        finally:
+            self._pending.clear()
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+
+
+def one_vanilla_layer(params: rnn.Params) -> bool:
+    """True for the network today's vanilla view reads: exactly Wxh, Whh, Why, bh, by."""
+    return set(params) == set(rnn.PARAM_NAMES)
+
+
+def start(cfg, trainer, tracker) -> Diagnostics | None:
+    """The run's diagnostics per ``cfg`` (None when ``diagnostics=false``)."""
+    if not cfg.diagnostics:
+        return None
+    task = trainer.task
+    # The cell/layers keys arrive with gated cells (issue 10); a network without a CellView
+    # (yet) gets the step-bound metrics only.
+    cell = getattr(cfg, "cell", "rnn")
+    return Diagnostics(
+        spec=EngineSpec(task.activation, task.head, cell),
+        snapshot_metrics=cell in CELLS and one_vanilla_layer(trainer.params),
+        probe=PROBES[cfg.task.name](task, cfg.diag_window),
+        tracker=tracker,
+        every=cfg.diag_every or cfg.eval_every,
+        clip=cfg.optimizer.clip,
+        clip_norm=cfg.optimizer.clip_norm,
+        background=cfg.diag_background,
+    )
+
+
+if __name__ == "__main__":
+    serve()

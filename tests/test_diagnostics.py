@@ -1,0 +1,344 @@
+"""rnnlab.diagnostics against independent oracles: finite differences, numpy.linalg, counts."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from mlflow.tracking import MlflowClient
+
+from rnnlab import diagnostics as D
+from rnnlab import rnn
+from rnnlab.config import Config, ConfigError, DataConfig, TrackingConfig, check
+from rnnlab.optim import Adagrad, clip_elementwise
+from rnnlab.report import diagnostics as report_diag
+from rnnlab.tracking import MemoryTracker
+from rnnlab.train import train
+
+
+def small_case(activation: str, head: str, seed: int = 0):
+    """T = 7 steps, H = 5, symbols (V = 6) for xent, two dense bits for mse/bce."""
+    rng = np.random.default_rng(seed)
+    T, H = 7, 5
+    if head == "xent":
+        V = 6
+        _, params = rnn.init_params(V, H, V, rng, "normal", 0.8)
+        xs = rng.integers(0, V, (T, 1))
+        ys = rng.integers(0, V, (T, 1))
+    else:
+        _, params = rnn.init_params(2, H, 1, rng, "uniform", 1.0)
+        xs = rng.integers(0, 2, (T, 1, 2)).astype(np.float64)
+        ys = rng.integers(0, 2, (T, 1, 1)).astype(np.float64)
+    params["bh"][...] = rng.standard_normal(H) * 0.3
+    h0 = rng.standard_normal((1, H)) * 0.5
+    return params, xs, ys, h0
+
+
+def last_step_loss(params, activation, head, xs, ys, h):
+    """L_T: the loss at the last step alone, reading xs from state h (1, H)."""
+    fwd = rnn.forward(params, xs, h, activation)
+    loss, _ = rnn.HEADS[head](fwd.logits[-1:].copy(), ys[-1:])
+    return float(loss[0])
+
+
+@pytest.mark.parametrize(
+    "activation,head", [("tanh", "xent"), ("sigmoid", "xent"), ("sigmoid", "bce"), ("tanh", "mse")]
+)
+def test_grad_flow_equals_finite_differences(activation, head):
+    params, xs, ys, h0 = small_case(activation, head)
+    spec = D.EngineSpec(activation, head)
+    curve = D.grad_flow(params, spec, xs, ys, h0)
+    T = xs.shape[0]
+    hs = rnn.forward(params, xs, h0, activation).hs  # (T+1, 1, H)
+    eps = 1e-5
+    worst = 0.0
+    for d in range(1, T + 1):
+        start = T - d  # the window [start, T) read from hs[start]
+        h = hs[start].copy()
+        g = np.zeros(h.shape[1])
+        for j in range(h.shape[1]):
+            up, down = h.copy(), h.copy()
+            up[0, j] += eps
+            down[0, j] -= eps
+            g[j] = (
+                last_step_loss(params, activation, head, xs[start:], ys[start:], up)
+                - last_step_loss(params, activation, head, xs[start:], ys[start:], down)
+            ) / (2 * eps)
+        rel = abs(curve[d - 1] - np.linalg.norm(g)) / np.linalg.norm(g)
+        worst = max(worst, rel)
+    print(f"{activation}/{head}: worst relative error {worst:.2e}")
+    assert worst < 1e-6
+
+
+def test_grad_decay_is_the_fitted_log_rate():
+    d = np.arange(1, 51)
+    assert D.grad_decay(3.0 * np.exp(-0.2 * d)) == pytest.approx(-0.2, rel=1e-12)
+    assert D.grad_decay(np.exp(0.05 * d)) == pytest.approx(0.05, rel=1e-12)
+    assert np.isnan(D.grad_decay(np.zeros(5)))
+
+
+def test_spectrum_equals_numpy_linalg():
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((40, 40)) * 0.3
+    sigma, rho = D.spectrum(m)
+    assert sigma == pytest.approx(np.linalg.svd(m, compute_uv=False).max(), rel=1e-12)
+    assert sigma == pytest.approx(np.linalg.norm(m, 2), rel=1e-12)
+    assert rho == pytest.approx(np.abs(np.linalg.eigvals(m)).max(), rel=1e-12)
+    # a rotation: every singular value and |eigenvalue| is 1, though the eigenvalues are complex
+    c, s = np.cos(0.3), np.sin(0.3)
+    assert D.spectrum(np.array([[c, -s], [s, c]])) == pytest.approx((1.0, 1.0), rel=1e-12)
+
+
+def test_saturation_share_equals_direct_count():
+    rng = np.random.default_rng(4)
+    a = np.tanh(rng.standard_normal((50, 3, 8)) * 3)  # (T, B, H)
+    g = 1 / (1 + np.exp(-rng.standard_normal((50, 3, 8)) * 6))
+    count = D.SaturationCount()
+    count.add({"h": (a[:20], "tanh"), "gate": (g[:20], "sigmoid")})
+    count.add({"h": (a[20:], "tanh"), "gate": (g[20:], "sigmoid")})
+    n_h = sum(1 for v in a.ravel() if abs(v) > 0.99)
+    n_g = sum(1 for v in g.ravel() if v < 0.01 or v > 0.99)
+    assert 0 < n_h < a.size and 0 < n_g < g.size
+    assert count.share("h") == n_h / a.size
+    assert count.share("gate") == n_g / g.size
+    unit0 = sum(1 for v in a[..., 0].ravel() if abs(v) > 0.99) / a[..., 0].size
+    assert count.per_unit("h")[0] == unit0
+
+
+def test_saturation_pass_counts_the_validation_states():
+    """heavy_metrics' saturation = a direct count over the states of the same forward pass."""
+    rng = np.random.default_rng(5)
+    _, params = rnn.init_params(6, 8, 6, rng, "normal", 2.0)
+    val = rng.integers(0, 6, (300, 1))
+    probe = D.Probe(window_xs=val[:10], window_ys=val[1:11], val_xs=val, burn_xs=val[:50])
+    metrics, _ = D.heavy_metrics(params, D.EngineSpec("tanh", "xent"), probe)
+    hs = rnn.forward(params, val, np.zeros((1, 8)), "tanh").hs[1:]
+    assert metrics["diag/saturation"] == np.mean(np.abs(hs) > 0.99)
+    h_warm = rnn.forward(params, val[:50], np.zeros((1, 8)), "tanh").hs[-1]
+    hs_warm = rnn.forward(params, val, h_warm, "tanh").hs[1:]
+    assert metrics["diag/saturation_warm"] == np.mean(np.abs(hs_warm) > 0.99)
+    assert 0 < metrics["diag/saturation"] < 1
+    sigma, rho = D.spectrum(params["Whh"])
+    assert metrics["diag/whh_sigma_max"] == sigma and metrics["diag/whh_rho"] == rho
+
+
+def test_step_metrics_clip_share_and_update_ratio():
+    rng = np.random.default_rng(6)
+    shapes = rnn.param_shapes(6, 8, 6)
+    flat, params = rnn.packed_zeros(shapes, np.float64)
+    flat[...] = rng.standard_normal(flat.size)
+    grad_flat, grads = rnn.packed_zeros(shapes, np.float64)
+    grad_flat[...] = rng.standard_normal(grad_flat.size) * 4
+    raw = grad_flat.copy()
+    clip_elementwise(grad_flat, 5.0)
+    opt = Adagrad(flat.size, np.float64, 0.1)
+    opt.step(flat.copy(), grad_flat.copy())  # some history in the memory
+    before = copy.deepcopy(opt.state())
+    m = D.step_metrics(params, grads, opt, flat, grad_flat, 5.0, None, 0.0)
+    assert m["diag/clip_frac"] == np.count_nonzero(np.abs(raw) > 5.0) / raw.size
+    assert 0 < m["diag/clip_frac"] < 1
+    off = 0
+    for name, p in params.items():
+        n = p.size
+        assert m[f"diag/clip_frac/{name}"] == np.mean(np.abs(raw[off : off + n]) > 5.0)
+        # Adagrad's step by hand: lr g / sqrt(mem + g² + eps)
+        g = grad_flat[off : off + n]
+        step = 0.1 * g / np.sqrt(before["mem"][off : off + n] + g * g + 1e-8)
+        ratio = np.linalg.norm(step) / np.linalg.norm(p)
+        assert m[f"diag/update_ratio/{name}"] == pytest.approx(ratio, rel=1e-12)
+        assert m[f"diag/grad_norm/{name}"] == pytest.approx(np.linalg.norm(g), rel=1e-12)
+        off += n
+    np.testing.assert_array_equal(opt.state()["mem"], before["mem"])  # the real one untouched
+    # global-norm clipping rescales every entry: all of them count as clipped
+    m = D.step_metrics(params, grads, opt, flat, grad_flat, None, 1.0, 10.0)
+    assert m["diag/clip_frac"] == 1.0
+    m = D.step_metrics(params, grads, opt, flat, grad_flat, None, 1.0, 0.5)
+    assert m["diag/clip_frac"] == 0.0
+
+
+# --- the report's Flags ---------------------------------------------------------------------------
+
+
+def test_flag_rules_at_the_last_evaluation():
+    healthy = {
+        "diag/grad_decay": [(100, 0.3), (200, -0.2)],  # exploded early, not at the end
+        "diag/saturation": [(200, 0.2)],
+        "diag/saturation_warm": [(200, 0.25)],
+        "val/loss": [(200, 2.0)],
+        "val/loss_warm": [(200, 1.95)],
+        "diag/update_ratio/Whh": [(200, 1e-3)],
+        "diag/update_ratio/bh": [(200, 5.0)],  # biases are not judged
+    }
+    assert report_diag.flags_of(healthy) == []
+    sick = healthy | {
+        "diag/grad_decay": [(200, 0.01)],
+        "diag/saturation": [(200, 0.9)],
+        "val/loss_warm": [(200, 1.5)],
+        "diag/update_ratio/Wxh": [(200, 3e-5)],
+        "diag/update_ratio/Why": [(200, 0.5)],
+    }
+    kinds = [k for k, _ in report_diag.flags_of(sick)]
+    assert kinds == ["exploding gradients", "saturating units", "zero vs warm", "zero vs warm",
+                     "update ratio", "update ratio"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka_path):
+    """A real sweep: init_scale=1.0 (N(0, 1) weights: Whh's spectral radius ≈ √H) saturates;
+    the seed's init_scale=0.01 does not. The Hydra callback writes the report."""
+    r = run_cli(
+        ["-m", "task.init_scale=0.01,1.0", "iterations=600", "hidden_size=32", "eval_every=200",
+         "sample_every=600", "checkpoint_every=600", f"data.path={kafka_path}"],
+        tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {
+        run.data.params["task.init_scale"]: run
+        for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if "task.init_scale" in run.data.params
+    }
+    sick, healthy = runs["1.0"], runs["0.01"]
+    assert sick.data.metrics["diag/saturation"] > 0.5 > healthy.data.metrics["diag/saturation"]
+    arts = [f.path for f in client.list_artifacts(healthy.info.run_id, "diagnostics")]
+    assert arts == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (200, 400, 600)]
+    assert [f.path for f in client.list_artifacts(sick.info.run_id, "inspect")] == [
+        "inspect/index.html"
+    ]
+    for key in ("diag/grad_decay", "diag/whh_rho", "diag/update_ratio/Whh", "diag/clip_frac"):
+        assert [m.step for m in client.get_metric_history(healthy.info.run_id, key)] == [
+            200,
+            400,
+            600,
+        ], key
+    md = next((tmp_path / "reports").glob("*/report.md")).read_text(encoding="utf-8")
+    flags = md.split("## Flags")[1].split("## Diagnostics")[0]
+    print(flags)
+    rows = [line for line in flags.splitlines() if line.startswith("| `")]
+    assert rows and all(sick.info.run_id[:8] in line for line in rows)
+    assert any("saturating units" in line for line in rows)
+    assert healthy.info.run_id[:8] not in flags
+    html = next((tmp_path / "reports").glob("*/report.html")).read_text(encoding="utf-8")
+    assert "<h2>Diagnostics</h2>" in html and html.count('alt="Gradient flow') == 1
+
+
+# --- the training hook and its worker -------------------------------------------------------------
+
+
+def tiny_config(tmp_path, **overrides) -> Config:
+    text = ("One morning, when Gregor Samsa woke from troubled dreams, he found himself "
+            "transformed in his bed into a horrible vermin. ") * 40  # fmt: skip
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(text, encoding="utf-8")
+    cfg = Config(data=DataConfig(path=str(corpus)), tracking=TrackingConfig(enabled=False))
+    for k, v in {"iterations": 60, "hidden_size": 12, "eval_every": 20, "log_every": 20,
+                 "sample_every": 60, "checkpoint_every": 60, "diag_window": 30,
+                 **overrides}.items():  # fmt: skip
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_worker_and_inline_log_the_same_diagnostics(tmp_path):
+    logged = {}
+    for background in (True, False):
+        tracker = MemoryTracker()
+        cfg = tiny_config(tmp_path, diag_background=background)
+        train(cfg, tracker, tmp_path / str(background), show_progress=False)
+        logged[background] = tracker
+    a, b = logged[True], logged[False]
+    keys = sorted(k for k in a.history if k.startswith("diag/"))
+    assert keys == sorted(k for k in b.history if k.startswith("diag/"))
+    for name in ("grad_decay", "whh_rho", "whh_sigma_max", "saturation", "saturation_warm",
+                 "clip_frac", "update_ratio/Whh", "grad_norm/Wxh", "clip_frac/Why"):  # fmt: skip
+        assert f"diag/{name}" in keys
+        assert [s for s, _ in a.history[f"diag/{name}"]] == [20, 40, 60]
+    for k in keys:
+        assert a.history[k] == b.history[k], k  # bit for bit: the same function of a snapshot
+    curves = sorted(f for f in a.texts if f.startswith("diagnostics/"))
+    assert curves == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (20, 40, 60)]
+    assert a.texts[curves[0]] == b.texts[curves[0]]
+    rows = a.texts[curves[0]].splitlines()
+    assert rows[0] == "steps_back,t,grad_norm" and len(rows) == 31 and rows[1].startswith("1,29,")
+    assert "inspect/index.html" in a.texts
+
+
+def test_diagnostics_off_logs_nothing_and_training_is_unchanged(tmp_path):
+    on, off = MemoryTracker(), MemoryTracker()
+    train(tiny_config(tmp_path, diag_every=30), on, tmp_path / "on", show_progress=False)
+    train(tiny_config(tmp_path, diagnostics=False), off, tmp_path / "off", show_progress=False)
+    assert not [k for k in off.history if k.startswith("diag/")]
+    assert not [f for f in off.texts if f.startswith(("diagnostics/", "inspect/"))]
+    assert [s for s, _ in on.history["diag/whh_rho"]] == [30, 60]
+    assert on.history["train/smooth_loss"] == off.history["train/smooth_loss"]  # no side effect
+    assert on.history["val/loss"] == off.history["val/loss"]
+
+
+def test_worker_reports_its_errors_and_exits_on_close():
+    rng = np.random.default_rng(0)
+    _, params = rnn.init_params(6, 4, 6, rng)
+    seq = rng.integers(0, 6, (21, 1))
+    probe = D.Probe(window_xs=seq[:-1], window_ys=seq[1:], val_xs=seq, burn_xs=None)
+    worker = D.Worker(D.EngineSpec("tanh", "xent"), probe)
+    worker.submit(params)
+    metrics, curve = worker.result()
+    assert metrics == D.heavy_metrics(params, D.EngineSpec("tanh", "xent"), probe)[0]
+    assert curve.shape == (20,)
+    worker.submit({"Wxh": params["Wxh"]})  # no Whh: the worker fails, the parent hears why
+    with pytest.raises(RuntimeError, match="diagnostics worker failed: KeyError"):
+        worker.result()
+    worker.close()
+    assert worker.proc.returncode == 0
+
+
+def test_bad_diagnostics_settings_are_one_line(tmp_path):
+    for key, value, allowed in (("diag_every", 0, "null"), ("diag_window", 1, "≥ 2")):
+        with pytest.raises(ConfigError, match=allowed):
+            check(tiny_config(tmp_path, **{key: value}))
+
+
+@pytest.mark.slow
+def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
+    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics
+
+    d = diagnostics_figures(kafka_path, 200, 1, tmp_path)
+    print_diagnostics(d)
+    out = capsys.readouterr().out
+    assert "diagnostics (wall): 200 iterations" in out and "ratio" in out
+    assert d["wall"]["on_seconds"] > 0 and d["cpu_with_worker"]["ratio"] > 0
+
+
+def test_networks_without_a_cell_view_get_step_metrics_only():
+    _, params = rnn.init_params(6, 4, 6, np.random.default_rng(0))
+    assert D.one_vanilla_layer(params) and "rnn" in D.CELLS
+    assert not D.one_vanilla_layer(params | {"Whh_l1": params["Whh"]})  # a second layer
+
+
+def test_a_cell_view_with_gates_gets_per_gate_saturation():
+    """The interface gated cells plug into: every named activation besides h is a gate, counted
+    from zero and warm like h. Here a stand-in "gate" (σ(6h) of the vanilla states) on the real
+    vanilla engine, so the expected count is direct."""
+    view = D.CellView(
+        forward=rnn.forward,
+        backward=D.VANILLA.backward,
+        recurrent=D.VANILLA.recurrent,
+        activations=lambda fwd: {
+            "h": (fwd.hs[1:], fwd.activation),
+            "gate": (1 / (1 + np.exp(-6 * fwd.hs[1:])), "sigmoid"),
+        },
+    )
+    D.CELLS["gated_stand_in"] = view
+    try:
+        rng = np.random.default_rng(7)
+        _, params = rnn.init_params(6, 8, 6, rng, "normal", 2.0)
+        val = rng.integers(0, 6, (200, 1))
+        probe = D.Probe(window_xs=val[:10], window_ys=val[1:11], val_xs=val, burn_xs=val[:40])
+        m, _ = D.heavy_metrics(params, D.EngineSpec("tanh", "xent", "gated_stand_in"), probe)
+    finally:
+        del D.CELLS["gated_stand_in"]
+    hs = rnn.forward(params, val, np.zeros((1, 8)), "tanh").hs[1:]
+    g = 1 / (1 + np.exp(-6 * hs))
+    assert m["diag/saturation/gate"] == np.mean((g < 0.01) | (g > 0.99))
+    assert 0 < m["diag/saturation"] < m["diag/saturation/gate"] < 1  # σ(6h) saturates at |h| > 0.77
+    assert "diag/saturation_warm/gate" in m
