@@ -33,6 +33,7 @@ from rnnlab import corpus
 from rnnlab.config import Config, check, flatten
 from rnnlab.model import log_run_model
 from rnnlab.search import TrialPruned, trial_tracker
+from rnnlab.summary import new_experiment_options, tag_experiment_kind
 from rnnlab.tracking import MlflowTracker, Tracker
 from rnnlab.train import Interrupted, train
 
@@ -75,9 +76,10 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, created if missing (tolerating a parallel creator)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        tag_experiment_kind(client, exp)  # MLflow then opens it on its training runs
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, **new_experiment_options(client.tracking_uri))
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id
 

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
+from rnnlab.leaderboard import record_best_on_parent
 from rnnlab.runs import (
     PARENT_RUN_FILE,
     SWEPT_KEYS_FILE,
@@ -105,6 +106,7 @@ def close_parent(status_if_all_finished: int) -> None:
     if bad and status == RunStatus.FINISHED:
         status = RunStatus.FAILED
         client.set_tag(run_id, "error", f"{bad} of {len(children)} child runs did not finish")
+    record_best_on_parent(client, run_id, children)  # the folded sweep row shows its best
     client.set_terminated(run_id, RunStatus.to_string(status))
 
 
