@@ -106,6 +106,7 @@ class Config:
         10.0  # stop as diverged when a window's loss exceeds this × its start
     )
     resume: str | None = None  # a run id or checkpoint path to continue from
+    verbose: bool = False  # every progress line and every third-party warning (rnnlab.quiet)
 
 
 def register_configs() -> None:

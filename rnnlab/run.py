@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
+from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
 from rnnlab.summary import default_run_name
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def main(cfg: DictConfig) -> float:
     from rnnlab.runs import run_job  # MLflow loads only once the command line is checked
 
     started = time.perf_counter()
+    quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
     ctx = job_context()
     ctx.run_name = ctx.run_name or default_run_name(str(cfg.task.name))  # never MLflow's random
     try:  # an exception escaping a job would stop Hydra's basic sweeper after the batch
@@ -123,6 +125,8 @@ def cli() -> None:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         sys.exit(2)
     signal.signal(signal.SIGTERM, _terminate)
+    survive_closed_output()  # `| head` must not fail a run: before Hydra makes its log handlers
+    quiet_third_party(verbose_requested(args))
     # MLflow's INFO lines (creating tables, migrations) would drown the progress lines. Set
     # before MLflow's first import (it is imported only once the command line is checked);
     # joblib's worker processes inherit it.
@@ -144,6 +148,11 @@ def cli() -> None:
 
             sweep.close_parent(RunStatus.FAILED)
         raise
+    finally:  # whatever else ended the CLI, the sweep's parent is not left RUNNING
+        if sweep.open_parent:
+            from mlflow.entities import RunStatus
+
+            sweep.close_parent(RunStatus.FAILED)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, rnn
+from rnnlab import checkpoint, quiet, rnn
 from rnnlab.config import Config
 from rnnlab.rnn import PARAM_NAMES
 from rnnlab.tasks.adder import from_bits, to_bits
@@ -219,6 +219,8 @@ def main(argv: list[str]) -> str:
 
 def cli() -> None:
     argv = sys.argv[1:]
+    quiet.survive_closed_output()  # `| head` ends the output, not in a traceback
+    quiet.quiet_third_party(quiet.verbose_requested([]))  # no 50-file download bar
     if not argv or argv[0] in ("-h", "--help"):
         _, examples, *rest = __doc__.split("\n\n")
         print("\n\n".join([USAGE, textwrap.dedent(examples).strip(), *rest]).strip())
