@@ -20,6 +20,9 @@ from pathlib import Path
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+# MLflow 3.17's UI also keeps a browser-wide GenAI/Model-training switch (GenAI at first) that
+# outranks the experiment's kind on a fresh browser; the addresses rnnlab prints set it.
+ML_WORKFLOW = "workflowType=machine_learning"
 
 
 def default_run_name(task: str, now: float | None = None) -> str:
@@ -48,6 +51,7 @@ def tag_experiment_kind(client, experiment) -> None:
 def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[str]:
     """How to open experiment ``experiment_id`` (or one of its runs) in the MLflow UI."""
     page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    page += f"?{ML_WORKFLOW}"
     if uri.startswith(("http://", "https://")):
         return [f"{uri.rstrip('/')}/{page}"]
     return [

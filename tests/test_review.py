@@ -45,7 +45,7 @@ def test_closing_lines_name_the_run_the_ui_and_the_commands(tmp_path):
     text = "\n".join(lines)
     assert lines[0] == f"rnnlab: run id {rid} (FINISHED)"
     assert f"mlflow ui --backend-store-uri {default}" in text
-    assert f"http://127.0.0.1:5000/#/experiments/3/runs/{rid}" in text
+    assert f"http://127.0.0.1:5000/#/experiments/3/runs/{rid}?workflowType=machine_learning" in text
     assert f"python -m rnnlab.sample run_id={rid} length=300" in text
     assert f"python -m rnnlab.run resume={rid} iterations=<more>" in text
     # another store: the commands say which; a server: its own address, no `mlflow ui`
@@ -53,7 +53,7 @@ def test_closing_lines_name_the_run_the_ui_and_the_commands(tmp_path):
     assert f"run_id={rid} tracking_uri={default} a=77 b=41" in "\n".join(other)
     assert f"resume={rid} tracking.uri={default}\n" in "\n".join(other) + "\n"
     served = summary.closing_lines("http://h:5000", "3", rid, "adder", "FAILED", tmp_path)
-    assert served[1].split()[-1] == f"http://h:5000/#/experiments/3/runs/{rid}"
+    assert served[1].split()[-1].startswith(f"http://h:5000/#/experiments/3/runs/{rid}?")
     assert "mlflow ui" not in "\n".join(served)
 
 
