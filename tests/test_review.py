@@ -234,3 +234,19 @@ def test_a_sweep_ends_with_its_leaderboard_and_a_single_job_with_its_run_id(tmp_
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(rid)
     assert re.fullmatch(r"adder-\d{8}-\d{6}|iterations=100,task=adder", run.info.run_name)
     assert f"python -m rnnlab.sample run_id={rid} a=77 b=41" in single.stdout
+
+
+def test_report_figures_tell_seeds_apart_and_avoid_the_faint_end():
+    import pandas as pd
+    from matplotlib.colors import to_rgb
+
+    from rnnlab.report.figures import CMAP, Styler
+
+    runs = pd.DataFrame({"hidden_size": [8, 8, 8], "seed": [0, 1, 2]})
+    styler = Styler(runs, ["hidden_size"])
+    styles = [styler.style(r) for _, r in runs.iterrows()]
+    assert len({s["linestyle"] for s in styles}) == 3  # one configuration, three seeds apart
+    alone = Styler(runs, [])  # nothing swept: the seed takes the colour
+    assert len({alone.style(r)["color"] for _, r in runs.iterrows()}) == 3
+    # the brightest colour is still dark enough to see on white (viridis' end is not)
+    assert sum(to_rgb(CMAP(1.0))) / 3 < 0.65
