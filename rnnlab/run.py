@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
+from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
+from rnnlab.summary import default_run_name
 from rnnlab.workers import claim_joblib_launcher
 
 if TYPE_CHECKING:
@@ -65,12 +67,20 @@ def job_context() -> JobContext:
     )
 
 
-def summary(ctx: JobContext, status: str, detail: str, started: float) -> None:
-    """The one line a finished job prints (a sweep prints one per job)."""
+def summary(ctx: JobContext, status: str, detail: str, started: float, task: str = "") -> None:
+    """The line a finished job prints (a sweep prints one per job, with its run id); a single
+    job then prints its run id, where to view it and how to sample and resume it."""
+    from rnnlab.summary import last_run_closing
+
     job = f"job {ctx.job_num} " if ctx.job_num is not None else ""
     name = ctx.run_name or "run"
     seconds = time.perf_counter() - started
+    closing = last_run_closing(task, ctx.launch_dir) if task else None
+    if ctx.multirun and closing:
+        detail += f", run {closing[0]}"
     print(f"rnnlab: {job}{name}: {status} in {seconds:.1f} s, {detail}", file=sys.stderr)
+    if not ctx.multirun and closing:
+        print("\n".join(closing[1]), flush=True)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
@@ -80,26 +90,28 @@ def main(cfg: DictConfig) -> float:
     from rnnlab.job import run_job  # MLflow loads only once the command line is checked
 
     started = time.perf_counter()
+    quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
     ctx = job_context()
+    ctx.run_name = ctx.run_name or default_run_name(str(cfg.task.name))  # never MLflow's random
     try:  # an exception escaping a job would stop Hydra's basic sweeper after the batch
         config = to_config(cfg)
         # train() pins BLAS to this many threads, so joblib workers do not oversubscribe cores
         ctx.extra_tags["rnnlab.blas_threads"] = str(config.blas_threads)
         final = run_job(config, ctx)
     except Exception as e:  # the run is already recorded FAILED with its reason
-        summary(ctx, "FAILED", f"{type(e).__name__}: {e}", started)
+        summary(ctx, "FAILED", f"{type(e).__name__}: {e}", started, cfg.task.name)
         if ctx.multirun:
             return math.inf  # the other jobs of the sweep go on
         sys.exit(1)
     except KeyboardInterrupt as e:  # recorded KILLED; the CLI stops (and closes a sweep)
-        summary(ctx, "KILLED", str(e) or "interrupted", started)
+        summary(ctx, "KILLED", str(e) or "interrupted", started, cfg.task.name)
         raise
     detail = f"objective {final['objective']:.4f}"
     for key in ("final/val_loss", "final/val_exact_acc", "final/chars_per_sec"):
         if key in final:
             detail += f", {key} {final[key]:.4g}"
     detail += closing_note(final)  # rnnlab.evaluate: early stop, warm/zero disagreement flag
-    summary(ctx, "FINISHED", detail, started)
+    summary(ctx, "FINISHED", detail, started, cfg.task.name)
     return final["objective"]
 
 
@@ -117,6 +129,8 @@ def cli() -> None:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         sys.exit(2)
     signal.signal(signal.SIGTERM, _terminate)
+    survive_closed_output()  # `| head` must not fail a run: before Hydra makes its log handlers
+    quiet_third_party(verbose_requested(args))
     # MLflow's INFO lines (creating tables, migrations) would drown the progress lines. Set
     # before MLflow's first import (it is imported only once the command line is checked);
     # joblib's worker processes inherit it.
@@ -140,6 +154,11 @@ def cli() -> None:
 
             sweep.close_parent(RunStatus.FAILED)
         raise
+    finally:  # whatever else ended the CLI, the sweep's parent is not left RUNNING
+        if sweep.open_parent:
+            from mlflow.entities import RunStatus
+
+            sweep.close_parent(RunStatus.FAILED)
 
 
 if __name__ == "__main__":

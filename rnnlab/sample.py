@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, decode, evaluate, rnn
+from rnnlab import checkpoint, decode, evaluate, quiet, rnn
 from rnnlab.config import Config
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError, Vocabulary
@@ -291,6 +291,8 @@ def decoding(cfg: Config, given: dict) -> dict:
 
 def cli() -> None:
     argv = sys.argv[1:]
+    quiet.survive_closed_output()  # `| head` ends the output, not in a traceback
+    quiet.quiet_third_party(quiet.verbose_requested([]))  # no 50-file download bar
     if not argv or argv[0] in ("-h", "--help"):
         _, examples, *rest = __doc__.split("\n\n")
         print("\n\n".join([USAGE, textwrap.dedent(examples).strip(), *rest]).strip())

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnlab.summary import new_experiment_options, tag_experiment_kind
+
 if TYPE_CHECKING:  # MLflow loads only when a store is opened: preflight and --help stay fast
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -154,9 +156,10 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
                 f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or pick "
                 f"another experiment_name"
             )
+        tag_experiment_kind(client, exp)  # MLflow then opens it on its training runs
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, **new_experiment_options(client.tracking_uri))
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id
 

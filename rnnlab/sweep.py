@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 import rnnlab
 from rnnlab import store
 from rnnlab.job import PARENT_RUN_FILE, SWEPT_KEYS_FILE, git_tags
+from rnnlab.leaderboard import record_best_on_parent
 from rnnlab.store import ensure_experiment, experiment_name, tracking_uri
 
 # The open parent run of this process, so the CLI can close it KILLED on Ctrl-C.
@@ -110,6 +111,7 @@ def close_parent(status_if_all_finished: int) -> None:
     if bad and status == RunStatus.FINISHED:
         status = RunStatus.FAILED
         client.set_tag(run_id, "error", f"{bad} of {len(children)} child runs did not finish")
+    record_best_on_parent(client, run_id, children)  # the folded sweep row shows its best
     client.set_terminated(run_id, RunStatus.to_string(status))
 
 

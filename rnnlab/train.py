@@ -259,7 +259,7 @@ def train(
     if resume_from is not None:
         trainer.load(resume_from)
     task, s = trainer.task, trainer.state
-    progress = Progress(cfg.iterations, s.iteration, cfg.task.name, enabled=show_progress)
+    progress = Progress(cfg.iterations, s.iteration, cfg.task.name, show_progress, cfg.verbose)
 
     started, start_iter, elapsed_before = time.perf_counter(), s.iteration, s.elapsed
 

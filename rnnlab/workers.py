@@ -37,7 +37,7 @@ def fail_dead_job(sweep_dir: Path, job_num: int, reason: str) -> str:
     from mlflow.tracking import MlflowClient
 
     from rnnlab import sweep
-    from rnnlab.runs import read_parent_run_id
+    from rnnlab.job import read_parent_run_id
 
     parent_id = read_parent_run_id(sweep_dir)
     uri = sweep.open_parent.get("uri")

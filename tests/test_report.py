@@ -47,9 +47,9 @@ def test_params_are_cast_back_to_their_config_types():
 def test_mean_std_n_format():
     import pandas as pd
 
-    assert mean_std_n(pd.Series([1.0, 2.0, 3.0]), 3, "final_val_loss") == "2.0000 ± 1.0000 (3)"
-    assert mean_std_n(pd.Series([1.5, math.nan]), 2, "final_val_loss") == "1.5000 (1/2)"
-    assert mean_std_n(pd.Series([math.nan]), 1, "iters_to_100") == "– (0/1)"
+    assert mean_std_n(pd.Series([1.0, 2.0, 3.0]), 3, "final_val_loss") == "2.0000 ± 1.0000 (n=3)"
+    assert mean_std_n(pd.Series([1.5, math.nan]), 2, "final_val_loss") == "1.5000 (n=1/2)"
+    assert mean_std_n(pd.Series([math.nan]), 1, "iters_to_100") == "– (n=0/1)"
 
 
 def test_swept_parameters_come_from_the_sweep_overrides():
@@ -208,7 +208,7 @@ def test_seeds_are_aggregated_as_mean_std_n(charrnn_sweep):
     values = [float(r["final_val_loss"]) for r in rows
               if r["hidden_size"] == "16" and r["learning_rate"] == "0.1"]  # fmt: skip
     assert len(values) == 2
-    expected = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (2)"
+    expected = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (n=2)"
     line = next(ln for ln in md.splitlines() if ln.startswith("| ") and "| 16 | 0.1 | 2 |" in ln)
     assert expected in line
 

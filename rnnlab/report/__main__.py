@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 
+from rnnlab import quiet
 from rnnlab.report.build import generate
 from rnnlab.report.select import SelectionError, default_tracking_uri
 
@@ -83,6 +84,9 @@ def register(parent_run_id: str, name: str, uri: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:  # the command line, not a test calling main()
+        quiet.survive_closed_output()
+        quiet.quiet_third_party(quiet.verbose_requested([]))
     if any(a in ("-h", "--help", "help") for a in args):
         print(__doc__)
         return 0

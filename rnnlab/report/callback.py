@@ -14,16 +14,19 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rnnlab.leaderboard import print_sweep_closing
+
 
 class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        path = None
         try:
             path = self.generate(config)
         except Exception as e:  # the sweep's runs are recorded; the report can be redone
             print(f"rnnlab: report failed: {type(e).__name__}: {e}", file=sys.stderr)
-            return
         if path is not None:
             print(f"rnnlab: report: {path}")
+        print_sweep_closing(config, path)  # rnnlab.leaderboard: ranks, parent id, what failed
 
     @staticmethod
     def generate(config: DictConfig) -> Path | None:

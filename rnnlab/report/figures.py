@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # before anything imports pyplot; the report never opens 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
@@ -28,7 +28,10 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from rnnlab.report.select import Selection  # noqa: E402
 from rnnlab.report.tables import Tables  # noqa: E402
 
-DPI = 90
+DPI = 120  # a 7-inch figure is 840 px wide: readable without zooming
+# viridis without its last fifth: the yellow-green end is too faint on white for a line or a cell
+CMAP = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.0, 0.8, 256)), "rnnlab")
+CMAP_R = CMAP.reversed()
 STYLES = ("-", "--", ":", "-.")
 SHORT = {"hidden_size": "H", "learning_rate": "lr", "seq_length": "T", "batch_size": "B"}
 # Headline metrics per task: (column, axis label, higher is better).
@@ -72,14 +75,17 @@ def run_label(row: pd.Series, swept: list[str]) -> str:
 
 
 class Styler:
-    """Colour by the first swept parameter's value, line style by the second's."""
+    """Colour by the first swept parameter's value, line style by the second's; the seed takes
+    the first free one of the two, so the runs of one configuration stay apart in the legend."""
 
     def __init__(self, runs: pd.DataFrame, swept: list[str]):
         self.keys = swept[:2]
+        if len(self.keys) < 2 and "seed" in runs and runs["seed"].nunique() > 1:
+            self.keys.append("seed")
         self.values = [sorted(runs[k].dropna().unique(), key=_order) for k in self.keys]
         n = len(self.values[0]) if self.keys else 1
-        cmap = matplotlib.colormaps["viridis"]
-        self.colours = [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
+        cmap = CMAP
+        self.colours = [cmap(i / max(n - 1, 1)) for i in range(n)]
 
     def style(self, row: pd.Series) -> dict:
         out: dict = {"color": self.colours[0]}
@@ -119,7 +125,7 @@ def _save(fig: Figure, out_dir: Path, name: str) -> Path:
 
 def curves(sel: Selection, t: Tables, key: str, ylabel: str, task: str, log_y: bool) -> Figure:
     """Every run's history of ``key`` on one axes."""
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(8.5, 4.6))
     ax = fig.add_subplot()
     styler = Styler(t.runs, t.swept)
     lo, hi = math.inf, -math.inf
@@ -146,7 +152,7 @@ def metric_vs_param(runs: pd.DataFrame, swept: list[str], column: str, ylabel: s
     another swept param."""
     fig = Figure(figsize=(3.6 * len(swept), 3.4))
     axes = fig.subplots(1, len(swept), squeeze=False)[0]
-    cmap = matplotlib.colormaps["viridis"]
+    cmap = CMAP
     for ax, p in zip(axes, swept, strict=True):
         other = next((k for k in swept if k != p), None)
         xs_all = sorted(runs[p].dropna().unique(), key=_order)
@@ -155,7 +161,7 @@ def metric_vs_param(runs: pd.DataFrame, swept: list[str], column: str, ylabel: s
         for i, (ov, g) in enumerate(groups):
             stats = g.groupby(p)[column].agg(["mean", "std", "count"]).reindex(xs_all)
             xs = xs_all if numeric else list(range(len(xs_all)))
-            colour = cmap(0.9 * i / max(len(groups) - 1, 1))
+            colour = cmap(i / max(len(groups) - 1, 1))
             name = f"{label(other, task)}={ov}" if other else None
             ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0), marker="o", ms=4,
                         capsize=3, color=colour, label=name)  # fmt: skip
@@ -186,7 +192,7 @@ def heatmap(runs: pd.DataFrame, rows: str, cols: str, column: str, title: str, t
         grid[rv.index(r), cv.index(c)] = v
     fig = Figure(figsize=(1.2 * len(cv) + 2.4, 0.7 * len(rv) + 1.6))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["viridis" if higher_better else "viridis_r"]
+    cmap = CMAP if higher_better else CMAP_R
     im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
     finite = grid[np.isfinite(grid)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
@@ -271,7 +277,7 @@ def intermediate_curves(trials: pd.DataFrame, ylabel: str) -> Figure:
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     norm = Normalize(trials["trial"].min(), max(trials["trial"].max(), trials["trial"].min() + 1))
-    cmap = matplotlib.colormaps["viridis"]
+    cmap = CMAP
     dashes = {"COMPLETE": "-", "PRUNED": "--"}
     for _, row in trials.iterrows():
         if not row["intermediate"]:
@@ -349,7 +355,7 @@ def parallel_coordinates(trials: pd.DataFrame, keys: list[str], ylabel: str, tas
     columns = [f"param.{k}" for k in keys] + ["value"]
     scaled = [_unit_scale(done[c]) for c in columns]
     norm = Normalize(done["value"].min(), max(done["value"].max(), done["value"].min() + 1e-9))
-    cmap = matplotlib.colormaps["viridis"]  # low objective (better) = dark
+    cmap = CMAP  # low objective (better) = dark
     fig = Figure(figsize=(1.9 * len(columns) + 1.5, 3.8))
     ax = fig.add_subplot()
     xs = np.arange(len(columns))

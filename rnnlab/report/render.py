@@ -66,7 +66,7 @@ def shown_metrics(t: Tables) -> list[str]:
 
 
 def group_table(t: Tables) -> tuple[list[str], list[list[str]]]:
-    headers = ["rank", *t.swept, "runs", "failed", "seeds", *shown_metrics(t)]
+    headers = key_columns_first(["rank", *t.swept, *shown_metrics(t), "runs", "failed", "seeds"])
     rows = [[fmt(h, r[h]) for h in headers] for _, r in t.groups.iterrows()]
     return headers, rows
 
@@ -92,17 +92,30 @@ def run_table(t: Tables) -> tuple[list[str], list[list[str]]]:
         "status",
         *t.swept,
         "seed",
-        "iterations_done",
         *shown_metrics(t),
+        "iterations_done",
         "flags",  # rnnlab.report.tables: h=0 fragile, stopped early
         "error",
     ]
+    headers = key_columns_first(headers)
     rows = []
     for _, r in t.runs.iterrows():
         cells = {**{h: fmt(h, r[h]) for h in headers if h in r}, "run": r["run_id"][:8],
                  "status": run_status(r)}  # fmt: skip
         rows.append([cells[h] for h in headers])
     return headers, rows
+
+
+# Columns a reader needs after the ranking and the objective: shown last, so the key ones (rank,
+# run, status, the swept values, seed, objective, the headline metrics) are read first.
+DETAIL_COLUMNS = ("best_smooth_loss", "final_smooth_loss", "chars_per_sec", "wall_time_s",
+                  "iterations_done", "error")  # fmt: skip
+
+
+def key_columns_first(headers: list[str]) -> list[str]:
+    """``headers`` with the detail columns moved to the end, in DETAIL_COLUMNS' order."""
+    detail = [h for h in DETAIL_COLUMNS if h in headers]
+    return [h for h in headers if h not in detail] + detail
 
 
 def param_cell(value) -> str:
@@ -132,19 +145,21 @@ SEARCH_NOTE = (
 # --- HTML -----------------------------------------------------------------------------------------
 
 CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222;
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1280px; color: #222;
        padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px;
      border-bottom: 1px solid #ddd; padding-bottom: 3px; }
 table { border-collapse: collapse; font-size: 12px; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; vertical-align: top; }
-th { background: #f3f3f3; } td { white-space: nowrap; }
+th { background: #f3f3f3; white-space: normal; min-width: 3em; } td { white-space: nowrap; }
 td.text, th.text { text-align: left; } td.wrap { white-space: normal; min-width: 220px; }
 .scroll { overflow-x: auto; max-width: 100%; }
 tr.bad td { background: #fdecea; }
 tr.pruned td { background: #fff4e0; color: #666; }
 code { background: #f3f3f3; padding: 1px 4px; border-radius: 3px; font-size: 12px; }
 pre { white-space: pre-wrap; word-break: break-word; margin: 0; font-size: 11px; max-width: 420px; }
+pre.grid { white-space: pre; word-break: normal; max-width: none;
+           font-family: ui-monospace, "DejaVu Sans Mono", monospace; line-height: 1.35; }
 figure { margin: 12px 0; } figcaption { font-size: 12px; color: #555; max-width: 800px; }
 img { max-width: 100%; border: 1px solid #eee; }
 .facts td { border: none; text-align: left; padding: 1px 10px 1px 0; white-space: normal; }
@@ -158,6 +173,17 @@ def _h(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def breakable(name: str) -> str:
+    """An escaped column name that may wrap after ``_`` and ``/`` (``final_<wbr>val_<wbr>loss``)."""
+    return re.sub(r"([_/])", r"\1<wbr>", _h(name))
+
+
+def is_grid(text: str) -> bool:
+    """Text laid out in columns (the adder's sums, bit strings): keep its lines unwrapped."""
+    lines = text.splitlines()
+    return bool(lines) and all(len(ln) <= 80 for ln in lines) and " + " in text and "->" in text
+
+
 def html_table(
     headers: list[str],
     rows: list[list[str]],
@@ -169,7 +195,7 @@ def html_table(
             ' class="text wrap"' if h == "error" else ' class="text"' if h in TEXT_COLUMNS else ""
         )
 
-    head = "".join(f"<th{cls(h)}>{_h(h)}</th>" for h in headers)
+    head = "".join(f"<th{cls(h)}>{breakable(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
         tr = ' class="bad"' if bad and bad[i] else ' class="pruned"' if pruned and pruned[i] else ""
@@ -243,7 +269,8 @@ def to_html(r: Report) -> str:
             row = [f'<td class="text">{_h(s.label)}</td>', f'<td class="text">{_h(s.status)}</td>']
             for k, c in enumerate(cells):
                 text = "–" if c is None else (final_head if k == len(cells) - 1 else "") + c
-                row.append(f'<td class="text"><pre>{_h(text)}</pre></td>')
+                grid = ' class="grid"' if is_grid(text) else ""
+                row.append(f'<td class="text"><pre{grid}>{_h(text)}</pre></td>')
             parts.append(f"<tr>{''.join(row)}</tr>")
         parts.append("</tbody></table></div>")
     parts.append(f"<p><small>Generated {_h(r.generated)} by rnnlab.report from {_h(r.uri)}"

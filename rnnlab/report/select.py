@@ -26,7 +26,7 @@ from rnnlab.config import Config
 # Metric histories the report reads, besides each run's latest values.
 HISTORY_KEYS = ("train/smooth_loss", "val/loss", "val/bpc", "val/exact_acc", "perf/chars_per_sec")
 # Params that differ between runs without being hyperparameters.
-NOT_HYPERPARAMETERS = ("seed", "experiment_name", "resume", "tracking.")
+NOT_HYPERPARAMETERS = ("seed", "experiment_name", "resume", "tracking.", "verbose")
 
 
 class SelectionError(ValueError):

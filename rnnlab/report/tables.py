@@ -259,11 +259,11 @@ def build_tables(sel: Selection) -> Tables:
 
 
 def mean_std_n(values: pd.Series, total: int, column: str) -> str:
-    """``mean ± std (n)``; ``(n/N)`` when only n of the N runs have the value (e.g. failures)."""
+    """``mean ± std (n=3)``; ``(n=2/3)`` when only 2 of the 3 runs have the value (failures)."""
     v = values.dropna()
     if v.empty:
-        return f"– (0/{total})"
-    n = f"({len(v)})" if len(v) == total else f"({len(v)}/{total})"
+        return f"– (n=0/{total})"
+    n = f"(n={len(v)})" if len(v) == total else f"(n={len(v)}/{total})"
     if len(v) == 1:
         return f"{fmt(column, float(v.iloc[0]))} {n}"
     return f"{fmt(column, float(v.mean()))} ± {fmt(column, float(v.std(ddof=1)))} {n}"
