@@ -92,8 +92,8 @@ def make_optimizer(cfg: Config, size: int, dtype) -> Optimizer:
 
 @contextmanager
 def stop_on_signals():
-    """Turn the first SIGINT/SIGTERM into a request the loop honours after a whole iteration
-    (so a checkpoint never holds half an update); a second SIGINT interrupts at once."""
+    """Turn the first SIGINT/SIGTERM/SIGUSR2 into a request the loop honours after a whole
+    iteration (so a checkpoint never holds half an update); a second SIGINT interrupts at once."""
     requested: list[str] = []
     if threading.current_thread() is not threading.main_thread():
         yield requested
@@ -104,7 +104,9 @@ def stop_on_signals():
             raise KeyboardInterrupt
         requested.append(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGUSR2: SLURM's (submitit's) warning before a time limit or preemption (rnnlab.requeue)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    previous = {s: signal.signal(s, handler) for s in stops}
     try:
         yield requested
     finally:
