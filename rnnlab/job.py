@@ -385,6 +385,9 @@ def _train_and_close(
                     f"python -m rnnlab.sync {out_dir}")  # fmt: skip
             _close(tracker, RunStatus.FAILED, f"store unreachable: {line}")
             raise StoreUnreachable(line) from None
+        from rnnlab.requeue import on_interrupted
+
+        on_interrupted(e, client, run_id)  # a SLURM job being requeued stays RUNNING and exits
         _close(tracker, RunStatus.KILLED, f"interrupted: {e}")
         raise
     except KeyboardInterrupt:  # a second Ctrl-C inside the loop: no new checkpoint

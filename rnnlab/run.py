@@ -87,7 +87,7 @@ def summary(ctx: JobContext, status: str, detail: str, started: float, task: str
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective so sweepers can minimise it."""
     from rnnlab.evaluate import closing_note
-    from rnnlab.job import run_job  # MLflow loads only once the command line is checked
+    from rnnlab.requeue import run_or_resume  # MLflow loads only once the command line is checked
 
     started = time.perf_counter()
     quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
@@ -97,7 +97,7 @@ def main(cfg: DictConfig) -> float:
         config = to_config(cfg)
         # train() pins BLAS to this many threads, so joblib workers do not oversubscribe cores
         ctx.extra_tags["rnnlab.blas_threads"] = str(config.blas_threads)
-        final = run_job(config, ctx)
+        final = run_or_resume(config, ctx)  # runs.run_job, or a requeued SLURM job's own run
     except Exception as e:  # the run is already recorded FAILED with its reason
         summary(ctx, "FAILED", f"{type(e).__name__}: {e}", started, cfg.task.name)
         if ctx.multirun:

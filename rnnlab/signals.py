@@ -21,7 +21,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGUSR2: SLURM's (submitit's) warning before a time limit or preemption (rnnlab.requeue)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 @dataclass
