@@ -33,6 +33,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -329,13 +330,20 @@ class Worker:
             start_new_session=True,
             env=env,
         )
-        self._send((spec, probe))
+        # The probe is larger than a pipe's buffer, so writing it waits until the child has
+        # imported numpy (~0.5 s): a thread writes it while the loop trains on.
+        self._first = threading.Thread(target=self._send, args=((spec, probe),), daemon=True)
+        self._first.start()
 
     def _send(self, obj) -> None:
-        pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.proc.stdin.flush()
+        try:
+            pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the child died: result() says how
+            pass
 
     def submit(self, params: rnn.Params) -> None:
+        self._first.join()
         self._send(params)
 
     def result(self) -> tuple[dict[str, float], np.ndarray]:
@@ -349,8 +357,13 @@ class Worker:
             raise RuntimeError(f"the diagnostics worker failed: {value}")
         return value
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Let the child finish and exit (``wait``), or end it now: after an error or Ctrl-C
+        nothing it would still compute is logged, and the run must not wait for it."""
         try:
+            if not wait:
+                self.proc.kill()  # our own child, by its pid
+            self._first.join(timeout=10)
             self.proc.stdin.close()
             self.proc.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
@@ -400,6 +413,10 @@ class Diagnostics:
     _worker: Worker | None = None
     _pending: list[int] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.background and self.snapshot_metrics:  # started now: it boots while we train
+            self._worker = Worker(self.spec, self.probe)
+
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
 
@@ -447,7 +464,7 @@ class Diagnostics:
         finally:
             self._pending.clear()
             if self._worker is not None:
-                self._worker.close()
+                self._worker.close(wait)
                 self._worker = None
 
 
