@@ -189,7 +189,7 @@ def test_two_signals_in_quick_succession_end_killed_with_every_point(sig, tmp_pa
         # iteration ended (it interrupts at once), and then every point logged is still there.
         last = max((int(f.path[-11:-4]) for f in saved), default=0)
         logged = steps(client, run.info.run_id, "train/loss")
-        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last, last
+        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last // 10 * 10
         assert_exactly_once(cwd / "mlflow.db", run.info.run_id)
 
 
