@@ -306,7 +306,7 @@ def test_server_gone_for_good_stops_the_run_and_sync_completes_it(tmp_path, kafk
         last = max(int(f.path[-11:-4]) for f in client.list_artifacts(run.info.run_id,
                                                                         "checkpoints"))  # fmt: skip
         logged = sorted(server_points(tmp_path))
-        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last
+        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last // 10 * 10
         again = subprocess.run([sys.executable, "-m", "rnnlab.sync", str(tmp_path / "job")],
                                cwd=tmp_path, env=env(), capture_output=True, text=True)  # fmt: skip
         assert again.returncode == 2 and "nothing to send" in again.stderr
