@@ -24,7 +24,7 @@ from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
 from rnnlab.schedule import Schedule
-from rnnlab.signals import stop_on_signals
+from rnnlab.signals import shielded, stop_on_signals
 from rnnlab.tasks import TASKS
 from rnnlab.tracking import MemoryTracker, Tracker
 
@@ -265,8 +265,9 @@ def train(
 
     def checkpoint_now() -> Path:
         s.elapsed = elapsed_before + time.perf_counter() - started
-        path = trainer.save(ckpt_dir)
-        tracker.log_artifact(path, "checkpoints")
+        with shielded():  # a second Ctrl-C waits until the checkpoint is written and sent
+            path = trainer.save(ckpt_dir)
+            tracker.log_artifact(path, "checkpoints")
         return path
 
     last_log_time, last_log_iter = started, s.iteration

@@ -184,10 +184,12 @@ def test_two_signals_in_quick_succession_end_killed_with_every_point(sig, tmp_pa
         client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
         run = the_run(client)
         assert run.info.status == "KILLED", out[-2000:]
-        last = max(int(f.path[-11:-4]) for f in client.list_artifacts(run.info.run_id,
-                                                                        "checkpoints"))  # fmt: skip
+        saved = client.list_artifacts(run.info.run_id, "checkpoints")
+        # The stop checkpoint; none when the second Ctrl-C came before the first one's
+        # iteration ended (it interrupts at once), and then every point logged is still there.
+        last = max((int(f.path[-11:-4]) for f in saved), default=0)
         logged = steps(client, run.info.run_id, "train/loss")
-        assert logged[: last // 10] == list(range(10, last + 1, 10)), (last, logged[-5:])
+        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last // 10 * 10
         assert_exactly_once(cwd / "mlflow.db", run.info.run_id)
 
 
@@ -304,7 +306,7 @@ def test_server_gone_for_good_stops_the_run_and_sync_completes_it(tmp_path, kafk
         last = max(int(f.path[-11:-4]) for f in client.list_artifacts(run.info.run_id,
                                                                         "checkpoints"))  # fmt: skip
         logged = sorted(server_points(tmp_path))
-        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last
+        assert logged == list(range(10, logged[-1] + 1, 10)) and logged[-1] >= last // 10 * 10
         again = subprocess.run([sys.executable, "-m", "rnnlab.sync", str(tmp_path / "job")],
                                cwd=tmp_path, env=env(), capture_output=True, text=True)  # fmt: skip
         assert again.returncode == 2 and "nothing to send" in again.stderr
