@@ -20,9 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from rnnlab import launching
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
-from rnnlab.workers import claim_joblib_launcher
 
 if TYPE_CHECKING:
     from rnnlab.runs import JobContext
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 register_configs()
-claim_joblib_launcher()  # hydra/launcher=joblib: rnnlab's launcher (see rnnlab.workers)
+launching.register()  # hydra/launcher=joblib is rnnlab's; ${rnnlab_sweep_id:} (rnnlab.launching)
 
 
 def override_key(override: str) -> str:
