@@ -174,6 +174,7 @@ def check(cfg: Config) -> None:
                 "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
         _positive_int(cfg, key)
     _require(cfg.blas_threads >= 0, "blas_threads", cfg.blas_threads, "an integer ≥ 0")
+    _require(cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")  # numpy's SeedSequence
     _positive_finite("learning_rate", cfg.learning_rate)
     _positive_finite("temperature", cfg.temperature)
     _positive_finite("task.init_scale", cfg.task.init_scale)

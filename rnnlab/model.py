@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 import rnnlab
+from rnnlab.inputs import check_model_name
 from rnnlab.resume import quiet_artifact_transfers
 
 MODEL_NAME = "model"  # runs:/<run_id>/model
@@ -93,7 +94,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
-        from rnnlab.sample import SampleError, generate_text
+        from rnnlab.sample import SampleError, check_request, generate_text
 
         texts = []
         rows = model_input.to_dict("records")
@@ -105,6 +106,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
             opts = {k: row.get(k) for k in DEFAULTS}
             opts = {k: DEFAULTS[k] if v is None or v != v else v for k, v in opts.items()}
             try:
+                check_request(seed=int(opts["seed"]))
                 texts.append(
                     generate_text(
                         self.weights,
@@ -268,8 +270,9 @@ def cli() -> None:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     try:
+        check_model_name(args["name"])  # rnnlab.inputs: before the store is opened
         v = register_best(args["sweep"], args["name"], args.get("tracking_uri") or None)
-    except RegistryError as e:
+    except (RegistryError, ValueError) as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"registered {v.name} version {v.version}: run {v.tags.get('rnnlab.run_id', v.run_id)} "

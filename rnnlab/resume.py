@@ -96,6 +96,8 @@ def open_store(uri: str) -> MlflowClient:
     create an empty store, and every look-up would then say "no such run")."""
     from mlflow.tracking import MlflowClient
 
+    from rnnlab.inputs import check_sqlite_file
+
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_absolute():
@@ -105,6 +107,10 @@ def open_store(uri: str) -> MlflowClient:
                 f"no MLflow store at {path} (tracking URI {uri}); pass tracking_uri= or set "
                 f"MLFLOW_TRACKING_URI"
             )
+        try:
+            check_sqlite_file(path)  # rnnlab.inputs: random bytes are no store
+        except ValueError as e:
+            raise ResumeError(str(e)) from None
     return MlflowClient(uri)
 
 

@@ -89,11 +89,23 @@ def generate_text(
     return prime + w.vocab.decode(drawn)
 
 
-def check_request(length: int | None = None, temperature: float | None = None) -> None:
+# Logits over a temperature below this can overflow to inf, and the softmax becomes NaN.
+MIN_TEMPERATURE = 1e-3
+
+
+def check_request(
+    length: int | None = None, temperature: float | None = None, seed: int | None = None
+) -> None:
     if length is not None and length < 1:
         raise SampleError(f"length={length} is not allowed: an integer ≥ 1")
-    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
-        raise SampleError(f"temperature={temperature} is not allowed: a finite number > 0")
+    if temperature is not None and not (
+        math.isfinite(temperature) and temperature >= MIN_TEMPERATURE
+    ):
+        raise SampleError(
+            f"temperature={temperature} is not allowed: a finite number ≥ {MIN_TEMPERATURE}"
+        )
+    if seed is not None and seed < 0:
+        raise SampleError(f"seed={seed} is not allowed: an integer ≥ 0")
 
 
 def default_prime(w: Weights) -> str:
@@ -202,7 +214,7 @@ def main(argv: list[str]) -> str:
     temperature = _number(args, "temperature", float, None)
     seed = _number(args, "seed", int, 0)
     a, b = _number(args, "a", int, None), _number(args, "b", int, None)
-    check_request(length, temperature)  # before any download
+    check_request(length, temperature, seed)  # before any download
     with tempfile.TemporaryDirectory(prefix="rnnlab-sample-") as tmp:
         w = resolve_weights(args, Path(tmp))
     if w.cfg.task.name == "adder" or a is not None or b is not None:

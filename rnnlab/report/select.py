@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import Config
+from rnnlab.inputs import check_sqlite_uri
 
 # Metric histories the report reads, besides each run's latest values.
 HISTORY_KEYS = ("train/smooth_loss", "val/loss", "val/bpc", "val/exact_acc", "perf/chars_per_sec")
@@ -188,6 +189,10 @@ def select(
     and/or matching ``filter_string``; with none of them, the latest sweep."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise SelectionError(f"no MLflow store at {uri}")  # MLflow would create an empty one
+    try:
+        check_sqlite_uri(uri)
+    except ValueError as e:
+        raise SelectionError(str(e)) from None
     client = MlflowClient(uri)
     try:
         experiment_ids = _all_experiment_ids(client)
