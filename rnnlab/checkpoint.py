@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab.checkpoint_checks import check_declared_sizes
+
 
 class CheckpointError(ValueError):
     """A file is not a readable rnnlab checkpoint. The message is one line."""
@@ -43,6 +45,11 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if Path(path).is_file() and not zipfile.is_zipfile(path):
         # np.load treats a file that is neither .npz nor .npy as a pickle: say what it really is.
         raise CheckpointError(f"{path} is truncated or not an .npz checkpoint")
+    try:
+        if Path(path).is_file():
+            check_declared_sizes(path)  # rnnlab.checkpoint_checks: before numpy allocates
+    except (ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} is not a valid checkpoint: {e}") from None
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

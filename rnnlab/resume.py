@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from rnnlab import checkpoint
+from rnnlab.checkpoint_checks import check_contents
 from rnnlab.config import Config, ConfigError, check, flatten
 
 if TYPE_CHECKING:  # MLflow is imported only when a resume needs it: preflight stays fast
@@ -230,8 +231,9 @@ def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> 
             )
     try:
         arrays, meta = checkpoint.load(path)
-    except checkpoint.CheckpointError as e:
-        raise ResumeError(str(e)) from None
+        check_contents(arrays, meta)  # rnnlab.checkpoint_checks: weights, types, shapes
+    except (checkpoint.CheckpointError, ValueError) as e:
+        raise ResumeError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     if "config" not in meta or "state" not in meta:
         raise ResumeError(f"{path} is a checkpoint without its config or training state")
     iteration = int(meta["state"]["iteration"])

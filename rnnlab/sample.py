@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnlab import checkpoint, rnn
+from rnnlab.checkpoint_checks import check_contents
 from rnnlab.config import Config
 from rnnlab.rnn import PARAM_NAMES
 from rnnlab.tasks.adder import from_bits, to_bits
@@ -54,6 +55,10 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
     missing = [k for k in PARAM_NAMES if f"param/{k}" not in arrays]
     if missing or "config" not in meta:
         raise SampleError(f"{path} is a checkpoint without weights or config")
+    try:
+        check_contents(arrays, meta)  # rnnlab.checkpoint_checks: types and shapes
+    except ValueError as e:
+        raise SampleError(f"{path} is not a valid checkpoint: {e}") from None
     cfg = config_from_flat(meta["config"])
     vocab = None
     if cfg.task.name == "charrnn":

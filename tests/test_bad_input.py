@@ -152,3 +152,84 @@ def test_the_cli_exits_2_with_one_line(module, args, tmp_path):
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "mlflow.db").exists()  # no run, no store
+
+
+# --- crafted checkpoints: refused in one line before a run is opened -------------------------
+
+
+def adder_checkpoint(folder: Path) -> Path:
+    from rnnlab.config import Config
+    from rnnlab.train import Trainer
+
+    cfg = Config()
+    cfg.task.name, cfg.hidden_size, cfg.seq_length = "adder", 8, 8
+    return Trainer(cfg).save(folder)
+
+
+def crafted(kind: str, folder: Path) -> Path:
+    """A copy of a real checkpoint with one thing wrong."""
+    import io
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from rnnlab import checkpoint
+
+    good = adder_checkpoint(folder)
+    arrays, meta = checkpoint.load(good)
+    out = folder / f"{kind}.npz"
+    if kind == "no_weights":
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("param/")}
+    elif kind == "text_iteration":
+        meta = json.loads(json.dumps(meta))
+        meta["state"]["iteration"] = "lots"
+    elif kind == "config_disagrees":
+        meta = json.loads(json.dumps(meta))
+        meta["config"]["hidden_size"] = 10**7
+    if kind != "huge_shape":
+        return checkpoint.save(out, arrays, meta)
+    header = io.BytesIO()  # a .npy that declares 10^12 float64s and holds 16 bytes
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+    )
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, header.getvalue() + b"\0" * 16 if
+                         info.filename == "param/Whh.npy" else data)  # fmt: skip
+    return out
+
+
+CRAFTED = {
+    "no_weights": "it holds no weights (Wxh, Whh, Why, bh, by missing)",
+    "text_iteration": "its metadata 'state' is not a table of numbers",
+    "config_disagrees": "its config says hidden_size=10000000 but its weights have 8",
+    "huge_shape": "member param/Whh.npy declares shape (1000000000000,) of float64",
+}
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+def test_a_crafted_checkpoint_is_one_line_in_sample_and_resume(kind, tmp_path, monkeypatch):
+    path = crafted(kind, tmp_path)
+    with pytest.raises(sample.SampleError) as e:
+        sample.load_weights(path)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+    if kind != "no_weights":  # sample's own older check words that one differently
+        assert CRAFTED[kind] in str(e.value)
+    monkeypatch.chdir(tmp_path)
+    message = refused([f"resume={path}", "iterations=20"])
+    assert CRAFTED[kind] in message
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any store or run
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_without_weights_opens_no_run(tmp_path):
+    path = crafted("no_weights", tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(store).search_experiments()  # an existing store, which must stay empty
+    done = run_cli([f"resume={path}", "iterations=20", f"tracking.uri={store}"], cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert CRAFTED["no_weights"] in done.stderr
+    client = MlflowClient(store)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
