@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab.checkpoint_checks import check_contents, check_declared_sizes
+
 
 class CheckpointError(ValueError):
     """A file is not a readable rnnlab checkpoint. The message is one line."""
@@ -47,6 +49,11 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if Path(path).is_file() and not zipfile.is_zipfile(path):
         # np.load treats a file that is neither .npz nor .npy as a pickle: say what it really is.
         raise CheckpointError(f"{path} is truncated or not an .npz checkpoint")
+    try:
+        if Path(path).is_file():
+            check_declared_sizes(path)  # rnnlab.checkpoint_checks: before numpy allocates
+    except (ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} is not a valid checkpoint: {e}") from None
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -159,7 +166,9 @@ class Checkpoint:
             raise CheckpointError(f"{path} has unreadable training state in its metadata")
         try:
             ck.iteration  # noqa: B018 — validates the metadata's iteration once, here
-        except CheckpointError as e:
+            cfg = ck.config() if isinstance(meta.get("config"), dict) else None
+            check_contents(ck.params, meta, ck.vocab, cfg)  # types and shapes, every cell
+        except (CheckpointError, ValueError) as e:
             raise CheckpointError(f"{path}: {e}") from None
         return ck
 

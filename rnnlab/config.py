@@ -224,6 +224,7 @@ def check(cfg: Config) -> None:
              "an integer ≥ 1 or null (the evaluation cadence)")  # fmt: skip
     _require(cfg.diag_window >= 2, "diag_window", cfg.diag_window, "an integer ≥ 2")
     _require(cfg.blas_threads >= 0, "blas_threads", cfg.blas_threads, "an integer ≥ 0")
+    _require(cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")  # numpy's SeedSequence
     _positive_finite("learning_rate", cfg.learning_rate)
     _positive_finite("temperature", cfg.temperature)
     _positive_finite("task.init_scale", cfg.task.init_scale)

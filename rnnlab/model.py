@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 import rnnlab
+from rnnlab.inputs import check_model_name
 from rnnlab.store import quiet_artifact_transfers
 
 MODEL_NAME = "model"  # runs:/<run_id>/model
@@ -98,7 +99,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
-        from rnnlab.sample import SampleError, generate_text
+        from rnnlab.sample import SampleError, check_request, generate_text
 
         texts = []
         rows = model_input.to_dict("records")
@@ -113,6 +114,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
             dec = {k: DECODING[k][1] if v is None or v != v else DECODING[k][0](v)
                    for k, v in dec.items()}  # fmt: skip
             try:
+                check_request(seed=int(opts["seed"]))
                 texts.append(
                     generate_text(
                         self.weights,
@@ -276,8 +278,9 @@ def cli() -> None:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     try:
+        check_model_name(args["name"])  # rnnlab.inputs: before the store is opened
         v = register_best(args["sweep"], args["name"], args.get("tracking_uri") or None)
-    except RegistryError as e:
+    except (RegistryError, ValueError) as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"registered {v.name} version {v.version}: run {v.tags.get('rnnlab.run_id', v.run_id)} "

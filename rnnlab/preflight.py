@@ -8,6 +8,8 @@ allowed (``UserError``); the CLI prints it and exits 2.
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 
 from hydra import compose, initialize_config_dir
@@ -21,7 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from rnnlab.config import Config, ConfigError, flatten, flatten_dict, to_config
 from rnnlab.corpus import CorpusError
 from rnnlab.tasks import check  # the shared keys, then the task's own
-from rnnlab.tasks.charrnn import PrimeError
+from rnnlab.tasks.charrnn import PrimeError, load_corpus
 
 
 class UserError(ValueError):
@@ -54,6 +56,18 @@ def _explain(exc: BaseException, override_by_key: dict[str, str]) -> str:
         shown = override_by_key.get(key or "", key or "?")
         return f"{shown}: {_first_line(getattr(cause, 'msg', None) or cause)}"
     return _first_line(exc)
+
+
+def without_hydra(composed: DictConfig) -> DictConfig:
+    """The job's config with its ``hydra`` node set as Hydra's runtime config (what
+    ``${hydra:...}`` interpolations read, as in a real run) and then taken out."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    HydraConfig.instance().set_config(composed)
+    with open_dict(composed):
+        del composed["hydra"]
+    return composed
 
 
 def check_keys(composed: DictConfig, override_by_key: dict[str, str]) -> None:
@@ -96,6 +110,99 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return variants
 
 
+def memory_estimate(cfg: Config, input_size: int, output_size: int) -> int:
+    """Bytes a run needs at its peak, roughly: parameters, gradients, the optimizer's memories
+    and scratch (one copy each of the P parameters), one window's activations (states, logits,
+    probabilities and their gradients: T·B·(3H + 2V)), and an evaluation chunk (1000 steps of
+    states and logits). Checkpoints and samples are small beside these."""
+    from rnnlab.optim import OPTIMIZERS
+    from rnnlab.rnn import param_shapes
+
+    H, T, B = cfg.hidden_size, cfg.seq_length, cfg.batch_size
+    itemsize = 4 if cfg.dtype == "float32" else 8
+    P = sum(math.prod(s) for s in param_shapes(input_size, H, output_size).values())
+    copies = 2 + len(OPTIMIZERS[cfg.optimizer.name].memory_names) + 1  # θ, ∇θ, memories, tmp
+    window = T * B * (3 * H + 2 * max(input_size, output_size))
+    evaluation = 1000 * (H + output_size)
+    return (copies * P + window + evaluation) * itemsize
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, or a smaller cgroup limit."""
+    found = []
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit.isdigit():
+            found.append(int(limit))
+    except OSError:
+        pass
+    return min(found) if found else None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def check_memory(cfg: Config, text: str | None) -> None:
+    """Refuse a run whose estimated memory cannot fit, before it allocates anything."""
+    if cfg.task.name == "charrnn":
+        vocab = len(set(text or ""))
+        sizes = (vocab, vocab)
+    else:
+        sizes = (2, 1)  # the adder: two operand bits in, one sum bit out
+    need, have = memory_estimate(cfg, *sizes), available_memory()
+    if have is not None and need > have:
+        raise UserError(
+            f"hidden_size={cfg.hidden_size} (batch_size={cfg.batch_size}, seq_length="
+            f"{cfg.seq_length}) needs about {_bytes(need)} of memory; {_bytes(have)} is available"
+        )
+
+
+def check_experiment(cfg: Config) -> None:
+    """The experiment name fits MLflow, and is not a deleted experiment of a SQLite store
+    (read-only SQL: no MLflow import, no store created)."""
+    import sqlite3
+    from pathlib import Path
+
+    from rnnlab.inputs import check_experiment_name
+
+    try:
+        check_experiment_name(cfg.experiment_name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not cfg.tracking.enabled:
+        return
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return
+    name = cfg.experiment_name or cfg.task.name
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            row = con.execute(
+                "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)
+            ).fetchone()
+    except sqlite3.Error:
+        return  # not a store yet, or locked: MLflow says more when it opens it
+    if row and row[1] == "deleted":
+        raise UserError(
+            f"experiment_name={name!r} is a deleted experiment in {path}: restore it "
+            f"(mlflow experiments restore --experiment-id {row[0]}) or choose another name"
+        )
+
+
 def _preflight_resume(cfg: Config, overrides: list[str], multirun: bool) -> None:
     # imported here: rnnlab.resume needs MLflow, whose import costs seconds that a plain
     # command line with a typo should not pay
@@ -125,7 +232,8 @@ def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
                 by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
                 try:
                     composed = compose(config_name=args.config_name or config_name,
-                                       overrides=overrides)  # fmt: skip
+                                       overrides=overrides, return_hydra_config=True)  # fmt: skip
+                    composed = without_hydra(composed)  # ${hydra:runtime.cwd} resolves
                     check_keys(composed, by_key)
                     cfg = to_config(composed)
                 except (HydraException, OmegaConfBaseException, ValueError) as e:
@@ -137,6 +245,9 @@ def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
                         _preflight_resume(cfg, overrides, args.multirun)
                     else:
                         check(cfg)
+                        check_experiment(cfg)
+                        text = load_corpus(cfg)[0] if cfg.task.name == "charrnn" else None
+                        check_memory(cfg, text)
                 except CorpusError as e:  # name the key, as every other message does
                     msg = str(e)
                     if not msg.startswith("data."):

@@ -20,11 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from rnnlab import launching
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
 from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
 from rnnlab.summary import default_run_name
-from rnnlab.workers import claim_joblib_launcher
 
 if TYPE_CHECKING:
     from rnnlab.job import JobContext
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 register_configs()
-claim_joblib_launcher()  # hydra/launcher=joblib: rnnlab's launcher (see rnnlab.workers)
+launching.register()  # hydra/launcher=joblib is rnnlab's; ${rnnlab_sweep_id:} (rnnlab.launching)
 
 
 def override_key(override: str) -> str:

@@ -98,11 +98,23 @@ def generate_text(
     return prime + w.vocab.decode(drawn)
 
 
-def check_request(length: int | None = None, temperature: float | None = None) -> None:
+# Logits over a temperature below this can overflow to inf, and the softmax becomes NaN.
+MIN_TEMPERATURE = 1e-3
+
+
+def check_request(
+    length: int | None = None, temperature: float | None = None, seed: int | None = None
+) -> None:
     if length is not None and length < 1:
         raise SampleError(f"length={length} is not allowed: an integer ≥ 1")
-    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
-        raise SampleError(f"temperature={temperature} is not allowed: a finite number > 0")
+    if temperature is not None and not (
+        math.isfinite(temperature) and temperature >= MIN_TEMPERATURE
+    ):
+        raise SampleError(
+            f"temperature={temperature} is not allowed: a finite number ≥ {MIN_TEMPERATURE}"
+        )
+    if seed is not None and seed < 0:
+        raise SampleError(f"seed={seed} is not allowed: an integer ≥ 0")
 
 
 def default_prime(w: Weights) -> str:
@@ -257,7 +269,7 @@ def main(argv: list[str]) -> str:
         "beam": _number(args, "beam", int, None),
     }
     given = {k: v for k, v in given.items() if v is not None}
-    check_request(length, temperature)  # before any download
+    check_request(length, temperature, seed)  # before any download
     model_from(args)
     neutral = {"top_k": 0, "top_p": 1.0, "greedy": False, "beam": 0}
     if (bad := decode.problem(**(neutral | given))) is not None:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnlab.inputs import check_sqlite_file
 from rnnlab.summary import new_experiment_options, tag_experiment_kind
 
 if TYPE_CHECKING:  # MLflow loads only when a store is opened: preflight and --help stay fast
@@ -125,6 +126,11 @@ def open_store(uri: str, create: bool = False) -> MlflowClient:
         )
     if path is None:
         return MlflowClient(uri)
+    if path.is_file():
+        try:
+            check_sqlite_file(path)  # rnnlab.inputs: random bytes are no store, say so plainly
+        except ValueError as e:
+            raise StoreError(str(e)) from None
     try:
         with creation_lock(uri):
             client = MlflowClient(uri)  # builds the store: creates or migrates its tables

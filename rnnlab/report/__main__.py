@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 
 from rnnlab import quiet
+from rnnlab.inputs import check_model_name
 from rnnlab.report.build import generate
 from rnnlab.report.select import SelectionError, default_tracking_uri
 
@@ -63,6 +64,11 @@ def parse(args: list[str]) -> dict:
     kwargs["register"] = raw.get("register") or None
     if "register" in raw and not kwargs["register"]:
         raise UsageError("register= needs a model name, e.g. register=kafka-charrnn")
+    if kwargs["register"]:
+        try:
+            check_model_name(kwargs["register"])
+        except ValueError as e:
+            raise UsageError(str(e).replace("name=", "register=", 1)) from None
     if kwargs["register"] and not kwargs["sweep"] and (kwargs["experiment"] or raw.get("filter")):
         raise UsageError("register= registers a sweep's best run: select a sweep (sweep=<id>)")
     return kwargs

@@ -15,6 +15,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot; the report never opens a window
+# Labels carry swept values verbatim (prime='$\x$'): never parse them as mathtext.
+matplotlib.rcParams["text.parse_math"] = False
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -314,8 +314,9 @@ def to_markdown(r: Report) -> str:
     t = r.tables
     out = [f"# {md_cell(r.title)}", ""]
     out += [f"- {md_cell(k)}: {md_cell(v)}" for k, v in r.facts]
-    out += [f"- {md_cell(k)}: `{v}`" if "`" not in v else f"- {md_cell(k)}: {md_cell(v)}"
-            for k, v in r.commands]  # fmt: skip
+    for k, v in r.commands:  # code only on one line: a swept newline would end the list item
+        plain = not set("`\n\r") & set(v)
+        out.append(f"- {md_cell(k)}: `{v}`" if plain else f"- {md_cell(k)}: {md_cell(v)}")
     out += ["", f"**{md_cell(best_line(t))}**", ""]
     failed = t.runs[t.runs["status"] != "FINISHED"]
     if not failed.empty:

@@ -62,6 +62,13 @@ class CharTask:
         if cfg.task.loss != "xent":
             raise ConfigError("task.loss", cfg.task.loss, "xent for the char-RNN")
         text, _ = load_corpus(cfg)
+        if len(set(text)) < 2:  # nothing to predict: the loss is 0 from the start
+            key = "data.path" if cfg.data.path else "data.name"
+            raise ConfigError(
+                key,
+                getattr(cfg.data, key[5:]),
+                f"a text of at least 2 distinct characters (this one has only {text[:1]!r})",
+            )
         n_test = int(len(text) * cfg.data.test_fraction)
         n_train = len(text) - int(len(text) * cfg.data.val_fraction) - n_test
         per_stream = n_train // cfg.batch_size

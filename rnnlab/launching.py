@@ -1,5 +1,5 @@
-"""``hydra/launcher=joblib`` as rnnlab's launcher, and what it records when a job's process
-dies without closing its run.
+"""How rnnlab's multiruns launch: ``hydra/launcher=joblib`` as rnnlab's launcher, a folder of
+its own for every sweep, and what is recorded when a job's process dies without closing its run.
 
 A worker killed by the kernel (SIGKILL, an OOM kill) cannot close its own MLflow run, so the
 launcher, which saw the process end, closes it: FAILED, with an ``error`` tag saying how the
@@ -9,6 +9,29 @@ process ended. Only that job's run is touched; the sweep goes on.
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def register() -> None:
+    """Everything ``rnnlab.run`` needs from this module before Hydra composes a config."""
+    claim_joblib_launcher()
+    register_sweep_id()
+
+
+def sweep_id() -> str:
+    """This launching process's id, for ``hydra.sweep.dir``: two sweeps started in the same
+    second run in two processes, so each gets its own folder and parent run."""
+    import os
+
+    return str(os.getpid())
+
+
+def register_sweep_id() -> None:
+    """``${rnnlab_sweep_id:}`` in conf/config.yaml. Cached like ``${now:}``: resolved once in the
+    launching process, and job configs copy that cache, so every job sees the same folder."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("rnnlab_sweep_id"):
+        OmegaConf.register_new_resolver("rnnlab_sweep_id", sweep_id, use_cache=True)
 
 
 def claim_joblib_launcher() -> None:
