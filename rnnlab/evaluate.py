@@ -276,7 +276,7 @@ def after_evaluation(trainer, metrics: dict[str, float], ckpt_dir: Path, tracker
     if trainer.best.observe(metrics, trainer.params, it):
         write_best(trainer, ckpt_dir, tracker)
     tracker.log_metrics(trainer.best.metrics(), step=it)
-    if trainer.best.should_stop():
+    if trainer.best.should_stop() and it < trainer.cfg.iterations:  # at the end: not early
         trainer.best.stopped_at = it
         return True
     return False
