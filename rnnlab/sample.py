@@ -44,6 +44,7 @@ class Weights:
     iteration: int
     source: str
     burn_in: np.ndarray | None = None  # the run's warm-up text for val/loss_warm (ids)
+    warm_start: np.ndarray | None = None  # the state that burn-in starts from (1, H)
 
 
 def load_weights(path: Path, source: str | None = None) -> Weights:
@@ -65,8 +66,8 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
         vocab = Vocabulary("".join(str(c) for c in arrays["vocab"]))
     params = {k: arrays[f"param/{k}"] for k in PARAM_NAMES}
     iteration = int(meta.get("state", {}).get("iteration", meta.get("iteration", 0)))
-    burn_in = arrays.get("eval/burn_in")
-    return Weights(params, cfg, vocab, iteration, source or str(path), burn_in)
+    burn_in, start = arrays.get("eval/burn_in"), arrays.get("eval/warm_start")
+    return Weights(params, cfg, vocab, iteration, source or str(path), burn_in, start)
 
 
 def generate_text(
