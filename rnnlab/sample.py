@@ -43,6 +43,7 @@ class Weights:
     iteration: int
     source: str
     burn_in: np.ndarray | None = None  # the run's warm-up text for val/loss_warm (ids)
+    warm_start: np.ndarray | None = None  # the state that burn-in starts from (L, S, 1, H)
 
 
 def load_weights(path: Path, source: str | None = None) -> Weights:
@@ -63,8 +64,8 @@ def load_weights(path: Path, source: str | None = None) -> Weights:
             raise SampleError(f"{path} is a char-RNN checkpoint without its vocabulary")
         vocab = Vocabulary(ck.vocab)
     params = {k: ck.params[k] for k in names}
-    burn_in = ck.extra.get("eval/burn_in")
-    return Weights(params, cfg, vocab, ck.iteration, source or str(path), burn_in)
+    burn_in, start = ck.extra.get("eval/burn_in"), ck.extra.get("eval/warm_start")
+    return Weights(params, cfg, vocab, ck.iteration, source or str(path), burn_in, start)
 
 
 def generate_text(

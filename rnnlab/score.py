@@ -6,10 +6,11 @@
 
 The text is read as one stream, exactly as ``val/loss`` reads the held-out text: every character
 but the first is predicted from all before it, from h = 0; ``warm=true`` first reads the run's
-burn-in (the last ``eval_burn_in`` training characters, stored in its checkpoints), as
-``val/loss_warm`` does. So the held-out text of a run scores its ``val/loss`` (``val/loss_warm``)
-to rounding. Characters outside the vocabulary: ``unknown=error`` (default) names them;
-``unknown=skip`` drops them before scoring and counts them. Prints one line,
+burn-in (the last ``eval_burn_in`` training characters) from the state training carried when the
+checkpoint was written (both stored in it), as ``val/loss_warm`` does. So the held-out text of a
+run scores its ``val/loss`` (``val/loss_warm``) to rounding. Characters outside the vocabulary:
+``unknown=error`` (default) names them; ``unknown=skip`` drops them before scoring and counts
+them. Prints one line,
 
     <name>: 1.9550 nats/char, 2.8205 bits/char over 11,856 characters (0 unknown)
 
@@ -67,6 +68,8 @@ def score_text(w: Weights, text: str, warm: bool = False, unknown: str = "error"
     if warm:
         if w.burn_in is None:
             raise SampleError(f"{w.source} holds no burn-in text (trained before warm scoring)")
+        if w.warm_start is not None:  # the state training carried when it was saved
+            h = w.warm_start.astype(h.dtype).reshape(h.shape)  # (1, H) before cells
         h = evaluate.read(w.params, spec, w.burn_in, h)
     total, count = evaluate.stream_loss(w.params, spec, ids, h)
     nats = total / count

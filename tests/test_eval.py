@@ -105,9 +105,10 @@ def test_best_checkpoint_and_best_metrics_match_the_history(default_run, tmp_pat
 
 def saturating(tmp_path: Path, kafka_path: Path) -> tuple[Config, Path]:
     """A text and weights where h = 0 falls into a latched, saturated state the network never
-    leaves, while its training text (hence the burn-in) holds a character that unlatches it."""
-    train_part = "".join("Z" + "abc" * 16 for _ in range(120))  # Z every 49 characters
-    text = train_part + "abc" * 200  # the held-out tenth has no Z
+    leaves; only the training text's first character unlatches it. So training carries a free
+    state, while the held-out text and the burn-in (the end of the training text) have no Z:
+    read from h = 0 they latch, as the kafka seed does."""
+    text = "Z" + "abc" * 2000
     corpus = tmp_path / "latch.txt"
     corpus.write_text(text, encoding="utf-8")
     cfg = small(kafka_path, iterations=1, **{"data.path": str(corpus), "data.val_fraction": 0.1})
@@ -131,6 +132,13 @@ def test_a_network_saturated_from_h0_is_flagged(tmp_path, kafka_path):
     cold, warm = final["final/val_loss"], final["final/val_loss_warm"]
     print(f"val/loss {cold:.4f}  val/loss_warm {warm:.4f}")
     assert cold > 4.0 and warm < 1.5  # latched: ~(2/3)·8 nats; unlatched: uniform, ln 4
+    # a burn-in read from h = 0 would have latched too: the carried state is what matters
+    trainer = Trainer(cfg)
+    trainer.load(checkpoint.latest(tmp_path / "out" / "checkpoints"))
+    t = trainer.task
+    from_zero = evaluate.char_metrics(trainer.params, "tanh", t.val_data, t.burn_in)
+    assert from_zero["val/loss_warm"] > 4.0
+    assert not evaluate.flagged(from_zero)
     assert evaluate.flagged(final, "final/val_")
     note = evaluate.closing_note(final)
     assert "FLAG" in note and "val/loss_warm" in note
@@ -173,7 +181,7 @@ def test_early_stopping_never_stops_a_run_that_improves(kafka_path, tmp_path):
     values = [v for _, v in tracker.history["val/loss_warm"]]
     print(values)
     stop = replay_early_stop(values, 1, 0.0)
-    if stop is None:  # it improved at every evaluation: it must run to the end
+    if stop is None or stop == len(values) - 1:  # improved until the end: runs to the end
         assert "stopped_early" not in final and len(values) == 10
     else:
         assert final["stopped_early"] == 20 * (stop + 1)

@@ -73,9 +73,48 @@ def test_pyfunc_load_model_in_a_fresh_process(model_run, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     names, result = r.stdout.strip().splitlines()[-2:]
-    assert names == "['prime', 'length', 'temperature', 'seed']"
+    assert names == "['prime', 'length', 'temperature', 'seed', 'top_k', 'top_p', 'greedy', 'beam']"
     out = json.loads(result)
     assert out["columns"] == ["text"] and out["text"] == model_run["text"]
+
+
+DECODE_EACH = """
+import json, sys
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+for row in json.loads(sys.argv[2]):
+    print(json.dumps(model.predict(pd.DataFrame([row]))["text"][0]))
+"""
+
+
+def test_served_decoding_columns_give_rnnlab_samples_text(model_run, tmp_path):
+    """top_k, top_p, greedy and beam as optional columns: the text rnnlab.sample prints."""
+    uri = f"runs:/{model_run['run'].info.run_id}/model"
+    rows = [{**REQUEST, "top_k": 5}, {**REQUEST, "top_p": 0.7}, {**REQUEST, "greedy": True},
+            {**REQUEST, "beam": 3}]  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", DECODE_EACH, uri, json.dumps(rows)],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": model_run["store"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    served = [json.loads(line) for line in r.stdout.strip().splitlines()[-len(rows) :]]
+    for row, text in zip(rows, served, strict=True):
+        cli = run_cli(
+            [
+                f"run_id={model_run['run'].info.run_id}",
+                f"tracking_uri={model_run['store']}",
+                *(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in row.items()),
+            ],  # fmt: skip
+            cwd=model_run["folder"],
+            module="rnnlab.sample",
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert text == cli.stdout.rstrip("\n"), row
+    assert len(set(served)) >= 3  # the modes decode differently (greedy may equal beam here)
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:

@@ -112,7 +112,7 @@ def test_charrnn_run_records_everything(store, kafka_path, tmp_path, request):
         warnings.simplefilter("error", UserWarning)  # e.g. MLflow's "ambiguous dataset source"
         final = run_job(cfg, JobContext(launch_dir=tmp_path, output_dir=tmp_path / "out",
                                         overrides=CHAR_TINY), show_progress=False)  # fmt: skip
-    assert final["objective"] == pytest.approx(final["final/val_loss"])
+    assert final["objective"] == pytest.approx(final["final/val_loss_warm"])  # the default
     client = MlflowClient(store)
     run = only_run(client, request.node.experiment)
     assert run.info.status == "FINISHED"
@@ -133,9 +133,11 @@ def test_charrnn_run_records_everything(store, kafka_path, tmp_path, request):
         input_tags["sha256"] == "836497d1e5a47b1744e68da78822e8af19ddadc565e3a09fde348f300e14ec78"
     )
     # metric histories of the configured cadence
-    for key in ("train/loss", "train/smooth_loss", "train/grad_norm", "perf/chars_per_sec"):
+    for key in ("train/loss", "train/smooth_loss", "train/grad_norm", "perf/chars_per_sec",
+                "train/lr"):  # fmt: skip
         assert history(client, run.info.run_id, key) == [10, 20, 30, 40, 50, 60], key
-    for key in ("val/loss", "val/bpc"):
+    for key in ("val/loss", "val/bpc", "val/loss_warm", "val/bpc_warm", "best/val_loss_warm",
+                "best/iteration"):  # fmt: skip
         assert history(client, run.info.run_id, key) == [20, 40, 60], key
     for key in ("final/val_loss", "final/val_bpc", "final/wall_time_s", "final/smooth_loss"):
         assert history(client, run.info.run_id, key) == [60], key
@@ -146,7 +148,8 @@ def test_charrnn_run_records_everything(store, kafka_path, tmp_path, request):
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert samples == {"samples/iter_0000030.txt", "samples/iter_0000060.txt"}
     ckpts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
-    assert ckpts == {"checkpoints/iter_0000050.npz", "checkpoints/iter_0000060.npz"}
+    assert ckpts == {"checkpoints/iter_0000050.npz", "checkpoints/iter_0000060.npz",
+                     "checkpoints/best.npz"}  # fmt: skip
     text = Path(
         mlflow.artifacts.download_artifacts(
             run_id=run.info.run_id, artifact_path="samples/iter_0000060.txt", tracking_uri=store
