@@ -115,3 +115,14 @@ def mlflow_server(tmp_path_factory) -> tuple[str, Path]:
             yield url, root
         finally:
             stop_process_group(proc)
+
+
+# Fixtures that train a run through the CLI in a subprocess: a test using one is end-to-end, so
+# it belongs to the full suite, not to the quick loop (`-m "not slow"`, under a minute on 2 cores).
+END_TO_END_FIXTURES = {"finished_run", "char_run", "empty_run", "adder_run", "model_run"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 ENGINE_CASES = ("B=1 float64", "B=1 float32", "B=32 float32", "B=128 float32")
@@ -29,6 +30,7 @@ def positive(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # end to end: the benchmark CLI in a subprocess
 def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
     out = tmp_path / "bench.json"
     result = run_cli(

@@ -231,6 +231,7 @@ def cli_resume_case(task, batch_size, store, tmp_path) -> dict:
     return {"k": k, "run": run_b}
 
 
+@pytest.mark.slow  # end to end: two CLI processes and a signal
 def test_cli_sigint_then_resume_same_run_charrnn_b1(store, tmp_path):
     case = cli_resume_case("charrnn", 1, store, tmp_path)
     # A char-RNN run that finishes after a resume still ends with its model.

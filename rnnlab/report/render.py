@@ -66,7 +66,7 @@ def shown_metrics(t: Tables) -> list[str]:
 
 
 def group_table(t: Tables) -> tuple[list[str], list[list[str]]]:
-    headers = key_columns_first(["rank", *t.swept, *shown_metrics(t), "runs", "failed", "seeds"])
+    headers = key_columns_first(["rank", *t.swept, "runs", "failed", "seeds", *shown_metrics(t)])
     rows = [[fmt(h, r[h]) for h in headers] for _, r in t.groups.iterrows()]
     return headers, rows
 
