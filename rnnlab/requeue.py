@@ -183,7 +183,7 @@ def continue_job_run(
 def being_requeued() -> bool:
     """Whether slurmctld has already counted one more restart of this job than it had at this
     start: a SIGTERM then comes from ``scontrol requeue`` (or preemption), not ``scancel``."""
-    job = os.environ.get("SLURM_JOB_ID")
+    job = slurm_job_id()  # an array's task by name: the array's id would list every task
     if not job:
         return False
     try:
