@@ -237,7 +237,7 @@ def train_in_run(
     except TrialPruned as e:  # the search stopped this trial early: done, not failed
         return e.metrics
     except Interrupted as e:
-        from rnnlab.requeue import on_interrupted
+        from rnnlab.slurm import on_interrupted
 
         on_interrupted(e, client, run_id)  # a SLURM job being requeued stays RUNNING and exits
         client.set_tag(run_id, "error", f"interrupted: {e}")
