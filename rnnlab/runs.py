@@ -155,7 +155,9 @@ def log_dataset(dataset, digest: str, attempts: int = 3) -> None:
             mlflow.log_input(dataset, context="training", tags={"sha256": digest})
             return
         except mlflow.exceptions.MlflowException as e:
-            if "UNIQUE constraint failed: datasets" not in str(e) or attempt == attempts - 1:
+            # SQLite's message, then PostgreSQL's (a cluster's store)
+            duplicate = "UNIQUE constraint failed: datasets" in str(e) or "duplicate key" in str(e)
+            if not duplicate or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
 

@@ -129,7 +129,8 @@ def test_a_sweep_runs_as_sbatch_jobs_into_postgresql_and_the_server(cluster):
     parent_id = parent_of(proc, uri)
     client = MlflowClient(uri)
     parent = client.get_run(parent_id)
-    assert parent.info.status == "FINISHED"
+    errors = [r.data.tags.get("error", "")[-1500:] for r in runs_of(uri, parent_id)]
+    assert parent.info.status == "FINISHED", errors
     assert parent.data.tags["rnnlab.children_finished"] == "4"
     assert "Slurm" in parent.data.tags["rnnlab.launcher"]
     children = runs_of(uri, parent_id)
