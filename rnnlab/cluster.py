@@ -483,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if len(alive) == len(DAEMONS) else 1
         else:
             stopped = down(root)
-            left = leftover_processes(root)
+            deadline = time.monotonic() + 15  # a daemon's workers may take a moment to exit
+            while (left := leftover_processes(root)) and time.monotonic() < deadline:
+                time.sleep(0.5)
             print(f"rnnlab: stopped {', '.join(stopped) or 'nothing'}", file=sys.stderr)
             if left:
                 print("rnnlab: still running: " + "; ".join(left), file=sys.stderr)
