@@ -438,9 +438,11 @@ def leftover_processes(root: Path) -> list[str]:
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited, waiting for its parent (or a reaper-less PID 1) to reap it
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             cwd = os.readlink(proc / "cwd")
-        except OSError:
+        except (OSError, IndexError):
             continue
         if str(root) in cmd or cwd.startswith(str(root)):
             found.append(f"{proc.name} {cmd.strip()[:200]}")
@@ -481,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if len(alive) == len(DAEMONS) else 1
         else:
             stopped = down(root)
-            left = leftover_processes(root)
+            deadline = time.monotonic() + 15  # a daemon's workers may take a moment to exit
+            while (left := leftover_processes(root)) and time.monotonic() < deadline:
+                time.sleep(0.5)
             print(f"rnnlab: stopped {', '.join(stopped) or 'nothing'}", file=sys.stderr)
             if left:
                 print("rnnlab: still running: " + "; ".join(left), file=sys.stderr)

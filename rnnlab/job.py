@@ -178,7 +178,9 @@ def log_dataset(dataset, digest: str, attempts: int = 3) -> None:
             mlflow.log_input(dataset, context="training", tags={"sha256": digest})
             return
         except mlflow.exceptions.MlflowException as e:
-            if "UNIQUE constraint failed: datasets" not in str(e) or attempt == attempts - 1:
+            # SQLite's message, then PostgreSQL's (a cluster's store)
+            duplicate = "UNIQUE constraint failed: datasets" in str(e) or "duplicate key" in str(e)
+            if not duplicate or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
 
@@ -385,7 +387,7 @@ def _train_and_close(
                     f"python -m rnnlab.sync {out_dir}")  # fmt: skip
             _close(tracker, RunStatus.FAILED, f"store unreachable: {line}")
             raise StoreUnreachable(line) from None
-        from rnnlab.requeue import on_interrupted
+        from rnnlab.slurm import on_interrupted
 
         on_interrupted(e, client, run_id)  # a SLURM job being requeued stays RUNNING and exits
         _close(tracker, RunStatus.KILLED, f"interrupted: {e}")

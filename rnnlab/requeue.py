@@ -5,18 +5,15 @@ signal (``SIGUSR2``, sent ``signal_delay_s`` before the limit or by ``scancel --
 by ``scontrol requeue``, or by slurmctld after a node failure — so the job id, with the sweep
 folder, names the run: every run a SLURM job opens carries ``rnnlab.slurm_job_id``, and a job
 that finds a run of its own already in the store continues that run from its newest checkpoint
-instead of opening another (``run_or_resume``). Points the run logged past that checkpoint (a
-job killed outright trains them again) are not logged twice: every step of every metric is in
+instead of opening another (``run_or_resume``) — its newest checkpoint the store's points cover,
+so the history has no hole. Points the run logged past that checkpoint (a job killed outright
+trains them again) are not logged twice: every step of every metric is in
 the history once, with the values an uninterrupted run logs (training is deterministic from a
 checkpoint). Each restart adds ``rnnlab.requeues`` (the count) and ``rnnlab.requeue_<n>`` (when,
 where, from which checkpoint) to the run's tags.
 
-Stopping for a requeue (``on_interrupted``): the loop finished its iteration and wrote a stop
-checkpoint; the run stays RUNNING with ``rnnlab.stopped_<n>`` saying why, and the job hands over
-to submitit (SIGUSR2: it re-submits the launcher's callable through ``checkpoint()`` and calls
-``scontrol requeue``, at most ``max_num_timeout`` times after time limits) or just exits
-(SIGTERM from a requeue already under way). A SIGTERM that is not a requeue (``scancel``) ends
-the run KILLED as anywhere else.
+Stopping for a requeue is ``rnnlab.slurm.on_interrupted``'s (the run's lifecycle calls it, so it
+must not import this module).
 
 The launcher side (``record_failed_job``): a job that ended on its node without a result — the
 process was killed, the node failed — gets its child run closed FAILED with the job id, state,
@@ -29,11 +26,8 @@ Not here: training, checkpoints, the fresh run's lifecycle (``rnnlab.runs``), th
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,35 +37,10 @@ if TYPE_CHECKING:
 
     from rnnlab.config import Config
     from rnnlab.runs import JobContext
-    from rnnlab.train import Interrupted
 
-TAG_JOB = "rnnlab.slurm_job_id"
-TAG_NODE = "rnnlab.slurm_node"
+from rnnlab.slurm import TAG_JOB, job_tags, restart_count, slurm_job_id, utc_now
+
 TAG_REQUEUES = "rnnlab.requeues"
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def slurm_job_id(env: Mapping[str, str] = os.environ) -> str | None:
-    """This process's SLURM job as squeue names it (``<array job>_<task>`` for array jobs, as
-    submitit does), or None outside SLURM."""
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    return env.get("SLURM_JOB_ID") or None
-
-
-def restart_count(env: Mapping[str, str] = os.environ) -> int:
-    """How many times SLURM restarted this job before this start (0 the first time)."""
-    return int(env.get("SLURM_RESTART_COUNT") or 0)
-
-
-def job_tags() -> dict[str, str]:
-    job = slurm_job_id()
-    if job is None:
-        return {}
-    return {TAG_JOB: job, TAG_NODE: os.environ.get("SLURMD_NODENAME", "")}
 
 
 # --- the job's side: finding and continuing its run ----------------------------------------------
@@ -138,6 +107,28 @@ class SkipLogged:
         self.tracker.flush()
 
 
+def covered_checkpoint(
+    client: MlflowClient, run_id: str, last_step: int, dest: Path
+) -> Path | None:
+    """A local copy of the run's newest checkpoint at or before ``last_step``, the last step the
+    store holds points for (None: start over). The tracker buffers points for up to
+    ``flush_seconds``, so a process killed outright may have uploaded checkpoints past its last
+    flushed points; continuing from one of those would leave a hole in the history."""
+    from rnnlab.resume import CHECKPOINT_DIR, CHECKPOINT_NAME, quiet_artifact_transfers
+
+    names = [Path(a.path).name for a in client.list_artifacts(run_id, CHECKPOINT_DIR)]
+    steps = {int(m.group(1)): n for n in names if (m := CHECKPOINT_NAME.match(n))}
+    usable = [i for i in steps if i <= last_step]
+    if not usable:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    with quiet_artifact_transfers():
+        path = client.download_artifacts(
+            run_id, f"{CHECKPOINT_DIR}/{steps[max(usable)]}", str(dest)
+        )
+    return Path(path)
+
+
 def continue_job_run(
     cfg: Config, ctx: JobContext, client: MlflowClient, uri: str, run, show_progress: bool
 ) -> dict[str, float]:
@@ -146,16 +137,14 @@ def continue_job_run(
     import mlflow
 
     from rnnlab import checkpoint
-    from rnnlab.resume import fetch_checkpoint, latest_checkpoint
     from rnnlab.runs import end_leaked_runs, train_in_run
     from rnnlab.search import trial_tracker
     from rnnlab.tracking import MlflowTracker
 
     run_id = run.info.run_id
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
-    ckpt = None
-    if latest_checkpoint(client, run) is not None:
-        ckpt = fetch_checkpoint(client, run, out_dir / "requeued_from")
+    last = logged_steps(client, run)
+    ckpt = covered_checkpoint(client, run_id, max(last.values(), default=0), out_dir)
     start = int(checkpoint.load(ckpt)[1]["state"]["iteration"]) if ckpt else 0
     n = int(run.data.tags.get(TAG_REQUEUES, "0")) + 1
     where = f"{ckpt.name} (iteration {start})" if ckpt else "the start (no checkpoint yet)"
@@ -173,64 +162,8 @@ def continue_job_run(
         tracker = MlflowTracker(
             client, run_id, cfg.tracking.flush_points, cfg.tracking.flush_seconds
         )
-        tracker = trial_tracker(SkipLogged(tracker, logged_steps(client, run)), cfg, client, run_id)
+        tracker = trial_tracker(SkipLogged(tracker, last), cfg, client, run_id)
         return train_in_run(cfg, client, run_id, tracker, out_dir, ckpt, show_progress)
-
-
-# --- the job's side: stopping for a requeue ------------------------------------------------------
-
-
-def being_requeued() -> bool:
-    """Whether slurmctld has already counted one more restart of this job than it had at this
-    start: a SIGTERM then comes from ``scontrol requeue`` (or preemption), not ``scancel``."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return False
-    try:
-        out = subprocess.run(
-            ["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=20
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
-    return int(fields.get("Restarts", "0") or 0) > restart_count()
-
-
-def keep_running(client: MlflowClient, run_id: str, why: str) -> None:
-    """Leave the active run without closing it: RUNNING, with the reason in a tag."""
-    import mlflow
-
-    tags = client.get_run(run_id).data.tags
-    n = sum(1 for k in tags if k.startswith("rnnlab.stopped_")) + 1
-    client.set_tag(run_id, f"rnnlab.stopped_{n}", f"{utc_now()}: {why}"[:5000])
-    mlflow.end_run()  # pops it from MLflow's active-run stack (and marks it FINISHED)...
-    client.update_run(run_id, status="RUNNING")  # ...which it is not: it is waiting in the queue
-
-
-def on_interrupted(e: Interrupted, client: MlflowClient, run_id: str) -> None:
-    """Where a stopped run would be closed KILLED: in a SLURM job being requeued, keep it
-    RUNNING and exit for the requeue (never returns); otherwise return and let it close."""
-    job = slurm_job_id()
-    if job is None:
-        return
-    where = f"{e.signal_name} at iteration {e.iteration}, stop checkpoint {e.checkpoint_path.name}"
-    if e.signal_name == "SIGUSR2":
-        handler = signal.getsignal(signal.SIGUSR2)
-        if not callable(handler):  # not a submitit job: nothing will requeue it
-            return
-        from submitit.core.utils import UncompletedJobError
-
-        keep_running(client, run_id, f"SLURM job {job} preempted or at its time limit: {where}")
-        try:  # re-submits the launcher's callable, runs scontrol requeue, sys.exit()s
-            handler(signal.SIGUSR2, None)
-        except UncompletedJobError as refused:  # e.g. timed out more than max_num_timeout
-            client.set_tag(run_id, "error", f"not requeued: {refused}"[:5000])
-            client.set_terminated(run_id, "KILLED")
-            raise SystemExit(1) from None
-        raise SystemExit(0)
-    if e.signal_name == "SIGTERM" and being_requeued():
-        keep_running(client, run_id, f"SLURM job {job} requeued (scontrol requeue): {where}")
-        raise SystemExit(0)
 
 
 # --- the launcher's side: a job that died on its node --------------------------------------------

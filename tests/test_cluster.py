@@ -25,7 +25,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnlab import cluster as local_cluster
-from rnnlab.requeue import TAG_JOB, TAG_REQUEUES
+from rnnlab.requeue import TAG_REQUEUES
+from rnnlab.slurm import TAG_JOB
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,14 @@ def cli(args: list[str], cwd: Path, env: dict, timeout: float = 400, module="rnn
 @pytest.fixture(scope="module")
 def cluster():
     """(state folder, environment of ``eval "$(python -m rnnlab.cluster env)"``)."""
+    if os.environ.get("RNNLAB_CLUSTER_DIR"):  # a cluster already up: use it, leave it up
+        state = Path(os.environ["RNNLAB_CLUSTER_DIR"]).resolve()
+        c = local_cluster.Cluster.load(state)
+        assert len(local_cluster.running(c)) == len(local_cluster.DAEMONS), "cluster not up"
+        root = Path(tempfile.mkdtemp(prefix="rnnlab-cluster-work-"))
+        yield root, {**os.environ, **c.env()}
+        shutil.rmtree(root, ignore_errors=True)
+        return
     reason = local_cluster.available()
     if reason:
         if os.environ.get("RNNLAB_REQUIRE_CLUSTER"):
@@ -120,7 +129,8 @@ def test_a_sweep_runs_as_sbatch_jobs_into_postgresql_and_the_server(cluster):
     parent_id = parent_of(proc, uri)
     client = MlflowClient(uri)
     parent = client.get_run(parent_id)
-    assert parent.info.status == "FINISHED"
+    errors = [r.data.tags.get("error", "")[-1500:] for r in runs_of(uri, parent_id)]
+    assert parent.info.status == "FINISHED", errors
     assert parent.data.tags["rnnlab.children_finished"] == "4"
     assert "Slurm" in parent.data.tags["rnnlab.launcher"]
     children = runs_of(uri, parent_id)
@@ -134,7 +144,7 @@ def test_a_sweep_runs_as_sbatch_jobs_into_postgresql_and_the_server(cluster):
     assert not (work / "mlflow.db").exists() and not (work / "mlruns").exists()
     ckpts = client.list_artifacts(children[0].info.run_id, "checkpoints")
     assert ckpts
-    state = root / "state"
+    state = Path(env["RNNLAB_CLUSTER_DIR"])
     assert list((state / "mlflow" / "artifacts").rglob("iter_0012000.npz"))
     assert (state / "postgres" / "data" / "PG_VERSION").is_file()
     # the report regenerates from that store
@@ -142,6 +152,13 @@ def test_a_sweep_runs_as_sbatch_jobs_into_postgresql_and_the_server(cluster):
     assert report.returncode == 0, report.stderr[-3000:]
     html = (work / "again" / "report.html").read_text()
     assert all(f"seed={s}" in html for s in "0123"), html[:2000]
+
+
+def numeric_id(job: str, env: dict) -> str:
+    """The job id SLURM gave array task ``<array>_<task>`` itself."""
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A"], env=env, capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return out.split()[0]
 
 
 def test_preempted_requeued_and_killed_jobs_resume_their_runs_and_a_dead_one_fails_visibly(
@@ -162,18 +179,18 @@ def test_preempted_requeued_and_killed_jobs_resume_their_runs_and_a_dead_one_fai
     print(f"signal after checkpoint iteration: {hit_after}")
     sweep = subprocess.Popen(
         [sys.executable, "-m", "rnnlab.run", "-m", "+cluster=slurm", *ADDER, "seed=0,1,2,3",
-         "hydra.launcher.failure_grace_s=20"],
+         "hydra.launcher.failure_grace_s=20", "tracking.flush_seconds=1"],
         cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     actions = {
-        0: lambda j: ["scancel", "--signal=USR2", j],
+        0: lambda j: ["scancel", "--signal=USR2", f"{j}.0"],
         1: lambda j: ["scontrol", "requeue", j],
         2: lambda j: [
             "sh",
             "-c",
-            f"scancel --signal=KILL {j} && sleep 0.3 && scontrol requeue {j}",
+            f"scancel --signal=KILL {j}.0 && sleep 0.3 && scontrol requeue {j}",
         ],
-        3: lambda j: ["scancel", "--signal=KILL", j],
+        3: lambda j: ["scancel", "--signal=KILL", f"{j}.0"],
     }
     done: dict[int, str] = {}
     deadline = time.monotonic() + 240
@@ -188,9 +205,13 @@ def test_preempted_requeued_and_killed_jobs_resume_their_runs_and_a_dead_one_fai
                 Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoints")
             ]
             if f"iter_{hit_after[task]:07d}.npz" in names:
-                subprocess.run(actions[task](job), env=env, check=True)
+                # signals go to the job's step (<task's own job id>.0): a job-level signal is
+                # refused while the job is being requeued, and scancel then retries it for half
+                # a minute, into the restarted job
+                argv = actions[task](numeric_id(job, env))
+                subprocess.run(argv, env=env, check=True, timeout=30)
                 done[task] = job
-                print(f"{time.monotonic():.1f}: task {task} ({job}) hit: {actions[task](job)}")
+                print(f"{time.monotonic():.1f}: task {task} ({job}) hit: {argv}")
         time.sleep(0.3)
     out, _ = sweep.communicate(timeout=300)
     assert len(done) == 4, f"jobs not hit in time: {done}\n{out[-4000:]}"
@@ -226,7 +247,7 @@ def test_preempted_requeued_and_killed_jobs_resume_their_runs_and_a_dead_one_fai
     assert "SIGUSR2" in children[0].data.tags["rnnlab.stopped_1"]
     assert "scontrol requeue" in children[1].data.tags["rnnlab.stopped_1"]
     assert "rnnlab.stopped_1" not in children[2].data.tags
-    assert f"(iteration {hit_after[2]})" in children[2].data.tags["rnnlab.requeue_1"]
+    assert "from iter_" in children[2].data.tags["rnnlab.requeue_1"]  # its last covered one
     assert "after RUNNING" in children[2].data.tags["rnnlab.requeue_1"]
 
 
