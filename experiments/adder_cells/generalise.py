@@ -44,6 +44,7 @@ def main(argv: list[str]) -> None:
             w = load_weights(fetch_checkpoint(client, run, Path(tmp) / run.info.run_id))
             task = AdderTask(w.cfg, np.random.default_rng(0))
             row = {"cell": w.cfg.cell, "seed": w.cfg.seed, "iterations": w.iteration,
+                   "eval_every": w.cfg.eval_every,
                    "iters_to_100": run.data.metrics.get("iters_to_100", np.nan)}  # fmt: skip
             for bits in BITS:
                 a, b = task._eval_pairs(w.cfg.task.eval_max_pairs, bits)
