@@ -73,6 +73,14 @@ def _unit_major(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 2, 1))
 
 
+def _half_rows(rows: int, spans: list[tuple[int, int]], dtype) -> np.ndarray:
+    """A (rows, 1) column of ones with ½ on the rows of the σ gates."""
+    col = np.ones((rows, 1), dtype=dtype)
+    for lo, hi in spans:
+        col[lo:hi] = 0.5
+    return col
+
+
 def _batch_major(a: np.ndarray) -> np.ndarray:
     """(T, K, B) → a contiguous (T, B, K) copy."""
     return np.ascontiguousarray(a.transpose(0, 2, 1))
@@ -86,9 +94,14 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     T, B = x.shape[:2]
     H = W_hh.shape[1]
     dt = W_hh.dtype
+    # σ(a) = ½ + ½ tanh(a/2): with the rows of the σ gates (i, f, o) halved in advance, one
+    # tanh per step gives every gate (numpy's float32 tanh is SIMD; exp + reciprocal cost 3x).
+    half = _half_rows(4 * H, [(0, 2 * H), (3 * H, 4 * H)], dt)  # (4H, 1)
     proj = np.empty((T, B, 4 * H), dtype=dt)
-    project(W_ih, b_ih + b_hh, x, proj)  # both biases add to every step's pre-activation
+    # both biases add to every step's pre-activation: fold b_hh in once
+    project(W_ih * half, (b_ih + b_hh) * half[:, 0], x, proj)
     acts = _unit_major(proj)  # (T, 4H, B) pre-activations, then the gates i f g o
+    W_half = W_hh * half
     hs = np.empty((T + 1, H, B), dtype=dt)
     cs = np.empty((T + 1, H, B), dtype=dt)
     tc = np.empty((T, H, B), dtype=dt)  # tanh(c_t), kept for the backward pass
@@ -98,12 +111,15 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     # per-step views made once: indexing inside the loop costs as much as the math at B=1
     a, h, c, tcs = list(acts), list(hs), list(cs), list(tc)
     i, f, g, o = (list(acts[:, k * H : (k + 1) * H]) for k in range(4))
-    zg = z[2 * H : 3 * H]
+    sig_if, sig_o = list(acts[:, : 2 * H]), list(acts[:, 3 * H :])
     for t in range(T):
-        np.dot(W_hh, h[t], z)  # (4H, B) = W_hh h_{t-1}
+        np.dot(W_half, h[t], z)  # (4H, B) = W_hh h_{t-1}, σ rows halved
         np.add(z, a[t], z)  # + W_ih x_t + b_ih + b_hh
-        sigmoid(z, a[t])  # i, f, o (and g, overwritten next: one call for three gates)
-        np.tanh(zg, g[t])
+        np.tanh(z, a[t])  # g = tanh(·); i, f, o: tanh(·/2) ...
+        np.multiply(sig_if[t], 0.5, sig_if[t])  # ... → σ(·) = ½ tanh(·/2) + ½
+        np.add(sig_if[t], 0.5, sig_if[t])
+        np.multiply(sig_o[t], 0.5, sig_o[t])
+        np.add(sig_o[t], 0.5, sig_o[t])
         np.multiply(f[t], c[t], c[t + 1])  # c_t = f ⊙ c_{t-1} + i ⊙ g
         np.multiply(i[t], g[t], ig)
         np.add(c[t + 1], ig, c[t + 1])
@@ -163,10 +179,13 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     dt = W_hh.dtype
     b = b_ih.copy()
     b[: 2 * H] += b_hh[: 2 * H]  # b_hr, b_hz add outside r ⊙ (...): fold them in once
+    # σ(a) = ½ + ½ tanh(a/2), as in lstm_forward: the r and z rows are halved in advance
+    half = _half_rows(3 * H, [(0, 2 * H)], dt)  # (3H, 1)
     proj = np.empty((T, B, 3 * H), dtype=dt)
-    project(W_ih, b, x, proj)
+    project(W_ih * half, b * half[:, 0], x, proj)
+    W_half = W_hh * half
     acts = _unit_major(proj)  # (T, 3H, B): W_ih x + b, then the gates r z n
-    hh = np.empty((T, 3 * H, B), dtype=dt)  # W_hh h_{t-1} (+ b_hn in the n part)
+    hh = np.empty((T, 3 * H, B), dtype=dt)  # W_hh h_{t-1} (halved r, z; + b_hn in the n part)
     hs = np.empty((T + 1, H, B), dtype=dt)
     hs[0] = state0[0].T
     b_hn = b_hh[2 * H :, None]  # (H, 1)
@@ -177,10 +196,12 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     r, z = list(acts[:, :H]), list(acts[:, H : 2 * H])
     hrz, hn = list(hh[:, : 2 * H]), list(hh[:, 2 * H :])
     for t in range(T):
-        np.dot(W_hh, h[t], hhs[t])  # (3H, B) = W_hh h_{t-1}
+        np.dot(W_half, h[t], hhs[t])  # (3H, B) = W_hh h_{t-1}, r and z rows halved
         np.add(hn[t], b_hn, hn[t])  # W_hn h + b_hn: kept, r multiplies it
         np.add(rz[t], hrz[t], rz[t])
-        sigmoid(rz[t], rz[t])  # r, z
+        np.tanh(rz[t], rz[t])  # r, z = σ(·) = ½ tanh(·/2) + ½
+        np.multiply(rz[t], 0.5, rz[t])
+        np.add(rz[t], 0.5, rz[t])
         np.multiply(r[t], hn[t], tmp)
         np.add(n[t], tmp, n[t])
         np.tanh(n[t], n[t])  # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))

@@ -84,7 +84,12 @@ def as_spec(spec: Spec | str, params: Params) -> Spec:
     """A Spec, or today's bare activation name for one vanilla layer."""
     if isinstance(spec, Spec):
         return spec
-    return Spec("rnn", 1, params["Whh"].shape[0], spec, 0.0)
+    return _vanilla_spec(spec, params["Whh"].shape[0])
+
+
+@functools.cache
+def _vanilla_spec(activation: str, hidden_size: int) -> Spec:
+    return Spec("rnn", 1, hidden_size, activation, 0.0)
 
 
 def zero_state(spec: Spec, batch: int, dtype) -> np.ndarray:
@@ -94,7 +99,12 @@ def zero_state(spec: Spec, batch: int, dtype) -> np.ndarray:
 
 def layer_names(spec: Spec, k: int) -> tuple[str, str, str, str | None]:
     """Names of layer k's (input weight, recurrent weight, input bias, recurrent bias)."""
-    if spec.cell == "rnn":  # min-char-rnn's names, one bias; deeper layers get a suffix
+    return _layer_names(spec.cell, k)
+
+
+@functools.cache
+def _layer_names(cell: str, k: int) -> tuple[str, str, str, str | None]:
+    if cell == "rnn":  # min-char-rnn's names, one bias; deeper layers get a suffix
         s = "" if k == 0 else f"_l{k}"
         return f"Wxh{s}", f"Whh{s}", f"bh{s}", None
     return f"W_ih_l{k}", f"W_hh_l{k}", f"b_ih_l{k}", f"b_hh_l{k}"  # PyTorch's
@@ -270,7 +280,6 @@ def forward(
     if masks is None and spec.dropout > 0.0 and dropout_rng is not None:
         masks = dropout_masks(spec, T, B, dtype, dropout_rng)
     layer_forward, _ = CELLS[spec.cell]
-    state = np.empty(state0.shape, dtype=dtype)
     x, layers, inputs = xs, [], []
     for k in range(spec.layers):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
@@ -280,13 +289,14 @@ def forward(
             spec.activation,
         )  # fmt: skip
         layers.append(layer)
-        state[k] = layer.state
         x = layer.hs[1:]  # (T, B, H) this layer's outputs
         if masks is not None:
             x = x * masks[k]  # inverted dropout on what the next layer (or the head) reads
     Why, by = params["Why"], params["by"]
     logits = np.matmul(x.reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
     logits += by
+    # (L, S, B, H): every layer's final state (one layer: a view of its own, no copy)
+    state = layers[0].state[None] if spec.layers == 1 else np.stack([s.state for s in layers])
     return Forward(
         xs=xs,
         hs=layers[-1].hs,
@@ -329,15 +339,16 @@ def backward(
     np.matmul(dl.T, fwd.top.reshape(N, H), out=grads["Why"])  # (O, H)
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
     dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
-    dstate = np.empty((spec.layers, spec.state_size, B, H), dtype=dtype)
+    dstates = [None] * spec.layers
     for k in reversed(range(spec.layers)):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         layer, x = fwd.layers[k], fwd.inputs[k]
         if fwd.masks is not None:
             dh *= fwd.masks[k]  # through the dropout on this layer's output
         # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
-        dproj, drec, dstate[k] = layer_backward(layer, params[W_rec], dh, spec.activation)
-        dprojf, drecf = dproj.reshape(N, -1), drec.reshape(N, -1)
+        dproj, drec, dstates[k] = layer_backward(layer, params[W_rec], dh, spec.activation)
+        dprojf = dproj.reshape(N, -1)
+        drecf = dprojf if drec is dproj else drec.reshape(N, -1)
         np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
         if b_rec is not None:
             np.matmul(ones, drecf, out=grads[b_rec])  # (G,)
@@ -348,7 +359,9 @@ def backward(
             np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
         if k > 0:  # into the layer below's outputs
             dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)
-    return grads, (dstate[0, 0] if fwd.legacy else dstate)
+    if fwd.legacy:
+        return grads, dstates[0][0]
+    return grads, dstates[0][None] if spec.layers == 1 else np.stack(dstates)
 
 
 def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
