@@ -214,5 +214,7 @@ def test_model_files_hold_no_pickle(model_run, tmp_path):
     from rnnlab import checkpoint
 
     arrays, meta = checkpoint.load(weights)
-    assert set(arrays) == {f"param/{k}" for k in ("Wxh", "Whh", "Why", "bh", "by")} | {"vocab"}
+    weights = {f"param/{k}" for k in ("Wxh", "Whh", "Why", "bh", "by")}
+    # the burn-in text and the state it starts from: rnnlab.score warm=true on the model's weights
+    assert set(arrays) == weights | {"vocab", "eval/burn_in", "eval/warm_start"}
     assert not any(k.startswith("optim/") for k in arrays) and meta["iteration"] == 600

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from rnnlab import sweep
 from rnnlab.config import Config, flatten, register_configs, to_config
 from rnnlab.job import JobContext, run_job
+from rnnlab.model import LIMITS
 from rnnlab.run import CONFIG_DIR, run_name
 from rnnlab.tracking import MlflowTracker
 from rnnlab.train import DivergenceError
@@ -116,8 +117,10 @@ def test_charrnn_run_records_everything(store, kafka_path, tmp_path, request):
     client = MlflowClient(store)
     run = only_run(client, request.node.experiment)
     assert run.info.status == "FINISHED"
-    # params: the flattened resolved config, every key
-    assert run.data.params == {k: str(v) for k, v in flatten(cfg).items()}
+    # params: the flattened resolved config, every key, and the served model's limits (MLflow
+    # logs a pyfunc's model_config as params; None: the environment's or rnnlab.model.LIMITS)
+    served = {name: "None" for name in LIMITS}
+    assert run.data.params == {k: str(v) for k, v in flatten(cfg).items()} | served
     tags = run.data.tags
     assert tags["rnnlab.task"] == "charrnn" and tags["rnnlab.version"]
     assert tags["rnnlab.overrides"] == " ".join(CHAR_TINY)
