@@ -328,6 +328,8 @@ def start_postgres(c: Cluster) -> None:
 def start_mlflow(c: Cluster) -> None:
     c.artifacts.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # no Huey job workers: MLflow 3.x starts seven (~250 MB each) for GenAI jobs rnnlab never sends
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     # fmt: off
     spawn(c, "mlflow", [
         sys.executable, "-m", "mlflow", "server",

@@ -91,13 +91,21 @@ def wait_until_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
         time.sleep(0.5)
 
 
+def server_env() -> dict[str, str]:
+    """The environment for an ``mlflow server``/``ui`` a test starts: no inherited tracking URI,
+    and no job-execution workers (MLflow 3.x starts seven Huey consumers, ~250 MB each, for
+    GenAI jobs rnnlab never submits: on 2 cores they slowed every server test)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> tuple[str, Path]:
     """A real ``mlflow server`` on 127.0.0.1 (SQLite store, its own artifact root) for a test
     module: (url, root folder). Healthy before the tests start, always stopped after them."""
     root = tmp_path_factory.mktemp("server")
     log_path = root / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = server_env()
     port = free_port()
     with open(log_path, "w") as log:
         # fmt: off

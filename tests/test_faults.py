@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, stop_process_group, wait_until_ok
+from conftest import free_port, server_env, stop_process_group, wait_until_ok
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import Config
@@ -220,7 +220,7 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
          "--artifacts-destination", str(root / "artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=root, env=server_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     # fmt: on
     wait_until_ok(f"http://127.0.0.1:{port}/health", proc, root / "server.log")

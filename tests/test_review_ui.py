@@ -15,7 +15,7 @@ from pathlib import Path
 
 import browser
 import pytest
-from conftest import free_port, stop_process_group, wait_until_ok
+from conftest import free_port, server_env, stop_process_group, wait_until_ok
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,7 +48,8 @@ def sweep_ui(tmp_path_factory):
             [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
              f"sqlite:///{root / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=root, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         # fmt: on
         url = f"http://127.0.0.1:{port}"
