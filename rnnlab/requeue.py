@@ -111,7 +111,7 @@ def covered_checkpoint(
     client: MlflowClient, run_id: str, last_step: int, dest: Path
 ) -> Path | None:
     """A local copy of the run's newest checkpoint at or before ``last_step``, the last step the
-    store holds points for (None: start over). The tracker buffers points for up to
+    store holds every metric's points for (None: start over). The tracker buffers points for up to
     ``flush_seconds``, so a process killed outright may have uploaded checkpoints past its last
     flushed points; continuing from one of those would leave a hole in the history."""
     from rnnlab.resume import CHECKPOINT_DIR, CHECKPOINT_NAME, quiet_artifact_transfers
@@ -144,7 +144,8 @@ def continue_job_run(
     run_id = run.info.run_id
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
     last = logged_steps(client, run)
-    ckpt = covered_checkpoint(client, run_id, max(last.values(), default=0), out_dir)
+    # min: one batch of points may hold a step's train/* but not yet its val/* points
+    ckpt = covered_checkpoint(client, run_id, min(last.values(), default=0), out_dir)
     start = int(checkpoint.load(ckpt)[1]["state"]["iteration"]) if ckpt else 0
     n = int(run.data.tags.get(TAG_REQUEUES, "0")) + 1
     where = f"{ckpt.name} (iteration {start})" if ckpt else "the start (no checkpoint yet)"
