@@ -72,7 +72,7 @@ def test_grid_sweep_gives_a_parent_and_a_child_per_job(tmp_path):
         assert steps(client, run_id, "val/exact_acc") == [100, 200]
         assert steps(client, run_id, "final/val_exact_acc") == [200]
         artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
-        assert artifacts == {"checkpoints/iter_0000200.npz"}
+        assert artifacts == {"checkpoints/iter_0000200.npz", "checkpoints/best.npz"}
         assert {a.path for a in client.list_artifacts(run_id, "samples")} == {
             "samples/iter_0000200.txt"
         }
