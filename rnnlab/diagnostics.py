@@ -42,7 +42,6 @@ import numpy as np
 from rnnlab import rnn
 
 ADDER_SUMS = 512  # evaluation sums the adder's saturation is counted on
-BURN_IN = 1000  # characters of warm-up before the warm pass: the rule eval's val/loss_warm uses
 SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": lambda a: np.abs(a) > 0.99,
     "sigmoid": lambda a: (a < 0.01) | (a > 0.99),
@@ -54,67 +53,96 @@ SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class CellView:
-    """How diagnostics read one cell type of the engine.
+    """How diagnostics read one cell type of the engine (every cell runs through ``rnn.forward``
+    and ``rnn.backward``; a view names what is inside a layer).
 
-    forward(params, xs, state0, activation) → a forward record with ``.hs`` (T+1, B, H) and
-    ``.logits`` (T, B, O); backward(params, fwd, dlogits) → (grads, d state0 (B, H));
-    recurrent(params) → {name: (H, H)}; activations(fwd) → {name: ((T, B, H) array, kind)} with
-    kind in ``SATURATED`` ("h" is the hidden state; gated cells add one entry per gate).
+    gates: (name, kind) per row block of the layer's recurrent matrix, in the engine's order
+    (empty for the vanilla cell); kind in ``SATURATED``. candidate: the block whose spectrum is
+    ``diag/whh_sigma_max`` / ``diag/whh_rho`` (the one feeding the tanh candidate, GRU's n and
+    LSTM's g; the vanilla cell's whole Whh); every block also gets ``diag/whh_<gate>_*``.
     """
 
-    forward: Callable
-    backward: Callable
-    recurrent: Callable[[rnn.Params], dict[str, np.ndarray]]
-    activations: Callable
+    gates: tuple[tuple[str, str], ...] = ()
+    candidate: str | None = None
 
 
-VANILLA = CellView(
-    forward=rnn.forward,
-    backward=lambda params, fwd, dlogits: rnn.backward(params, fwd, dlogits),
-    recurrent=lambda params: {"whh": params["Whh"]},
-    activations=lambda fwd: {"h": (fwd.hs[1:], fwd.activation)},
-)
-CELLS: dict[str, CellView] = {"rnn": VANILLA}  # keyed as the config's ``cell`` (issue 10)
+CELLS: dict[str, CellView] = {  # keyed as the config's ``cell``
+    "rnn": CellView(),
+    "gru": CellView((("r", "sigmoid"), ("z", "sigmoid"), ("n", "tanh")), "n"),
+    "lstm": CellView((("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid")), "g"),
+}
 
 
 @dataclass(frozen=True)
 class EngineSpec:
     """What the diagnostics need to know about the network besides its weights."""
 
-    activation: str  # tanh | sigmoid
+    activation: str  # the vanilla cell's: tanh | sigmoid
     head: str  # xent | mse | bce
     cell: str = "rnn"  # key of CELLS
+    layers: int = 1
+
+    def net(self, params: rnn.Params) -> rnn.Spec:
+        """The engine's Spec (no dropout: diagnostics are measured as evaluation runs)."""
+        return rnn.Spec(self.cell, self.layers, params["Why"].shape[1], self.activation, 0.0)
+
+
+def suffix(k: int) -> str:
+    """Metric-name suffix of layer k: none for layer 0 (the single-layer names), else _l{k}."""
+    return "" if k == 0 else f"_l{k}"
+
+
+def recurrent(params: rnn.Params, net: rnn.Spec, k: int) -> dict[str, np.ndarray]:
+    """Layer k's recurrent matrices by metric stem: "whh" (the candidate block, or Whh) and, for
+    a gated cell, "whh_<gate>" for each (H, H) row block of W_hh."""
+    W = params[rnn.layer_names(net, k)[1]]
+    view, H = CELLS[net.cell], net.hidden_size
+    if not view.gates:
+        return {"whh": W}
+    blocks = {f"whh_{g}": W[j * H : (j + 1) * H] for j, (g, _) in enumerate(view.gates)}
+    return {"whh": blocks[f"whh_{view.candidate}"], **blocks}
+
+
+def activations(fwd: rnn.Forward, k: int) -> dict[str, tuple[np.ndarray, str]]:
+    """Layer k's named activations (T, B, H) with their kind: "h" and, for gated cells, each gate
+    (the gates' values after σ / tanh, as the cell's forward pass keeps them)."""
+    net = fwd.spec
+    layer = fwd.layers[k]
+    view, H = CELLS[net.cell], net.hidden_size
+    out = {"h": (layer.hs[1:], net.activation if not view.gates else "tanh")}  # o⊙tanh(c) too
+    for j, (g, kind) in enumerate(view.gates):
+        out[g] = (layer.saved["acts"][:, j * H : (j + 1) * H].transpose(0, 2, 1), kind)
+    return out
 
 
 # --- the measurements (pure functions) ----------------------------------------------------------
 
 
 def grad_flow(
-    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, h0: np.ndarray
+    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, state0: np.ndarray
 ) -> np.ndarray:
-    """‖∂L_T/∂h_{T-d}‖ for d = 1..T (index d-1), L_T the loss at the last step of the window.
+    """‖∂L_T/∂h^k_{T-d}‖ for every layer k and d = 1..T: (L, T), index [k, d-1]; L_T the loss at
+    the last step of the window alone.
 
-    xs: (T, 1) symbols or (T, 1, D) floats, ys the matching targets, h0: (1, H) the state before
-    the window. h_{T-d} is the state after step T-d (h_0 = h0 for d = T).
+    xs: (T, 1) symbols or (T, 1, D) floats, ys the matching targets, state0: (L, S, 1, H) the
+    state before the window (or (1, H) for one vanilla layer). h_{T-d} is the state after step
+    T-d (h_0 the initial one); for the LSTM the gradient is w.r.t. h with c held, as the engine's
+    state gradient. One forward and one backward pass: the engine's BPTT computes d L_T / d h_t
+    at every step anyway and hands it back (``dh_trace``).
     """
-    view = CELLS[spec.cell]
+    net = spec.net(params)
     T = xs.shape[0]
-    hs = view.forward(params, xs, h0, spec.activation).hs  # (T+1, 1, H)
-    # Stream d-1 starts at h_{T-d} and reads steps T-d+1..T, then T-d steps of padding placed
-    # after its loss step, which therefore cannot change its gradient.
-    starts = np.arange(T, 0, -1) - 1  # (T,) for d = 1..T: first step index T-d (0-based)
-    lengths = T - starts  # = d
-    idx = np.minimum(starts[None, :] + np.arange(T)[:, None], T - 1)  # (T, T) step read
-    bxs = xs[idx, 0]  # (T, T) or (T, T, D)
-    bys = ys[idx, 0]
-    state0 = hs[starts, 0]  # (T, H): h_{T-d}
-    fwd = view.forward(params, bxs, state0, spec.activation)
-    _, dlogits = rnn.HEADS[spec.head](fwd.logits.copy(), bys)  # (T, T, O), of the batch mean
-    keep = np.zeros(dlogits.shape[:2], dtype=bool)
-    keep[lengths - 1, np.arange(T)] = True  # each stream's loss step: its last real step
-    dlogits[~keep] = 0.0
-    _, dstate0 = view.backward(params, fwd, dlogits)  # (T, H), each stream's d L / d h_{T-d}
-    return np.linalg.norm(dstate0, axis=1) * T  # × T: the head's gradient is of the mean
+    state0 = state0.reshape(net.layers, net.state_size, 1, -1)
+    fwd = rnn.forward(params, xs, state0, net)
+    _, dlogits = rnn.HEADS[spec.head](fwd.logits.copy(), ys)  # (T, 1, O)
+    dlogits[:-1] = 0.0  # the loss at step T alone
+    trace = np.empty((net.layers, T, 1, net.hidden_size), dtype=fwd.logits.dtype)
+    _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace)
+    # trace[k, t] is d L_T / d (layer k's output of 0-based step t) = h_{t+1}; d = T - (t+1)
+    norms = np.empty((net.layers, T))
+    norms[:, : T - 1] = np.linalg.norm(trace[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
+    norms[:, T - 1] = np.linalg.norm(dstate0[:, 0, 0], axis=-1)  # d = T: the initial h
+    return norms
 
 
 def grad_decay(norms: np.ndarray) -> float:
@@ -157,27 +185,26 @@ class SaturationCount:
 
 def run_states(
     params: rnn.Params,
-    spec: EngineSpec,
+    net: rnn.Spec,
     xs: np.ndarray,
-    h0: np.ndarray,
-    counts: list[SaturationCount] | None = None,
+    state: np.ndarray,
+    counts: list[list[SaturationCount]] | None = None,
     chunk: int = 1000,
 ) -> np.ndarray:
-    """Read xs (T, B[, D]) from h0 (B, H) in chunks; returns the last state. With ``counts``,
-    the B streams are cut into len(counts) equal groups, each counted into its own."""
-    view = CELLS[spec.cell]
-    h = h0
+    """Read xs (T, B[, D]) from state (L, S, B, H) in chunks; returns the last state. With
+    ``counts`` (one list per layer), the B streams are cut into len(counts[k]) equal groups,
+    each counted into its own."""
     for start in range(0, xs.shape[0], chunk):
-        fwd = view.forward(params, xs[start : start + chunk], h, spec.activation)
-        if counts:
-            per = xs.shape[1] // len(counts)
-            acts = view.activations(fwd)
-            for k, count in enumerate(counts):
+        fwd = rnn.forward(params, xs[start : start + chunk], state, net)
+        for k, layer_counts in enumerate(counts or []):
+            per = xs.shape[1] // len(layer_counts)
+            acts = activations(fwd, k)
+            for j, count in enumerate(layer_counts):
                 count.add(
-                    {n: (a[:, k * per : (k + 1) * per], kind) for n, (a, kind) in acts.items()}
+                    {n: (a[:, j * per : (j + 1) * per], kind) for n, (a, kind) in acts.items()}
                 )
-        h = fwd.hs[-1]
-    return h
+        state = fwd.state
+    return state
 
 
 @dataclass
@@ -193,33 +220,38 @@ class Probe:
 def heavy_metrics(
     params: rnn.Params, spec: EngineSpec, probe: Probe
 ) -> tuple[dict[str, float], np.ndarray]:
-    """The snapshot-only diagnostics: (metrics, gradient-flow curve (W,))."""
-    view = CELLS[spec.cell]
-    H = params["Whh"].shape[0]
-    dtype = params["Whh"].dtype
+    """The snapshot-only diagnostics: (metrics, gradient-flow curves (L, W)). Layer k's
+    metrics carry ``suffix(k)``."""
+    net = spec.net(params)
+    dtype = params["Why"].dtype
     out: dict[str, float] = {}
-    curve = grad_flow(params, spec, probe.window_xs, probe.window_ys, np.zeros((1, H), dtype=dtype))
-    out["diag/grad_decay"] = grad_decay(curve)
-    out["diag/grad_flow_last"] = float(curve[-1])  # ‖∂L_T/∂h_0‖: what reaches the window start
-    for name, m in view.recurrent(params).items():
-        out[f"diag/{name}_sigma_max"], out[f"diag/{name}_rho"] = spectrum(m)
+    curves = grad_flow(
+        params, spec, probe.window_xs, probe.window_ys, rnn.zero_state(net, 1, dtype)
+    )
+    for k in range(net.layers):
+        s = suffix(k)
+        out[f"diag/grad_decay{s}"] = grad_decay(curves[k])
+        out[f"diag/grad_flow_last{s}"] = float(curves[k, -1])  # what reaches the window start
+        for name, m in recurrent(params, net, k).items():
+            out[f"diag/{name}_sigma_max{s}"], out[f"diag/{name}_rho{s}"] = spectrum(m)
     B = probe.val_xs.shape[1]
-    starts = {"": np.zeros((B, H), dtype=dtype)}
+    starts = {"": rnn.zero_state(net, B, dtype)}
     if probe.burn_xs is not None:
         starts["_warm"] = run_states(
-            params, spec, probe.burn_xs, starts[""][: probe.burn_xs.shape[1]]
+            params, net, probe.burn_xs, rnn.zero_state(net, probe.burn_xs.shape[1], dtype)
         )
     # Both passes in one batch (zero-state streams, then warm ones): a step costs about the same
     # at B = 2 as at B = 1, so the warm pass comes almost free.
-    counts = [SaturationCount() for _ in starts]
+    counts = [[SaturationCount() for _ in starts] for _ in range(net.layers)]
     xs = np.concatenate([probe.val_xs] * len(starts), axis=1)
-    run_states(params, spec, xs, np.concatenate(list(starts.values())), counts)
-    for label, count in zip(starts, counts, strict=True):
-        out[f"diag/saturation{label}"] = count.share("h")
-        for name in count.saturated:
-            if name != "h":  # gates of a gated cell
-                out[f"diag/saturation{label}/{name}"] = count.share(name)
-    return out, curve
+    run_states(params, net, xs, np.concatenate(list(starts.values()), axis=2), counts)
+    for k in range(net.layers):
+        for label, count in zip(starts, counts[k], strict=True):
+            out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
+            for name in count.saturated:
+                if name != "h":  # gates of a gated cell
+                    out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)
+    return out, curves
 
 
 def step_metrics(
@@ -261,11 +293,16 @@ def step_metrics(
     return out
 
 
-def curve_csv(curve: np.ndarray) -> str:
-    """The gradient-flow artifact: one row per distance d from the loss step."""
-    T = curve.size
-    rows = ["steps_back,t,grad_norm"]
-    rows += [f"{d},{T - d},{curve[d - 1]:.9g}" for d in range(1, T + 1)]
+def curve_csv(curves: np.ndarray) -> str:
+    """The gradient-flow artifact: one row per distance d from the loss step; a column per
+    layer (``grad_norm`` for layer 0, ``grad_norm_l{k}`` above it)."""
+    curves = np.atleast_2d(curves)  # (L, T)
+    T = curves.shape[1]
+    rows = [",".join(["steps_back", "t"] + [f"grad_norm{suffix(k)}" for k in range(len(curves))])]
+    rows += [
+        ",".join([str(d), str(T - d)] + [f"{c[d - 1]:.9g}" for c in curves])
+        for d in range(1, T + 1)
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -277,12 +314,12 @@ def char_probe(task, window: int) -> Probe:
     val = task.val_data
     idx = np.arange(window + 1) % len(val)
     seq = val[idx]
-    burn = task.train_data[-BURN_IN:]
+    burn = task.burn_in  # the burn-in val/loss_warm reads (rnnlab.evaluate's rule)
     return Probe(
         window_xs=seq[:-1, None],
         window_ys=seq[1:, None],
         val_xs=val[:-1, None],
-        burn_xs=burn[:, None],
+        burn_xs=burn[:, None] if burn.size else None,
     )
 
 
@@ -409,12 +446,11 @@ class Diagnostics:
     clip: float | None = None
     clip_norm: float | None = None
     background: bool = True
-    snapshot_metrics: bool = True  # False: a cell without a CellView, step metrics only
     _worker: Worker | None = None
     _pending: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.background and self.snapshot_metrics:  # started now: it boots while we train
+        if self.background:  # started now: it boots while we train
             self._worker = Worker(self.spec, self.probe)
 
     def due(self, iteration: int, last: int) -> bool:
@@ -435,8 +471,6 @@ class Diagnostics:
             ),
             step=iteration,
         )
-        if not self.snapshot_metrics:
-            return
         snapshot = {k: v.copy() for k, v in trainer.params.items()}
         if not self.background:
             self._log(iteration, *heavy_metrics(snapshot, self.spec, self.probe))
@@ -468,22 +502,13 @@ class Diagnostics:
                 self._worker = None
 
 
-def one_vanilla_layer(params: rnn.Params) -> bool:
-    """True for the network today's vanilla view reads: exactly Wxh, Whh, Why, bh, by."""
-    return set(params) == set(rnn.PARAM_NAMES)
-
-
 def start(cfg, trainer, tracker) -> Diagnostics | None:
     """The run's diagnostics per ``cfg`` (None when ``diagnostics=false``)."""
     if not cfg.diagnostics:
         return None
     task = trainer.task
-    # The cell/layers keys arrive with gated cells (issue 10); a network without a CellView
-    # (yet) gets the step-bound metrics only.
-    cell = getattr(cfg, "cell", "rnn")
     return Diagnostics(
-        spec=EngineSpec(task.activation, task.head, cell),
-        snapshot_metrics=cell in CELLS and one_vanilla_layer(trainer.params),
+        spec=EngineSpec(task.activation, task.head, cfg.cell, cfg.layers),
         probe=PROBES[cfg.task.name](task, cfg.diag_window),
         tracker=tracker,
         every=cfg.diag_every or cfg.eval_every,

@@ -142,6 +142,12 @@ def stream_loss(
     return total, count
 
 
+def burn_in_text(train_data: np.ndarray, eval_burn_in: int) -> np.ndarray:
+    """The burn-in ``val/loss_warm`` (and the diagnostics' warm pass) read before the held-out
+    text: the last ``eval_burn_in`` characters of the training text (which the val text follows)."""
+    return train_data[max(0, len(train_data) - eval_burn_in) :]
+
+
 def char_metrics(
     params: rnn.Params,
     spec: rnn.Spec | str,

@@ -101,7 +101,7 @@ class CharTask:
         self.train_data, self.val_data = data[:n_train], data[n_train : n_train + n_val]
         self.test_data = data[n_train + n_val :] if n_test else None
         # val/loss_warm reads these last training characters first (the val text follows them)
-        self.burn_in = self.train_data[max(0, len(self.train_data) - cfg.eval_burn_in) :]
+        self.burn_in = evaluate.burn_in_text(self.train_data, cfg.eval_burn_in)
         # Stream b reads train_data[starts[b] : starts[b] + span].
         self.span = len(self.train_data) // self.batch_size
         self.starts = np.arange(self.batch_size) * self.span
