@@ -29,13 +29,8 @@ files; ``Diagnostics`` gets its slice of the run and a tracker.
 from __future__ import annotations
 
 import copy
-import os
-import pickle
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -218,10 +213,14 @@ class Probe:
 
 
 def heavy_metrics(
-    params: rnn.Params, spec: EngineSpec, probe: Probe
+    params: rnn.Params,
+    spec: EngineSpec,
+    probe: Probe,
+    observed: dict[str, list[SaturationCount]] | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """The snapshot-only diagnostics: (metrics, gradient-flow curves (L, W)). Layer k's
-    metrics carry ``suffix(k)``."""
+    """The snapshot diagnostics: (metrics, gradient-flow curves (L, W)). Layer k's metrics carry
+    ``suffix(k)``. ``observed``: saturation counts per pass ("" zero-state, "_warm") and layer,
+    already taken on the evaluation's own validation pass; without them, the passes run here."""
     net = spec.net(params)
     dtype = params["Why"].dtype
     out: dict[str, float] = {}
@@ -234,6 +233,21 @@ def heavy_metrics(
         out[f"diag/grad_flow_last{s}"] = float(curves[k, -1])  # what reaches the window start
         for name, m in recurrent(params, net, k).items():
             out[f"diag/{name}_sigma_max{s}"], out[f"diag/{name}_rho{s}"] = spectrum(m)
+    for label, counts in (observed or saturation_passes(params, net, probe)).items():
+        for k, count in enumerate(counts):
+            out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
+            for name in count.saturated:
+                if name != "h":  # gates of a gated cell
+                    out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)
+    return out, curves
+
+
+def saturation_passes(
+    params: rnn.Params, net: rnn.Spec, probe: Probe
+) -> dict[str, list[SaturationCount]]:
+    """Saturation counts of the validation pass from the zero state ("") and, with a burn-in,
+    warm ("_warm"), per layer."""
+    dtype = params["Why"].dtype
     B = probe.val_xs.shape[1]
     starts = {"": rnn.zero_state(net, B, dtype)}
     if probe.burn_xs is not None:
@@ -245,13 +259,7 @@ def heavy_metrics(
     counts = [[SaturationCount() for _ in starts] for _ in range(net.layers)]
     xs = np.concatenate([probe.val_xs] * len(starts), axis=1)
     run_states(params, net, xs, np.concatenate(list(starts.values()), axis=2), counts)
-    for k in range(net.layers):
-        for label, count in zip(starts, counts[k], strict=True):
-            out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
-            for name in count.saturated:
-                if name != "h":  # gates of a gated cell
-                    out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)
-    return out, curves
+    return {label: [c[j] for c in counts] for j, label in enumerate(starts)}
 
 
 def step_metrics(
@@ -349,94 +357,13 @@ PROBES = {"charrnn": char_probe, "adder": adder_probe}
 # --- the hook the training loop calls -----------------------------------------------------------
 
 
-class Worker:
-    """One ``python -m rnnlab.diagnostics`` child computing ``heavy_metrics`` off the loop.
-
-    A plain subprocess talking pickle over its stdin/stdout, not multiprocessing: spawn would
-    re-import the caller's ``__main__`` (breaking scripts without a main guard) and fork copies
-    a process that may hold threads. Its own session, so a Ctrl-C meant for the run is the
-    parent's to handle; it exits when its stdin closes, also if the parent dies.
-    """
-
-    def __init__(self, spec: EngineSpec, probe: Probe):
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rnnlab.diagnostics"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-            env=env,
-        )
-        # The probe is larger than a pipe's buffer, so writing it waits until the child has
-        # imported numpy (~0.5 s): a thread writes it while the loop trains on.
-        self._first = threading.Thread(target=self._send, args=((spec, probe),), daemon=True)
-        self._first.start()
-
-    def _send(self, obj) -> None:
-        try:
-            pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError):  # the child died: result() says how
-            pass
-
-    def submit(self, params: rnn.Params) -> None:
-        self._first.join()
-        self._send(params)
-
-    def result(self) -> tuple[dict[str, float], np.ndarray]:
-        try:
-            ok, value = pickle.load(self.proc.stdout)
-        except EOFError:
-            raise RuntimeError(
-                f"the diagnostics worker exited with code {self.proc.wait()}"
-            ) from None
-        if not ok:
-            raise RuntimeError(f"the diagnostics worker failed: {value}")
-        return value
-
-    def close(self, wait: bool = True) -> None:
-        """Let the child finish and exit (``wait``), or end it now: after an error or Ctrl-C
-        nothing it would still compute is logged, and the run must not wait for it."""
-        try:
-            if not wait:
-                self.proc.kill()  # our own child, by its pid
-            self._first.join(timeout=10)
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        finally:
-            self.proc.stdout.close()
-
-
-def serve(stdin=None, stdout=None) -> None:
-    """The worker's loop: read (spec, probe) once, then params snapshots until EOF."""
-    stdin = stdin or sys.stdin.buffer
-    stdout = stdout or sys.stdout.buffer
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")  # the parent's core is busy training
-    spec, probe = pickle.load(stdin)
-    while True:
-        try:
-            params = pickle.load(stdin)
-        except EOFError:
-            return
-        try:
-            reply = (True, heavy_metrics(params, spec, probe))
-        except Exception as e:  # reported to the parent, which raises it there
-            reply = (False, f"{type(e).__name__}: {e}")
-        pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
-
-
 @dataclass
 class Diagnostics:
     """Called by the training loop at its diagnostics points; logs through ``tracker``.
 
-    ``background=True`` runs ``heavy_metrics`` in a ``Worker`` (at most one evaluation in
-    flight, so results keep their order and memory stays flat); ``False`` runs it inline.
+    Everything runs inline. At a point that is also an evaluation, ``observer`` hands the
+    evaluation a callback that counts saturation on its validation passes (the diagnostics'
+    own pass would read the same text again, costing as much as the evaluation).
     """
 
     spec: EngineSpec
@@ -445,19 +372,28 @@ class Diagnostics:
     every: int
     clip: float | None = None
     clip_norm: float | None = None
-    background: bool = True
-    _worker: Worker | None = None
-    _pending: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.background:  # started now: it boots while we train
-            self._worker = Worker(self.spec, self.probe)
+    _observed: tuple[int, dict[str, list[SaturationCount]]] | None = None
 
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
 
+    def observer(self, iteration: int, last: int) -> Callable | None:
+        """For the evaluation at ``iteration``: observe(label, fwd) counting each forward
+        record's activations into this point's saturation (None when not a diagnostics point)."""
+        if not self.due(iteration, last):
+            return None
+        counts: dict[str, list[SaturationCount]] = {}
+        self._observed = (iteration, counts)
+
+        def observe(label: str, fwd: rnn.Forward) -> None:
+            layers = counts.setdefault(label, [SaturationCount() for _ in fwd.layers])
+            for k, count in enumerate(layers):
+                count.add(activations(fwd, k))
+
+        return observe
+
     def record(self, trainer, iteration: int, grad_norm: float) -> None:
-        """Log the step-bound metrics now and the snapshot metrics when they are ready."""
+        """Log this point's step-bound and snapshot metrics."""
         self.tracker.log_metrics(
             step_metrics(
                 trainer.params,
@@ -471,35 +407,13 @@ class Diagnostics:
             ),
             step=iteration,
         )
-        snapshot = {k: v.copy() for k, v in trainer.params.items()}
-        if not self.background:
-            self._log(iteration, *heavy_metrics(snapshot, self.spec, self.probe))
-            return
-        if self._worker is None:
-            self._worker = Worker(self.spec, self.probe)
-        while self._pending:  # the previous evaluation must finish first
-            self._collect_oldest()
-        self._worker.submit(snapshot)
-        self._pending.append(iteration)
-
-    def _collect_oldest(self) -> None:
-        iteration = self._pending.pop(0)
-        self._log(iteration, *self._worker.result())
-
-    def _log(self, iteration: int, metrics: dict[str, float], curve: np.ndarray) -> None:
+        observed = None
+        if self._observed is not None and self._observed[0] == iteration and self._observed[1]:
+            observed = self._observed[1]
+        self._observed = None
+        metrics, curves = heavy_metrics(trainer.params, self.spec, self.probe, observed)
         self.tracker.log_metrics(metrics, step=iteration)
-        self.tracker.log_text(curve_csv(curve), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
-
-    def close(self, wait: bool = True) -> None:
-        """Log what is still pending (``wait``) or drop it, and stop the worker."""
-        try:
-            while wait and self._pending:
-                self._collect_oldest()
-        finally:
-            self._pending.clear()
-            if self._worker is not None:
-                self._worker.close(wait)
-                self._worker = None
+        self.tracker.log_text(curve_csv(curves), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
 
 
 def start(cfg, trainer, tracker) -> Diagnostics | None:
@@ -514,9 +428,4 @@ def start(cfg, trainer, tracker) -> Diagnostics | None:
         every=cfg.diag_every or cfg.eval_every,
         clip=cfg.optimizer.clip,
         clip_norm=cfg.optimizer.clip_norm,
-        background=cfg.diag_background,
     )
-
-
-if __name__ == "__main__":
-    serve()

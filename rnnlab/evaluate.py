@@ -113,9 +113,13 @@ def zero_state(params: rnn.Params, spec: rnn.Spec | str, batch: int = 1) -> np.n
     return rnn.zero_state(rnn.as_spec(spec, params), batch, params["Why"].dtype)
 
 
-def run(params: rnn.Params, spec: rnn.Spec | str, xs: np.ndarray, h: np.ndarray):
-    """(logits (T, 1, V), state after xs) — the one call into the engine's forward."""
+def run(params: rnn.Params, spec: rnn.Spec | str, xs: np.ndarray, h: np.ndarray, observe=None):
+    """(logits (T, 1, V), state after xs) — the one call into the engine's forward.
+    ``observe(fwd)``, when given, sees each forward record (the diagnostics count saturation
+    on the validation pass itself instead of reading the text again)."""
     fwd = rnn.forward(params, xs, h, spec)
+    if observe is not None:
+        observe(fwd)
     return fwd.logits, fwd.carry
 
 
@@ -127,7 +131,7 @@ def read(params: rnn.Params, spec: rnn.Spec | str, ids: np.ndarray, h: np.ndarra
 
 
 def stream_loss(
-    params: rnn.Params, spec: rnn.Spec | str, ids: np.ndarray, h: np.ndarray
+    params: rnn.Params, spec: rnn.Spec | str, ids: np.ndarray, h: np.ndarray, observe=None
 ) -> tuple[float, int]:
     """(total nats, characters predicted) for ids[1:] given everything before, read as one
     stream from state ``h``; logits in float64 whatever the model's dtype."""
@@ -136,7 +140,7 @@ def stream_loss(
         xs = ids[start : start + CHUNK][:, None]  # (T, 1)
         ys = ids[start + 1 : start + CHUNK + 1][:, None]
         xs = xs[: len(ys)]
-        logits, h = run(params, spec, xs, h)
+        logits, h = run(params, spec, xs, h, observe)
         loss, _ = rnn.softmax_xent(logits.astype(np.float64), ys)
         total, count = total + float(loss[0]), count + len(ys)
     return total, count
@@ -154,15 +158,18 @@ def char_metrics(
     ids: np.ndarray,
     burn_in: np.ndarray | None,
     prefix: str = "val",
+    observe=None,
 ) -> dict[str, float]:
     """``<prefix>/loss`` and ``/bpc`` from h = 0; with a burn-in, ``/loss_warm`` and
-    ``/bpc_warm`` from the state after reading it. Nats and bits per character."""
-    total, count = stream_loss(params, spec, ids, zero_state(params, spec))
+    ``/bpc_warm`` from the state after reading it. Nats and bits per character.
+    ``observe(label, fwd)`` sees the forward records of both passes (label "" and "_warm")."""
+    seen = {k: (lambda fwd, k=k: observe(k, fwd)) if observe else None for k in ("", "_warm")}
+    total, count = stream_loss(params, spec, ids, zero_state(params, spec), seen[""])
     nats = total / count
     out = {f"{prefix}/loss": nats, f"{prefix}/bpc": nats / math.log(2.0)}
     if burn_in is not None:
         warm = read(params, spec, burn_in, zero_state(params, spec))
-        total, count = stream_loss(params, spec, ids, warm)
+        total, count = stream_loss(params, spec, ids, warm, seen["_warm"])
         out[f"{prefix}/loss_warm"] = total / count
         out[f"{prefix}/bpc_warm"] = total / count / math.log(2.0)
     return out

@@ -128,10 +128,11 @@ class CharTask:
         self.pointers += T
         return self.train_data[idx], self.train_data[idx + 1], reset
 
-    def evaluate(self, params: rnn.Params) -> dict[str, float]:
+    def evaluate(self, params: rnn.Params, observe=None) -> dict[str, float]:
         """val/loss and val/bpc over the whole held-out text read as one stream from a zero
-        state; val/loss_warm and val/bpc_warm from the state after the burn-in."""
-        return evaluate.char_metrics(params, self.spec, self.val_data, self.burn_in)
+        state; val/loss_warm and val/bpc_warm from the state after the burn-in. ``observe``:
+        see ``evaluate.char_metrics``."""
+        return evaluate.char_metrics(params, self.spec, self.val_data, self.burn_in, "val", observe)
 
     def test_metrics(self, params: rnn.Params) -> dict[str, float]:
         """test/loss and test/bpc (from h = 0) when there is a test text."""
