@@ -1,29 +1,32 @@
 """Learning diagnostics: how a run learns, measured at every evaluation and logged under ``diag/``.
 
-What is measured (per layer where it applies; today's engine has one):
+What is measured, for every cell (rnn, gru, lstm) and every layer k (layer 0 keeps the plain
+names, deeper layers add ``_l{k}``: ``diag/whh_rho_l1``, ``diag/saturation_l1/f``):
 
-- **gradient flow** on a fixed probe window of ``diag_window`` steps: ‖∂L_T/∂h_t‖ for every state
-  h_t before the end, where L_T is the loss at the window's last step alone. Each value is the
-  engine's own BPTT gradient w.r.t. the *carried initial state* of the window [t+1, T], so no
-  private backward pass exists here; all the windows run as one batch (stream d starts at
-  h_{T-d}, reads d real steps, then padding that no loss sees). Summarised as ``diag/grad_decay``,
-  the least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d: < 0 vanishing, > 0 exploding.
+- **gradient flow** on a fixed probe window of ``diag_window`` steps: ‖∂L_T/∂h^k_t‖ for every
+  state h_t of every layer before the end, where L_T is the loss at the window's last step alone.
+  One forward and one backward pass of the engine: its BPTT hands back d L / d h_t at every step
+  (``rnn.backward(..., dh_trace=)``), so no private backward pass exists here. Summarised as
+  ``diag/grad_decay``, the least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d: < 0
+  vanishing, > 0 exploding. For the LSTM the gradient is w.r.t. h with c held.
 - **per parameter**: norm of the gradient the optimizer applied at this step (after clipping),
   the update-to-weight ratio ‖Δθ‖/‖θ‖ of one step of the real optimizer on a copy, and the share
   of entries clipping changed (``diag/clip_frac``).
-- **recurrent spectrum**: largest singular value and spectral radius of each recurrent matrix.
-- **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh) or outside [0.01, 0.99]
-  (sigmoid) on the validation pass from the zero state and, for the char-RNN, warm (after a
-  burn-in over the last ``BURN_IN`` characters of the training text).
+- **recurrent spectrum**: largest singular value and spectral radius of each layer's recurrent
+  matrix; for a gated cell of each (H, H) gate block of W_hh (``diag/whh_<gate>_rho``), and
+  ``diag/whh_*`` is the candidate's block (GRU's n, LSTM's g: the one a tanh unit reads).
+- **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh; a gated cell's h too)
+  or outside [0.01, 0.99] (sigmoid) on the validation pass from the zero state and, for the
+  char-RNN, warm (after the burn-in ``val/loss_warm`` reads, ``rnnlab.evaluate``'s rule);
+  for gated cells per gate (``diag/saturation/<gate>``: σ gates outside [0.01, 0.99], the tanh
+  candidate at |x| > 0.99).
 
-Cells plug in through ``CellView`` (the engine's forward/backward, its recurrent matrices and its
-named activations with their kind); ``CELLS`` holds the vanilla cell. A gated cell adds its
-view: its gates then appear as ``diag/saturation/<gate>``.
-
-The expensive part (gradient flow, spectra, saturation passes) is a pure function of a params
-snapshot, run in a worker process so the training loop only pays for the snapshot; the cheap,
-step-bound part (gradients, update ratios, clipping) runs inline. Nothing here reads config
-files; ``Diagnostics`` gets its slice of the run and a tracker.
+Everything runs inline in the training process. The saturation counts at an evaluation point
+are taken on the evaluation's own validation passes (``Diagnostics.observer``): a pass of its
+own would read the held-out text again and cost as much as the evaluation. What is left — a
+100-step forward/backward, a few small eigen/singular decompositions and the step metrics — is
+a small fraction of the iterations between two evaluations (README: Diagnostics). Nothing here
+reads config files; ``Diagnostics`` gets its slice of the run and a tracker.
 """
 
 from __future__ import annotations
@@ -158,23 +161,26 @@ def spectrum(matrix: np.ndarray) -> tuple[float, float]:
     return sigma_max, rho
 
 
+BOUNDS = {"tanh": (-0.99, 0.99), "sigmoid": (0.01, 0.99)}  # SATURATED: below lo or above hi
+
+
 class SaturationCount:
-    """Running share of saturated activations, overall and per unit, over one or more passes."""
+    """Running share of saturated activations per name, over one or more passes."""
 
     def __init__(self) -> None:
-        self.saturated: dict[str, np.ndarray] = {}  # name -> (H,) counts
-        self.total: dict[str, int] = {}  # name -> (step, stream) pairs seen
+        self.saturated: dict[str, int] = {}  # name -> saturated (step, stream, unit) entries
+        self.total: dict[str, int] = {}  # name -> entries seen
 
     def add(self, activations: Mapping[str, tuple[np.ndarray, str]]) -> None:
         for name, (a, kind) in activations.items():
-            counts = SATURATED[kind](a).reshape(-1, a.shape[-1]).sum(axis=0)  # (H,)
-            self.saturated[name] = self.saturated.get(name, 0) + counts
-            self.total[name] = self.total.get(name, 0) + a.size // a.shape[-1]
+            lo, hi = BOUNDS[kind]
+            # two boolean counts instead of SATURATED's |a| or its or-ed masks: this runs on
+            # every activation of every validation pass, so it is kept to two cheap passes
+            n = np.count_nonzero(a < lo) + np.count_nonzero(a > hi)
+            self.saturated[name] = self.saturated.get(name, 0) + int(n)
+            self.total[name] = self.total.get(name, 0) + a.size
 
     def share(self, name: str) -> float:
-        return float(self.saturated[name].sum() / (self.total[name] * self.saturated[name].size))
-
-    def per_unit(self, name: str) -> np.ndarray:
         return self.saturated[name] / self.total[name]
 
 

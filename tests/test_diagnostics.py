@@ -181,8 +181,6 @@ def test_saturation_share_equals_direct_count():
     assert 0 < n_h < a.size and 0 < n_g < g.size
     assert count.share("h") == n_h / a.size
     assert count.share("gate") == n_g / g.size
-    unit0 = sum(1 for v in a[..., 0].ravel() if abs(v) > 0.99) / a[..., 0].size
-    assert count.per_unit("h")[0] == unit0
 
 
 def test_saturation_pass_counts_the_validation_states():
@@ -373,7 +371,7 @@ def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
     d = diagnostics_figures(kafka_path, 200, 1, tmp_path)
     print_diagnostics(d)
     out = capsys.readouterr().out
-    assert "diagnostics (wall): 200 iterations" in out and "ratio" in out
+    assert "diagnostics (wall, rnn): 200 iterations" in out and "ratio" in out
     assert d["wall"]["on_seconds"] > 0 and d["cpu"]["ratio"] > 0
 
 

@@ -175,12 +175,17 @@ def main(argv: list[str] | None = None) -> None:
                 "norm_dmax": ms([float(r["curve"][-1]) for r in rs], ".3g"),
                 "whh_rho": ms(get("diag/whh_rho"), ".3f"),
                 "saturation": ms(get("diag/saturation"), ".3f"),
+                "gate_saturation": ", ".join(
+                    f"{g} {statistics.mean(get(f'diag/saturation/{g}')):.2f}"
+                    for g, _ in diagnostics.CELLS[CELLS[cell][0]].gates
+                ),
                 "val_loss": ms(get("val/loss"), ".3f") if stage == "trained" else "",
             })  # fmt: skip
-    order = list(CELLS)
+    order, fields = list(CELLS), list(summary[0])  # this run's columns (older rows: blanks)
     summary = sorted(kept_summary + summary, key=lambda r: order.index(r["cell"]))
+    summary = [{k: r.get(k, "") for k in fields} for r in summary]
     with open(args.out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(summary)
     print("| " + " | ".join(summary[0]) + " |")
