@@ -274,8 +274,8 @@ def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka
     runs = {
         run.data.params["task.init_scale"]: run
         for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
-        if "task.init_scale" in run.data.params
-    }
+        if "task.init_scale" in run.data.params and "mlflow.parentRunId" in run.data.tags
+    }  # the children: the sweep's parent run carries the base config's params too
     sick, healthy = runs["1.0"], runs["0.01"]
     assert sick.data.metrics["diag/saturation"] > 0.5 > healthy.data.metrics["diag/saturation"]
     arts = [f.path for f in client.list_artifacts(healthy.info.run_id, "diagnostics")]
