@@ -131,10 +131,11 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     )
 
 
-def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None):
+def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None):
     """BPTT through one LSTM layer. dh: (T, B, H) loss gradient at each output h_t from above.
     Returns (d gates (T, B, 4H) — the same for the input and the recurrent pre-activations —
-    that again, and d state0 (2, B, H))."""
+    that again, and d state0 (2, B, H)). ``trace`` (T, B, H), when given, receives d loss / d h_t
+    (its output + the future, c_t held) of every step."""
     acts, cs, tc = layer.saved["acts"], layer.saved["cs"], layer.saved["tc"]
     T, B, H = dh.shape
     dt = acts.dtype
@@ -165,6 +166,8 @@ def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=Non
         np.multiply(dhs[t], Ko[t], dGo[t])  # o pre-activation
         np.multiply(dc, fs[t], dcnext)  # into c_{t-1}
         np.dot(WhhT, dGs[t], dhnext)  # into h_{t-1}: (H, 4H) @ (4H, B)
+    if trace is not None:
+        trace[...] = dhT.transpose(0, 2, 1)  # dhT now holds each step's whole d loss / d h_t
     dgates = _batch_major(dG)  # (T, B, 4H)
     return dgates, dgates, np.stack([dhnext.T, dcnext.T])
 
@@ -213,10 +216,11 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     )
 
 
-def gru_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None):
+def gru_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None):
     """BPTT through one GRU layer. dh: (T, B, H) loss gradient at each output h_t from above.
     Returns (d input pre-activations (T, B, 3H), d recurrent pre-activations W_hh h + b_hh
-    (T, B, 3H), d state0 (1, B, H))."""
+    (T, B, 3H), d state0 (1, B, H)). ``trace`` (T, B, H), when given, receives d loss / d h_t
+    (its output + the future) of every step."""
     acts, hh, hs = layer.saved["acts"], layer.saved["hh"], layer.saved["hs"]
     T, B, H = dh.shape
     dt = acts.dtype
@@ -246,4 +250,6 @@ def gru_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None
         np.multiply(dhs[t], zs[t], tmp)  # ... and directly through z ⊙ h_{t-1}
         np.add(dhnext, tmp, dhnext)
     dproj[:, : 2 * H] = dhh[:, : 2 * H]
+    if trace is not None:
+        trace[...] = dhT.transpose(0, 2, 1)  # dhT now holds each step's whole d loss / d h_t
     return _batch_major(dproj), _batch_major(dhh), dhnext.T[None].copy()

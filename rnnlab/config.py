@@ -150,7 +150,6 @@ class Config:
     diagnostics: bool = True  # gradient flow, spectra, saturation, update ratios under diag/
     diag_every: int | None = None  # iterations between diagnostics; null: eval_every
     diag_window: int = 100  # steps of the fixed probe window the gradient flow is measured on
-    diag_background: bool = True  # snapshot diagnostics in a worker process, off the hot path
     verbose: bool = False  # every progress line and every third-party warning (rnnlab.quiet)
 
 

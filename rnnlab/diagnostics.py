@@ -1,48 +1,45 @@
 """Learning diagnostics: how a run learns, measured at every evaluation and logged under ``diag/``.
 
-What is measured (per layer where it applies; today's engine has one):
+What is measured, for every cell (rnn, gru, lstm) and every layer k (layer 0 keeps the plain
+names, deeper layers add ``_l{k}``: ``diag/whh_rho_l1``, ``diag/saturation_l1/f``):
 
-- **gradient flow** on a fixed probe window of ``diag_window`` steps: ‖∂L_T/∂h_t‖ for every state
-  h_t before the end, where L_T is the loss at the window's last step alone. Each value is the
-  engine's own BPTT gradient w.r.t. the *carried initial state* of the window [t+1, T], so no
-  private backward pass exists here; all the windows run as one batch (stream d starts at
-  h_{T-d}, reads d real steps, then padding that no loss sees). Summarised as ``diag/grad_decay``,
-  the least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d: < 0 vanishing, > 0 exploding.
+- **gradient flow** on a fixed probe window of ``diag_window`` steps: ‖∂L_T/∂h^k_t‖ for every
+  state h_t of every layer before the end, where L_T is the loss at the window's last step alone.
+  One forward and one backward pass of the engine: its BPTT hands back d L / d h_t at every step
+  (``rnn.backward(..., dh_trace=)``), so no private backward pass exists here. Summarised as
+  ``diag/grad_decay``, the least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d: < 0
+  vanishing, > 0 exploding. For the LSTM the gradient is w.r.t. h with c held.
 - **per parameter**: norm of the gradient the optimizer applied at this step (after clipping),
   the update-to-weight ratio ‖Δθ‖/‖θ‖ of one step of the real optimizer on a copy, and the share
   of entries clipping changed (``diag/clip_frac``).
-- **recurrent spectrum**: largest singular value and spectral radius of each recurrent matrix.
-- **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh) or outside [0.01, 0.99]
-  (sigmoid) on the validation pass from the zero state and, for the char-RNN, warm (after a
-  burn-in over the last ``BURN_IN`` characters of the training text).
+- **recurrent spectrum**: largest singular value and spectral radius of each layer's recurrent
+  matrix; for a gated cell of each (H, H) gate block of W_hh (``diag/whh_<gate>_rho``), and
+  ``diag/whh_*`` is the candidate's block (GRU's n, LSTM's g: the one a tanh unit reads).
+- **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh; a gated cell's h too)
+  or outside [0.01, 0.99] (sigmoid) on the validation pass from the zero state and, for the
+  char-RNN, warm (after the burn-in ``val/loss_warm`` reads, ``rnnlab.evaluate``'s rule);
+  for gated cells per gate (``diag/saturation/<gate>``: σ gates outside [0.01, 0.99], the tanh
+  candidate at |x| > 0.99).
 
-Cells plug in through ``CellView`` (the engine's forward/backward, its recurrent matrices and its
-named activations with their kind); ``CELLS`` holds the vanilla cell. A gated cell adds its
-view: its gates then appear as ``diag/saturation/<gate>``.
-
-The expensive part (gradient flow, spectra, saturation passes) is a pure function of a params
-snapshot, run in a worker process so the training loop only pays for the snapshot; the cheap,
-step-bound part (gradients, update ratios, clipping) runs inline. Nothing here reads config
-files; ``Diagnostics`` gets its slice of the run and a tracker.
+Everything runs inline in the training process. The saturation counts at an evaluation point
+are taken on the evaluation's own validation passes (``Diagnostics.observer``): a pass of its
+own would read the held-out text again and cost as much as the evaluation. What is left — a
+100-step forward/backward, a few small eigen/singular decompositions and the step metrics — is
+a small fraction of the iterations between two evaluations (README: Diagnostics). Nothing here
+reads config files; ``Diagnostics`` gets its slice of the run and a tracker.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import pickle
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from rnnlab import rnn
 
 ADDER_SUMS = 512  # evaluation sums the adder's saturation is counted on
-BURN_IN = 1000  # characters of warm-up before the warm pass: the rule eval's val/loss_warm uses
 SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": lambda a: np.abs(a) > 0.99,
     "sigmoid": lambda a: (a < 0.01) | (a > 0.99),
@@ -54,67 +51,96 @@ SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class CellView:
-    """How diagnostics read one cell type of the engine.
+    """How diagnostics read one cell type of the engine (every cell runs through ``rnn.forward``
+    and ``rnn.backward``; a view names what is inside a layer).
 
-    forward(params, xs, state0, activation) → a forward record with ``.hs`` (T+1, B, H) and
-    ``.logits`` (T, B, O); backward(params, fwd, dlogits) → (grads, d state0 (B, H));
-    recurrent(params) → {name: (H, H)}; activations(fwd) → {name: ((T, B, H) array, kind)} with
-    kind in ``SATURATED`` ("h" is the hidden state; gated cells add one entry per gate).
+    gates: (name, kind) per row block of the layer's recurrent matrix, in the engine's order
+    (empty for the vanilla cell); kind in ``SATURATED``. candidate: the block whose spectrum is
+    ``diag/whh_sigma_max`` / ``diag/whh_rho`` (the one feeding the tanh candidate, GRU's n and
+    LSTM's g; the vanilla cell's whole Whh); every block also gets ``diag/whh_<gate>_*``.
     """
 
-    forward: Callable
-    backward: Callable
-    recurrent: Callable[[rnn.Params], dict[str, np.ndarray]]
-    activations: Callable
+    gates: tuple[tuple[str, str], ...] = ()
+    candidate: str | None = None
 
 
-VANILLA = CellView(
-    forward=rnn.forward,
-    backward=lambda params, fwd, dlogits: rnn.backward(params, fwd, dlogits),
-    recurrent=lambda params: {"whh": params["Whh"]},
-    activations=lambda fwd: {"h": (fwd.hs[1:], fwd.activation)},
-)
-CELLS: dict[str, CellView] = {"rnn": VANILLA}  # keyed as the config's ``cell`` (issue 10)
+CELLS: dict[str, CellView] = {  # keyed as the config's ``cell``
+    "rnn": CellView(),
+    "gru": CellView((("r", "sigmoid"), ("z", "sigmoid"), ("n", "tanh")), "n"),
+    "lstm": CellView((("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid")), "g"),
+}
 
 
 @dataclass(frozen=True)
 class EngineSpec:
     """What the diagnostics need to know about the network besides its weights."""
 
-    activation: str  # tanh | sigmoid
+    activation: str  # the vanilla cell's: tanh | sigmoid
     head: str  # xent | mse | bce
     cell: str = "rnn"  # key of CELLS
+    layers: int = 1
+
+    def net(self, params: rnn.Params) -> rnn.Spec:
+        """The engine's Spec (no dropout: diagnostics are measured as evaluation runs)."""
+        return rnn.Spec(self.cell, self.layers, params["Why"].shape[1], self.activation, 0.0)
+
+
+def suffix(k: int) -> str:
+    """Metric-name suffix of layer k: none for layer 0 (the single-layer names), else _l{k}."""
+    return "" if k == 0 else f"_l{k}"
+
+
+def recurrent(params: rnn.Params, net: rnn.Spec, k: int) -> dict[str, np.ndarray]:
+    """Layer k's recurrent matrices by metric stem: "whh" (the candidate block, or Whh) and, for
+    a gated cell, "whh_<gate>" for each (H, H) row block of W_hh."""
+    W = params[rnn.layer_names(net, k)[1]]
+    view, H = CELLS[net.cell], net.hidden_size
+    if not view.gates:
+        return {"whh": W}
+    blocks = {f"whh_{g}": W[j * H : (j + 1) * H] for j, (g, _) in enumerate(view.gates)}
+    return {"whh": blocks[f"whh_{view.candidate}"], **blocks}
+
+
+def activations(fwd: rnn.Forward, k: int) -> dict[str, tuple[np.ndarray, str]]:
+    """Layer k's named activations (T, B, H) with their kind: "h" and, for gated cells, each gate
+    (the gates' values after σ / tanh, as the cell's forward pass keeps them)."""
+    net = fwd.spec
+    layer = fwd.layers[k]
+    view, H = CELLS[net.cell], net.hidden_size
+    out = {"h": (layer.hs[1:], net.activation if not view.gates else "tanh")}  # o⊙tanh(c) too
+    for j, (g, kind) in enumerate(view.gates):
+        out[g] = (layer.saved["acts"][:, j * H : (j + 1) * H].transpose(0, 2, 1), kind)
+    return out
 
 
 # --- the measurements (pure functions) ----------------------------------------------------------
 
 
 def grad_flow(
-    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, h0: np.ndarray
+    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, state0: np.ndarray
 ) -> np.ndarray:
-    """‖∂L_T/∂h_{T-d}‖ for d = 1..T (index d-1), L_T the loss at the last step of the window.
+    """‖∂L_T/∂h^k_{T-d}‖ for every layer k and d = 1..T: (L, T), index [k, d-1]; L_T the loss at
+    the last step of the window alone.
 
-    xs: (T, 1) symbols or (T, 1, D) floats, ys the matching targets, h0: (1, H) the state before
-    the window. h_{T-d} is the state after step T-d (h_0 = h0 for d = T).
+    xs: (T, 1) symbols or (T, 1, D) floats, ys the matching targets, state0: (L, S, 1, H) the
+    state before the window (or (1, H) for one vanilla layer). h_{T-d} is the state after step
+    T-d (h_0 the initial one); for the LSTM the gradient is w.r.t. h with c held, as the engine's
+    state gradient. One forward and one backward pass: the engine's BPTT computes d L_T / d h_t
+    at every step anyway and hands it back (``dh_trace``).
     """
-    view = CELLS[spec.cell]
+    net = spec.net(params)
     T = xs.shape[0]
-    hs = view.forward(params, xs, h0, spec.activation).hs  # (T+1, 1, H)
-    # Stream d-1 starts at h_{T-d} and reads steps T-d+1..T, then T-d steps of padding placed
-    # after its loss step, which therefore cannot change its gradient.
-    starts = np.arange(T, 0, -1) - 1  # (T,) for d = 1..T: first step index T-d (0-based)
-    lengths = T - starts  # = d
-    idx = np.minimum(starts[None, :] + np.arange(T)[:, None], T - 1)  # (T, T) step read
-    bxs = xs[idx, 0]  # (T, T) or (T, T, D)
-    bys = ys[idx, 0]
-    state0 = hs[starts, 0]  # (T, H): h_{T-d}
-    fwd = view.forward(params, bxs, state0, spec.activation)
-    _, dlogits = rnn.HEADS[spec.head](fwd.logits.copy(), bys)  # (T, T, O), of the batch mean
-    keep = np.zeros(dlogits.shape[:2], dtype=bool)
-    keep[lengths - 1, np.arange(T)] = True  # each stream's loss step: its last real step
-    dlogits[~keep] = 0.0
-    _, dstate0 = view.backward(params, fwd, dlogits)  # (T, H), each stream's d L / d h_{T-d}
-    return np.linalg.norm(dstate0, axis=1) * T  # × T: the head's gradient is of the mean
+    state0 = state0.reshape(net.layers, net.state_size, 1, -1)
+    fwd = rnn.forward(params, xs, state0, net)
+    _, dlogits = rnn.HEADS[spec.head](fwd.logits.copy(), ys)  # (T, 1, O)
+    dlogits[:-1] = 0.0  # the loss at step T alone
+    trace = np.empty((net.layers, T, 1, net.hidden_size), dtype=fwd.logits.dtype)
+    _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace)
+    # trace[k, t] is d L_T / d (layer k's output of 0-based step t) = h_{t+1}; d = T - (t+1)
+    norms = np.empty((net.layers, T))
+    norms[:, : T - 1] = np.linalg.norm(trace[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
+    norms[:, T - 1] = np.linalg.norm(dstate0[:, 0, 0], axis=-1)  # d = T: the initial h
+    return norms
 
 
 def grad_decay(norms: np.ndarray) -> float:
@@ -135,49 +161,51 @@ def spectrum(matrix: np.ndarray) -> tuple[float, float]:
     return sigma_max, rho
 
 
+BOUNDS = {"tanh": (-0.99, 0.99), "sigmoid": (0.01, 0.99)}  # SATURATED: below lo or above hi
+
+
 class SaturationCount:
-    """Running share of saturated activations, overall and per unit, over one or more passes."""
+    """Running share of saturated activations per name, over one or more passes."""
 
     def __init__(self) -> None:
-        self.saturated: dict[str, np.ndarray] = {}  # name -> (H,) counts
-        self.total: dict[str, int] = {}  # name -> (step, stream) pairs seen
+        self.saturated: dict[str, int] = {}  # name -> saturated (step, stream, unit) entries
+        self.total: dict[str, int] = {}  # name -> entries seen
 
     def add(self, activations: Mapping[str, tuple[np.ndarray, str]]) -> None:
         for name, (a, kind) in activations.items():
-            counts = SATURATED[kind](a).reshape(-1, a.shape[-1]).sum(axis=0)  # (H,)
-            self.saturated[name] = self.saturated.get(name, 0) + counts
-            self.total[name] = self.total.get(name, 0) + a.size // a.shape[-1]
+            lo, hi = BOUNDS[kind]
+            # two boolean counts instead of SATURATED's |a| or its or-ed masks: this runs on
+            # every activation of every validation pass, so it is kept to two cheap passes
+            n = np.count_nonzero(a < lo) + np.count_nonzero(a > hi)
+            self.saturated[name] = self.saturated.get(name, 0) + int(n)
+            self.total[name] = self.total.get(name, 0) + a.size
 
     def share(self, name: str) -> float:
-        return float(self.saturated[name].sum() / (self.total[name] * self.saturated[name].size))
-
-    def per_unit(self, name: str) -> np.ndarray:
         return self.saturated[name] / self.total[name]
 
 
 def run_states(
     params: rnn.Params,
-    spec: EngineSpec,
+    net: rnn.Spec,
     xs: np.ndarray,
-    h0: np.ndarray,
-    counts: list[SaturationCount] | None = None,
+    state: np.ndarray,
+    counts: list[list[SaturationCount]] | None = None,
     chunk: int = 1000,
 ) -> np.ndarray:
-    """Read xs (T, B[, D]) from h0 (B, H) in chunks; returns the last state. With ``counts``,
-    the B streams are cut into len(counts) equal groups, each counted into its own."""
-    view = CELLS[spec.cell]
-    h = h0
+    """Read xs (T, B[, D]) from state (L, S, B, H) in chunks; returns the last state. With
+    ``counts`` (one list per layer), the B streams are cut into len(counts[k]) equal groups,
+    each counted into its own."""
     for start in range(0, xs.shape[0], chunk):
-        fwd = view.forward(params, xs[start : start + chunk], h, spec.activation)
-        if counts:
-            per = xs.shape[1] // len(counts)
-            acts = view.activations(fwd)
-            for k, count in enumerate(counts):
+        fwd = rnn.forward(params, xs[start : start + chunk], state, net)
+        for k, layer_counts in enumerate(counts or []):
+            per = xs.shape[1] // len(layer_counts)
+            acts = activations(fwd, k)
+            for j, count in enumerate(layer_counts):
                 count.add(
-                    {n: (a[:, k * per : (k + 1) * per], kind) for n, (a, kind) in acts.items()}
+                    {n: (a[:, j * per : (j + 1) * per], kind) for n, (a, kind) in acts.items()}
                 )
-        h = fwd.hs[-1]
-    return h
+        state = fwd.state
+    return state
 
 
 @dataclass
@@ -191,35 +219,53 @@ class Probe:
 
 
 def heavy_metrics(
-    params: rnn.Params, spec: EngineSpec, probe: Probe
+    params: rnn.Params,
+    spec: EngineSpec,
+    probe: Probe,
+    observed: dict[str, list[SaturationCount]] | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """The snapshot-only diagnostics: (metrics, gradient-flow curve (W,))."""
-    view = CELLS[spec.cell]
-    H = params["Whh"].shape[0]
-    dtype = params["Whh"].dtype
+    """The snapshot diagnostics: (metrics, gradient-flow curves (L, W)). Layer k's metrics carry
+    ``suffix(k)``. ``observed``: saturation counts per pass ("" zero-state, "_warm") and layer,
+    already taken on the evaluation's own validation pass; without them, the passes run here."""
+    net = spec.net(params)
+    dtype = params["Why"].dtype
     out: dict[str, float] = {}
-    curve = grad_flow(params, spec, probe.window_xs, probe.window_ys, np.zeros((1, H), dtype=dtype))
-    out["diag/grad_decay"] = grad_decay(curve)
-    out["diag/grad_flow_last"] = float(curve[-1])  # ‖∂L_T/∂h_0‖: what reaches the window start
-    for name, m in view.recurrent(params).items():
-        out[f"diag/{name}_sigma_max"], out[f"diag/{name}_rho"] = spectrum(m)
+    curves = grad_flow(
+        params, spec, probe.window_xs, probe.window_ys, rnn.zero_state(net, 1, dtype)
+    )
+    for k in range(net.layers):
+        s = suffix(k)
+        out[f"diag/grad_decay{s}"] = grad_decay(curves[k])
+        out[f"diag/grad_flow_last{s}"] = float(curves[k, -1])  # what reaches the window start
+        for name, m in recurrent(params, net, k).items():
+            out[f"diag/{name}_sigma_max{s}"], out[f"diag/{name}_rho{s}"] = spectrum(m)
+    for label, counts in (observed or saturation_passes(params, net, probe)).items():
+        for k, count in enumerate(counts):
+            out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
+            for name in count.saturated:
+                if name != "h":  # gates of a gated cell
+                    out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)
+    return out, curves
+
+
+def saturation_passes(
+    params: rnn.Params, net: rnn.Spec, probe: Probe
+) -> dict[str, list[SaturationCount]]:
+    """Saturation counts of the validation pass from the zero state ("") and, with a burn-in,
+    warm ("_warm"), per layer."""
+    dtype = params["Why"].dtype
     B = probe.val_xs.shape[1]
-    starts = {"": np.zeros((B, H), dtype=dtype)}
+    starts = {"": rnn.zero_state(net, B, dtype)}
     if probe.burn_xs is not None:
         starts["_warm"] = run_states(
-            params, spec, probe.burn_xs, starts[""][: probe.burn_xs.shape[1]]
+            params, net, probe.burn_xs, rnn.zero_state(net, probe.burn_xs.shape[1], dtype)
         )
     # Both passes in one batch (zero-state streams, then warm ones): a step costs about the same
     # at B = 2 as at B = 1, so the warm pass comes almost free.
-    counts = [SaturationCount() for _ in starts]
+    counts = [[SaturationCount() for _ in starts] for _ in range(net.layers)]
     xs = np.concatenate([probe.val_xs] * len(starts), axis=1)
-    run_states(params, spec, xs, np.concatenate(list(starts.values())), counts)
-    for label, count in zip(starts, counts, strict=True):
-        out[f"diag/saturation{label}"] = count.share("h")
-        for name in count.saturated:
-            if name != "h":  # gates of a gated cell
-                out[f"diag/saturation{label}/{name}"] = count.share(name)
-    return out, curve
+    run_states(params, net, xs, np.concatenate(list(starts.values()), axis=2), counts)
+    return {label: [c[j] for c in counts] for j, label in enumerate(starts)}
 
 
 def step_metrics(
@@ -261,11 +307,16 @@ def step_metrics(
     return out
 
 
-def curve_csv(curve: np.ndarray) -> str:
-    """The gradient-flow artifact: one row per distance d from the loss step."""
-    T = curve.size
-    rows = ["steps_back,t,grad_norm"]
-    rows += [f"{d},{T - d},{curve[d - 1]:.9g}" for d in range(1, T + 1)]
+def curve_csv(curves: np.ndarray) -> str:
+    """The gradient-flow artifact: one row per distance d from the loss step; a column per
+    layer (``grad_norm`` for layer 0, ``grad_norm_l{k}`` above it)."""
+    curves = np.atleast_2d(curves)  # (L, T)
+    T = curves.shape[1]
+    rows = [",".join(["steps_back", "t"] + [f"grad_norm{suffix(k)}" for k in range(len(curves))])]
+    rows += [
+        ",".join([str(d), str(T - d)] + [f"{c[d - 1]:.9g}" for c in curves])
+        for d in range(1, T + 1)
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -277,12 +328,12 @@ def char_probe(task, window: int) -> Probe:
     val = task.val_data
     idx = np.arange(window + 1) % len(val)
     seq = val[idx]
-    burn = task.train_data[-BURN_IN:]
+    burn = task.burn_in  # the burn-in val/loss_warm reads (rnnlab.evaluate's rule)
     return Probe(
         window_xs=seq[:-1, None],
         window_ys=seq[1:, None],
         val_xs=val[:-1, None],
-        burn_xs=burn[:, None],
+        burn_xs=burn[:, None] if burn.size else None,
     )
 
 
@@ -312,94 +363,13 @@ PROBES = {"charrnn": char_probe, "adder": adder_probe}
 # --- the hook the training loop calls -----------------------------------------------------------
 
 
-class Worker:
-    """One ``python -m rnnlab.diagnostics`` child computing ``heavy_metrics`` off the loop.
-
-    A plain subprocess talking pickle over its stdin/stdout, not multiprocessing: spawn would
-    re-import the caller's ``__main__`` (breaking scripts without a main guard) and fork copies
-    a process that may hold threads. Its own session, so a Ctrl-C meant for the run is the
-    parent's to handle; it exits when its stdin closes, also if the parent dies.
-    """
-
-    def __init__(self, spec: EngineSpec, probe: Probe):
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rnnlab.diagnostics"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-            env=env,
-        )
-        # The probe is larger than a pipe's buffer, so writing it waits until the child has
-        # imported numpy (~0.5 s): a thread writes it while the loop trains on.
-        self._first = threading.Thread(target=self._send, args=((spec, probe),), daemon=True)
-        self._first.start()
-
-    def _send(self, obj) -> None:
-        try:
-            pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError):  # the child died: result() says how
-            pass
-
-    def submit(self, params: rnn.Params) -> None:
-        self._first.join()
-        self._send(params)
-
-    def result(self) -> tuple[dict[str, float], np.ndarray]:
-        try:
-            ok, value = pickle.load(self.proc.stdout)
-        except EOFError:
-            raise RuntimeError(
-                f"the diagnostics worker exited with code {self.proc.wait()}"
-            ) from None
-        if not ok:
-            raise RuntimeError(f"the diagnostics worker failed: {value}")
-        return value
-
-    def close(self, wait: bool = True) -> None:
-        """Let the child finish and exit (``wait``), or end it now: after an error or Ctrl-C
-        nothing it would still compute is logged, and the run must not wait for it."""
-        try:
-            if not wait:
-                self.proc.kill()  # our own child, by its pid
-            self._first.join(timeout=10)
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        finally:
-            self.proc.stdout.close()
-
-
-def serve(stdin=None, stdout=None) -> None:
-    """The worker's loop: read (spec, probe) once, then params snapshots until EOF."""
-    stdin = stdin or sys.stdin.buffer
-    stdout = stdout or sys.stdout.buffer
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")  # the parent's core is busy training
-    spec, probe = pickle.load(stdin)
-    while True:
-        try:
-            params = pickle.load(stdin)
-        except EOFError:
-            return
-        try:
-            reply = (True, heavy_metrics(params, spec, probe))
-        except Exception as e:  # reported to the parent, which raises it there
-            reply = (False, f"{type(e).__name__}: {e}")
-        pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
-
-
 @dataclass
 class Diagnostics:
     """Called by the training loop at its diagnostics points; logs through ``tracker``.
 
-    ``background=True`` runs ``heavy_metrics`` in a ``Worker`` (at most one evaluation in
-    flight, so results keep their order and memory stays flat); ``False`` runs it inline.
+    Everything runs inline. At a point that is also an evaluation, ``observer`` hands the
+    evaluation a callback that counts saturation on its validation passes (the diagnostics'
+    own pass would read the same text again, costing as much as the evaluation).
     """
 
     spec: EngineSpec
@@ -408,20 +378,28 @@ class Diagnostics:
     every: int
     clip: float | None = None
     clip_norm: float | None = None
-    background: bool = True
-    snapshot_metrics: bool = True  # False: a cell without a CellView, step metrics only
-    _worker: Worker | None = None
-    _pending: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.background and self.snapshot_metrics:  # started now: it boots while we train
-            self._worker = Worker(self.spec, self.probe)
+    _observed: tuple[int, dict[str, list[SaturationCount]]] | None = None
 
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
 
+    def observer(self, iteration: int, last: int) -> Callable | None:
+        """For the evaluation at ``iteration``: observe(label, fwd) counting each forward
+        record's activations into this point's saturation (None when not a diagnostics point)."""
+        if not self.due(iteration, last):
+            return None
+        counts: dict[str, list[SaturationCount]] = {}
+        self._observed = (iteration, counts)
+
+        def observe(label: str, fwd: rnn.Forward) -> None:
+            layers = counts.setdefault(label, [SaturationCount() for _ in fwd.layers])
+            for k, count in enumerate(layers):
+                count.add(activations(fwd, k))
+
+        return observe
+
     def record(self, trainer, iteration: int, grad_norm: float) -> None:
-        """Log the step-bound metrics now and the snapshot metrics when they are ready."""
+        """Log this point's step-bound and snapshot metrics."""
         self.tracker.log_metrics(
             step_metrics(
                 trainer.params,
@@ -435,42 +413,13 @@ class Diagnostics:
             ),
             step=iteration,
         )
-        if not self.snapshot_metrics:
-            return
-        snapshot = {k: v.copy() for k, v in trainer.params.items()}
-        if not self.background:
-            self._log(iteration, *heavy_metrics(snapshot, self.spec, self.probe))
-            return
-        if self._worker is None:
-            self._worker = Worker(self.spec, self.probe)
-        while self._pending:  # the previous evaluation must finish first
-            self._collect_oldest()
-        self._worker.submit(snapshot)
-        self._pending.append(iteration)
-
-    def _collect_oldest(self) -> None:
-        iteration = self._pending.pop(0)
-        self._log(iteration, *self._worker.result())
-
-    def _log(self, iteration: int, metrics: dict[str, float], curve: np.ndarray) -> None:
+        observed = None
+        if self._observed is not None and self._observed[0] == iteration and self._observed[1]:
+            observed = self._observed[1]
+        self._observed = None
+        metrics, curves = heavy_metrics(trainer.params, self.spec, self.probe, observed)
         self.tracker.log_metrics(metrics, step=iteration)
-        self.tracker.log_text(curve_csv(curve), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
-
-    def close(self, wait: bool = True) -> None:
-        """Log what is still pending (``wait``) or drop it, and stop the worker."""
-        try:
-            while wait and self._pending:
-                self._collect_oldest()
-        finally:
-            self._pending.clear()
-            if self._worker is not None:
-                self._worker.close(wait)
-                self._worker = None
-
-
-def one_vanilla_layer(params: rnn.Params) -> bool:
-    """True for the network today's vanilla view reads: exactly Wxh, Whh, Why, bh, by."""
-    return set(params) == set(rnn.PARAM_NAMES)
+        self.tracker.log_text(curve_csv(curves), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
 
 
 def start(cfg, trainer, tracker) -> Diagnostics | None:
@@ -478,20 +427,11 @@ def start(cfg, trainer, tracker) -> Diagnostics | None:
     if not cfg.diagnostics:
         return None
     task = trainer.task
-    # The cell/layers keys arrive with gated cells (issue 10); a network without a CellView
-    # (yet) gets the step-bound metrics only.
-    cell = getattr(cfg, "cell", "rnn")
     return Diagnostics(
-        spec=EngineSpec(task.activation, task.head, cell),
-        snapshot_metrics=cell in CELLS and one_vanilla_layer(trainer.params),
+        spec=EngineSpec(task.activation, task.head, cfg.cell, cfg.layers),
         probe=PROBES[cfg.task.name](task, cfg.diag_window),
         tracker=tracker,
         every=cfg.diag_every or cfg.eval_every,
         clip=cfg.optimizer.clip,
         clip_norm=cfg.optimizer.clip_norm,
-        background=cfg.diag_background,
     )
-
-
-if __name__ == "__main__":
-    serve()

@@ -115,9 +115,13 @@ def zero_state(params: rnn.Params, spec: rnn.Spec | str, batch: int = 1) -> np.n
     return rnn.zero_state(rnn.as_spec(spec, params), batch, params["Why"].dtype)
 
 
-def run(params: rnn.Params, spec: rnn.Spec | str, xs: np.ndarray, h: np.ndarray):
-    """(logits (T, 1, V), state after xs) — the one call into the engine's forward."""
+def run(params: rnn.Params, spec: rnn.Spec | str, xs: np.ndarray, h: np.ndarray, observe=None):
+    """(logits (T, 1, V), state after xs) — the one call into the engine's forward.
+    ``observe(fwd)``, when given, sees each forward record (the diagnostics count saturation
+    on the validation pass itself instead of reading the text again)."""
     fwd = rnn.forward(params, xs, h, spec)
+    if observe is not None:
+        observe(fwd)
     return fwd.logits, fwd.carry
 
 
@@ -129,7 +133,7 @@ def read(params: rnn.Params, spec: rnn.Spec | str, ids: np.ndarray, h: np.ndarra
 
 
 def stream_loss(
-    params: rnn.Params, spec: rnn.Spec | str, ids: np.ndarray, h: np.ndarray
+    params: rnn.Params, spec: rnn.Spec | str, ids: np.ndarray, h: np.ndarray, observe=None
 ) -> tuple[float, int]:
     """(total nats, characters predicted) for ids[1:] given everything before, read as one
     stream from state ``h``; logits in float64 whatever the model's dtype."""
@@ -138,10 +142,16 @@ def stream_loss(
         xs = ids[start : start + CHUNK][:, None]  # (T, 1)
         ys = ids[start + 1 : start + CHUNK + 1][:, None]
         xs = xs[: len(ys)]
-        logits, h = run(params, spec, xs, h)
+        logits, h = run(params, spec, xs, h, observe)
         loss, _ = rnn.softmax_xent(logits.astype(np.float64), ys)
         total, count = total + float(loss[0]), count + len(ys)
     return total, count
+
+
+def burn_in_text(train_data: np.ndarray, eval_burn_in: int) -> np.ndarray:
+    """The burn-in ``val/loss_warm`` (and the diagnostics' warm pass) read before the held-out
+    text: the last ``eval_burn_in`` characters of the training text (which the val text follows)."""
+    return train_data[max(0, len(train_data) - eval_burn_in) :]
 
 
 def char_metrics(
@@ -151,17 +161,20 @@ def char_metrics(
     burn_in: np.ndarray | None,
     prefix: str = "val",
     warm_start: np.ndarray | None = None,
+    observe=None,
 ) -> dict[str, float]:
     """``<prefix>/loss`` and ``/bpc`` from h = 0; with a burn-in, ``/loss_warm`` and
     ``/bpc_warm`` from the state after reading it from ``warm_start`` (None: h = 0). Nats and
-    bits per character."""
-    total, count = stream_loss(params, spec, ids, zero_state(params, spec))
+    bits per character. ``observe(label, fwd)`` sees the forward records of both passes over
+    the held-out text (label "" and "_warm")."""
+    seen = {k: (lambda fwd, k=k: observe(k, fwd)) if observe else None for k in ("", "_warm")}
+    total, count = stream_loss(params, spec, ids, zero_state(params, spec), seen[""])
     nats = total / count
     out = {f"{prefix}/loss": nats, f"{prefix}/bpc": nats / math.log(2.0)}
     if burn_in is not None:
         start = zero_state(params, spec) if warm_start is None else warm_start
         warm = read(params, spec, burn_in, start)
-        total, count = stream_loss(params, spec, ids, warm)
+        total, count = stream_loss(params, spec, ids, warm, seen["_warm"])
         out[f"{prefix}/loss_warm"] = total / count
         out[f"{prefix}/bpc_warm"] = total / count / math.log(2.0)
     return out
@@ -269,11 +282,12 @@ def warm_start(trainer) -> np.ndarray:
     return trainer.carry[..., :1, :].copy()
 
 
-def task_metrics(trainer) -> dict[str, float]:
-    """The task's val/* metrics; the char-RNN's warm numbers start from the carried state."""
+def task_metrics(trainer, observe=None) -> dict[str, float]:
+    """The task's val/* metrics; the char-RNN's warm numbers start from the carried state.
+    ``observe``: see ``char_metrics`` (the diagnostics count saturation on these passes)."""
     if getattr(trainer.task, "burn_in", None) is not None:
-        return trainer.task.evaluate(trainer.params, warm_start(trainer))
-    return trainer.task.evaluate(trainer.params)
+        return trainer.task.evaluate(trainer.params, observe, warm_start(trainer))
+    return trainer.task.evaluate(trainer.params, observe)
 
 
 def extra_arrays(trainer) -> dict[str, np.ndarray]:

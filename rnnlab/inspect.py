@@ -5,7 +5,8 @@
     python -m rnnlab.inspect checkpoint=outputs/.../iter_0100000.npz      # adder or char-RNN
 
 A char-RNN run reads the text from the zero state; the page colours it character by character
-by one unit's activation (red > 0 > blue) for the units most correlated with simple features
+by one unit's activation (red > 0 > blue) — of every layer, the top one first, for every cell —
+for the units most correlated with simple features
 (inside quotes, position in the line, after a space, after a full stop, capital, vowel) and the
 most and least saturated units, each with its top-activating contexts. An adder run gets each
 unit's correlation with the true carry bit and the bit-by-bit predictions of a few sums. The
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import inspect_html
-from rnnlab.inspect_units import InspectError, analyse_adder, analyse_text
+from rnnlab import inspect_html, rnn
+from rnnlab.inspect_units import InspectError, analyse_adder
 from rnnlab.sample import SampleError, resolve_weights
 
 MAX_CHARS = 20_000  # a page beyond this is too heavy for a browser to colour per character
@@ -77,13 +78,13 @@ def main(argv: list[str]) -> Path:
         rng = np.random.default_rng(0)
         a, b = rng.integers(0, 2 ** (bits - 1), (2, 4096))
         page = inspect_html.adder_page(
-            analyse_adder(w.params, w.cfg.task.activation, bits, a, b), title
+            analyse_adder(w.params, rnn.spec_of(w.cfg), bits, a, b), title
         )
     else:
         if text is None:
             raise InspectError('a char-RNN run needs text="…" or path=<file> to read')
-        analysis = analyse_text(w.params, w.cfg.task.activation, w.vocab, text)
-        page = inspect_html.text_page(analysis, title)
+        analyses = inspect_html.text_analyses(w.params, rnn.spec_of(w.cfg), w.vocab, text)
+        page = inspect_html.text_page(analyses, title)
     out.write_text(page, encoding="utf-8")
     return out
 

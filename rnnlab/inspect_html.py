@@ -83,53 +83,80 @@ def page(title: str, body: str) -> str:
     )
 
 
-def text_page(a: TextAnalysis, title: str) -> str:
-    """Selector, feature table, one coloured block per chosen unit, every unit's top contexts."""
-    lo, hi = ("0", "1") if a.activation == "sigmoid" else ("−1", "+1")
-    options = ['<option value="all">all units below</option>'] + [
-        f'<option value="{k}">unit {u.unit}: {esc(u.why)}</option>' for k, u in enumerate(a.units)
-    ]
+def text_page(a: TextAnalysis | list[TextAnalysis], title: str) -> str:
+    """Selector, feature table, one coloured block per chosen unit, every unit's top contexts;
+    given one analysis per layer (top layer first), the same for each, the selector grouped by
+    layer."""
+    analyses = a if isinstance(a, list) else [a]
+    many = len(analyses) > 1
+    first = analyses[0]
+    lo, hi = ("0", "1") if first.activation == "sigmoid" else ("−1", "+1")
+    options = ['<option value="all">all units below</option>']
+    for x in analyses:
+        group = "".join(
+            f'<option value="{x.layer}-{k}">unit {u.unit}: {esc(u.why)}</option>'
+            for k, u in enumerate(x.units)
+        )
+        options.append(f'<optgroup label="layer {x.layer}">{group}</optgroup>' if many else group)
+    layers = f"{first.layers} layers; " if many else ""
     parts = [
-        f"<p>{len(a.text)} characters read from the zero state; {a.states.shape[1]} units "
-        f"({esc(a.activation)}). Each character is coloured by the unit's state after "
-        "reading it.</p>",
+        f"<p>{len(first.text)} characters read from the zero state; {layers}"
+        f"{first.states.shape[1]} units per layer ({esc(first.activation)}). Each character is "
+        "coloured by the unit's state after reading it."
+        + (" Layer numbers count from the input; the top layer feeds the output." if many else "")
+        + "</p>",
         f'<p class="legend">colour: <span style="background:{colour(-1, "tanh")}">{lo}</span>'
         f'<span style="background:#fff">middle</span>'
         f'<span style="background:{colour(1, "tanh")}">{hi}</span></p>',
         '<p><label>show <select onchange="show(this.value)">'
         + "".join(options)
         + "</select></label></p>",
-        "<h2>Units most correlated with simple features</h2><table><tr><th>feature</th>"
-        "<th>unit</th><th>r</th></tr>"
-        + "".join(
-            f"<tr><td>{esc(f)}</td><td>{u}</td><td>{r:+.3f}</td></tr>"
-            for f, u, r in a.feature_table
-        )
-        + "</table>",
     ]
-    for k, u in enumerate(a.units):
+    for x in analyses:
+        at = f" (layer {x.layer})" if many else ""
         parts.append(
-            f'<div class="unit" data-key="{k}"><h2>unit {u.unit} — {esc(u.why)}</h2>'
-            + coloured(a.text, a.states[:, u.unit], a.activation)
-            + "<p>top-activating contexts:</p>"
-            + contexts_table(u.contexts)
-            + "</div>"
+            f"<h2>Units most correlated with simple features{at}</h2><table><tr><th>feature</th>"
+            "<th>unit</th><th>r</th></tr>"
+            + "".join(
+                f"<tr><td>{esc(f)}</td><td>{u}</td><td>{r:+.3f}</td></tr>"
+                for f, u, r in x.feature_table
+            )
+            + "</table>"
         )
-    rows = "".join(
-        f'<tr><td>{j}</td><td>{a.saturation[j]:.0%}</td><td class="ctx">'
-        + " · ".join(
-            f"{esc(b[-12:].replace(chr(10), '↵'))}"
-            f'<span class="hit">{esc(c.replace(chr(10), "↵"))}</span>'
-            for b, c, _ in ctx[:3]
+    for x in analyses:
+        at = f"layer {x.layer}, " if many else ""
+        for k, u in enumerate(x.units):
+            parts.append(
+                f'<div class="unit" data-key="{x.layer}-{k}"><h2>{at}unit {u.unit} — '
+                f"{esc(u.why)}</h2>"
+                + coloured(x.text, x.states[:, u.unit], x.activation)
+                + "<p>top-activating contexts:</p>"
+                + contexts_table(u.contexts)
+                + "</div>"
+            )
+    for x in analyses:
+        rows = "".join(
+            f'<tr><td>{j}</td><td>{x.saturation[j]:.0%}</td><td class="ctx">'
+            + " · ".join(
+                f"{esc(b[-12:].replace(chr(10), '↵'))}"
+                f'<span class="hit">{esc(c.replace(chr(10), "↵"))}</span>'
+                for b, c, _ in ctx[:3]
+            )
+            + "</td></tr>"
+            for j, ctx in sorted(x.contexts.items())
         )
-        + "</td></tr>"
-        for j, ctx in sorted(a.contexts.items())
-    )
-    parts.append(
-        "<h2>Every unit: saturation and top-activating contexts</h2>"
-        f"<table><tr><th>unit</th><th>saturated</th><th>top 3 contexts</th></tr>{rows}</table>"
-    )
+        at = f" (layer {x.layer})" if many else ""
+        parts.append(
+            f"<h2>Every unit{at}: saturation and top-activating contexts</h2>"
+            f"<table><tr><th>unit</th><th>saturated</th><th>top 3 contexts</th></tr>{rows}</table>"
+        )
     return page(title, "\n".join(parts))
+
+
+def text_analyses(params: rnn.Params, spec: rnn.Spec | str, vocab, text: str) -> list:
+    """One analysis per layer, the top layer first."""
+    layers = rnn.as_spec(spec, params).layers
+    return [analyse_text(params, spec, vocab, text, k) for k in reversed(range(layers))]
 
 
 def adder_page(a: AdderAnalysis, title: str) -> str:
@@ -170,18 +197,13 @@ def page_for_run(task, params: rnn.Params, title: str = "rnnlab inspect") -> str
     """The page logged at the end of a run: held-out text (char-RNN) or evaluation sums."""
     if hasattr(task, "vocab"):
         text = task.vocab.decode(task.val_data[:DEFAULT_CHARS])
-        return text_page(analyse_text(params, task.activation, task.vocab, text), title)
+        return text_page(text_analyses(params, task.spec, task.vocab, text), title)
     rng = np.random.default_rng(0)
     pick = rng.permutation(task.eval_a.size)[:4096]
-    analysis = analyse_adder(
-        params, task.activation, task.bits, task.eval_a[pick], task.eval_b[pick]
-    )
+    analysis = analyse_adder(params, task.spec, task.bits, task.eval_a[pick], task.eval_b[pick])
     return adder_page(analysis, title)
 
 
 def log_run_page(task, params: rnn.Params, tracker) -> None:
-    """At the end of a run: this page as the artifact ``inspect/index.html`` (one vanilla layer
-    for now: the analysis reads the network through today's ``rnn.forward``)."""
-    if set(params) != set(rnn.PARAM_NAMES):
-        return
+    """At the end of a run: this page as the artifact ``inspect/index.html``, for every cell."""
     tracker.log_text(page_for_run(task, params), "inspect/index.html")

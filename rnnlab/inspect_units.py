@@ -82,6 +82,8 @@ class TextAnalysis:
     feature_table: list[tuple[str, int, float]]  # (feature, best unit, r)
     saturation: np.ndarray  # (H,) share of characters at which each unit is saturated
     contexts: dict[int, list[tuple[str, str, float]]]  # every unit's top contexts
+    layer: int = 0  # which layer's h
+    layers: int = 1  # of how many
 
 
 def top_contexts(text: str, acts: np.ndarray, k: int = TOP_CONTEXTS):
@@ -93,15 +95,32 @@ def top_contexts(text: str, acts: np.ndarray, k: int = TOP_CONTEXTS):
     return out
 
 
-def analyse_text(params: rnn.Params, activation: str, vocab, text: str) -> TextAnalysis:
-    """Read ``text`` from the zero state and pick the units worth showing."""
+def hidden_states(
+    params: rnn.Params, spec: rnn.Spec | str, xs: np.ndarray
+) -> tuple[list[np.ndarray], str]:
+    """Every layer's h (T, B, H), float64, read from the zero state, and how h is bounded
+    ("tanh" or "sigmoid": the vanilla cell's activation; a gated cell's h = o⊙tanh(c) or a
+    blend of tanh candidates lies in (-1, 1))."""
+    spec = rnn.as_spec(spec, params)
+    state = rnn.zero_state(spec, xs.shape[1], params["Why"].dtype)
+    fwd = rnn.forward(params, xs, state, spec)
+    kind = spec.activation if spec.cell == "rnn" else "tanh"
+    return [layer.hs[1:].astype(np.float64) for layer in fwd.layers], kind
+
+
+def analyse_text(
+    params: rnn.Params, spec: rnn.Spec | str, vocab, text: str, layer: int = -1
+) -> TextAnalysis:
+    """Read ``text`` from the zero state and pick the units worth showing, of ``layer`` (default
+    the top one, which the output layer reads)."""
     try:
         ids = vocab.encode(text, what="text")
     except ValueError as e:
         raise InspectError(str(e)) from None
-    H = params["Whh"].shape[0]
-    h0 = np.zeros((1, H), dtype=params["Whh"].dtype)
-    states = rnn.forward(params, ids[:, None], h0, activation).hs[1:, 0].astype(np.float64)
+    every, activation = hidden_states(params, spec, ids[:, None])
+    layer = layer % len(every)
+    states = every[layer][:, 0]  # (N, H)
+    H = states.shape[1]
     saturation = SATURATED[activation](states).mean(axis=0)  # (H,)
     units: list[UnitView] = []
     table = []
@@ -118,7 +137,9 @@ def analyse_text(params: rnn.Params, activation: str, vocab, text: str) -> TextA
     contexts = {j: top_contexts(text, states[:, j]) for j in range(H)}
     for u in units:
         u.contexts = contexts[u.unit]
-    return TextAnalysis(text, states, activation, units, table, saturation, contexts)
+    return TextAnalysis(
+        text, states, activation, units, table, saturation, contexts, layer, len(every)
+    )
 
 
 # --- the adder ----------------------------------------------------------------------------------
@@ -143,16 +164,22 @@ def carries(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
 
 
 def analyse_adder(
-    params: rnn.Params, activation: str, bits: int, a: np.ndarray, b: np.ndarray, shown: int = 6
+    params: rnn.Params,
+    spec: rnn.Spec | str,
+    bits: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    shown: int = 6,
 ) -> AdderAnalysis:
-    """Find the carry neuron on the sums a + b (N,), and show the first ``shown`` bit by bit."""
+    """Find the carry neuron (of the top layer) on the sums a + b (N,), and show the first
+    ``shown`` bit by bit."""
     from rnnlab.tasks.adder import from_bits, to_bits
 
-    dtype = params["Whh"].dtype
+    spec = rnn.as_spec(spec, params)
+    dtype = params["Why"].dtype
     xs = np.stack([to_bits(a, bits), to_bits(b, bits)], axis=-1).astype(dtype)  # (bits, N, 2)
-    h0 = np.zeros((a.size, params["Whh"].shape[0]), dtype=dtype)
-    fwd = rnn.forward(params, xs, h0, activation)
-    states = fwd.hs[1:].astype(np.float64)  # (bits, N, H): after reading bit t
+    fwd = rnn.forward(params, xs, rnn.zero_state(spec, a.size, dtype), spec)
+    states = fwd.hs[1:].astype(np.float64)  # (bits, N, H): the top layer after reading bit t
     carry = carries(a, b, bits)  # (bits, N): what the state after bit t must remember
     corr = correlations(carry.reshape(-1).astype(float), states.reshape(-1, states.shape[-1]))
     z = fwd.logits[..., 0].astype(np.float64)  # (bits, N)

@@ -228,18 +228,20 @@ def _rnn_layer_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Laye
     return cells.Layer(hs=hs, state=hs[-1][None])
 
 
-def _rnn_layer_backward(layer: cells.Layer, Whh, dz, activation):
+def _rnn_layer_backward(layer: cells.Layer, Whh, dz, activation, trace=None):
     """BPTT through one vanilla layer. dz: (T, B, H) gradient at each output h_t from above,
-    turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H))."""
+    turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H)). ``trace`` (T, B, H),
+    when given, receives d loss / d h_t (its output + the future) of every step."""
     _, dact = ACTIVATIONS[activation]
     hs = layer.hs
     T, B, H = dz.shape
     dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t
     dhnext = np.zeros((B, H), dtype=hs.dtype)  # gradient arriving at h_t from step t+1
     dzs, dhdzs = list(dz), list(dhdz)  # per-step views, made once
+    dhs = dzs if trace is None else list(trace)  # without a trace: in place, as before
     for t in reversed(range(T)):
-        np.add(dzs[t], dhnext, dzs[t])  # backprop into h_t: its output + the future
-        np.multiply(dzs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
+        np.add(dzs[t], dhnext, dhs[t])  # backprop into h_t: its output + the future
+        np.multiply(dhs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
         np.dot(dzs[t], Whh, dhnext)  # into h_{t-1}
     return dz, dz, dhnext[None]
 
@@ -314,14 +316,20 @@ def forward(
 
 
 def backward(
-    params: Params, fwd: Forward, dlogits: np.ndarray, grads: Params | None = None
+    params: Params,
+    fwd: Forward,
+    dlogits: np.ndarray,
+    grads: Params | None = None,
+    dh_trace: np.ndarray | None = None,
 ) -> tuple[Params, np.ndarray]:
     """Backpropagation through time over the window, through every layer.
 
     dlogits: (T, B, O), the loss gradient w.r.t. the logits (overwritten). Writes the parameter
     gradients into ``grads`` (same keys and shapes as ``params``; allocated when None) and
     returns them with the gradient w.r.t. the initial state, in the form it was given:
-    (L, S, B, H), or dh0 (B, H) for a legacy (B, H) state.
+    (L, S, B, H), or dh0 (B, H) for a legacy (B, H) state. ``dh_trace`` (L, T, B, H), when
+    given, receives d loss / d h_t of every layer and step (h_t the layer's output of step t,
+    before dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway.
     """
     spec = fwd.spec
     _, layer_backward = CELLS[spec.cell]
@@ -346,7 +354,8 @@ def backward(
         if fwd.masks is not None:
             dh *= fwd.masks[k]  # through the dropout on this layer's output
         # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
-        dproj, drec, dstates[k] = layer_backward(layer, params[W_rec], dh, spec.activation)
+        trace = None if dh_trace is None else dh_trace[k]
+        dproj, drec, dstates[k] = layer_backward(layer, params[W_rec], dh, spec.activation, trace)
         dprojf = dproj.reshape(N, -1)
         drecf = dprojf if drec is dproj else drec.reshape(N, -1)
         np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)

@@ -227,8 +227,8 @@ class Trainer:
         s.interval_count += 1
         return window_loss, norm
 
-    def evaluate(self) -> dict[str, float]:
-        metrics = evaluate.task_metrics(self)  # the task's val/*, warm from the carried state
+    def evaluate(self, observe=None) -> dict[str, float]:
+        metrics = evaluate.task_metrics(self, observe)  # the task's val/*, warm from the carry
         if "val/exact_acc" in metrics and metrics["val/exact_acc"] == 1.0:
             if self.state.iters_to_100 < 0:
                 self.state.iters_to_100 = self.state.iteration
@@ -301,11 +301,11 @@ def train(
 
                 # evaluate
                 if it % cfg.eval_every == 0 or it == cfg.iterations:
-                    val = trainer.evaluate()
+                    val = trainer.evaluate(diag and diag.observer(it, cfg.iterations))
                     tracker.log_metrics(val, step=it)
                     stop_early = evaluate.after_evaluation(trainer, val, ckpt_dir, tracker)
 
-                # diagnostics (rnnlab.diagnostics: the heavy part runs off this loop)
+                # diagnostics (rnnlab.diagnostics; saturation counted on the evaluation's pass)
                 if diag is not None and diag.due(it, cfg.iterations):
                     diag.record(trainer, it, grad_norm)
 
@@ -325,11 +325,8 @@ def train(
                 if stop_early:  # FINISHED, with every final metric below
                     break
         if diag is not None:
-            diag.close()  # what is still being measured is logged before the run ends
             inspect_html.log_run_page(task, trainer.params, tracker)  # inspect/index.html
     finally:
-        if diag is not None:
-            diag.close(wait=False)
         progress.close()
         tracker.flush()
 

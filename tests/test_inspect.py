@@ -142,13 +142,48 @@ def screenshot(html_file: Path, png: Path, profile: Path) -> None:
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def lstm_run(tmp_path_factory, kafka_path):
+    """A short two-layer LSTM char-RNN run on Kafka with the same hostile held-out line."""
+    tmp = tmp_path_factory.mktemp("inspect-lstm")
+    text = kafka_path.read_text(encoding="utf-8")[:30000]
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(text[:28000] + ("\n" + HOSTILE) * 3 + text[28000:], encoding="utf-8")
+    cfg = compose_config(
+        [f"data.path={corpus}", "data.strip_gutenberg=false", "cell=lstm", "layers=2",
+         "iterations=300", "hidden_size=24", "eval_every=300", "sample_every=300",
+         "checkpoint_every=300", "tracking.enabled=false"]
+    )  # fmt: skip
+    tracker = MemoryTracker()
+    train(cfg, tracker, out_dir=tmp / "out", show_progress=False)
+    return tracker, tmp
+
+
+def test_an_lstm_run_logs_a_page_per_layer(lstm_run):
+    tracker, _ = lstm_run
+    page = tracker.texts["inspect/index.html"]
+    assert "2 layers" in page and page.index('<optgroup label="layer 1">') < page.index(
+        '<optgroup label="layer 0">'
+    )  # the top layer first
+    assert (
+        page.count('<div class="unit" data-key="1-')
+        == page.count('<div class="unit" data-key="0-')
+        > 0
+    )
+    block = page.split('<div class="text">')[1].split("</div>")[0]
+    shown = "".join(re.findall(r'<span style="[^"]*" title="[^"]*">(.*?)</span>', block, re.S))
+    assert HOSTILE.strip() in html.unescape(shown).replace("↵", "")
+    assert "<img" not in page and page.count("<script>") == 1
+
+
 @pytest.mark.slow
-def test_page_shows_coloured_text_in_headless_chromium(char_run, tmp_path):
+@pytest.mark.parametrize("run", ["char_run", "lstm_run"])
+def test_page_shows_coloured_text_in_headless_chromium(run, tmp_path, request):
     if CHROMIUM is None:
         if os.environ.get("RNNLAB_REQUIRE_BROWSER"):
             pytest.fail("chromium not found (RNNLAB_REQUIRE_BROWSER is set)")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    tracker, _ = char_run
+    tracker, _ = request.getfixturevalue(run)
     page = tracker.texts["inspect/index.html"]
     # the control: the same page with the characters' colours taken away
     plain = page.replace('<span style="background:rgb(', '<span data-off="rgb(')

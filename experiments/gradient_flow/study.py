@@ -1,8 +1,9 @@
 """How far back does each cell carry gradient, and does training change it?
 
     python experiments/gradient_flow/study.py [--iterations 10000] [--seeds 0 1 2] [--window 150]
+        [--cells gru lstm]     # only these cells; the others' rows are kept from the files
 
-For each cell the engine has (today: the vanilla cell with tanh and with sigmoid) and each seed:
+For each cell the engine has (the vanilla cell with tanh and with sigmoid, GRU, LSTM) and seed:
 ‖∂L_T/∂h_{T-d}‖ on the fixed probe window (the first ``window`` held-out characters of kafka,
 from h = 0) at initialisation and after training with the char-RNN defaults, through
 ``rnnlab.diagnostics`` — the same numbers a run logs. Writes curves.csv, summary.csv,
@@ -29,19 +30,24 @@ from rnnlab.tracking import MemoryTracker
 from rnnlab.train import Trainer, train
 
 HERE = Path(__file__).resolve().parent
-CELLS = {
-    "vanilla tanh": {"task.activation": "tanh"},
-    "vanilla sigmoid": {"task.activation": "sigmoid"},
+CELLS = {  # study name -> (cfg.cell, cfg.task.activation; the gated cells use σ and tanh)
+    "vanilla tanh": ("rnn", "tanh"),
+    "vanilla sigmoid": ("rnn", "sigmoid"),
+    "gru": ("gru", "tanh"),
+    "lstm": ("lstm", "tanh"),
 }
+COLOURS = {"vanilla tanh": "tab:blue", "vanilla sigmoid": "tab:orange", "gru": "tab:green",
+           "lstm": "tab:purple"}  # fmt: skip
 
 
 def config(cell: str, seed: int, iterations: int, window: int) -> Config:
     cfg = Config(
         data=DataConfig(path=str(resolve("kafka"))), tracking=TrackingConfig(enabled=False)
     )
-    cfg.task.activation = CELLS[cell]["task.activation"]
+    cfg.cell, cfg.task.activation = CELLS[cell]
     cfg.seed, cfg.iterations, cfg.diag_window = seed, iterations, window
     cfg.diag_every = iterations  # the trained curve: one diagnostics point, at the end
+    cfg.eval_every = iterations  # only the final val/loss is reported
     cfg.sample_every = cfg.checkpoint_every = iterations
     return cfg
 
@@ -58,8 +64,9 @@ def measure(cell: str, seed: int, iterations: int, window: int, out: Path) -> li
     rows = []
     trainer = Trainer(cfg)  # the same init train() starts from (same seed streams)
     probe = diagnostics.PROBES["charrnn"](trainer.task, window)
-    spec = diagnostics.EngineSpec(trainer.task.activation, "xent")
-    metrics, curve = diagnostics.heavy_metrics(trainer.params, spec, probe)
+    spec = diagnostics.EngineSpec(trainer.task.activation, "xent", cfg.cell)
+    metrics, curves = diagnostics.heavy_metrics(trainer.params, spec, probe)
+    curve = curves[0]  # one layer
     rows.append({"stage": "init", "iteration": 0, "metrics": metrics, "curve": curve})
     tracker = MemoryTracker()
     final = train(cfg, tracker, out / f"{cell.replace(' ', '_')}_{seed}", show_progress=False)
@@ -80,13 +87,12 @@ def plot(out: Path, iterations: int) -> None:
             curves.setdefault((r["cell"], r["seed"], r["stage"]), []).append(float(r["grad_norm"]))
     fig = Figure(figsize=(11, 4.2))
     whole, near = fig.subplots(1, 2)
-    colours = {"vanilla tanh": "tab:blue", "vanilla sigmoid": "tab:orange"}
     seen = set()
     for (cell, _, stage), g in curves.items():
         g = np.array(g)
         d = np.arange(1, g.size + 1)
         style = {
-            "color": colours[cell],
+            "color": COLOURS[cell],
             "linestyle": ":" if stage == "init" else "-",
             "lw": 1.3,
             "alpha": 0.8,
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--window", type=int, default=150)
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
     p.add_argument("--replot", action="store_true", help="only redraw from curves.csv")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -125,22 +132,30 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     results = []  # (cell, seed, row)
-    for cell in CELLS:
+    for cell in args.cells:
         for seed in args.seeds:
             for row in measure(cell, seed, args.iterations, args.window, Path("/tmp/gf-study")):
                 results.append((cell, seed, row))
                 print(f"{cell:16} seed {seed} {row['stage']:8} grad_decay "
                       f"{row['metrics']['diag/grad_decay']:+.4f}", flush=True)  # fmt: skip
 
+    kept_curves, kept_summary = [], []  # the other cells' rows, from an earlier run
+    if set(args.cells) != set(CELLS) and (args.out / "summary.csv").exists():
+        with open(args.out / "curves.csv") as f:
+            kept_curves = [r for r in csv.DictReader(f) if r["cell"] not in args.cells]
+        with open(args.out / "summary.csv") as f:
+            kept_summary = [r for r in csv.DictReader(f) if r["cell"] not in args.cells]
     with open(args.out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["cell", "seed", "stage", "iteration", "steps_back", "grad_norm"])
+        for r in kept_curves:
+            w.writerow(r.values())
         for cell, seed, row in results:
             for d, g in enumerate(row["curve"], start=1):
                 w.writerow([cell, seed, row["stage"], row["iteration"], d, f"{g:.9g}"])
 
     summary = []
-    for cell in CELLS:
+    for cell in args.cells:
         for stage in ("init", "trained"):
             rs = [r for c, _, r in results if c == cell and r["stage"] == stage]
 
@@ -160,10 +175,17 @@ def main(argv: list[str] | None = None) -> None:
                 "norm_dmax": ms([float(r["curve"][-1]) for r in rs], ".3g"),
                 "whh_rho": ms(get("diag/whh_rho"), ".3f"),
                 "saturation": ms(get("diag/saturation"), ".3f"),
+                "gate_saturation": ", ".join(
+                    f"{g} {statistics.mean(get(f'diag/saturation/{g}')):.2f}"
+                    for g, _ in diagnostics.CELLS[CELLS[cell][0]].gates
+                ),
                 "val_loss": ms(get("val/loss"), ".3f") if stage == "trained" else "",
             })  # fmt: skip
+    order, fields = list(CELLS), list(summary[0])  # this run's columns (older rows: blanks)
+    summary = sorted(kept_summary + summary, key=lambda r: order.index(r["cell"]))
+    summary = [{k: r.get(k, "") for k in fields} for r in summary]
     with open(args.out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(summary)
     print("| " + " | ".join(summary[0]) + " |")

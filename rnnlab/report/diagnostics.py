@@ -125,6 +125,11 @@ def _grad_flow_figure(sel: Selection, t: Tables, runs) -> Figure:
     return fig
 
 
+# the gated cells' names of the vanilla cell's first-layer matrices (PyTorch's)
+GATED_NAMES = {"diag/update_ratio/Whh": "diag/update_ratio/W_hh_l0",
+               "diag/update_ratio/Wxh": "diag/update_ratio/W_ih_l0"}  # fmt: skip
+
+
 def _over_training(
     sel: Selection,
     t: Tables,
@@ -140,7 +145,10 @@ def _over_training(
     styler = Styler(t.runs, t.swept)
     for _, row in runs.iterrows():
         for key, ls in ((solid, "-"), (dashed, "--")):
-            if key and (points := sel.history(row["run_id"], key)):
+            if key and (
+                points := sel.history(row["run_id"], key)
+                or sel.history(row["run_id"], GATED_NAMES.get(key, key))
+            ):
                 steps, values = zip(*points, strict=True)
                 ax.plot(steps, values, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": ls})
     if band:
@@ -191,11 +199,13 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> DiagnosticsSection:
                            "spectral radius / σ_max of Whh"),
             f"diag_spectrum{s}.png", "Recurrent spectrum over training",
             "Solid: spectral radius of Whh (largest |eigenvalue|); dashed: its largest "
-            "singular value.")  # fmt: skip
+            "singular value. Gated cells: the candidate's block of W_hh (GRU's n, LSTM's g); "
+            "layer 0.")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/update_ratio/Whh", "diag/update_ratio/Wxh",
                            "update ratio ‖Δθ‖/‖θ‖", log_y=True, band=UPDATE_RATIO_RANGE),
             f"diag_update_ratio{s}.png", "Update-to-weight ratio over training",
-            "One optimizer step's ‖Δθ‖/‖θ‖: solid Whh, dashed Wxh; shaded: the "
+            "One optimizer step's ‖Δθ‖/‖θ‖: solid Whh, dashed Wxh (gated cells: W_hh_l0, "
+            "W_ih_l0); shaded: the "
             f"{UPDATE_RATIO_RANGE[0]:g}…{UPDATE_RATIO_RANGE[1]:g} band the flags use.")  # fmt: skip
     return section
 

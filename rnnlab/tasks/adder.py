@@ -102,9 +102,10 @@ class AdderTask:
             out.append(from_bits(logits > 0.0))  # sigmoid(z) > ½  ⇔  z > 0
         return np.concatenate(out)
 
-    def evaluate(self, params: rnn.Params) -> dict[str, float]:
+    def evaluate(self, params: rnn.Params, observe=None) -> dict[str, float]:
         """val/bit_acc: share of sum bits right; val/exact_acc: share of sums entirely right; with
-        ``task.eval_bits`` > seq_length, the same for sums of that many bits (``…_16bit``)."""
+        ``task.eval_bits`` > seq_length, the same for sums of that many bits (``…_16bit``).
+        ``observe`` is not called: the diagnostics' few adder sums are a pass of their own."""
         metrics = self.accuracy(params, self.bits, self.eval_a, self.eval_b)
         if self.eval_bits != self.bits:  # val/exact_acc_16bit, ...: longer sums than trained on
             longer = self.accuracy(params, self.eval_bits, self.long_a, self.long_b)

@@ -108,7 +108,7 @@ class CharTask:
         self.train_data, self.val_data = data[:n_train], data[n_train : n_train + n_val]
         self.test_data = data[n_train + n_val :] if n_test else None
         # val/loss_warm reads these last training characters first (the val text follows them)
-        self.burn_in = self.train_data[max(0, len(self.train_data) - cfg.eval_burn_in) :]
+        self.burn_in = evaluate.burn_in_text(self.train_data, cfg.eval_burn_in)
         # Stream b reads train_data[starts[b] : starts[b] + span].
         self.span = len(self.train_data) // self.batch_size
         self.starts = np.arange(self.batch_size) * self.span
@@ -136,13 +136,14 @@ class CharTask:
         return self.train_data[idx], self.train_data[idx + 1], reset
 
     def evaluate(
-        self, params: rnn.Params, warm_start: np.ndarray | None = None
+        self, params: rnn.Params, observe=None, warm_start: np.ndarray | None = None
     ) -> dict[str, float]:
         """val/loss and val/bpc over the whole held-out text read as one stream from a zero
         state; val/loss_warm and val/bpc_warm from ``warm_start`` (L, S, 1, H) (a state training
-        carried; None: h = 0) after reading the burn-in."""
+        carried; None: h = 0) after reading the burn-in. ``observe``: see
+        ``evaluate.char_metrics``."""
         return evaluate.char_metrics(
-            params, self.spec, self.val_data, self.burn_in, warm_start=warm_start
+            params, self.spec, self.val_data, self.burn_in, "val", warm_start, observe
         )
 
     def test_metrics(self, params: rnn.Params) -> dict[str, float]:
