@@ -53,6 +53,25 @@ def project(W: np.ndarray, b: np.ndarray, x: np.ndarray, out: np.ndarray) -> Non
         out += b
 
 
+def _gate_inputs(W: np.ndarray, b: np.ndarray, rows: list, x: np.ndarray) -> np.ndarray:
+    """The input pre-activations W x_t + b of a window, unit-major (T, G, B), with W's and b's
+    rows arranged by ``_gate_rows(·, rows)``."""
+    W, b = _gate_rows(W, rows), _gate_rows(b, rows)
+    T, B = x.shape[:2]
+    if B == 1 and x.dtype.kind in "iu":
+        # One stream: gather the T columns of W, (G, T), and add b while transposing; 3-5x
+        # faster than ``project``'s (V, G) table at this size.
+        V = W.shape[1]
+        if x.min() < 0 or x.max() >= V:
+            raise IndexError(f"input symbols must be in [0, {V}); got {x.min()}..{x.max()}")
+        acts = np.empty((T, W.shape[0], 1), dtype=W.dtype)
+        np.add(np.take(W, x[:, 0], axis=1, mode="clip").T, b, out=acts[:, :, 0])
+        return acts
+    proj = np.empty((T, B, W.shape[0]), dtype=W.dtype)
+    project(W, b, x, proj)
+    return _unit_major(proj)
+
+
 @dataclass
 class Layer:
     """What one layer's backward pass needs from its forward pass."""
@@ -73,12 +92,12 @@ def _unit_major(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 2, 1))
 
 
-def _gate_rows(a: np.ndarray, blocks: list[tuple[int, int, float]]) -> np.ndarray:
+def _gate_rows(a: np.ndarray, blocks: list[tuple[int, int, float]], out=None) -> np.ndarray:
     """A copy of ``a`` (rows = gate units) made of the row blocks ``(lo, hi, scale)`` in that
     order, each times its scale: the σ gates' rows halved (σ(a) = ½ + ½ tanh(a/2)), and for the
     LSTM the gates reordered. Block copies and scalar products: a (G, 1) broadcast multiply
-    costs ~4x as much."""
-    out = np.empty_like(a)
+    costs ~4x as much. ``out``: where to write it (default: a new array)."""
+    out = np.empty_like(a) if out is None else out
     at = 0
     for lo, hi, scale in blocks:
         if scale == 1.0:
@@ -114,10 +133,8 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     # σ(a) = ½ + ½ tanh(a/2): with the rows of the σ gates (o, i, f) halved in advance, one
     # tanh per step gives every gate (numpy's float32 tanh is SIMD; exp + reciprocal cost 3x).
     rows = _lstm_rows(H, 0.5)
-    proj = np.empty((T, B, 4 * H), dtype=dt)
     # both biases add to every step's pre-activation: fold b_hh in once
-    project(_gate_rows(W_ih, rows), _gate_rows(b_ih + b_hh, rows), x, proj)
-    acts = _unit_major(proj)  # (T, 4H, B) pre-activations, then the gates o i f g
+    acts = _gate_inputs(W_ih, b_ih + b_hh, rows, x)  # (T, 4H, B), then the gates o i f g
     W_half = _gate_rows(W_hh, rows)
     hs = np.empty((T + 1, H, B), dtype=dt)
     cs = np.empty((T + 1, H, B), dtype=dt)
@@ -205,24 +222,26 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     b[: 2 * H] += b_hh[: 2 * H]  # b_hr, b_hz add outside r ⊙ (...): fold them in once
     # σ(a) = ½ + ½ tanh(a/2), as in lstm_forward: the r and z rows are halved in advance
     rows = [(0, 2 * H, 0.5), (2 * H, 3 * H, 1.0)]
-    proj = np.empty((T, B, 3 * H), dtype=dt)
-    project(_gate_rows(W_ih, rows), _gate_rows(b, rows), x, proj)
-    W_half = _gate_rows(W_hh, rows)
-    acts = _unit_major(proj)  # (T, 3H, B): W_ih x + b, then the gates r z n
+    acts = _gate_inputs(W_ih, b, rows, x)  # (T, 3H, B): W_ih x + b, then the gates r z n
+    # b_hn sits inside r ⊙ (W_hn h + b_hn): it rides in the recurrent GEMM as one more column
+    # of W_hh against a constant 1 below each h (one call per step fewer)
+    W_half = np.zeros((3 * H, H + 1), dtype=dt)
+    _gate_rows(W_hh, rows, out=W_half[:, :H])
+    W_half[2 * H :, H] = b_hh[2 * H :]
     hh = np.empty((T, 3 * H, B), dtype=dt)  # W_hh h_{t-1} (halved r, z; + b_hn in the n part)
-    hs = np.empty((T + 1, H, B), dtype=dt)
+    hs1 = np.empty((T + 1, H + 1, B), dtype=dt)  # every h_t with a row of ones below
+    hs1[:, H] = 1.0
+    hs = hs1[:, :H]  # (T+1, H, B) views
     hs[0] = state0[0].T
-    b_hn = b_hh[2 * H :, None]  # (H, 1)
     hmn = np.empty((T, H, B), dtype=dt)  # h_{t-1} − n_t, kept: the backward pass needs it
     tmp = np.empty((H, B), dtype=dt)
     # per-step views made once
-    h, hhs, hmns = list(hs), list(hh), list(hmn)
+    h1, h, hhs, hmns = list(hs1), list(hs), list(hh), list(hmn)
     rz, n = list(acts[:, : 2 * H]), list(acts[:, 2 * H :])
     r, z = list(acts[:, :H]), list(acts[:, H : 2 * H])
     hrz, hn = list(hh[:, : 2 * H]), list(hh[:, 2 * H :])
     for t in range(T):
-        np.dot(W_half, h[t], hhs[t])  # (3H, B) = W_hh h_{t-1}, r and z rows halved
-        np.add(hn[t], b_hn, hn[t])  # W_hn h + b_hn: kept, r multiplies it
+        np.dot(W_half, h1[t], hhs[t])  # (3H, B) = W_hh h_{t-1} (r, z halved) + (0, 0, b_hn)
         np.add(rz[t], hrz[t], rz[t])
         np.tanh(rz[t], rz[t])  # r, z = σ(·) = ½ tanh(·/2) + ½
         np.multiply(rz[t], 0.5, rz[t])
