@@ -79,6 +79,16 @@ class Layer:
     hs: np.ndarray  # (T+1, B, H); hs[0] the initial h, hs[t+1] the output of step t
     state: np.ndarray  # (S, B, H) the final state (h, and c for the LSTM)
     saved: dict[str, np.ndarray] = field(default_factory=dict)  # cell-specific activations
+    # where PyTorch's gate j sits among saved["acts"]'s (T, G·H, B) row blocks (None: in order)
+    gate_order: tuple[int, ...] | None = None
+
+
+def gate_block(layer: Layer, j: int, H: int) -> np.ndarray:
+    """PyTorch's gate j (LSTM i f g o, GRU r z n) after its σ / tanh, as the forward pass kept
+    it: a (T, H, B) view of ``layer.saved["acts"]`` (the LSTM keeps its gates in another order
+    internally; read them through this)."""
+    k = j if layer.gate_order is None else layer.gate_order[j]
+    return layer.saved["acts"][:, k * H : (k + 1) * H]
 
 
 # Inside a gated layer the arrays are unit-major, (T, G·H, B): each gate of a step is then one
@@ -159,7 +169,10 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
         np.multiply(o[t], tcs[t], h[t + 1])  # h_t = o ⊙ tanh(c_t)
     state = np.stack([hs[-1].T, cs[-1].T])  # (2, B, H)
     return Layer(
-        hs=_batch_major(hs), state=state, saved={"acts": acts, "hs": hs, "cs": cs, "tc": tc}
+        hs=_batch_major(hs),
+        state=state,
+        saved={"acts": acts, "hs": hs, "cs": cs, "tc": tc},
+        gate_order=(1, 2, 3, 0),  # i f g o among the internal o i f g
     )
 
 
