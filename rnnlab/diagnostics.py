@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlab import rnn
+from rnnlab import cells, rnn
 
 ADDER_SUMS = 512  # evaluation sums the adder's saturation is counted on
 SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -109,7 +109,7 @@ def activations(fwd: rnn.Forward, k: int) -> dict[str, tuple[np.ndarray, str]]:
     view, H = CELLS[net.cell], net.hidden_size
     out = {"h": (layer.hs[1:], net.activation if not view.gates else "tanh")}  # o⊙tanh(c) too
     for j, (g, kind) in enumerate(view.gates):
-        out[g] = (layer.saved["acts"][:, j * H : (j + 1) * H].transpose(0, 2, 1), kind)
+        out[g] = (cells.gate_block(layer, j, H).transpose(0, 2, 1), kind)  # PyTorch's gate j
     return out
 
 
