@@ -19,7 +19,7 @@ The launcher side (``record_failed_job``): a job that ended on its node without 
 process was killed, the node failed — gets its child run closed FAILED with the job id, state,
 node and log tail in ``error``; a job that died before opening a run gets such a child created.
 
-Not here: training, checkpoints, the fresh run's lifecycle (``rnnlab.runs``), the wait loop
+Not here: training, checkpoints, the fresh run's lifecycle (``rnnlab.job``), the wait loop
 (``hydra_plugins.rnnlab_slurm_launcher``).
 """
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from rnnlab.config import Config
-    from rnnlab.runs import JobContext
+    from rnnlab.job import JobContext
 
 from rnnlab.slurm import TAG_JOB, job_tags, restart_count, slurm_job_id, utc_now
 
@@ -59,10 +59,11 @@ def find_job_run(client: MlflowClient, experiment: str, job_id: str, sweep_dir: 
 
 
 def run_or_resume(cfg: Config, ctx: JobContext, show_progress: bool = True) -> dict[str, float]:
-    """``runs.run_job``, except that a requeued SLURM job continues the run it opened before."""
+    """``job.run_job``, except that a requeued SLURM job continues the run it opened before."""
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.runs import experiment_name, run_job, tracking_uri
+    from rnnlab.job import run_job
+    from rnnlab.store import experiment_name, tracking_uri
 
     job = slurm_job_id()
     if job is None or not cfg.tracking.enabled or cfg.resume:
@@ -114,7 +115,7 @@ def covered_checkpoint(
     store holds every metric's points for (None: start over). The tracker buffers points for up to
     ``flush_seconds``, so a process killed outright may have uploaded checkpoints past its last
     flushed points; continuing from one of those would leave a hole in the history."""
-    from rnnlab.resume import CHECKPOINT_DIR, CHECKPOINT_NAME, quiet_artifact_transfers
+    from rnnlab.store import CHECKPOINT_DIR, CHECKPOINT_NAME, quiet_artifact_transfers
 
     names = [Path(a.path).name for a in client.list_artifacts(run_id, CHECKPOINT_DIR)]
     steps = {int(m.group(1)): n for n in names if (m := CHECKPOINT_NAME.match(n))}
@@ -133,11 +134,11 @@ def continue_job_run(
     cfg: Config, ctx: JobContext, client: MlflowClient, uri: str, run, show_progress: bool
 ) -> dict[str, float]:
     """Reopen ``run`` (RUNNING again) and train it on from its newest checkpoint, or from the
-    start if it has none; statuses as ``runs.run_job``."""
+    start if it has none; statuses as ``job.run_job``."""
     import mlflow
 
     from rnnlab import checkpoint
-    from rnnlab.runs import end_leaked_runs, train_in_run
+    from rnnlab.job import end_leaked_runs, train_in_run
     from rnnlab.search import trial_tracker
     from rnnlab.tracking import MlflowTracker
 
@@ -179,7 +180,7 @@ def record_failed_job(
     from mlflow.tracking import MlflowClient
 
     from rnnlab import sweep
-    from rnnlab.runs import ensure_experiment, experiment_name
+    from rnnlab.store import ensure_experiment, experiment_name
 
     if not sweep.open_parent:  # tracking off: the launcher's log says it
         return

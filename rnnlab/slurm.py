@@ -8,7 +8,7 @@ launcher's callable through ``checkpoint()`` and calls ``scontrol requeue``, at 
 way). A SIGTERM that is not a requeue (``scancel``) ends the run KILLED as anywhere else.
 Continuing the run when the job starts again is ``rnnlab.requeue``'s.
 
-Imports nothing of rnnlab's at module level: the run's lifecycle (``rnnlab.runs``) calls it.
+Imports nothing of rnnlab's at module level: the run's lifecycle (``rnnlab.job``) calls it.
 """
 
 from __future__ import annotations
