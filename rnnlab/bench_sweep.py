@@ -5,7 +5,8 @@
   the speedup.
 - ``search``: a grid of 12 jobs over learning rate × hidden size × BPTT window on a shortened
   char-RNN, then a 12-trial Optuna search with pruning over the same ranges; prints each one's
-  best objective (final val/loss) and total training iterations.
+  best objective (the final value of what it minimised, as the task judges it) and total
+  training iterations.
 
 Every measurement is a real ``python -m rnnlab.run -m ...`` in a fresh temporary folder with its
 own MLflow store (and Optuna study), so it includes everything a user pays: process start,
@@ -77,7 +78,7 @@ def sweep_children(cwd: Path) -> list[dict]:
     the iterations it trained (its last train/loss step)."""
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.tasks import TASKS
+    from rnnlab.tasks import judged_run
 
     client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     runs = client.search_runs(
@@ -87,12 +88,9 @@ def sweep_children(cwd: Path) -> list[dict]:
     )
     out = []
     for run in runs:
-        m, tags = run.data.metrics, run.data.tags
-        val = {k.removeprefix("final/").replace("_", "/", 1): v for k, v in m.items()}
-        try:
-            objective = TASKS[tags["rnnlab.task"]].objective(val)
-        except KeyError:  # pruned or failed: no final metrics
-            objective = math.nan
+        tags = run.data.tags
+        task = judged_run(run)  # pruned or failed: no final metrics, NaN
+        objective = task.final(run) if task is not None else math.nan
         steps = client.get_metric_history(run.info.run_id, "train/loss")
         out.append(
             {

@@ -12,8 +12,9 @@ from the carried state. Both numbers predict the same characters, so they differ
 the state starts; when they differ by more than ``DISAGREEMENT`` the run is flagged.
 
 ``objective`` (config) names the metric sweeps, searches, the best checkpoint, plateau and
-early stopping minimise (``OBJECTIVES``). Not here: the training loop (``rnnlab.train``), the
-tasks' data (``rnnlab.tasks``), MLflow (``rnnlab.score`` and ``rnnlab.sample`` fetch weights).
+early stopping minimise, one of those its task declares (``Judged``: each task's ``JUDGED``).
+Not here: the training loop (``rnnlab.train``), the tasks' data (``rnnlab.tasks``), MLflow
+(``rnnlab.score`` and ``rnnlab.sample`` fetch weights).
 """
 
 from __future__ import annotations
@@ -33,49 +34,47 @@ BEST_FILE = "best.npz"  # checkpoints/best.npz: the weights of the best evaluati
 
 
 @dataclass(frozen=True)
-class Objective:
-    """A metric to rank runs by; ``maximise`` metrics are minimised as 1 − value."""
+class Judged:
+    """How a task's runs are judged, declared once by the task (``TASKS[name].JUDGED``) and read
+    by everything that ranks or summarises runs (training's best checkpoint and early stopping,
+    searches, the report, leaderboards, benchmarks, the model registry). This module resolves
+    the ``objective`` config key against it; nothing else recomputes an objective."""
 
-    task: str
-    maximise: bool = False
+    objectives: dict[str, bool]  # the val/* metrics ``objective`` may name → maximised?
+    default: str  # the objective when ``objective`` is null
+    legacy: str  # what runs recorded before the ``objective`` key minimised (no such param)
+    # (runs.csv column, axis label, higher is better): what tables, figures and closing lines
+    # lead with
+    headline: tuple[tuple[str, str, bool], ...]
 
+    def name(self, objective: str | None) -> str:
+        """The metric a run with ``objective`` (the config key) minimises."""
+        return objective or self.default
 
-OBJECTIVES: dict[str, Objective] = {
-    "val/loss": Objective("charrnn"),
-    "val/loss_warm": Objective("charrnn"),
-    "val/bpc": Objective("charrnn"),
-    "val/bpc_warm": Objective("charrnn"),
-    "val/exact_acc": Objective("adder", maximise=True),
-    "val/bit_acc": Objective("adder", maximise=True),
-}
-# The default: warm for the char-RNN (see the README, "Which validation number"); the adder's
-# evaluation sums start from h = 0 by definition, so its objective stays 1 − exact accuracy.
-DEFAULT_OBJECTIVE = {"charrnn": "val/loss_warm", "adder": "val/exact_acc"}
+    def value(self, name: str, metrics: dict[str, float]) -> float:
+        """The number to minimise, from one evaluation's metrics (KeyError if it lacks it);
+        maximised metrics are minimised as 1 − value."""
+        value = metrics[name]
+        return 1.0 - value if self.objectives[name] else value
 
+    def of_run(self, run) -> str:
+        """The objective a recorded MLflow run minimised: its ``objective`` param, the default
+        when that is null, the legacy objective when the run predates the key."""
+        if "objective" not in run.data.params:
+            return self.legacy
+        name = run.data.params["objective"]
+        return name if name in self.objectives else self.default
 
-def objective_name(cfg: Config) -> str:
-    return cfg.objective or DEFAULT_OBJECTIVE[cfg.task.name]
+    def final(self, run) -> float:
+        """The final value of the objective a recorded run minimised (NaN when it has none)."""
+        name = self.of_run(run)
+        final = {name: run.data.metrics.get("final/" + metric_key(name), math.nan)}
+        return self.value(name, final)
 
-
-# What runs recorded before the ``objective`` key minimised (they have no such param).
-LEGACY_OBJECTIVE = {"charrnn": "val/loss", "adder": "val/exact_acc"}
-
-
-def run_objective(run) -> str:
-    """The objective a recorded MLflow run minimised: its ``objective`` param, the task's
-    default when that is null, the old objective when the run predates the key."""
-    params, task = run.data.params, run.data.tags.get("rnnlab.task", "charrnn")
-    task = params.get("task.name", task)
-    if "objective" not in params:
-        return LEGACY_OBJECTIVE.get(task, "val/loss")
-    name = params["objective"]
-    return name if name in OBJECTIVES else DEFAULT_OBJECTIVE.get(task, "val/loss")
-
-
-def objective_value(name: str, metrics: dict[str, float]) -> float:
-    """The number to minimise, from one evaluation's metrics (KeyError if it lacks it)."""
-    value = metrics[name]
-    return 1.0 - value if OBJECTIVES[name].maximise else value
+    def label(self, run_or_name) -> str:
+        """An axis label for the objective: ``objective: 1 − val/exact_acc``."""
+        name = run_or_name if isinstance(run_or_name, str) else self.of_run(run_or_name)
+        return f"objective: {'1 − ' if self.objectives[name] else ''}{name}"
 
 
 def metric_key(name: str) -> str:
@@ -83,12 +82,12 @@ def metric_key(name: str) -> str:
     return name.replace("/", "_")
 
 
-def check(cfg: Config) -> None:
-    """ConfigError for the first bad objective, eval_burn_in, model_from, early_stop.* or
-    data.test_fraction value."""
+def check(cfg: Config, judged: Judged) -> None:
+    """ConfigError for the first bad objective (``judged``: the task's), eval_burn_in,
+    model_from, early_stop.* or data.test_fraction value."""
     task = cfg.task.name
     if cfg.objective is not None:
-        allowed = [k for k, o in OBJECTIVES.items() if o.task == task]
+        allowed = list(judged.objectives)
         if cfg.objective not in allowed:
             raise ConfigError("objective", cfg.objective, f"for {task}: {', '.join(allowed)}")
     if cfg.eval_burn_in < 0:
@@ -226,8 +225,9 @@ class BestTracker:
     """The best objective over a run's evaluations, the weights that reached it, and how many
     evaluations in a row have failed to improve on it by ``early_stop.min_delta``."""
 
-    def __init__(self, cfg: Config, params: rnn.Params):
-        self.name = objective_name(cfg)
+    def __init__(self, cfg: Config, params: rnn.Params, judged: Judged):
+        self.judged = judged
+        self.name = judged.name(cfg.objective)
         self.patience, self.min_delta = cfg.early_stop.patience, cfg.early_stop.min_delta
         self.value = math.inf  # the best objective so far (lower is better)
         self.metric = math.nan  # ... as the metric itself (an accuracy for the adder)
@@ -239,7 +239,7 @@ class BestTracker:
 
     def observe(self, metrics: dict[str, float], params: rnn.Params, iteration: int) -> bool:
         """Record one evaluation; True when it is a new best (strictly lower objective)."""
-        value = objective_value(self.name, metrics)
+        value = self.objective(metrics)
         if value < self.reference - self.min_delta:
             self.reference, self.stale = value, 0
         else:
@@ -250,6 +250,10 @@ class BestTracker:
                 self.params[k][...] = v
             return True
         return False
+
+    def objective(self, metrics: dict[str, float]) -> float:
+        """The objective of one evaluation's metrics (lower is better)."""
+        return self.judged.value(self.name, metrics)
 
     def should_stop(self) -> bool:
         return self.patience > 0 and self.stale >= self.patience
@@ -305,7 +309,7 @@ def after_evaluation(trainer, metrics: dict[str, float], ckpt_dir: Path, tracker
     """At each evaluation: feed plateau, keep the best weights (``checkpoints/best.npz``, logged
     as an artifact), log ``best/*``; True when early stopping says stop."""
     it = trainer.state.iteration
-    value = objective_value(trainer.best.name, metrics)
+    value = trainer.best.objective(metrics)
     trainer.schedule.observe(value)
     if trainer.best.observe(metrics, trainer.params, it):
         write_best(trainer, ckpt_dir, tracker)

@@ -254,11 +254,23 @@ def run_job(
         )  # fmt: skip
 
 
-def resume_job(cfg: Config, ctx: JobContext, show_progress: bool = True) -> dict[str, float]:
-    """``run_job`` for a config with ``resume`` set; returns the final metrics."""
+def resume_job(
+    cfg: Config,
+    ctx: JobContext,
+    show_progress: bool = True,
+    requeued: Callable[[resume.Plan], str] | None = None,
+) -> dict[str, float]:
+    """``run_job`` for a config with ``resume`` set; returns the final metrics. ``requeued``: a
+    requeued cluster job continuing its own run (``rnnlab.requeue``); it gives the line for the
+    run's ``rnnlab.requeue_<n>`` tag, counted in ``rnnlab.requeues`` (not ``rnnlab.resumes``)."""
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
     replay_journal(cfg.resume, store.default_uri(cfg.tracking.uri, ctx.launch_dir))
-    p = resume.plan(cfg, ctx.overrides, ctx.launch_dir, out_dir / "resumed_from")
+    where = out_dir / "resumed_from"
+    p = resume.plan(cfg, ctx.overrides, ctx.launch_dir, where, requeued is not None)
+    if requeued is not None:
+        note = requeued(p)
+        print(f"rnnlab: requeued: continuing run {p.run_id} {note}", file=sys.stderr)
+        return continue_run(p, ctx, out_dir, show_progress, kind="requeue", note=note)
     if p.run_id is None:  # a checkpoint file: a new run, whose `resume` param names the file
         tags = {"rnnlab.resumed_from": str(p.checkpoint), "rnnlab.resumed_from_iteration":
                 str(p.iteration)}  # fmt: skip
@@ -317,17 +329,26 @@ def replay_journal(target: str | None, uri: str) -> dict[str, int] | None:
 
 
 def continue_run(
-    p: resume.Plan, ctx: JobContext, out_dir: Path, show_progress: bool
+    p: resume.Plan,
+    ctx: JobContext,
+    out_dir: Path,
+    show_progress: bool,
+    kind: str = "resume",
+    note: str | None = None,
 ) -> dict[str, float]:
-    """Reopen run ``p.run_id`` and train it on from ``p.checkpoint`` (statuses as run_job)."""
+    """Reopen run ``p.run_id`` and train it on from ``p.checkpoint`` (from the start if None),
+    logging each step once (statuses as run_job). ``kind`` names the counting tags
+    (``rnnlab.<kind>s``, ``rnnlab.<kind>_<n>``); ``note``: that tag's line."""
     with stop_on_signals(hard_interrupt=False):
         mlflow.set_tracking_uri(p.uri)
         client = store.open_store(p.uri)
         end_leaked_runs()
         run_id = p.run_id
-        tags = client.get_run(run_id).data.tags
-        n = int(tags.get("rnnlab.resumes", "0")) + 1
-        note = f"from {p.checkpoint.name} (iteration {p.iteration}) after {p.status}"
+        run = client.get_run(run_id)
+        tags = run.data.tags
+        n = int(tags.get(f"rnnlab.{kind}s", "0")) + 1
+        start = f"{p.checkpoint.name} (iteration {p.iteration})" if p.checkpoint else "the start"
+        note = note or f"from {start} after {p.status}"
         if p.changed:
             note += "; overrides: " + " ".join(p.changed)
         if "error" in tags:
@@ -338,15 +359,22 @@ def continue_run(
                      f"before and are not logged again")  # fmt: skip
         # Where it runs now: this process, this job folder.
         moved = {**store.where_tags(), "rnnlab.job_dir": str(Path(out_dir).resolve())}
-        mlflow.start_run(run_id=run_id, tags={"rnnlab.resumes": str(n), f"rnnlab.resume_{n}":
+        mlflow.start_run(run_id=run_id, tags={f"rnnlab.{kind}s": str(n), f"rnnlab.{kind}_{n}":
                                               note[:5000], **moved})  # fmt: skip
         if "error" in tags:  # it described the stop this resume recovers from
             client.delete_tag(run_id, "error")
         client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(p.cfg)),
-                        f"config_resume_{n}.yaml")  # fmt: skip
+                        f"config_{kind}_{n}.yaml")  # fmt: skip
+        tracked = trial_tracker(tracker, p.cfg, client, run_id)  # a requeued search trial
+
+        def before_training() -> None:  # a job killed before its inputs were recorded
+            if not run.data.params:
+                record_inputs(client, run_id, p.cfg)
+
         return _train_and_close(
-            p.cfg, client, run_id, tracker, tracker, out_dir, p.checkpoint, show_progress
-        )
+            p.cfg, client, run_id, tracker, tracked, out_dir, p.checkpoint, show_progress,
+            before_training,
+        )  # fmt: skip
 
 
 def _train_and_close(

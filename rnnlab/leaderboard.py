@@ -19,19 +19,17 @@ from pathlib import Path
 
 from rnnlab.search import TAG_STATE
 from rnnlab.summary import ui_lines
-from rnnlab.tasks import TASKS
+from rnnlab.tasks import judged
 
 TOP = 5  # configurations shown in the terminal
 TAG_BEST_RUN = "rnnlab.best_run_id"  # on the parent: the child its metrics and params are from
 
 
 def objective_of(run) -> float:
-    """What the sweep minimised, from a child's latest metrics (nan when it has none)."""
-    task = TASKS.get(run.data.tags.get("rnnlab.task") or run.data.params.get("task.name", ""))
-    try:
-        return float(task.objective(run.data.metrics)) if task is not None else math.nan
-    except KeyError:  # it never evaluated
-        return math.nan
+    """The final value of the objective a child minimised, as its task judges it
+    (``rnnlab.evaluate.Judged.final``; nan when it has none)."""
+    task = judged(run.data.tags.get("rnnlab.task") or run.data.params.get("task.name", ""))
+    return float(task.final(run)) if task is not None else math.nan
 
 
 def counted(run) -> bool:

@@ -22,6 +22,7 @@ limit: unbounded, one request could hold a worker for hours or take gigabytes.
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
@@ -208,8 +209,10 @@ class RegistryError(ValueError):
 
 
 def best_child(client, parent_run_id: str):
-    """The FINISHED char-RNN child of a sweep with the lowest final/val_loss that has a model."""
+    """The FINISHED char-RNN child of a sweep with a model and the lowest final objective (the
+    one it minimised, as the task judges it: ``CharTask.JUDGED.final``)."""
     from rnnlab.store import StoreError, get_run, list_children
+    from rnnlab.tasks import CharTask
 
     try:
         parent_run_id = get_run(client, parent_run_id).info.run_id
@@ -220,19 +223,19 @@ def best_child(client, parent_run_id: str):
         r
         for r in children
         if r.data.tags.get("rnnlab.task") == "charrnn"
-        and "final/val_loss" in r.data.metrics
         and "rnnlab.model_uri" in r.data.tags
+        and math.isfinite(CharTask.JUDGED.final(r))
     ]
     if not candidates:
         raise RegistryError(
             f"run {parent_run_id} has no FINISHED char-RNN child run with a logged model "
             f"({len(children)} finished children)"
         )
-    return min(candidates, key=lambda r: r.data.metrics["final/val_loss"])
+    return min(candidates, key=CharTask.JUDGED.final)
 
 
 def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None):
-    """Register the best child run of sweep ``parent_run_id`` (lowest final/val_loss) as a new
+    """Register the best child run of sweep ``parent_run_id`` (lowest final objective) as a new
     version of registered model ``name``; returns the ModelVersion."""
     from mlflow.tracking import MlflowClient
 
@@ -244,6 +247,9 @@ def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None
     except StoreError as e:
         raise RegistryError(str(e)) from None
     best = best_child(client, parent_run_id)
+    from rnnlab.tasks import CharTask
+
+    objective = CharTask.JUDGED.of_run(best)
     mlflow.set_tracking_uri(uri)
     version = mlflow.register_model(
         best.data.tags["rnnlab.model_uri"],
@@ -251,7 +257,8 @@ def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None
         tags={
             "rnnlab.sweep": parent_run_id,
             "rnnlab.run_id": best.info.run_id,
-            "final/val_loss": f"{best.data.metrics['final/val_loss']:.6g}",
+            "final/val_loss": f"{best.data.metrics.get('final/val_loss', math.nan):.6g}",
+            "rnnlab.objective": f"{objective} {CharTask.JUDGED.final(best):.6g}",
         },
     )
     return version

@@ -5,12 +5,14 @@ signal (``SIGUSR2``, sent ``signal_delay_s`` before the limit or by ``scancel --
 by ``scontrol requeue``, or by slurmctld after a node failure — so the job id, with the sweep
 folder, names the run: every run a SLURM job opens carries ``rnnlab.slurm_job_id``, and a job
 that finds a run of its own already in the store continues that run from its newest checkpoint
-instead of opening another (``run_or_resume``) — its newest checkpoint the store's points cover,
-so the history has no hole. Points the run logged past that checkpoint (a job killed outright
-trains them again) are not logged twice: every step of every metric is in
-the history once, with the values an uninterrupted run logs (training is deterministic from a
-checkpoint). Each restart adds ``rnnlab.requeues`` (the count) and ``rnnlab.requeue_<n>`` (when,
-where, from which checkpoint) to the run's tags.
+instead of opening another (``run_or_resume``), through the one resume path ``resume=<run_id>``
+takes (``job.resume_job``): the store's write-ahead order means its newest checkpoint is covered
+by the points already logged, so the history has no hole, and the resumed tracker skips the
+points the store holds (a job killed outright trains them again), so every step of every metric
+is in the history once, with the values an uninterrupted run logs (training is deterministic
+from a checkpoint). A run with no checkpoint yet trains again from the start, in the same run.
+Each restart adds ``rnnlab.requeues`` (the count) and ``rnnlab.requeue_<n>`` (when, where, from
+which checkpoint) to the run's tags.
 
 Stopping for a requeue is ``rnnlab.slurm.on_interrupted``'s (the run's lifecycle calls it, so it
 must not import this module).
@@ -19,16 +21,13 @@ The launcher side (``record_failed_job``): a job that ended on its node without 
 process was killed, the node failed — gets its child run closed FAILED with the job id, state,
 node and log tail in ``error``; a job that died before opening a run gets such a child created.
 
-Not here: training, checkpoints, the fresh run's lifecycle (``rnnlab.runs``), the wait loop
+Not here: training, checkpoints, the fresh run's lifecycle (``rnnlab.job``), the wait loop
 (``hydra_plugins.rnnlab_slurm_launcher``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from rnnlab.config import Config
-    from rnnlab.runs import JobContext
+    from rnnlab.job import JobContext
 
 from rnnlab.slurm import TAG_JOB, job_tags, restart_count, slurm_job_id, utc_now
 
@@ -59,112 +58,35 @@ def find_job_run(client: MlflowClient, experiment: str, job_id: str, sweep_dir: 
 
 
 def run_or_resume(cfg: Config, ctx: JobContext, show_progress: bool = True) -> dict[str, float]:
-    """``runs.run_job``, except that a requeued SLURM job continues the run it opened before."""
-    from mlflow.tracking import MlflowClient
+    """``job.run_job``, except that a requeued SLURM job continues the run it opened before,
+    through the same path as ``resume=<run_id>`` (``job.resume_job``): the newest checkpoint,
+    which the store's write-ahead order guarantees its points cover, and each step once."""
+    from dataclasses import replace
 
-    from rnnlab.runs import experiment_name, run_job, tracking_uri
+    from rnnlab import job, store
 
-    job = slurm_job_id()
-    if job is None or not cfg.tracking.enabled or cfg.resume:
-        return run_job(cfg, ctx, show_progress)
+    job_id = slurm_job_id()
+    if job_id is None or not cfg.tracking.enabled or cfg.resume:
+        return job.run_job(cfg, ctx, show_progress)
     ctx.extra_tags |= job_tags()
-    uri = tracking_uri(cfg, ctx.launch_dir)
-    client = MlflowClient(uri)
-    earlier = find_job_run(client, experiment_name(cfg), job, ctx.sweep_dir)
+    client = store.open_store(store.tracking_uri(cfg, ctx.launch_dir), create=True)
+    earlier = find_job_run(client, store.experiment_name(cfg), job_id, ctx.sweep_dir)
     if earlier is None:
-        return run_job(cfg, ctx, show_progress)
-    return continue_job_run(cfg, ctx, client, uri, earlier, show_progress)
+        return job.run_job(cfg, ctx, show_progress)
 
-
-def logged_steps(client: MlflowClient, run) -> dict[str, int]:
-    """{metric key: the last step it was logged at} for a run."""
-    return {
-        key: max(m.step for m in client.get_metric_history(run.info.run_id, key))
-        for key in run.data.metrics
-    }
-
-
-class SkipLogged:
-    """A tracker that drops metric points at steps the run already holds: a run continued from
-    a checkpoint older than its last logged point trains those steps again (with the same
-    values) and must not log them twice."""
-
-    def __init__(self, tracker, last_step: dict[str, int]):
-        self.tracker, self.last_step = tracker, last_step
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        fresh = {k: v for k, v in metrics.items() if step > self.last_step.get(k, -1)}
-        if fresh:
-            self.tracker.log_metrics(fresh, step)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.tracker.log_text(text, artifact_file)
-
-    def log_artifact(self, path: Path, artifact_path: str) -> None:
-        self.tracker.log_artifact(path, artifact_path)
-
-    def flush(self) -> None:
-        self.tracker.flush()
-
-
-def covered_checkpoint(
-    client: MlflowClient, run_id: str, last_step: int, dest: Path
-) -> Path | None:
-    """A local copy of the run's newest checkpoint at or before ``last_step``, the last step the
-    store holds every metric's points for (None: start over). The tracker buffers points for up to
-    ``flush_seconds``, so a process killed outright may have uploaded checkpoints past its last
-    flushed points; continuing from one of those would leave a hole in the history."""
-    from rnnlab.resume import CHECKPOINT_DIR, CHECKPOINT_NAME, quiet_artifact_transfers
-
-    names = [Path(a.path).name for a in client.list_artifacts(run_id, CHECKPOINT_DIR)]
-    steps = {int(m.group(1)): n for n in names if (m := CHECKPOINT_NAME.match(n))}
-    usable = [i for i in steps if i <= last_step]
-    if not usable:
-        return None
-    dest.mkdir(parents=True, exist_ok=True)
-    with quiet_artifact_transfers():
-        path = client.download_artifacts(
-            run_id, f"{CHECKPOINT_DIR}/{steps[max(usable)]}", str(dest)
+    def note(p) -> str:  # the rnnlab.requeue_<n> line: when, where, from which checkpoint
+        where = (
+            f"{p.checkpoint.name} (iteration {p.iteration})"
+            if p.checkpoint
+            else "the start (no checkpoint yet)"
         )
-    return Path(path)
-
-
-def continue_job_run(
-    cfg: Config, ctx: JobContext, client: MlflowClient, uri: str, run, show_progress: bool
-) -> dict[str, float]:
-    """Reopen ``run`` (RUNNING again) and train it on from its newest checkpoint, or from the
-    start if it has none; statuses as ``runs.run_job``."""
-    import mlflow
-
-    from rnnlab import checkpoint
-    from rnnlab.runs import end_leaked_runs, train_in_run
-    from rnnlab.search import trial_tracker
-    from rnnlab.tracking import MlflowTracker
-
-    run_id = run.info.run_id
-    out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
-    last = logged_steps(client, run)
-    # min: one batch of points may hold a step's train/* but not yet its val/* points
-    ckpt = covered_checkpoint(client, run_id, min(last.values(), default=0), out_dir)
-    start = int(checkpoint.load(ckpt)[1]["state"]["iteration"]) if ckpt else 0
-    n = int(run.data.tags.get(TAG_REQUEUES, "0")) + 1
-    where = f"{ckpt.name} (iteration {start})" if ckpt else "the start (no checkpoint yet)"
-    note = (
-        f"{utc_now()}: SLURM job {slurm_job_id()} restart {restart_count()} on "
-        f"{os.environ.get('SLURMD_NODENAME', '?')}, from {where}, after {run.info.status}"
-    )
-    print(f"rnnlab: requeued: continuing run {run_id} {note}", file=sys.stderr)
-    mlflow.set_tracking_uri(uri)
-    end_leaked_runs()
-    tags = {TAG_REQUEUES: str(n), f"rnnlab.requeue_{n}": note}
-    with mlflow.start_run(run_id=run_id, tags=tags):
-        if "error" in run.data.tags:  # it described the stop this restart recovers from
-            client.delete_tag(run_id, "error")
-        tracker = MlflowTracker(
-            client, run_id, cfg.tracking.flush_points, cfg.tracking.flush_seconds
+        return (
+            f"{utc_now()}: SLURM job {job_id} restart {restart_count()} on "
+            f"{os.environ.get('SLURMD_NODENAME', '?')}, from {where}, after {p.status}"
         )
-        tracker = trial_tracker(SkipLogged(tracker, last), cfg, client, run_id)
-        return train_in_run(cfg, client, run_id, tracker, out_dir, ckpt, show_progress)
+
+    again = replace(cfg, resume=earlier.info.run_id)
+    return job.resume_job(again, ctx, show_progress, requeued=note)
 
 
 # --- the launcher's side: a job that died on its node --------------------------------------------
@@ -179,7 +101,7 @@ def record_failed_job(
     from mlflow.tracking import MlflowClient
 
     from rnnlab import sweep
-    from rnnlab.runs import ensure_experiment, experiment_name
+    from rnnlab.store import ensure_experiment, experiment_name
 
     if not sweep.open_parent:  # tracking off: the launcher's log says it
         return

@@ -65,7 +65,8 @@ class Plan:
     """What a resume will do, worked out (and checked) before any training."""
 
     cfg: Config  # the checkpoint's config with the command line's overrides on top
-    checkpoint: Path  # a local copy of the checkpoint to load
+    checkpoint: Path | None  # a local copy of the checkpoint to load (None: a requeued job's
+    # run that has none yet trains again from the start)
     iteration: int  # where it continues from
     uri: str
     run_id: str | None = None  # set: continue this run; None: start a new one
@@ -89,11 +90,15 @@ def overridden_keys(overrides: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> Plan:
+def plan(
+    cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path, requeued: bool = False
+) -> Plan:
     """Check a ``resume=`` command line and fetch its checkpoint; ResumeError if it cannot go.
 
     ``cfg`` is what Hydra composed from the command line (defaults + overrides); only the keys
-    the overrides name are taken from it, everything else from the checkpoint."""
+    the overrides name are taken from it, everything else from the checkpoint. ``requeued``: a
+    requeued cluster job continuing its own run — the process that left it RUNNING is this job's
+    earlier start, so gone, and a run without a checkpoint yet trains again from the start."""
     target = str(cfg.resume)
     uri = store.default_uri(cfg.tracking.uri, launch_dir)
     run_id = status = None
@@ -105,7 +110,7 @@ def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> 
         except store.StoreError as e:
             raise ResumeError(str(e)) from None
         run_id, status = run.info.run_id, run.info.status
-        if status in ("RUNNING", "SCHEDULED"):
+        if status in ("RUNNING", "SCHEDULED") and not requeued:
             tags = run.data.tags
             where = f"process {tags.get('rnnlab.pid', '?')} on {tags.get('rnnlab.host', '?')}"
             if not store.is_dead(run):
@@ -120,6 +125,8 @@ def plan(cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path) -> 
             note = f"run {run_id} was left {status} by {where}, which is gone; resuming it"
         if "rnnlab.task" not in run.data.tags:
             raise ResumeError(f"run {run_id} is not an rnnlab training run")
+        if requeued and not store.checkpoint_artifacts(client, run):
+            return Plan(cfg, None, 0, uri, run_id, status)
         try:
             path = store.fetch_checkpoint(client, run, workdir)
         except store.StoreError as e:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnlab.config import Config
-from rnnlab.evaluate import objective_name, objective_value, run_objective
+from rnnlab.evaluate import Judged
+from rnnlab.tasks import judged, judged_run
 from rnnlab.tracking import Tracker
 
 if TYPE_CHECKING:  # optuna is imported only by searches, never by a plain run
@@ -201,13 +202,14 @@ class TrialTracker:
         self,
         inner: Tracker,
         trial: optuna.Trial,
-        objective: str,  # rnnlab.evaluate.OBJECTIVES key
+        objective: str,  # one of the task's objectives (its JUDGED)
         last_step: int,
         client: MlflowClient,
         run_id: str,
+        task: Judged,
     ):
         self.inner, self.trial, self.last_step = inner, trial, last_step
-        self.objective = functools.partial(objective_value, objective)
+        self.objective = functools.partial(task.value, objective)
         self.client, self.run_id = client, run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -252,7 +254,9 @@ def trial_tracker(tracker: Tracker, cfg: Config, client: MlflowClient, run_id: s
     trial.set_user_attr(ATTR_URI, client.tracking_uri)
     for k, v in {TAG_TRIAL: str(trial.number), TAG_STUDY: study_name, TAG_STATE: "RUNNING"}.items():
         client.set_tag(run_id, k, v)
-    return TrialTracker(tracker, trial, objective_name(cfg), cfg.iterations, client, run_id)
+    task = judged(cfg.task.name)
+    objective = task.name(cfg.objective)
+    return TrialTracker(tracker, trial, objective, cfg.iterations, client, run_id, task)
 
 
 # --- the report's side --------------------------------------------------------------------------
@@ -283,7 +287,11 @@ def search_trials(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
         tags, data = run.data.tags, run.data
         if TAG_TRIAL not in tags:
             continue
-        objective = functools.partial(objective_value, run_objective(run))
+        task = judged_run(run)
+        if task is None:
+            continue
+        objective_key = task.of_run(run)
+        objective = functools.partial(task.value, objective_key)
         by_step: dict[int, dict[str, float]] = {}
         for key in (k for k in data.metrics if k.startswith("val/")):
             for m in client.get_metric_history(run.info.run_id, key):
@@ -321,4 +329,5 @@ def search_trials(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
             pass
     complete = df["value"].where(df["state"] == "COMPLETE")
     df.insert(3, "best_so_far", complete.cummin().ffill())  # NaN until a trial completes
+    df.attrs["objective"] = objective_key  # what "value" is, for the figures' labels
     return df

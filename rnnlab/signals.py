@@ -32,6 +32,7 @@ class _Stop:
     hard: int = 0  # nesting depth of blocks where a second SIGINT interrupts at once
     shield: int = 0  # nesting depth of shielded() blocks
     pending_interrupt: bool = False  # a hard interrupt that arrived inside a shield
+    outer: dict = field(default_factory=dict)  # signal → the handler stop_on_signals replaced
 
 
 _stop = _Stop()
@@ -55,6 +56,7 @@ def stop_on_signals(hard_interrupt: bool = True):
     previous = {}
     if main and _stop.installed == 0:
         previous = {s: signal.signal(s, _handler) for s in STOP_SIGNALS}
+        _stop.outer = dict(previous)
     _stop.installed += 1
     _stop.hard += hard_interrupt
     try:
@@ -67,6 +69,14 @@ def stop_on_signals(hard_interrupt: bool = True):
                 signal.signal(s, h)
             _stop.requests.clear()
             _stop.pending_interrupt = False
+            _stop.outer = {}
+
+
+def outer_handler(signum: int):
+    """The handler of ``signum`` from before the outermost ``stop_on_signals`` block (e.g.
+    submitit's SIGUSR2 handler, which requeues the job): inside the block the process-wide
+    handler is this module's own, so ``signal.getsignal`` would return that."""
+    return _stop.outer.get(signum, signal.getsignal(signum))
 
 
 def request_stop(reason: str) -> None:

@@ -8,7 +8,8 @@ launcher's callable through ``checkpoint()`` and calls ``scontrol requeue``, at 
 way). A SIGTERM that is not a requeue (``scancel``) ends the run KILLED as anywhere else.
 Continuing the run when the job starts again is ``rnnlab.requeue``'s.
 
-Imports nothing of rnnlab's at module level: the run's lifecycle (``rnnlab.runs``) calls it.
+Imports nothing of rnnlab's at module level (``rnnlab.signals`` inside a function): the run's
+lifecycle (``rnnlab.job``) calls it.
 """
 
 from __future__ import annotations
@@ -86,9 +87,17 @@ def on_interrupted(e: Interrupted, client: MlflowClient, run_id: str) -> None:
     job = slurm_job_id()
     if job is None:
         return
-    where = f"{e.signal_name} at iteration {e.iteration}, stop checkpoint {e.checkpoint_path.name}"
+    where = f"{e.signal_name} at iteration {e.iteration}, " + (
+        f"stop checkpoint {e.checkpoint_path.name}"
+        if e.checkpoint_path is not None  # None: stopped while its run was being opened
+        else "before its first checkpoint"
+    )
     if e.signal_name == "SIGUSR2":
-        handler = signal.getsignal(signal.SIGUSR2)
+        from rnnlab.signals import outer_handler
+
+        # the job holds SIGUSR2 itself while it runs: the handler to hand over to is the one
+        # from before (submitit's)
+        handler = outer_handler(signal.SIGUSR2)
         if not callable(handler):  # not a submitit job: nothing will requeue it
             return
         from submitit.core.utils import UncompletedJobError

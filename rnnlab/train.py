@@ -130,7 +130,8 @@ class Trainer:
         # a window loss above this means the run diverged (checked every iteration: computed once)
         self.divergence_limit = cfg.divergence_factor * t.initial_loss()
         self.schedule = Schedule(cfg.schedule, cfg.learning_rate, cfg.iterations)
-        self.best = evaluate.BestTracker(cfg, self.params)  # best objective, its weights, patience
+        # the best objective (as the task judges it), its weights, patience
+        self.best = evaluate.BestTracker(cfg, self.params, t.JUDGED)
 
     @property
     def h(self) -> np.ndarray:
@@ -345,7 +346,7 @@ def train(
     tracker.log_metrics(final, step=s.iteration)
     tracker.flush()
     final |= trainer.best.metrics()  # logged at the last evaluation already
-    final["objective"] = evaluate.objective_value(trainer.best.name, val)
+    final["objective"] = trainer.best.objective(val)
     if trainer.best.stopped_at is not None:
         final["stopped_early"] = float(trainer.best.stopped_at)
     return final

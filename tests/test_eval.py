@@ -19,7 +19,7 @@ import pytest
 from rnnlab import checkpoint, evaluate, score
 from rnnlab.config import Config, ConfigError
 from rnnlab.tasks import check
-from rnnlab.tasks.charrnn import load_corpus
+from rnnlab.tasks.charrnn import CharTask, load_corpus
 from rnnlab.tracking import MemoryTracker
 from rnnlab.train import Trainer, train
 
@@ -193,7 +193,7 @@ def test_early_stopping_never_stops_a_run_that_improves(kafka_path, tmp_path):
 def test_best_tracker_follows_the_rule(kafka_path):
     cfg = small(kafka_path, **{"early_stop.patience": 3, "early_stop.min_delta": 0.1})
     params = {"w": np.zeros(2)}
-    tracker = evaluate.BestTracker(cfg, params)
+    tracker = evaluate.BestTracker(cfg, params, CharTask.JUDGED)
     values = [3.0, 2.95, 2.7, 2.65, 2.62, 2.61, 2.5]
     stops = []
     for i, v in enumerate(values):
@@ -257,8 +257,8 @@ def test_a_sweep_on_val_loss_warm_reports_both_numbers_with_mean_std(tmp_path, k
     values = [c.strip() for c in row.strip("|").split("|")]
     cold, warm = values[cells.index("final_val_loss")], values[cells.index("final_val_loss_warm")]
     print(header, row, sep="\n")
-    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4} \(2\)", cold)
-    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4} \(2\)", warm)
+    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4} \(n=2\)", cold)
+    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4} \(n=2\)", warm)
     runs = report.with_name("runs.csv").read_text(encoding="utf-8").splitlines()
     head = runs[0].split(",")
     for line in runs[1:]:

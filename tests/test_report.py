@@ -297,7 +297,7 @@ def test_cli_regenerates_with_selection_and_samples(charrnn_sweep, tmp_path):
     assert "hidden_size" not in rows[0] and "learning_rate" in rows[0]  # only what varies here
     assert not any(r["run_name"].startswith("sweep-") for r in rows)
     unknown = run_cli(["sweep=0123abc"], tmp, module="rnnlab.report")
-    assert unknown.returncode == 2 and "no run with id" in unknown.stderr
+    assert unknown.returncode == 2 and "no run whose id starts with '0123abc'" in unknown.stderr
 
 
 @pytest.mark.slow

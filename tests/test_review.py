@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab import leaderboard, quiet, summary
 from rnnlab.config import register_configs, to_config
+from rnnlab.job import JobContext, run_job
 from rnnlab.progress import LINES, Progress
 from rnnlab.run import CONFIG_DIR
-from rnnlab.runs import JobContext, ensure_experiment, run_job
+from rnnlab.store import ensure_experiment
 
 RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 

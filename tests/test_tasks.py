@@ -96,7 +96,7 @@ def hand_built_adder(carry: bool = True) -> rnn.Params:
 def test_adder_evaluation_counts_exact_and_bit_accuracy():
     task = AdderTask(adder_config(), np.random.default_rng(0))
     assert task.evaluate(hand_built_adder()) == {"val/bit_acc": 1.0, "val/exact_acc": 1.0}
-    assert AdderTask.objective({"val/exact_acc": 1.0}) == 0.0
+    assert AdderTask.JUDGED.value("val/exact_acc", {"val/exact_acc": 1.0}) == 0.0
 
     # Without the carry it computes a XOR b: right exactly when no bit position carries,
     # i.e. a & b == 0, which holds for 3^7 of the 128² pairs.

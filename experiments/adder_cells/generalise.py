@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnnlab.resume import default_uri, fetch_checkpoint, open_store
 from rnnlab.sample import load_weights
+from rnnlab.store import default_uri, fetch_checkpoint, open_store
 from rnnlab.tasks.adder import AdderTask
 
 BITS = (8, 16, 32)

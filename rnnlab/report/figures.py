@@ -29,6 +29,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from rnnlab.report.select import Selection  # noqa: E402
 from rnnlab.report.tables import Tables  # noqa: E402
+from rnnlab.tasks import TASKS  # noqa: E402
 
 DPI = 120  # a 7-inch figure is 840 px wide: readable without zooming
 # viridis without its last fifth: the yellow-green end is too faint on white for a line or a cell
@@ -36,16 +37,6 @@ CMAP = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.0, 0.8, 256)
 CMAP_R = CMAP.reversed()
 STYLES = ("-", "--", ":", "-.")
 SHORT = {"hidden_size": "H", "learning_rate": "lr", "seq_length": "T", "batch_size": "B"}
-# Headline metrics per task: (column, axis label, higher is better).
-HEADLINES = {
-    "charrnn": [("final_val_loss", "final val/loss (nats/char)", False)],
-    "adder": [
-        ("final_val_exact_acc", "final val/exact_acc", True),
-        ("iters_to_100", "iterations to 100 % exact", False),
-    ],
-}
-# What a search minimises, per task (rnnlab.tasks' objective), as an axis label.
-OBJECTIVE_LABELS = {"charrnn": "objective: val/loss", "adder": "objective: 1 − val/exact_acc"}
 # How each Optuna trial state is drawn; FAIL and RUNNING trials have no value.
 STATES = {
     "COMPLETE": {"color": "tab:blue", "marker": "o"},
@@ -381,7 +372,9 @@ def parallel_coordinates(trials: pd.DataFrame, keys: list[str], ylabel: str, tas
 
 def search_figures(trials: pd.DataFrame, keys: list[str], task: str, out_dir: Path):
     """The figures of an Optuna search (``rnnlab.search.search_trials``'s table)."""
-    ylabel = OBJECTIVE_LABELS.get(task, "objective")
+    judged = TASKS[task].JUDGED if task in TASKS else None  # what the search minimised
+    name = trials.attrs.get("objective")
+    ylabel = judged.label(name or judged.default) if judged else "objective"
     out: list[FigureFile] = []
 
     def add(fig: Figure, name: str, title: str, caption: str) -> None:
@@ -431,7 +424,7 @@ def make_figures(
         add(curves(sel, t, key, ylabel, task, False), f"val{suffix}.png",
             f"Validation: {key}", f"{key} at every evaluation of every run.")  # fmt: skip
         runs = t.runs[t.runs["task"] == task]
-        for column, ylabel, higher in HEADLINES[task]:
+        for column, ylabel, higher in TASKS[task].JUDGED.headline:
             if search or not t.swept or runs[column].isna().all():
                 continue
             add(metric_vs_param(runs, t.swept, column, ylabel, task),

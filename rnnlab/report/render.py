@@ -17,6 +17,7 @@ import pandas as pd
 from rnnlab.report import diagnostics as diag_section
 from rnnlab.report.figures import FigureFile
 from rnnlab.report.tables import Tables, fmt
+from rnnlab.tasks import TASKS
 
 
 @dataclass
@@ -55,7 +56,8 @@ def best_line(t: Tables) -> str:
     if t.groups.empty or pd.isna(t.groups.loc[0, "objective_mean"]):
         return "No run reached a final objective."
     g = t.groups.iloc[0]
-    shown = [m for m in ("final_val_loss", "final_val_exact_acc", "iters_to_100") if m in g]
+    heads = dict.fromkeys(c for task in TASKS.values() for c, _, _ in task.JUDGED.headline)
+    shown = [m for m in heads if m in g]  # each task's headline metrics
     values = ", ".join(f"{m} {g[m]}" for m in shown if g[f"{m}_n"] > 0)
     return f"Best configuration: {_swept_label(g, t.swept)} — {values}."
 

@@ -36,6 +36,7 @@ from rnnlab import evaluate
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
 from rnnlab.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
 from rnnlab.store import describe_status
+from rnnlab.tasks import judged
 
 # Columns of a search's trials (``rnnlab.search.search_trials``), after ``status``.
 TRIAL_COLUMNS = ("trial", "trial_state", "pruned_at")
@@ -205,14 +206,8 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
 
 def run_objective_value(run) -> float:
     """The final value of the objective the run minimised (NaN when it has none)."""
-    if run.data.tags.get("rnnlab.task", run.data.params.get("task.name")) not in (
-        "charrnn",
-        "adder",
-    ):
-        return math.nan
-    name = evaluate.run_objective(run)
-    final = {name: run.data.metrics.get("final/" + evaluate.metric_key(name), math.nan)}
-    return evaluate.objective_value(name, final)
+    task = judged(run.data.tags.get("rnnlab.task", run.data.params.get("task.name")))
+    return task.final(run) if task is not None else math.nan
 
 
 def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:

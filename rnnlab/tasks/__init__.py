@@ -19,9 +19,22 @@ def check(cfg: Config) -> None:
         raise ConfigError("task.name", cfg.task.name, "one of " + ", ".join(TASKS))
     config.check(cfg)
     schedule.check(cfg)
-    evaluate.check(cfg)
+    evaluate.check(cfg, TASKS[cfg.task.name].JUDGED)
     decode.check(cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam, what="")
     TASKS[cfg.task.name].check(cfg)
 
 
-__all__ = ["TASKS", "AdderTask", "CharTask", "check"]
+def judged(task: str | None) -> evaluate.Judged | None:
+    """How runs of ``task`` are judged (its ``JUDGED``), None for a name rnnlab does not know."""
+    cls = TASKS.get(task or "")
+    return cls.JUDGED if cls is not None else None
+
+
+def judged_run(run) -> evaluate.Judged | None:
+    """How a recorded MLflow run is judged: by its task (param ``task.name``, tag
+    ``rnnlab.task``, the char-RNN for runs that record neither)."""
+    task = run.data.params.get("task.name") or run.data.tags.get("rnnlab.task") or "charrnn"
+    return judged(task)
+
+
+__all__ = ["TASKS", "AdderTask", "CharTask", "check", "judged", "judged_run"]

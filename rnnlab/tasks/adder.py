@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab import rnn
+from rnnlab import evaluate, rnn
 from rnnlab.config import Config, ConfigError
 
 
@@ -26,6 +26,19 @@ def from_bits(bits: np.ndarray) -> np.ndarray:
 
 class AdderTask:
     """Learn a + b from their bits; evaluated on a fixed set of operand pairs."""
+
+    # How its runs are judged (rnnlab.evaluate.Judged): by default the share of evaluation sums
+    # still wrong (1 − val/exact_acc); its evaluation sums start from h = 0 by definition, so
+    # there is no warm variant.
+    JUDGED = evaluate.Judged(
+        objectives={"val/exact_acc": True, "val/bit_acc": True},
+        default="val/exact_acc",
+        legacy="val/exact_acc",
+        headline=(
+            ("final_val_exact_acc", "final val/exact_acc", True),
+            ("iters_to_100", "iterations to 100 % exact", False),
+        ),
+    )
 
     name = "adder"
     input_size = 2
@@ -120,11 +133,6 @@ class AdderTask:
         true = a + b
         bit_ok = to_bits(pred, bits) == to_bits(true, bits)
         return {"val/bit_acc": float(bit_ok.mean()), "val/exact_acc": float((pred == true).mean())}
-
-    @staticmethod
-    def objective(metrics: dict[str, float]) -> float:
-        """What sweeps minimise: the share of evaluation sums still wrong."""
-        return 1.0 - metrics["val/exact_acc"]
 
     def sample(self, params: rnn.Params, rng: np.random.Generator, count: int = 10) -> str:
         """Up to ``count`` wrong and ``count`` right sums from the evaluation set, as text."""

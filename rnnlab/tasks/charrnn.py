@@ -55,6 +55,20 @@ def load_corpus(cfg: Config) -> tuple[str, str]:
 class CharTask:
     """Predict each next character of a text."""
 
+    # How its runs are judged (rnnlab.evaluate.Judged). The default objective is warm: see the
+    # README, "Which validation number"; runs recorded before the ``objective`` key used val/loss.
+    JUDGED = evaluate.Judged(
+        objectives={
+            "val/loss": False,
+            "val/loss_warm": False,
+            "val/bpc": False,
+            "val/bpc_warm": False,
+        },  # fmt: skip
+        default="val/loss_warm",
+        legacy="val/loss",
+        headline=(("final_val_loss", "final val/loss (nats/char)", False),),
+    )
+
     name = "charrnn"
 
     @staticmethod
@@ -151,11 +165,6 @@ class CharTask:
         if self.test_data is None:
             return {}
         return evaluate.char_metrics(params, self.spec, self.test_data, None, "test")
-
-    @staticmethod
-    def objective(metrics: dict[str, float]) -> float:
-        """What sweeps minimise: validation nats per character."""
-        return metrics["val/loss"]
 
     def generate(
         self,
