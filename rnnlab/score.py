@@ -52,7 +52,7 @@ USAGE = (
 def score_text(w: Weights, text: str, warm: bool = False, unknown: str = "error") -> dict:
     """{nats_per_char, bits_per_char, chars (predicted), unknown (dropped)} for ``text``."""
     if w.vocab is None:
-        raise SampleError(f"{w.source} is a {w.cfg.task.name} model, not a char-RNN")
+        raise SampleError(f"{w.source} is a model of task {w.cfg.task.name}, not a char-RNN")
     missing = [c for c in text if c not in w.vocab.index]
     if missing and unknown == "error":
         shown = ", ".join(repr(c) for c in sorted(set(missing))[:10])

@@ -33,7 +33,7 @@ def test_a_missing_sqlite_store_is_one_line_and_never_created(tmp_path):
         store.open_store(f"sqlite:///{tmp_path / 'none.db'}")
     assert not (tmp_path / "none.db").exists()
     (tmp_path / "junk.db").write_bytes(os.urandom(4096))
-    with pytest.raises(store.StoreError, match="cannot open the MLflow store") as e:
+    with pytest.raises(store.StoreError, match="is not an SQLite database") as e:
         store.open_store(f"sqlite:///{tmp_path / 'junk.db'}")
     assert "\n" not in str(e.value)
 
