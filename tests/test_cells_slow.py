@@ -30,7 +30,8 @@ ADDER_BUDGET = {"rnn": 10_000, "gru": 10_000, "lstm": 10_000}  # iterations, fro
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_each_cell_learns_the_adder(cell):
     """≥ 4 of 5 seeds reach 100 % exact sums (every 8-bit operand pair) within the budget, at the
-    adder's seed settings (hidden 16, SGD lr 0.1, squared error); training stops at 100 %."""
+    adder's seed settings (hidden 16, SGD lr 0.1, squared error); training stops at 100 %,
+    checked every 500 iterations (the study's grid: an evaluation costs ~20x a step)."""
     reached = {}
     for seed in range(5):
         cfg = Config()
@@ -43,7 +44,7 @@ def test_each_cell_learns_the_adder(cell):
         reached[seed] = None
         while t.state.iteration < cfg.iterations:
             t.step()
-            if t.state.iteration % 100 == 0 and t.evaluate()["val/exact_acc"] == 1.0:
+            if t.state.iteration % 500 == 0 and t.evaluate()["val/exact_acc"] == 1.0:
                 reached[seed] = t.state.iteration
                 break
     print(f"{cell}: iterations to 100 % by seed: {reached}")
