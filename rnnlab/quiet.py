@@ -109,3 +109,21 @@ def survive_closed_output() -> None:
         sys.stdout = _SurvivingStream(sys.stdout)
     if not isinstance(sys.stderr, _SurvivingStream):
         sys.stderr = _SurvivingStream(sys.stderr)
+
+
+def key_value_cli(main, help_text: str, user_error: type[Exception]) -> None:
+    """What every ``key=value`` CLI of rnnlab (sample, score) does around its ``main(argv)``:
+    help on ``-h`` (exit 2 with none), quiet third-party output, a closed pipe that ends the
+    output without a traceback, and one line with exit 2 for a user mistake."""
+    argv = sys.argv[1:]
+    survive_closed_output()  # `| head` ends the output, not in a traceback
+    quiet_third_party(verbose_requested([]))  # no 50-file download bar
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text)
+        sys.exit(0 if argv else 2)
+    try:
+        out = main(argv)
+    except user_error as e:
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(out)

@@ -15,7 +15,6 @@ run's own setting by default) or its newest one (``model_from=last``) from the t
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass
@@ -303,19 +302,9 @@ def decoding(cfg: Config, given: dict) -> dict:
 
 
 def cli() -> None:
-    argv = sys.argv[1:]
-    quiet.survive_closed_output()  # `| head` ends the output, not in a traceback
-    quiet.quiet_third_party(quiet.verbose_requested([]))  # no 50-file download bar
-    if not argv or argv[0] in ("-h", "--help"):
-        _, examples, *rest = __doc__.split("\n\n")
-        print("\n\n".join([USAGE, textwrap.dedent(examples).strip(), *rest]).strip())
-        sys.exit(0 if argv else 2)
-    try:
-        out = main(argv)
-    except SampleError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(out)
+    _, examples, *rest = __doc__.split("\n\n")
+    help_text = "\n\n".join([USAGE, textwrap.dedent(examples).strip(), *rest]).strip()
+    quiet.key_value_cli(main, help_text, SampleError)
 
 
 if __name__ == "__main__":

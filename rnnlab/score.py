@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from rnnlab import evaluate, rnn
+from rnnlab import evaluate, quiet, rnn
 from rnnlab.sample import SampleError, Weights, boolean, model_from, resolve_weights
 
 KEYS = {
@@ -128,16 +127,7 @@ def main(argv: list[str]) -> str:
 
 
 def cli() -> None:
-    argv = sys.argv[1:]
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + "\n\n" + __doc__.split("\n\n", 1)[1].strip())
-        sys.exit(0 if argv else 2)
-    try:
-        out = main(argv)
-    except SampleError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(out)
+    quiet.key_value_cli(main, USAGE + "\n\n" + __doc__.split("\n\n", 1)[1].strip(), SampleError)
 
 
 if __name__ == "__main__":
