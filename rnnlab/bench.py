@@ -435,7 +435,8 @@ def cell_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float) -
     return out
 
 
-def print_cells(cells: dict, file=sys.stdout) -> None:
+def print_cells(cells: dict, file=None) -> None:
+    file = file or sys.stdout  # looked up per call: a test's capture swaps sys.stdout
     print("gated cells (one layer, hidden 100, seq 25):", file=file)
     head = f"{'cell':<6}{'case':<14}{'chars/s':>10}{'× naive':>9}{'GEMM bound':>12}{'of bound':>10}"
     print(head, file=file)
@@ -572,7 +573,8 @@ def machine_info(malloc_tuned: bool) -> dict:
 # --- report -------------------------------------------------------------------------------------
 
 
-def print_report(results: dict, file=sys.stdout) -> None:
+def print_report(results: dict, file=None) -> None:
+    file = file or sys.stdout  # looked up per call: a test's capture swaps sys.stdout
     eng = results["engine"]
     naive = eng[NAIVE]["chars_per_sec"]
     print(

@@ -76,7 +76,8 @@ def diagnostics_figures(
     }
 
 
-def print_diagnostics(d: dict, file=sys.stdout) -> None:
+def print_diagnostics(d: dict, file=None) -> None:
+    file = file or sys.stdout  # looked up per call: a test's capture swaps sys.stdout
     for clock in ("wall", "cpu"):
         c = d[clock]
         print(
