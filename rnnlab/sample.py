@@ -183,12 +183,14 @@ USAGE = (
 )
 
 
-def parse_args(argv: list[str]) -> dict[str, str]:
+def parse_args(argv: list[str], keys: dict[str, str] = KEYS) -> dict[str, str]:
+    """``key=value`` arguments among ``keys`` (rnnlab.score passes its own), with exactly one of
+    run_id= and checkpoint=; SampleError (one line) otherwise."""
     args: dict[str, str] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            raise SampleError(f"{arg!r} is not one of {', '.join(k + '=' for k in KEYS)}")
+        if not sep or key not in keys:
+            raise SampleError(f"{arg!r} is not one of {', '.join(k + '=' for k in keys)}")
         args[key] = value
     if ("run_id" in args) == ("checkpoint" in args):
         raise SampleError("give exactly one of run_id=<id> or checkpoint=<path>")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import evaluate, quiet, rnn
+from rnnlab import evaluate, quiet, rnn, sample
 from rnnlab.sample import SampleError, Weights, boolean, model_from, resolve_weights
 
 KEYS = {
@@ -81,14 +81,7 @@ def score_text(w: Weights, text: str, warm: bool = False, unknown: str = "error"
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            raise SampleError(f"{arg!r} is not one of {', '.join(k + '=' for k in KEYS)}")
-        args[key] = value
-    if ("run_id" in args) == ("checkpoint" in args):
-        raise SampleError("give exactly one of run_id=<id> or checkpoint=<path>")
+    args = sample.parse_args(argv, KEYS)  # the key=value rules rnnlab.sample has, score's keys
     if ("path" in args) == ("text" in args):
         raise SampleError('give exactly one of path=<file> or text="…"')
     if args.get("unknown", "error") not in ("error", "skip"):
