@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import FLOOR, REL_TOL, numeric_grad, rel_error
 
 from rnnlab import rnn
 
-EPS = 1e-5  # central-difference step
-REL_TOL = 1e-6  # max relative error allowed
-# Below this magnitude a gradient is compared absolutely (|a - n| < REL_TOL · FLOOR): a central
-# difference of a loss of ~10 at eps 1e-5 carries ~1e-10 of rounding noise (see test_rnn.py).
-FLOOR = 1e-3
 HEADS = ("xent", "mse", "bce")
 CELLS = ("rnn", "gru", "lstm")
 
@@ -47,27 +43,6 @@ def mean_loss(params, xs, ys, state, spec, head, masks) -> float:
     fwd = rnn.forward(params, xs, state, spec, masks=masks)
     loss, _ = rnn.HEADS[head](fwd.logits, ys)
     return float(loss.mean())
-
-
-def numeric_grad(f, x: np.ndarray) -> np.ndarray:
-    """Central differences of the scalar f() w.r.t. every entry of x (perturbed in place)."""
-    g = np.zeros_like(x)
-    flat = x.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        plus = f()
-        flat[i] = old - EPS
-        minus = f()
-        flat[i] = old
-        g.reshape(-1)[i] = (plus - minus) / (2 * EPS)
-    return g
-
-
-def rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    """max |a - n| / max(|a|, |n|, FLOOR): relative, absolute below the floor."""
-    scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), FLOOR)
-    return float(np.max(np.abs(analytic - numeric) / scale))
 
 
 GRAD_CASES = [

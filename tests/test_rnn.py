@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import FLOOR, REL_TOL, numeric_grad, rel_error
 
 from rnnlab import rnn
 from rnnlab.bench import naive_lossfun
-
-EPS = 1e-5  # central-difference step
-REL_TOL = 1e-6  # max relative error allowed
-# A central difference of a loss of ~10 at eps=1e-5 carries ~1e-10 of absolute rounding noise
-# (measured: 3e-11 to 4e-9 here), so relative error only means something for gradients well
-# above that. Below the floor the comparison is absolute: |analytic - numeric| < 1e-6 · 1e-3.
-# 80-100% of the entries in every case are above it (asserted).
-FLOOR = 1e-3
 
 
 def make_problem(head: str, activation: str, B: int, seed: int = 0, T: int = 6, H: int = 5):
@@ -44,27 +37,6 @@ def mean_loss(params, xs, ys, hprev, activation, head) -> float:
     fwd = rnn.forward(params, xs, hprev, activation)
     loss, _ = rnn.HEADS[head](fwd.logits, ys)
     return float(loss.mean())
-
-
-def numeric_grad(f, x: np.ndarray) -> np.ndarray:
-    """Central differences of the scalar f() w.r.t. every entry of x (perturbed in place)."""
-    g = np.zeros_like(x)
-    flat = x.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        plus = f()
-        flat[i] = old - EPS
-        minus = f()
-        flat[i] = old
-        g.reshape(-1)[i] = (plus - minus) / (2 * EPS)
-    return g
-
-
-def rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    """max |a - n| / max(|a|, |n|, FLOOR): relative, absolute below the floor."""
-    scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), FLOOR)
-    return float(np.max(np.abs(analytic - numeric) / scale))
 
 
 CASES = [
