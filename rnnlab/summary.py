@@ -15,6 +15,8 @@ import shlex
 import time
 from pathlib import Path
 
+from rnnlab import mlflow_view
+
 # MLflow 3 picks an experiment's landing page from this tag: the training kind opens on its runs
 # instead of the GenAI traces page.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -43,9 +45,11 @@ def artifact_location(uri: str) -> str | None:
 
 
 def tag_experiment_kind(client, experiment) -> None:
-    """Mark ``experiment`` (an MLflow Experiment) as training runs, unless already so."""
+    """Mark ``experiment`` (an MLflow Experiment) as training runs and give it rnnlab's chart
+    view of all its runs (``rnnlab.mlflow_view``), unless already so."""
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    mlflow_view.write_view(client, experiment, mlflow_view.EXPERIMENT_KEY, mlflow_view.view_state())
 
 
 def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[str]:
@@ -60,6 +64,13 @@ def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[st
     ]
 
 
+def charts_address(uri: str, experiment_id: str, key: str) -> str:
+    """The address of chart view ``key`` (``rnnlab.mlflow_view``) of experiment
+    ``experiment_id``: learning curves first."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/{mlflow_view.page(experiment_id, key)}&{ML_WORKFLOW}"
+
+
 def is_default_store(uri: str, launch_dir: Path) -> bool:
     """True when ``uri`` is the store a command started in ``launch_dir`` picks by itself."""
     db = sqlite_path(uri)
@@ -67,9 +78,16 @@ def is_default_store(uri: str, launch_dir: Path) -> bool:
 
 
 def closing_lines(
-    uri: str, experiment_id: str, run_id: str, task: str, status: str, launch_dir: Path
+    uri: str,
+    experiment_id: str,
+    run_id: str,
+    task: str,
+    status: str,
+    launch_dir: Path,
+    view_key: str | None = None,
 ) -> list[str]:
-    """The lines a single job ends with: id, UI address, and commands to sample and resume."""
+    """The lines a single job ends with: id, UI address (and that of chart view ``view_key``,
+    when given), and commands to sample and resume."""
     default = is_default_store(uri, launch_dir)
     store_for_sample = "" if default else f" tracking_uri={shlex.quote(uri)}"
     store_for_run = "" if default else f" tracking.uri={shlex.quote(uri)}"
@@ -81,13 +99,17 @@ def closing_lines(
     view, *then = ui_lines(uri, experiment_id, run_id)
     lines = [f"rnnlab: run id {run_id} ({status})", f"  view:    {view}"]
     lines += [f"           {t}" for t in then]
+    if view_key:
+        lines.append(f"  charts:  {charts_address(uri, experiment_id, view_key)}")
     lines += [f"  sample:  {sample}", f"  resume:  {resume}"]
     return lines
 
 
 def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | None:
-    """(run id, ``closing_lines``) of the MLflow run this process opened last, if any."""
+    """(run id, ``closing_lines``) of the MLflow run this process opened last, if any. A run
+    that is not a sweep's child gets its own chart view first (``rnnlab.mlflow_view``)."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     try:
         run = mlflow.last_active_run()
@@ -97,13 +119,20 @@ def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | Non
         return None
     i = run.info
     uri = mlflow.get_tracking_uri()
-    return i.run_id, closing_lines(uri, i.experiment_id, i.run_id, task, i.status, launch_dir)
+    key = None
+    if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
+        if mlflow_view.write_run_view(MlflowClient(uri), i.experiment_id, i.run_id):
+            key = mlflow_view.view_key_for_run(i.run_id)
+    lines = closing_lines(uri, i.experiment_id, i.run_id, task, i.status, launch_dir, key)
+    return i.run_id, lines
 
 
 def new_experiment_options(uri: str) -> dict:
-    """``create_experiment`` keywords for store ``uri``: the training kind, artifacts beside a
-    SQLite file."""
-    options: dict = {"tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}}
+    """``create_experiment`` keywords for store ``uri``: the training kind, rnnlab's chart view,
+    artifacts beside a SQLite file."""
+    options: dict = {
+        "tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **mlflow_view.experiment_view_tags()}
+    }
     if (location := artifact_location(uri)) is not None:
         options["artifact_location"] = location
     return options
