@@ -2,7 +2,8 @@
 
 Two readers: the terminal, where a sweep closes with the leaderboard, its parent run id, its
 report and how many children did not finish; and the MLflow UI, where the parent run carries
-the best child's metrics and config, so the folded sweep row and the chart view show the sweep.
+the best child's metrics and config, so the folded sweep row and the chart view show the sweep,
+and the sweep's own chart view (``rnnlab.mlflow_view``) lines its children's learning curves up.
 Read only from the store: the children's latest metrics and their params.
 
 Not here: opening and closing the parent (``rnnlab.sweep``), the full report (``rnnlab.report``).

@@ -1,10 +1,11 @@
 """What a person sees of a run once it ends, and where MLflow files it.
 
-A finished job closes with its full run id, where to look at it in the MLflow UI and the
-commands that sample and resume it; a job without overrides is named after its task and start
+A finished job closes with its full run id, where to look at it in the MLflow UI (its run page
+and its chart view with the learning curves first, ``rnnlab.mlflow_view``) and the commands that
+sample and resume it; a job without overrides is named after its task and start
 time (not MLflow's random ``grandiose-whale-90``). Experiments rnnlab creates or uses carry the
-tag that makes MLflow 3 open them on their training runs, and keep their artifacts beside the
-SQLite store (MLflow's default is ``./mlruns`` in whatever folder the process runs in).
+training kind's tag and rnnlab's chart view, and keep their artifacts beside the SQLite store
+(MLflow's default is ``./mlruns`` in whatever folder the process runs in).
 
 Not here: a sweep's closing block (``rnnlab.leaderboard``), the run's life (``rnnlab.job``).
 """
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from rnnlab import mlflow_view
 
-# MLflow 3 picks an experiment's landing page from this tag: the training kind opens on its runs
-# instead of the GenAI traces page.
+# The training kind. MLflow 3.17/3.18 ignore it for the landing page (a hard-coded flag makes
+# the page follow ML_WORKFLOW's switch below); set anyway, for the UIs that read it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
