@@ -10,8 +10,9 @@ rnnlab writes such views with a first section "Learning curves" (the charts of
 ``LEARNING_CURVES``, in that order) and the prefixes' sections after it in ``SECTION_ORDER``,
 marked as reordered so MLflow keeps that order, files every metric it finds into its section and
 appends sections it did not know at the end. Three views: one per experiment (key ``rnnlab``),
-one per sweep (its children only) and one per single job (that run only); a view's runs are
-chosen by its search filter, because MLflow ignores a view when the address has its own filter.
+one per sweep (its children only) and one per single job (that run only), the newest
+``KEEP_VIEWS`` of the last two kinds kept; a view's runs are chosen by its search filter,
+because MLflow ignores a view when the address has its own filter.
 
 Not here: a run's own page (MLflow keeps its chart layout per run in the browser only, sorted as
 above); the addresses printed around these views (``rnnlab.summary``, ``rnnlab.leaderboard``).
@@ -20,6 +21,8 @@ above); the addresses printed around these views (``rnnlab.summary``, ``rnnlab.l
 from __future__ import annotations
 
 import json
+import math
+import time
 
 TAG_PREFIX = "mlflow.sharedViewState."  # MLflow's experiment tag prefix for shared views
 EXPERIMENT_KEY = "rnnlab"
@@ -52,6 +55,8 @@ SECTION_ORDER = (
     "System metrics",
 )
 CURVES_SECTION = "Learning curves"
+KEEP_VIEWS = 20  # the newest sweep views and single-job views an experiment keeps (each)
+STAMP = "rnnlabWritten"  # when a view was written (MLflow ignores fields it does not know)
 
 
 def view_key_for_sweep(parent_id: str) -> str:
@@ -139,25 +144,55 @@ def write_view(client, experiment, key: str, state: dict) -> bool:
     return True
 
 
-def write_sweep_view(client, experiment_id: str, parent_id: str) -> bool:
-    """The view of sweep ``parent_id``: its children's curves side by side."""
-    flt = f"tags.mlflow.parentRunId = '{parent_id}'"
+def _write_kept_view(client, experiment_id: str, key: str, state: dict, kind: str) -> bool:
+    """``write_view`` for a sweep's or a run's view, stamped with the time it was written; the
+    oldest views of the same ``kind`` beyond ``KEEP_VIEWS`` are deleted. The UI fetches every
+    experiment tag with every page (a view is ~4 kB), so their number stays bounded."""
     try:
         experiment = client.get_experiment(experiment_id)
     except Exception:
         return False
-    state = view_state(flt, show_all_runs=True)
-    return write_view(client, experiment, view_key_for_sweep(parent_id), state)
+    old = experiment.tags.get(TAG_PREFIX + key)
+    if old is not None and _unstamped(old) == state:
+        return True
+    if not write_view(client, experiment, key, state | {STAMP: time.time()}):
+        return False
+    views = {k: _stamp(v) for k, v in experiment.tags.items() if k.startswith(TAG_PREFIX + kind)}
+    views[TAG_PREFIX + key] = math.inf  # the view just written, whatever the clocks say
+    for tag in sorted(views, key=views.__getitem__)[:-KEEP_VIEWS]:
+        try:
+            client.delete_experiment_tag(experiment_id, tag)
+        except Exception:
+            pass  # a parallel writer deleted it first
+    return True
+
+
+def _unstamped(value: str) -> dict | None:
+    try:
+        state = json.loads(value)
+    except ValueError:
+        return None
+    state.pop(STAMP, None)
+    return state
+
+
+def _stamp(value: str) -> float:
+    try:
+        return float(json.loads(value).get(STAMP, 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def write_sweep_view(client, experiment_id: str, parent_id: str) -> bool:
+    """The view of sweep ``parent_id``: its children's curves side by side."""
+    state = view_state(f"tags.mlflow.parentRunId = '{parent_id}'", show_all_runs=True)
+    return _write_kept_view(client, experiment_id, view_key_for_sweep(parent_id), state, "sweep-")
 
 
 def write_run_view(client, experiment_id: str, run_id: str) -> bool:
     """The view of run ``run_id`` alone."""
-    try:
-        experiment = client.get_experiment(experiment_id)
-    except Exception:
-        return False
     state = view_state(f"attributes.run_id = '{run_id}'")
-    return write_view(client, experiment, view_key_for_run(run_id), state)
+    return _write_kept_view(client, experiment_id, view_key_for_run(run_id), state, "run-")
 
 
 def page(experiment_id: str, key: str) -> str:

@@ -100,6 +100,16 @@ def test_jobs_and_sweeps_get_their_views_and_print_them(tmp_path, monkeypatch):
     found = client.search_runs([exp.experiment_id], json.loads(tag)["searchFilter"])
     assert sorted(r.info.run_id for r in found) == sorted(kids)
 
+    # every page of the UI fetches all experiment tags: only the newest views of each kind stay
+    monkeypatch.setattr(mlflow_view, "KEEP_VIEWS", 3)
+    ids = [f"{i:032x}" for i in range(4)]
+    for i in ids:
+        assert mlflow_view.write_run_view(client, exp.experiment_id, i)
+    assert mlflow_view.write_run_view(client, exp.experiment_id, ids[-1])  # unchanged: kept
+    tags = client.get_experiment(exp.experiment_id).tags
+    views = sorted(k.removeprefix(mlflow_view.TAG_PREFIX) for k in tags if "sharedViewState" in k)
+    assert views == ["rnnlab", *[f"run-{i}" for i in ids[1:]], f"sweep-{pid}"]  # not run-{rid}
+
 
 def test_a_served_store_prints_the_servers_address():
     address = summary.charts_address("http://h:5000/", "7", "rnnlab")
