@@ -122,8 +122,11 @@ def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | Non
     uri = mlflow.get_tracking_uri()
     key = None
     if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
-        if mlflow_view.write_run_view(MlflowClient(uri), i.experiment_id, i.run_id):
-            key = mlflow_view.view_key_for_run(i.run_id)
+        try:
+            if mlflow_view.write_run_view(MlflowClient(uri), i.experiment_id, i.run_id):
+                key = mlflow_view.view_key_for_run(i.run_id)
+        except Exception:  # no view, no charts: line; the run is recorded all the same
+            pass
     lines = closing_lines(uri, i.experiment_id, i.run_id, task, i.status, launch_dir, key)
     return i.run_id, lines
 
