@@ -2,7 +2,8 @@
 
 Two readers: the terminal, where a sweep closes with the leaderboard, its parent run id, its
 report and how many children did not finish; and the MLflow UI, where the parent run carries
-the best child's metrics and config, so the folded sweep row and the chart view show the sweep.
+the best child's metrics and config, so the folded sweep row and the chart view show the sweep,
+and the sweep's own chart view (``rnnlab.mlflow_view``) lines its children's learning curves up.
 Read only from the store: the children's latest metrics and their params.
 
 Not here: opening and closing the parent (``rnnlab.sweep``), the full report (``rnnlab.report``).
@@ -17,8 +18,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnlab import mlflow_view
 from rnnlab.search import TAG_STATE
-from rnnlab.summary import ui_lines
+from rnnlab.summary import charts_address, ui_lines
 from rnnlab.tasks import judged
 
 TOP = 5  # configurations shown in the terminal
@@ -82,10 +84,13 @@ def best_child(children: list):
 
 
 def record_best_on_parent(client, parent_id: str, children: list) -> None:
-    """Copy the best child's latest metrics (and ``objective``) and its params to the parent.
-    Never raises: the parent must still be closed after it."""
+    """Copy the best child's latest metrics (and ``objective``) and its params to the parent,
+    and give the sweep its chart view (``rnnlab.mlflow_view``). Never raises: the parent must
+    still be closed after it."""
     from mlflow.entities import Metric, Param
 
+    if children:
+        mlflow_view.write_sweep_view(client, children[0].info.experiment_id, parent_id)
     best = best_child(children)
     if best is None:
         return
@@ -106,8 +111,11 @@ def record_best_on_parent(client, parent_id: str, children: list) -> None:
         )
 
 
-def leaderboard_lines(parent, children: list, uri: str, report: str | None) -> list[str]:
-    """The sweep's closing block for the terminal."""
+def leaderboard_lines(
+    parent, children: list, uri: str, report: str | None, view_key: str | None = None
+) -> list[str]:
+    """The sweep's closing block for the terminal (with the address of chart view
+    ``view_key``, when given)."""
     swept = parent.data.tags.get("rnnlab.swept_keys", "").split()
     configs = rank(children, swept)
     bad = sum(1 for r in children if r.info.status != "FINISHED")
@@ -130,6 +138,8 @@ def leaderboard_lines(parent, children: list, uri: str, report: str | None) -> l
     lines.append(f"  report:  {report}" if report else "  report:  not written")
     view, *then = ui_lines(uri, parent.info.experiment_id, parent.info.run_id)
     lines += [f"  view:    {view}"] + [f"           {t}" for t in then]
+    if view_key:
+        lines.append(f"  charts:  {charts_address(uri, parent.info.experiment_id, view_key)}")
     return lines
 
 
@@ -144,7 +154,10 @@ def sweep_closing_lines(uri: str, parent_id: str, report: str | None) -> list[st
         filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
         max_results=50000,
     )
-    return leaderboard_lines(parent, children, uri, report)
+    key = None
+    if children and mlflow_view.write_sweep_view(client, parent.info.experiment_id, parent_id):
+        key = mlflow_view.view_key_for_sweep(parent_id)
+    return leaderboard_lines(parent, children, uri, report, key)
 
 
 def print_sweep_closing(config, report) -> None:

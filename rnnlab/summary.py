@@ -1,10 +1,11 @@
 """What a person sees of a run once it ends, and where MLflow files it.
 
-A finished job closes with its full run id, where to look at it in the MLflow UI and the
-commands that sample and resume it; a job without overrides is named after its task and start
+A finished job closes with its full run id, where to look at it in the MLflow UI (its run page
+and its chart view with the learning curves first, ``rnnlab.mlflow_view``) and the commands that
+sample and resume it; a job without overrides is named after its task and start
 time (not MLflow's random ``grandiose-whale-90``). Experiments rnnlab creates or uses carry the
-tag that makes MLflow 3 open them on their training runs, and keep their artifacts beside the
-SQLite store (MLflow's default is ``./mlruns`` in whatever folder the process runs in).
+training kind's tag and rnnlab's chart view, and keep their artifacts beside the SQLite store
+(MLflow's default is ``./mlruns`` in whatever folder the process runs in).
 
 Not here: a sweep's closing block (``rnnlab.leaderboard``), the run's life (``rnnlab.job``).
 """
@@ -15,8 +16,10 @@ import shlex
 import time
 from pathlib import Path
 
-# MLflow 3 picks an experiment's landing page from this tag: the training kind opens on its runs
-# instead of the GenAI traces page.
+from rnnlab import mlflow_view
+
+# The training kind. MLflow 3.17/3.18 ignore it for the landing page (a hard-coded flag makes
+# the page follow ML_WORKFLOW's switch below); set anyway, for the UIs that read it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
@@ -43,9 +46,11 @@ def artifact_location(uri: str) -> str | None:
 
 
 def tag_experiment_kind(client, experiment) -> None:
-    """Mark ``experiment`` (an MLflow Experiment) as training runs, unless already so."""
+    """Mark ``experiment`` (an MLflow Experiment) as training runs and give it rnnlab's chart
+    view of all its runs (``rnnlab.mlflow_view``), unless already so."""
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    mlflow_view.write_view(client, experiment, mlflow_view.EXPERIMENT_KEY, mlflow_view.view_state())
 
 
 def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[str]:
@@ -60,6 +65,13 @@ def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[st
     ]
 
 
+def charts_address(uri: str, experiment_id: str, key: str) -> str:
+    """The address of chart view ``key`` (``rnnlab.mlflow_view``) of experiment
+    ``experiment_id``: learning curves first."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/{mlflow_view.page(experiment_id, key)}&{ML_WORKFLOW}"
+
+
 def is_default_store(uri: str, launch_dir: Path) -> bool:
     """True when ``uri`` is the store a command started in ``launch_dir`` picks by itself."""
     db = sqlite_path(uri)
@@ -67,9 +79,16 @@ def is_default_store(uri: str, launch_dir: Path) -> bool:
 
 
 def closing_lines(
-    uri: str, experiment_id: str, run_id: str, task: str, status: str, launch_dir: Path
+    uri: str,
+    experiment_id: str,
+    run_id: str,
+    task: str,
+    status: str,
+    launch_dir: Path,
+    view_key: str | None = None,
 ) -> list[str]:
-    """The lines a single job ends with: id, UI address, and commands to sample and resume."""
+    """The lines a single job ends with: id, UI address (and that of chart view ``view_key``,
+    when given), and commands to sample and resume."""
     default = is_default_store(uri, launch_dir)
     store_for_sample = "" if default else f" tracking_uri={shlex.quote(uri)}"
     store_for_run = "" if default else f" tracking.uri={shlex.quote(uri)}"
@@ -81,13 +100,17 @@ def closing_lines(
     view, *then = ui_lines(uri, experiment_id, run_id)
     lines = [f"rnnlab: run id {run_id} ({status})", f"  view:    {view}"]
     lines += [f"           {t}" for t in then]
+    if view_key:
+        lines.append(f"  charts:  {charts_address(uri, experiment_id, view_key)}")
     lines += [f"  sample:  {sample}", f"  resume:  {resume}"]
     return lines
 
 
 def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | None:
-    """(run id, ``closing_lines``) of the MLflow run this process opened last, if any."""
+    """(run id, ``closing_lines``) of the MLflow run this process opened last, if any. A run
+    that is not a sweep's child gets its own chart view first (``rnnlab.mlflow_view``)."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     try:
         run = mlflow.last_active_run()
@@ -97,13 +120,23 @@ def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | Non
         return None
     i = run.info
     uri = mlflow.get_tracking_uri()
-    return i.run_id, closing_lines(uri, i.experiment_id, i.run_id, task, i.status, launch_dir)
+    key = None
+    if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
+        try:
+            if mlflow_view.write_run_view(MlflowClient(uri), i.experiment_id, i.run_id):
+                key = mlflow_view.view_key_for_run(i.run_id)
+        except Exception:  # no view, no charts: line; the run is recorded all the same
+            pass
+    lines = closing_lines(uri, i.experiment_id, i.run_id, task, i.status, launch_dir, key)
+    return i.run_id, lines
 
 
 def new_experiment_options(uri: str) -> dict:
-    """``create_experiment`` keywords for store ``uri``: the training kind, artifacts beside a
-    SQLite file."""
-    options: dict = {"tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}}
+    """``create_experiment`` keywords for store ``uri``: the training kind, rnnlab's chart view,
+    artifacts beside a SQLite file."""
+    options: dict = {
+        "tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **mlflow_view.experiment_view_tags()}
+    }
     if (location := artifact_location(uri)) is not None:
         options["artifact_location"] = location
     return options
