@@ -14,7 +14,8 @@ dropout, the output head and every weight gradient that is a big GEMM. A cell he
 sequential part: given the projected inputs ``W_ih x + b_ih`` of every step, the forward loop;
 given the loss gradient arriving at each output h_t, the backward loop, returning the gradients
 w.r.t. the projected inputs, w.r.t. the recurrent pre-activations ``W_hh h + b_hh`` (from which the
-engine makes dW_hh and db_hh), and w.r.t. the initial state. Arrays are time-major (T, B, ·).
+engine makes dW_hh and db_hh), and w.r.t. the initial state. Arrays are time-major (T, B, ·);
+per-gate arrays (T, K, B, H), K gates (see ``_steps``).
 
 Nothing here does I/O, reads config or keeps state between calls.
 """
@@ -53,25 +54,6 @@ def project(W: np.ndarray, b: np.ndarray, x: np.ndarray, out: np.ndarray) -> Non
         out += b
 
 
-def _gate_inputs(W: np.ndarray, b: np.ndarray, rows: list, x: np.ndarray) -> np.ndarray:
-    """The input pre-activations W x_t + b of a window, unit-major (T, G, B), with W's and b's
-    rows arranged by ``_gate_rows(·, rows)``."""
-    W, b = _gate_rows(W, rows), _gate_rows(b, rows)
-    T, B = x.shape[:2]
-    if B == 1 and x.dtype.kind in "iu":
-        # One stream: gather the T columns of W, (G, T), and add b while transposing; 3-5x
-        # faster than ``project``'s (V, G) table at this size.
-        V = W.shape[1]
-        if x.min() < 0 or x.max() >= V:
-            raise IndexError(f"input symbols must be in [0, {V}); got {x.min()}..{x.max()}")
-        acts = np.empty((T, W.shape[0], 1), dtype=W.dtype)
-        np.add(np.take(W, x[:, 0], axis=1, mode="clip").T, b, out=acts[:, :, 0])
-        return acts
-    proj = np.empty((T, B, W.shape[0]), dtype=W.dtype)
-    project(W, b, x, proj)
-    return _unit_major(proj)
-
-
 @dataclass
 class Layer:
     """What one layer's backward pass needs from its forward pass."""
@@ -79,7 +61,7 @@ class Layer:
     hs: np.ndarray  # (T+1, B, H); hs[0] the initial h, hs[t+1] the output of step t
     state: np.ndarray  # (S, B, H) the final state (h, and c for the LSTM)
     saved: dict[str, np.ndarray] = field(default_factory=dict)  # cell-specific activations
-    # where PyTorch's gate j sits among saved["acts"]'s (T, G·H, B) row blocks (None: in order)
+    # where PyTorch's gate j sits among saved["acts"]'s (T, K, B, H) gates (None: in order)
     gate_order: tuple[int, ...] | None = None
 
 
@@ -88,21 +70,7 @@ def gate_block(layer: Layer, j: int, H: int) -> np.ndarray:
     it: a (T, H, B) view of ``layer.saved["acts"]`` (the LSTM keeps its gates in another order
     internally; read them through this)."""
     k = j if layer.gate_order is None else layer.gate_order[j]
-    acts = layer.saved["acts"]
-    if acts.ndim == 4:  # (T, K, B, H), see ``_steps``
-        return acts[:, k].transpose(0, 2, 1)
-    return acts[:, k * H : (k + 1) * H]
-
-
-# Inside a gated layer the arrays are unit-major, (T, G·H, B): each gate of a step is then one
-# contiguous (H, B) block, one GEMM W_hh (G·H, H) @ h (H, B) gives every gate, and every
-# elementwise call runs on contiguous memory (numpy's strided loops are 5-15x slower at B=32).
-# The layer hands the engine batch-major (T, B, ·) arrays, transposed once per window.
-
-
-def _unit_major(a: np.ndarray) -> np.ndarray:
-    """(T, B, K) → a contiguous (T, K, B) copy."""
-    return np.ascontiguousarray(a.transpose(0, 2, 1))
+    return layer.saved["acts"][:, k].transpose(0, 2, 1)  # (T, K, B, H), see ``_steps``
 
 
 def _gate_rows(a: np.ndarray, blocks: list[tuple[int, int, float]], out=None) -> np.ndarray:
@@ -121,9 +89,79 @@ def _gate_rows(a: np.ndarray, blocks: list[tuple[int, int, float]], out=None) ->
     return out
 
 
-def _batch_major(a: np.ndarray) -> np.ndarray:
-    """(T, K, B) → a contiguous (T, B, K) copy."""
-    return np.ascontiguousarray(a.transpose(0, 2, 1))
+# A gated layer keeps a window's per-gate arrays as (T, K, B, H) — step, gate, stream, unit: each
+# step's gate is one contiguous (B, H) block, the state h_t (B, H) is the engine's own layout
+# (no transposes in or out), and every elementwise call runs on contiguous memory. In memory
+# the array is gate-major (K, T, B, H) when B > 1: one batched matmul computes every gate's
+# (B, H) @ (H, H) product into it, and the engine reads each gate's (T·B, H) rows for its
+# weight gradients as one GEMM per gate. At B = 1 it is step-major (T, K, 1, H): each step's gates
+# are then one (K·H,) vector and one GEMV computes them all, and the window is (T, K·H) rows,
+# the engine's batch-major layout. Either way ``a[t]`` is step t's (K, B, H) and ``a[:, k]``
+# gate k's (T, B, H).
+
+
+def _steps(T: int, K: int, B: int, H: int, dt) -> np.ndarray:
+    """An uninitialised (T, K, B, H) array, gate-major in memory when B > 1 (see above)."""
+    if B == 1:
+        return np.empty((T, K, 1, H), dtype=dt)
+    return np.empty((K, T, B, H), dtype=dt).transpose(1, 0, 2, 3)
+
+
+def _step_inputs(W: np.ndarray, b: np.ndarray, rows: list, x: np.ndarray, K: int) -> np.ndarray:
+    """The input pre-activations W x_t + b of a window as (T, K, B, H) (``_steps``), with W's
+    and b's rows arranged by ``_gate_rows(·, rows)``. x: (T, B) int symbols, read as columns
+    of W, or (T, B, D) floats (one GEMM)."""
+    W, b = _gate_rows(W, rows), _gate_rows(b, rows)
+    T, B = x.shape[:2]
+    G = W.shape[0]
+    H = G // K
+    acts = _steps(T, K, B, H, W.dtype)
+    if x.dtype.kind not in "iu":  # dense inputs: one GEMM, then each gate's block in place
+        proj = np.matmul(x.reshape(T * B, -1).astype(W.dtype, copy=False), W.T)  # (N, G)
+        proj += b
+        acts[...] = proj.reshape(T, B, K, H).transpose(0, 2, 1, 3)
+        return acts
+    V = W.shape[1]
+    if x.min() < 0 or x.max() >= V:
+        raise IndexError(f"input symbols must be in [0, {V}); got {x.min()}..{x.max()}")
+    if B == 1:
+        # One stream: gather the T columns of W, (G, T), and add b while transposing; 3-5x
+        # faster than a table at this size.
+        np.add(np.take(W, x[:, 0], axis=1, mode="clip").T, b, out=acts.reshape(T, G))
+        return acts
+    # The table (K, V, H): row (k, s) is gate k of W x + b for the one-hot x of s; the window
+    # is one row gather into the gate-major memory (K, T, B, H). mode="clip" only because the
+    # range is checked above: the default mode copies through a buffer.
+    table = np.empty((K, V, H), dtype=W.dtype)
+    np.add(W.reshape(K, H, V).transpose(0, 2, 1), b.reshape(K, 1, H), out=table)
+    at = x + (np.arange(K) * V)[:, None, None]  # (K, T, B) rows of the (K·V, H) table
+    np.take(table.reshape(K * V, H), at, axis=0, out=acts.transpose(1, 0, 2, 3), mode="clip")
+    return acts
+
+
+def _recurrent_views(W: np.ndarray, hs: np.ndarray, out: list) -> tuple:
+    """The product that writes W h_{t-1} into out[t] and, per step t, its arguments: W (K·H, H),
+    hs (T+1, B, H), out T arrays (K, B, H), contiguous at B = 1. At B = 1 one GEMV
+    (K·H, H) @ (H,) by ``np.dot`` (less overhead per call than ``np.matmul``); else a batched
+    (B, H) @ (K, H, H) over the gates."""
+    T, (K, B, H) = len(out), out[0].shape
+    if B == 1:
+        return np.dot, [(W, hs[t, 0], out[t].reshape(K * H)) for t in range(T)]
+    WT = np.ascontiguousarray(W.reshape(K, H, H).transpose(0, 2, 1))  # (K, H, H): W_k^T
+    return np.matmul, [(hs[t], WT, out[t]) for t in range(T)]
+
+
+def _recurrent_back_views(W: np.ndarray, dgates: np.ndarray, dh: np.ndarray) -> tuple:
+    """The product taking the gate gradients dgates[t] (K, B, H) back through W (K·H, H) into
+    h_{t-1}, per step t its arguments, and the per-gate parts it writes (None when it writes
+    their sum into dh (B, H) itself: at B = 1, one GEMV (H, K·H) @ (K·H,))."""
+    T, K, B, H = dgates.shape
+    if B == 1:
+        WT = np.ascontiguousarray(W.T)  # (H, K·H): contiguous rows make the GEMV faster
+        return np.dot, [(WT, dgates[t].reshape(K * H), dh[0]) for t in range(T)], None
+    parts = np.empty((K, B, H), dtype=dh.dtype)
+    W3 = W.reshape(K, H, H)
+    return np.matmul, [(dgates[t], W3, parts) for t in range(T)], parts
 
 
 # --- LSTM ---------------------------------------------------------------------------------------
@@ -131,8 +169,9 @@ def _batch_major(a: np.ndarray) -> np.ndarray:
 
 # Inside a layer the LSTM's gates run in the order o, i, f, g (PyTorch's is i, f, g, o): then the
 # σ gates (o, i, f) are one contiguous block, fixed up by two calls per step instead of four, and
-# the gates whose gradient goes through c (i, f, g) are another. The rows are permuted once per
-# window on the way in (weights) and out (the gate gradients); the engine sees PyTorch's order.
+# the gates whose gradient goes through c (i, f, g) are another. The weights' rows are permuted
+# once per window on the way in; the gate gradients are written in PyTorch's order (i f g is a
+# block there too), which the engine and W_hh's rows use.
 def _lstm_rows(H: int, sigma_scale: float) -> list[tuple[int, int, float]]:
     """Row blocks taking PyTorch's gate order i f g o to the internal o i f g."""
     return [(3 * H, 4 * H, sigma_scale), (0, 2 * H, sigma_scale), (2 * H, 3 * H, 1.0)]
@@ -230,81 +269,6 @@ def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=Non
             np.add(dhnext, parts[2], dhnext)
             np.add(dhnext, parts[3], dhnext)
     return dG, dG, np.stack([dhnext, dcnext])
-
-
-# The GRU keeps a window's per-gate arrays as (T, K, B, H) — step, gate, stream, unit: each
-# step's gate is one contiguous (B, H) block, the state h_t (B, H) is the engine's own layout
-# (no transposes in or out), and every elementwise call runs on contiguous memory. In memory
-# the array is gate-major (K, T, B, H) when B > 1: one batched matmul computes every gate's
-# (B, H) @ (H, H) product into it, and the engine reads each gate's (T·B, H) rows for the
-# weight gradients as one GEMM. At B = 1 it is step-major (T, K, 1, H): each step's gates
-# are then one (K·H,) vector and one GEMV computes them all, and the window is (T, K·H) rows,
-# the engine's batch-major layout. Either way ``a[t]`` is step t's (K, B, H) and ``a[:, k]``
-# gate k's (T, B, H).
-
-
-def _steps(T: int, K: int, B: int, H: int, dt) -> np.ndarray:
-    """An uninitialised (T, K, B, H) array, gate-major in memory when B > 1 (see above)."""
-    if B == 1:
-        return np.empty((T, K, 1, H), dtype=dt)
-    return np.empty((K, T, B, H), dtype=dt).transpose(1, 0, 2, 3)
-
-
-def _step_inputs(W: np.ndarray, b: np.ndarray, rows: list, x: np.ndarray, K: int) -> np.ndarray:
-    """The input pre-activations W x_t + b of a window as (T, K, B, H) (``_steps``), with W's
-    and b's rows arranged by ``_gate_rows(·, rows)``. x: (T, B) int symbols, read as columns
-    of W, or (T, B, D) floats (one GEMM)."""
-    W, b = _gate_rows(W, rows), _gate_rows(b, rows)
-    T, B = x.shape[:2]
-    G = W.shape[0]
-    H = G // K
-    acts = _steps(T, K, B, H, W.dtype)
-    if x.dtype.kind not in "iu":  # dense inputs: one GEMM, then each gate's block in place
-        proj = np.matmul(x.reshape(T * B, -1).astype(W.dtype, copy=False), W.T)  # (N, G)
-        proj += b
-        acts[...] = proj.reshape(T, B, K, H).transpose(0, 2, 1, 3)
-        return acts
-    V = W.shape[1]
-    if x.min() < 0 or x.max() >= V:
-        raise IndexError(f"input symbols must be in [0, {V}); got {x.min()}..{x.max()}")
-    if B == 1:
-        # One stream: gather the T columns of W, (G, T), and add b while transposing; 3-5x
-        # faster than a table at this size.
-        np.add(np.take(W, x[:, 0], axis=1, mode="clip").T, b, out=acts.reshape(T, G))
-        return acts
-    # The table (K, V, H): row (k, s) is gate k of W x + b for the one-hot x of s; the window
-    # is one row gather into the gate-major memory (K, T, B, H). mode="clip" only because the
-    # range is checked above: the default mode copies through a buffer.
-    table = np.empty((K, V, H), dtype=W.dtype)
-    np.add(W.reshape(K, H, V).transpose(0, 2, 1), b.reshape(K, 1, H), out=table)
-    at = x + (np.arange(K) * V)[:, None, None]  # (K, T, B) rows of the (K·V, H) table
-    np.take(table.reshape(K * V, H), at, axis=0, out=acts.transpose(1, 0, 2, 3), mode="clip")
-    return acts
-
-
-def _recurrent_views(W: np.ndarray, hs: np.ndarray, out: list) -> tuple:
-    """The product that writes W h_{t-1} into out[t] and, per step t, its arguments: W (K·H, H),
-    hs (T+1, B, H), out T arrays (K, B, H), contiguous at B = 1. At B = 1 one GEMV
-    (K·H, H) @ (H,) by ``np.dot`` (less overhead per call than ``np.matmul``); else a batched
-    (B, H) @ (K, H, H) over the gates."""
-    T, (K, B, H) = len(out), out[0].shape
-    if B == 1:
-        return np.dot, [(W, hs[t, 0], out[t].reshape(K * H)) for t in range(T)]
-    WT = np.ascontiguousarray(W.reshape(K, H, H).transpose(0, 2, 1))  # (K, H, H): W_k^T
-    return np.matmul, [(hs[t], WT, out[t]) for t in range(T)]
-
-
-def _recurrent_back_views(W: np.ndarray, dgates: np.ndarray, dh: np.ndarray) -> tuple:
-    """The product taking the gate gradients dgates[t] (K, B, H) back through W (K·H, H) into
-    h_{t-1}, per step t its arguments, and the per-gate parts it writes (None when it writes
-    their sum into dh (B, H) itself: at B = 1, one GEMV (H, K·H) @ (K·H,))."""
-    T, K, B, H = dgates.shape
-    if B == 1:
-        WT = np.ascontiguousarray(W.T)  # (H, K·H): contiguous rows make the GEMV faster
-        return np.dot, [(WT, dgates[t].reshape(K * H), dh[0]) for t in range(T)], None
-    parts = np.empty((K, B, H), dtype=dh.dtype)
-    W3 = W.reshape(K, H, H)
-    return np.matmul, [(dgates[t], W3, parts) for t in range(T)], parts
 
 
 # --- GRU ----------------------------------------------------------------------------------------
