@@ -311,7 +311,7 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
         np.subtract(h[t], n[t], hmns[t])  # h_t = n + z ⊙ (h_{t-1} − n) = (1 − z) n + z h_{t-1}
         np.multiply(z[t], hmns[t], tmp)
         np.add(n[t], tmp, h[t + 1])
-    return Layer(hs=hs, state=hs[-1][None], saved={"acts": acts, "hh": hh, "hmn": hmn})
+    return Layer(hs=hs, state=hs[-1][None].copy(), saved={"acts": acts, "hh": hh, "hmn": hmn})
 
 
 def gru_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None):
