@@ -387,22 +387,17 @@ def _gate_major_grads(params, grads, spec, k, x, hs, dproj, drec, ones):
     dp = dproj.transpose(1, 0, 2, 3).reshape(K, N, H)  # views: (K, N, H) per gate
     dr = drec.transpose(1, 0, 2, 3).reshape(K, N, H)
     h_in = hs[:-1].reshape(N, H)
-    dW_rec, db_rec = grads[W_rec].reshape(K, H, H), grads[b_rec].reshape(K, H)
-    db_in = grads[b_in].reshape(K, H)
-    # One 2-D product per gate: numpy's batched matmul does not hand transposed operands to
-    # BLAS (~4x slower here).
-    for g in range(K):
-        np.matmul(dr[g].T, h_in, out=dW_rec[g])  # (H, H)
-        np.matmul(ones, dr[g], out=db_rec[g])  # (H,) = sum over the N rows
-        np.matmul(ones, dp[g], out=db_in[g])
+    # one GEMM per gate, batched: (K, H, N) @ (N, H) is dW_hh by gate
+    np.matmul(dr.transpose(0, 2, 1), h_in, out=grads[W_rec].reshape(K, H, H))
+    np.matmul(ones, dr, out=grads[b_rec].reshape(K, H))  # (K, H) = sum over the N rows
+    np.matmul(ones, dp, out=grads[b_in].reshape(K, H))
     D = params[W_in].shape[1]
     dW_in = grads[W_in].reshape(K, H, D)
     if x.dtype.kind in "iu":  # integer symbols
         _scatter_gate_columns(x.reshape(N), dp, dW_in)
     else:
         xf = x.reshape(N, -1).astype(dp.dtype, copy=False)
-        for g in range(K):
-            np.matmul(dp[g].T, xf, out=dW_in[g])
+        np.matmul(dp.transpose(0, 2, 1), xf, out=dW_in)
     if k == 0:
         return None
     # into the layer below's outputs: Σ over the gates of (N, H) @ (H, D)
