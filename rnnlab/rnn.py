@@ -356,7 +356,10 @@ def backward(
         # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
         trace = None if dh_trace is None else dh_trace[k]
         dproj, drec, dstates[k] = layer_backward(layer, params[W_rec], dh, spec.activation, trace)
-        dprojf = dproj.reshape(N, -1)
+        if dproj.ndim == 4 and B > 1:  # a gated cell's (T, K, B, H), gate-major in memory
+            dh = _gate_major_grads(params, grads, spec, k, x, layer.hs, dproj, drec, ones)
+            continue
+        dprojf = dproj.reshape(N, -1)  # (N, G): batch-major (a gated cell's at B = 1 too)
         drecf = dprojf if drec is dproj else drec.reshape(N, -1)
         np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
         if b_rec is not None:
@@ -371,6 +374,56 @@ def backward(
     if fwd.legacy:
         return grads, dstates[0][0]
     return grads, dstates[0][None] if spec.layers == 1 else np.stack(dstates)
+
+
+def _gate_major_grads(params, grads, spec, k, x, hs, dproj, drec, ones):
+    """Layer k's weight and bias gradients from a gated cell's gate gradients dproj (input
+    pre-activations) and drec (recurrent ones), each (T, K, B, H) with gate-major memory: each
+    gate's (N, H) rows are contiguous, so every product is one batched GEMM over the gates.
+    Returns the gradient into the layer's input (T, B, D) when k > 0, else None."""
+    W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+    T, K, B, H = dproj.shape
+    N = T * B
+    dp = dproj.transpose(1, 0, 2, 3).reshape(K, N, H)  # views: (K, N, H) per gate
+    dr = drec.transpose(1, 0, 2, 3).reshape(K, N, H)
+    h_in = hs[:-1].reshape(N, H)
+    # one GEMM per gate, batched: (K, H, N) @ (N, H) is dW_hh by gate
+    np.matmul(dr.transpose(0, 2, 1), h_in, out=grads[W_rec].reshape(K, H, H))
+    np.matmul(ones, dr, out=grads[b_rec].reshape(K, H))  # (K, H) = sum over the N rows
+    np.matmul(ones, dp, out=grads[b_in].reshape(K, H))
+    D = params[W_in].shape[1]
+    dW_in = grads[W_in].reshape(K, H, D)
+    if x.dtype.kind in "iu":  # integer symbols
+        _scatter_gate_columns(x.reshape(N), dp, dW_in)
+    else:
+        xf = x.reshape(N, -1).astype(dp.dtype, copy=False)
+        np.matmul(dp.transpose(0, 2, 1), xf, out=dW_in)
+    if k == 0:
+        return None
+    # into the layer below's outputs: Σ over the gates of (N, H) @ (H, D)
+    return np.matmul(dp, params[W_in].reshape(K, H, D)).sum(axis=0).reshape(T, B, D)
+
+
+def _scatter_gate_columns(sym: np.ndarray, dz: np.ndarray, dW: np.ndarray) -> None:
+    """dW[k, :, s] = sum of dz[k, n] over the steps n whose input symbol was s; 0 for unseen s.
+    sym: (N,) ints, dz: (K, N, H) per gate, dW: (K, H, V), written in place. The steps sorted
+    by symbol, each run of equal symbols summed (one reduce per distinct symbol over
+    contiguous rows: ~2x faster than ``np.add.reduceat`` over these shapes)."""
+    N = sym.shape[0]
+    order = np.argsort(sym, kind="stable")
+    sorted_sym = sym[order]
+    run_start = np.empty(N, dtype=bool)
+    run_start[0] = True
+    np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
+    starts = np.flatnonzero(run_start)  # (S,) first sorted position of each distinct symbol
+    K, _, H = dz.shape
+    dzs = dz.transpose(1, 0, 2)[order]  # (N, K, H): the steps' rows, sorted by symbol
+    sums = np.empty((starts.size, K, H), dtype=dz.dtype)  # (S, K, H)
+    bounds = starts.tolist() + [N]
+    for i in range(starts.size):
+        np.add.reduce(dzs[bounds[i] : bounds[i + 1]], axis=0, out=sums[i])
+    dW.fill(0.0)
+    dW[:, :, sorted_sym[starts]] = sums.transpose(1, 2, 0)
 
 
 def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
