@@ -366,13 +366,19 @@ def test_bad_diagnostics_settings_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
-    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics
+    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics, targets
 
-    d = diagnostics_figures(kafka_path, 200, 1, tmp_path)
+    d = diagnostics_figures(kafka_path, 200, 1, tmp_path, task="adder")
     print_diagnostics(d)
     out = capsys.readouterr().out
-    assert "diagnostics (wall, rnn): 200 iterations" in out and "ratio" in out
+    # a short run's ratio is shown only beside the estimate for the task's own default length
+    assert d["default_iterations"] == 10_000  # task=adder's default, not the char-RNN's 100k
+    assert "diagnostics (wall, adder, rnn): a 10,000-iteration (default) run: ratio" in out
+    assert "estimated from 200 iterations" in out and "target diagnostics overhead" in out
     assert d["wall"]["on_seconds"] > 0 and d["cpu"]["ratio"] > 0
+    assert list(targets({"diagnostics_adder": d})) == [
+        "diagnostics overhead <= 3% (adder, default run)"
+    ]
 
 
 def naive_gates(params, net: rnn.Spec, xs: np.ndarray, state0: np.ndarray) -> list[dict]:
