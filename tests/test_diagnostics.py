@@ -347,6 +347,28 @@ def test_a_run_logs_the_diagnostics_and_shares_the_validation_pass(tmp_path, cel
         assert tracker.history[k][-1][1] == pytest.approx(v, rel=1e-9, abs=1e-12), k
 
 
+def test_the_adder_counts_saturation_on_its_evaluation_pass():
+    """At an evaluation the adder's saturation is counted on the probe's 512 sums picked out of
+    the evaluation's own forward calls (two here: 20,000 sums in chunks of 16,384): the same
+    entries, and the same share, as the probe's own pass over those sums."""
+    from rnnlab.diagnostics_bench import compose
+    from rnnlab.train import Trainer
+
+    over = ["tracking.enabled=false", "seq_length=10", "task.eval_max_pairs=20000",
+            "task.init_scale=4.0", "iterations=100"]  # fmt: skip
+    cfg = compose("adder", over)
+    trainer = Trainer(cfg)
+    diag = D.start(cfg, trainer, MemoryTracker())
+    picked = diag.probe.val_streams
+    assert picked.size == D.ADDER_SUMS and picked.max() >= 16384  # both chunks hold some
+    trainer.evaluate(diag.observer(100, 100))
+    seen = diag._observed[1][""][0]
+    own = D.saturation_passes(trainer.params, diag.spec.net(trainer.params), diag.probe)[""][0]
+    assert seen.total == own.total == {"h": D.ADDER_SUMS * 10 * cfg.hidden_size}
+    assert 0.05 < own.share("h") < 0.95
+    assert seen.share("h") == pytest.approx(own.share("h"), abs=1e-4)
+
+
 def test_diagnostics_off_logs_nothing_and_training_is_unchanged(tmp_path):
     on, off = MemoryTracker(), MemoryTracker()
     train(tiny_config(tmp_path, diag_every=30), on, tmp_path / "on", show_progress=False)
