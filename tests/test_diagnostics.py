@@ -260,6 +260,72 @@ def test_flag_rules_at_the_last_evaluation():
                      "update ratio", "update ratio"]  # fmt: skip
 
 
+def test_flag_rules_judge_every_layer():
+    """A deeper layer that saturates or explodes is flagged, named by its layer."""
+    healthy = {
+        "diag/grad_decay": [(200, -0.2)],
+        "diag/grad_decay_l1": [(200, -0.1)],
+        "diag/saturation": [(200, 0.1)],
+        "diag/saturation_l1": [(200, 0.2)],
+        "diag/saturation_warm_l1": [(200, 0.25)],
+    }
+    assert report_diag.flags_of(healthy) == []
+    sick = healthy | {"diag/grad_decay_l1": [(200, 0.02)], "diag/saturation_warm_l1": [(200, 0.8)]}
+    assert report_diag.flags_of(sick) == [
+        ("exploding gradients", "grad_decay +0.020/step at iteration 200 (layer 1)"),
+        ("saturating units", "saturation_warm 80% at iteration 200 (layer 1)"),
+        ("zero vs warm", "saturation 20% from h=0, 80% warm (layer 1)"),
+    ]
+
+
+@pytest.mark.slow  # two tracked runs on a fresh MLflow store (~25 s on the loaded machine)
+def test_report_figures_have_a_panel_per_layer(tmp_path):
+    """A two-layer GRU run and a one-layer run in one store: every Diagnostics figure has a
+    panel per layer; layer 1's panel draws the two-layer run's ``_l1`` metrics and curve (and
+    nothing of the one-layer run), layer 0's both runs' plain ones."""
+    from rnnlab.job import JobContext, run_job
+    from rnnlab.report.select import select
+    from rnnlab.report.tables import build_tables
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = {}
+    for layers in (2, 1):
+        cfg = tiny_config(tmp_path, cell="gru", layers=layers, iterations=40)
+        cfg.tracking = TrackingConfig(uri=uri)
+        cfg.experiment_name = "diag-layers"
+        run_job(cfg, JobContext(launch_dir=tmp_path, output_dir=tmp_path / f"l{layers}"),
+                show_progress=False)  # fmt: skip
+    sel = select(uri, experiment="diag-layers")
+    t = build_tables(sel)
+    for run in sel.runs:
+        ids[report_diag.layers_of(run)] = run.info.run_id
+    assert sorted(ids) == [1, 2]
+    runs = t.runs
+    fig = report_diag._over_training(sel, t, runs, "diag/saturation", "diag/saturation_warm",
+                                     "saturation", layers=2)  # fmt: skip
+    top, bottom = fig.axes[1], fig.axes[0]
+    assert len(fig.axes) == 2 and top.get_title().startswith("layer 1")
+    assert len(bottom.lines) == 4 and len(top.lines) == 2  # zero and warm: both runs / one
+    drawn = sorted(tuple(line.get_ydata()) for line in top.lines)
+    expected = sorted(tuple(v for _, v in sel.history(ids[2], f"diag/saturation{s}_l1"))
+                      for s in ("", "_warm"))  # fmt: skip
+    assert drawn == expected
+    ratio = report_diag._over_training(sel, t, runs, "diag/update_ratio/Whh", None, "ratio",
+                                       log_y=True, layers=2)  # fmt: skip
+    (line,) = ratio.axes[1].lines  # the GRU's W_hh_l1
+    assert list(line.get_ydata()) == [
+        v for _, v in sel.history(ids[2], "diag/update_ratio/W_hh_l1")
+    ]
+    flow = report_diag._grad_flow_figure(sel, t, runs, layers=2)
+    last = report_diag.grad_flow_curves(sel, ids[2], layer=1)
+    assert sorted(last) == [20, 40] and len(flow.axes[1].lines) == 2
+    assert list(flow.axes[1].lines[-1].get_ydata()) == [g for _, g in last[40] if g > 0]
+    (tmp_path / "report").mkdir()
+    section = report_diag.build(sel, t, tmp_path / "report")
+    assert len(section.figures) == 4
+    assert all("One panel per layer" in f.caption for f in section.figures)
+
+
 @pytest.mark.slow
 def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka_path):
     """A real sweep: init_scale=1.0 (N(0, 1) weights: Whh's spectral radius ≈ √H) saturates;

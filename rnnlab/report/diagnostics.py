@@ -1,7 +1,8 @@
 """The report's *Diagnostics* section and *Flags* list, from the ``diag/`` metrics runs logged.
 
 Figures: gradient flow at each run's first and last evaluation (the ``diagnostics/`` curve
-artifacts), saturation and spectral radius over training, update ratios over training. Flags:
+artifacts), saturation and spectral radius over training, update ratios over training — one
+panel per layer when a run has several (layer k's metrics carry ``_l{k}``). Flags:
 runs whose gradients explode, whose units saturate, whose zero-state and warm validation
 disagree, or whose update ratio leaves ``UPDATE_RATIO_RANGE`` — each rule is one function of a
 run's metric histories (``flags_of``), so it is tested without a store. Reads only the tracker.
@@ -13,7 +14,6 @@ import csv
 import html
 import io
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,25 +53,34 @@ def _last(points):
 
 
 def flags_of(histories: dict[str, list[tuple[int, float]]]) -> list[tuple[str, str]]:
-    """(kind, detail) for every rule a run breaks, judged at its last evaluation."""
+    """(kind, detail) for every rule a run breaks, judged at its last evaluation; the gradient
+    and saturation rules for every layer (layer k's metrics carry ``_l{k}``)."""
     out = []
-    if (p := _last(histories.get("diag/grad_decay", []))) and p[1] > GRAD_DECAY_LIMIT:
-        out.append(("exploding gradients", f"grad_decay {p[1]:+.3f}/step at iteration {p[0]:,}"))
-    for key in ("diag/saturation", "diag/saturation_warm"):
-        if (p := _last(histories.get(key, []))) and p[1] > SATURATION_LIMIT:
-            out.append(
-                ("saturating units", f"{key.split('/')[-1]} {p[1]:.0%} at iteration {p[0]:,}")
-            )
-            break
+    deep = [int(m.group(1)) for k in histories if (m := re.fullmatch(r"diag/grad_decay_l(\d+)", k))]
+    layers = 1 + max(deep, default=0)
+    at = [f" (layer {k})" if layers > 1 else "" for k in range(layers)]
+    for k in range(layers):
+        key = f"diag/grad_decay{layer_suffix(k)}"
+        if (p := _last(histories.get(key, []))) and p[1] > GRAD_DECAY_LIMIT:
+            out.append(("exploding gradients",
+                        f"grad_decay {p[1]:+.3f}/step at iteration {p[0]:,}{at[k]}"))  # fmt: skip
+    for k in range(layers):
+        for key in (f"diag/saturation{layer_suffix(k)}", f"diag/saturation_warm{layer_suffix(k)}"):
+            if (p := _last(histories.get(key, []))) and p[1] > SATURATION_LIMIT:
+                name = key.split("/")[-1].removesuffix(layer_suffix(k))
+                out.append(("saturating units", f"{name} {p[1]:.0%} at iteration {p[0]:,}{at[k]}"))
+                break
     zero, warm = _last(histories.get("val/loss", [])), _last(histories.get("val/loss_warm", []))
     if zero and warm and abs(zero[1] - warm[1]) > WARM_GAP_NATS:
         out.append(("zero vs warm", f"val/loss {zero[1]:.3f} from h=0, {warm[1]:.3f} warm"))
-    sz, sw = (
-        _last(histories.get("diag/saturation", [])),
-        _last(histories.get("diag/saturation_warm", [])),
-    )
-    if sz and sw and abs(sz[1] - sw[1]) > WARM_GAP_SATURATION:
-        out.append(("zero vs warm", f"saturation {sz[1]:.0%} from h=0, {sw[1]:.0%} warm"))
+    for k in range(layers):
+        sz, sw = (
+            _last(histories.get(f"diag/saturation{layer_suffix(k)}", [])),
+            _last(histories.get(f"diag/saturation_warm{layer_suffix(k)}", [])),
+        )
+        if sz and sw and abs(sz[1] - sw[1]) > WARM_GAP_SATURATION:
+            out.append(("zero vs warm",
+                        f"saturation {sz[1]:.0%} from h=0, {sw[1]:.0%} warm{at[k]}"))  # fmt: skip
     lo, hi = UPDATE_RATIO_RANGE
     for key in sorted(histories):
         name = key.removeprefix("diag/update_ratio/")
@@ -82,52 +91,102 @@ def flags_of(histories: dict[str, list[tuple[int, float]]]) -> list[tuple[str, s
     return out
 
 
+def layer_suffix(k: int) -> str:
+    """Metric-name suffix of layer k (rnnlab.diagnostics.suffix): none for layer 0, else _l{k}."""
+    return "" if k == 0 else f"_l{k}"
+
+
+def layers_of(run) -> int:
+    """How many layers a run logged diagnostics for (1 + the deepest k with diag/whh_rho_l{k})."""
+    k = 1
+    while f"diag/whh_rho_l{k}" in run.data.metrics:
+        k += 1
+    return k
+
+
+def layer_keys(key: str, k: int) -> tuple[str, ...]:
+    """The names ``key`` (a layer-0 name) has at layer k, the vanilla cell's first: a metric
+    suffix, or for an update ratio the layer's own matrix (Whh_l1; a gated cell's W_hh_l1)."""
+    gated = {"diag/update_ratio/Whh": "W_hh", "diag/update_ratio/Wxh": "W_ih"}
+    if key in gated:
+        return f"{key}{layer_suffix(k)}", f"diag/update_ratio/{gated[key]}_l{k}"
+    return (f"{key}{layer_suffix(k)}",)
+
+
 def _histories(sel: Selection, run) -> dict[str, list[tuple[int, float]]]:
     rid = run.info.run_id
-    keys = [*KEYS, *(k for k in run.data.metrics if k.startswith("diag/update_ratio/"))]
+    deeper = [f"{k}{layer_suffix(j)}" for j in range(1, layers_of(run)) for k in KEYS]
+    keys = [*KEYS, *deeper, *(k for k in run.data.metrics if k.startswith("diag/update_ratio/"))]
     return {k: sel.history(rid, k) for k in keys if k in run.data.metrics}
 
 
-def grad_flow_curves(sel: Selection, run_id: str) -> dict[int, list[tuple[int, float]]]:
-    """{iteration: [(steps back, ‖∂L_T/∂h‖)]} for the first and last logged curve."""
+def grad_flow_layers(sel: Selection, run_id: str) -> list[dict[int, list[tuple[int, float]]]]:
+    """Per layer, {iteration: [(steps back, ‖∂L_T/∂h‖)]} for the first and last logged curve
+    (each curve file read once: one column per layer)."""
     try:
         files = sel.client.list_artifacts(run_id, "diagnostics")
     except (MlflowException, OSError):
-        return {}
+        return []
     found = {
         int(m.group(1)): f.path for f in files if (m := re.search(r"iter_(\d+)\.csv$", f.path))
     }
-    out = {}
+    out: list[dict[int, list[tuple[int, float]]]] = []
     for it in sorted({min(found), max(found)} if found else set()):
-        with tempfile.TemporaryDirectory() as tmp:
-            local = sel.client.download_artifacts(run_id, found[it], tmp)
-            rows = list(csv.DictReader(io.StringIO(Path(local).read_text(encoding="utf-8"))))
-        out[it] = [(int(r["steps_back"]), float(r["grad_norm"])) for r in rows]
+        rows = list(csv.DictReader(io.StringIO(sel.read_text(run_id, found[it]))))
+        k = 0
+        while rows and f"grad_norm{layer_suffix(k)}" in rows[0]:
+            column = f"grad_norm{layer_suffix(k)}"
+            if k == len(out):
+                out.append({})
+            out[k][it] = [(int(r["steps_back"]), float(r[column])) for r in rows]
+            k += 1
     return out
 
 
-def _grad_flow_figure(sel: Selection, t: Tables, runs) -> Figure:
-    fig = Figure(figsize=(7, 4))
-    ax = fig.add_subplot()
+def grad_flow_curves(
+    sel: Selection, run_id: str, layer: int = 0
+) -> dict[int, list[tuple[int, float]]]:
+    """{iteration: [(steps back, ‖∂L_T/∂h‖)]} of ``layer`` for the first and last logged curve
+    (empty for a layer the run does not have)."""
+    layers = grad_flow_layers(sel, run_id)
+    return layers[layer] if layer < len(layers) else {}
+
+
+def layer_panels(layers: int) -> tuple[Figure, list]:
+    """A figure with one panel per layer side by side, sharing the y axis (one panel: the
+    single-layer figure as before)."""
+    fig = Figure(figsize=(7 if layers == 1 else 4.6 * layers, 4))
+    axes = fig.subplots(1, layers, sharey=True, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _title_layers(axes: list) -> None:
+    """Name each panel's layer when there are several (counting from the input)."""
+    if len(axes) > 1:
+        for k, ax in enumerate(axes):
+            top = " (top: feeds the output)" if k == len(axes) - 1 else ""
+            ax.set_title(f"layer {k}{top}", fontsize=9)
+
+
+def _grad_flow_figure(sel: Selection, t: Tables, runs, layers: int = 1) -> Figure:
+    fig, axes = layer_panels(layers)
     styler = Styler(t.runs, t.swept)
     for _, row in runs.iterrows():
-        curves = grad_flow_curves(sel, row["run_id"])
-        for k, (_, points) in enumerate(sorted(curves.items())):
-            d, g = zip(*[(d, g) for d, g in points if g > 0], strict=True) if points else ((), ())
-            first = k == 0 and len(curves) > 1
-            ax.plot(d, g, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": ":" if first
-                    else "-"})  # fmt: skip
-    ax.set_yscale("log")
-    ax.set_xlabel("steps back from the loss, d")
-    ax.set_ylabel("‖∂L_T / ∂h_(T−d)‖")
-    ax.grid(alpha=0.3)
-    styler.legend(ax, str(runs["task"].iloc[0]))
+        for ax, curves in zip(axes, grad_flow_layers(sel, row["run_id"]), strict=False):
+            for k, (_, points) in enumerate(sorted(curves.items())):
+                pos = [(d, g) for d, g in points if g > 0]
+                d, g = zip(*pos, strict=True) if pos else ((), ())
+                first = k == 0 and len(curves) > 1
+                ax.plot(d, g, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": ":" if first
+                        else "-"})  # fmt: skip
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("steps back from the loss, d")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("‖∂L_T / ∂h_(T−d)‖")
+    _title_layers(axes)
+    styler.legend(axes[0], str(runs["task"].iloc[0]))
     return fig
-
-
-# the gated cells' names of the vanilla cell's first-layer matrices (PyTorch's)
-GATED_NAMES = {"diag/update_ratio/Whh": "diag/update_ratio/W_hh_l0",
-               "diag/update_ratio/Wxh": "diag/update_ratio/W_ih_l0"}  # fmt: skip
 
 
 def _over_training(
@@ -139,26 +198,32 @@ def _over_training(
     ylabel: str,
     log_y: bool = False,
     band: tuple[float, float] | None = None,
+    layers: int = 1,
 ) -> Figure:
-    fig = Figure(figsize=(7, 4))
-    ax = fig.add_subplot()
+    """``solid`` and ``dashed`` (layer-0 metric names) over training, a panel per layer."""
+    fig, axes = layer_panels(layers)
     styler = Styler(t.runs, t.swept)
     for _, row in runs.iterrows():
-        for key, ls in ((solid, "-"), (dashed, "--")):
-            if key and (
-                points := sel.history(row["run_id"], key)
-                or sel.history(row["run_id"], GATED_NAMES.get(key, key))
-            ):
-                steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": ls})
-    if band:
-        ax.axhspan(*band, color="tab:green", alpha=0.08, lw=0)
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    styler.legend(ax, str(runs["task"].iloc[0]))
+        for layer, ax in enumerate(axes):
+            for key, ls in ((solid, "-"), (dashed, "--")):
+                if not key:
+                    continue
+                names = layer_keys(key, layer)
+                points = next((p for n in names if (p := sel.history(row["run_id"], n))), [])
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    style = styler.style(row) | {"linestyle": ls}
+                    ax.plot(steps, values, lw=1.2, alpha=0.85, **style)
+    for ax in axes:
+        if band:
+            ax.axhspan(*band, color="tab:green", alpha=0.08, lw=0)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    _title_layers(axes)
+    styler.legend(axes[0], str(runs["task"].iloc[0]))
     return fig
 
 
@@ -184,29 +249,33 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> DiagnosticsSection:
     for task in tasks:
         runs = t.runs[t.runs["task"] == task]
         s = f"_{task}" if len(tasks) > 1 else ""
-        add(_grad_flow_figure(sel, t, runs), f"diag_grad_flow{s}.png",
+        n = max(layers_of(by_id[rid]) for rid in runs["run_id"])  # a panel per layer
+        per = " One panel per layer (layer 0 reads the input)." if n > 1 else ""
+        add(_grad_flow_figure(sel, t, runs, n), f"diag_grad_flow{s}.png",
             "Gradient flow, first and last evaluation",
             "‖∂L_T/∂h_{T−d}‖ on the fixed probe window (L_T: the loss at its last step) against "
             "the distance d: dotted at the first evaluation, solid at the last. A falling line "
-            "is a vanishing gradient; its slope is diag/grad_decay.")  # fmt: skip
+            f"is a vanishing gradient; its slope is diag/grad_decay.{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/saturation", "diag/saturation_warm",
-                           "share of activations saturated"),
+                           "share of activations saturated", layers=n),
             f"diag_saturation{s}.png", "Saturation over training",
             "Share of (step, unit) hidden activations at |h| > 0.99 (tanh) or outside "
             "[0.01, 0.99] (sigmoid) on the validation pass: solid from h = 0, "
-            "dashed warm.")  # fmt: skip
+            f"dashed warm.{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/whh_rho", "diag/whh_sigma_max",
-                           "spectral radius / σ_max of Whh"),
+                           "spectral radius / σ_max of Whh", layers=n),
             f"diag_spectrum{s}.png", "Recurrent spectrum over training",
             "Solid: spectral radius of Whh (largest |eigenvalue|); dashed: its largest "
-            "singular value. Gated cells: the candidate's block of W_hh (GRU's n, LSTM's g); "
-            "layer 0.")  # fmt: skip
+            "singular value. Gated cells: the candidate's block of W_hh (GRU's n, LSTM's g)."
+            f"{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/update_ratio/Whh", "diag/update_ratio/Wxh",
-                           "update ratio ‖Δθ‖/‖θ‖", log_y=True, band=UPDATE_RATIO_RANGE),
+                           "update ratio ‖Δθ‖/‖θ‖", log_y=True, band=UPDATE_RATIO_RANGE,
+                           layers=n),
             f"diag_update_ratio{s}.png", "Update-to-weight ratio over training",
-            "One optimizer step's ‖Δθ‖/‖θ‖: solid Whh, dashed Wxh (gated cells: W_hh_l0, "
-            "W_ih_l0); shaded: the "
-            f"{UPDATE_RATIO_RANGE[0]:g}…{UPDATE_RATIO_RANGE[1]:g} band the flags use.")  # fmt: skip
+            "One optimizer step's ‖Δθ‖/‖θ‖: solid Whh, dashed Wxh (gated cells: W_hh_l{k}, "
+            "W_ih_l{k}); shaded: the "
+            f"{UPDATE_RATIO_RANGE[0]:g}…{UPDATE_RATIO_RANGE[1]:g} band the flags use."
+            f"{per}")  # fmt: skip
     return section
 
 
