@@ -240,6 +240,16 @@ def heavy_metrics(
     """The snapshot diagnostics: (metrics, gradient-flow curves (L, W)). Layer k's metrics carry
     ``suffix(k)``. ``observed``: saturation counts per pass ("" zero-state, "_warm") and layer,
     already taken on the evaluation's own validation pass; without them, the passes run here."""
+    out, curves = probe_metrics(params, spec, probe)
+    counts = observed or saturation_passes(params, spec.net(params), probe)
+    return out | saturation_metrics(counts), curves
+
+
+def probe_metrics(
+    params: rnn.Params, spec: EngineSpec, probe: Probe
+) -> tuple[dict[str, float], np.ndarray]:
+    """The weights' part of the snapshot: gradient flow on the probe window and the recurrent
+    spectra, (metrics, curves (L, W))."""
     net = spec.net(params)
     dtype = params["Why"].dtype
     out: dict[str, float] = {}
@@ -256,13 +266,19 @@ def heavy_metrics(
     for name, sigma, rho in zip(blocks, *spectra(np.stack(list(blocks.values()))), strict=True):
         out[f"diag/{name.format('_sigma_max')}"] = float(sigma)
         out[f"diag/{name.format('_rho')}"] = float(rho)
-    for label, counts in (observed or saturation_passes(params, net, probe)).items():
-        for k, count in enumerate(counts):
+    return out, curves
+
+
+def saturation_metrics(counts: dict[str, list[SaturationCount]]) -> dict[str, float]:
+    """``diag/saturation*`` from counts per pass ("" zero-state, "_warm") and layer."""
+    out: dict[str, float] = {}
+    for label, layers in counts.items():
+        for k, count in enumerate(layers):
             out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
             for name in count.saturated:
                 if name != "h":  # gates of a gated cell
                     out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)
-    return out, curves
+    return out
 
 
 def saturation_passes(
@@ -298,28 +314,38 @@ def step_metrics(
     """Gradient norms, update ratios and clip shares of the step just taken.
 
     ``applied``: the gradient views the optimizer used (after clipping); ``flat``/``grad_flat``
-    the buffers behind ``params``/``applied``. The update is one step of a copy of ``optimizer``
-    on a copy of the weights with that gradient, so the real optimizer's rule is what is measured.
+    the buffers behind ``params``/``applied``, each parameter's entries in ``params``' order
+    (``rnn.packed_zeros``' layout), which the segment sums below rely on. The update is one
+    step of a copy of ``optimizer`` on a copy of the weights with that gradient, so the real
+    optimizer's rule is what is measured.
     """
     out: dict[str, float] = {}
     trial = copy.deepcopy(optimizer)
     after = flat.copy()
     trial.step(after, grad_flat.copy())
-    delta = after - flat
-    offset = 0
+    delta = np.subtract(after, flat, out=after)
+    # Every parameter's norms at once: segment sums over the flat buffers (params' views are
+    # laid out in order), three reductions instead of three per parameter.
+    names = list(params)
+    starts = np.cumsum([0] + [params[n].size for n in names[:-1]])
+    sizes = np.array([params[n].size for n in names])
+    assert int(sizes.sum()) == flat.size == grad_flat.size, "params are not packed in flat"
+    g_norm = np.sqrt(np.add.reduceat(np.square(grad_flat), starts))
+    w_norm = np.sqrt(np.add.reduceat(np.square(flat), starts))
+    u_norm = np.sqrt(np.add.reduceat(np.square(delta), starts))
     norm_scaled = clip_norm is not None and grad_norm > clip_norm  # every entry rescaled
-    clipped_total = 0
-    for name, p in params.items():
-        n = p.size
-        g = applied[name]
-        out[f"diag/grad_norm/{name}"] = float(np.linalg.norm(g))
-        w = float(np.linalg.norm(p))
-        u = float(np.linalg.norm(delta[offset : offset + n]))
+    if norm_scaled:
+        clipped = sizes
+    elif clip:
+        clipped = np.add.reduceat((np.abs(grad_flat) >= clip).astype(np.int64), starts)
+    else:
+        clipped = np.zeros(len(names), dtype=np.int64)
+    for j, name in enumerate(names):
+        w, u = float(w_norm[j]), float(u_norm[j])
+        out[f"diag/grad_norm/{name}"] = float(g_norm[j])
         out[f"diag/update_ratio/{name}"] = u / w if w > 0 else float("inf") if u > 0 else 0.0
-        clipped = n if norm_scaled else int(np.count_nonzero(np.abs(g) >= clip)) if clip else 0
-        out[f"diag/clip_frac/{name}"] = clipped / n
-        clipped_total += clipped
-        offset += n
+        out[f"diag/clip_frac/{name}"] = int(clipped[j]) / int(sizes[j])
+    clipped_total = int(clipped.sum())
     out["diag/clip_frac"] = clipped_total / flat.size
     return out
 
@@ -397,7 +423,9 @@ class Diagnostics:
     every: int
     clip: float | None = None
     clip_norm: float | None = None
+    params: rnn.Params | None = None  # the trainer's live weights (for the early probe part)
     _observed: tuple[int, dict[str, list[SaturationCount]]] | None = None
+    _early: tuple[int, dict[str, float], np.ndarray] | None = None  # probe_metrics at a point
 
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
@@ -407,6 +435,11 @@ class Diagnostics:
         record's activations into this point's saturation (None when not a diagnostics point)."""
         if not self.due(iteration, last):
             return None
+        if self.params is not None:
+            # The weights' part now, before the evaluation: the weights do not change during it,
+            # and the evaluation's large arrays would leave this small work a cold cache (the
+            # same point measured after an evaluation of the adder costs ~25% more).
+            self._early = (iteration, *probe_metrics(self.params, self.spec, self.probe))
         counts: dict[str, list[SaturationCount]] = {}
         self._observed = (iteration, counts)
         picked = self.probe.val_streams
@@ -446,8 +479,14 @@ class Diagnostics:
         observed = None
         if self._observed is not None and self._observed[0] == iteration and self._observed[1]:
             observed = self._observed[1]
-        self._observed = None
-        heavy, curves = heavy_metrics(trainer.params, self.spec, self.probe, observed)
+        early, self._observed, self._early = self._early, None, None
+        if early is not None and early[0] == iteration:
+            heavy, curves = early[1], early[2]
+        else:  # a point without an evaluation (diag_every off the evaluation cadence)
+            heavy, curves = probe_metrics(trainer.params, self.spec, self.probe)
+        net = self.spec.net(trainer.params)
+        counts = observed or saturation_passes(trainer.params, net, self.probe)
+        heavy |= saturation_metrics(counts)
         self.tracker.log_metrics(metrics | heavy, step=iteration)
         self.tracker.log_text(curve_csv(curves), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
 
@@ -464,4 +503,5 @@ def start(cfg, trainer, tracker) -> Diagnostics | None:
         every=cfg.diag_every or cfg.eval_every,
         clip=cfg.optimizer.clip,
         clip_norm=cfg.optimizer.clip_norm,
+        params=trainer.params,
     )
