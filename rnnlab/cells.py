@@ -176,11 +176,14 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     )
 
 
-def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None):
+def lstm_backward(
+    layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None, c_trace=None
+):
     """BPTT through one LSTM layer. dh: (T, B, H) loss gradient at each output h_t from above.
     Returns (d gates (T, B, 4H) — the same for the input and the recurrent pre-activations —
     that again, and d state0 (2, B, H)). ``trace`` (T, B, H), when given, receives d loss / d h_t
-    (its output + the future, c_t held) of every step."""
+    (its output + the future, c_t held) of every step; ``c_trace`` d loss / d c_t (through h_t
+    and c_{t+1})."""
     acts, cs, tc = layer.saved["acts"], layer.saved["cs"], layer.saved["tc"]
     T, B, H = dh.shape
     dt = acts.dtype
@@ -205,6 +208,7 @@ def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=Non
     dhnext = np.zeros((H, B), dtype=dt)  # gradient arriving at h_t from step t+1
     dcnext = np.zeros((H, B), dtype=dt)  # ... and at c_t
     dc = np.empty((H, B), dtype=dt)
+    dcs = None if c_trace is None else np.empty((T, H, B), dtype=dt)  # each step's d c_t
     dhs, ods, fs, dGs = list(dhT), list(o_dc), list(f), list(dG)
     Kifg = list(K[:, H:].reshape(T, 3, H, B))
     dGifg = list(dG[:, H:].reshape(T, 3, H, B))
@@ -213,12 +217,16 @@ def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=Non
         np.add(dhs[t], dhnext, dhs[t])  # into h_t: its output + the future
         np.multiply(dhs[t], ods[t], dc)  # into c_t: through h_t ...
         np.add(dc, dcnext, dc)  # ... + through c_{t+1}
+        if dcs is not None:
+            dcs[t] = dc
         np.multiply(dc, Kifg[t], dGifg[t])  # (3, H, B): i, f, g pre-activations
         np.multiply(dhs[t], Ko[t], dGo[t])  # o pre-activation
         np.multiply(dc, fs[t], dcnext)  # into c_{t-1}
         np.dot(WhhT, dGs[t], dhnext)  # into h_{t-1}: (H, 4H) @ (4H, B)
     if trace is not None:
         trace[...] = dhT.transpose(0, 2, 1)  # dhT now holds each step's whole d loss / d h_t
+    if dcs is not None:
+        c_trace[...] = dcs.transpose(0, 2, 1)
     # back to PyTorch's order i f g o while transposing to (T, B, 4H): the same one pass
     dgates = np.empty((T, B, 4 * H), dtype=dt)
     dgates[:, :, : 3 * H] = dG[:, H:].transpose(0, 2, 1)

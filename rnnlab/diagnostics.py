@@ -128,19 +128,35 @@ def grad_flow(
     state gradient. One forward and one backward pass: the engine's BPTT computes d L_T / d h_t
     at every step anyway and hands it back (``dh_trace``).
     """
+    return grad_flows(params, spec, xs, ys, state0)["h"]
+
+
+def grad_flows(
+    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, state0: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``grad_flow``'s curves (L, T) under "h" and, for the LSTM, ‖∂L_T/∂c^k_{T-d}‖ under "c"
+    (the total gradient reaching the cell state c_t, through h_t and c_{t+1}; d = T: the
+    initial c), from the same forward and backward pass (``dc_trace``)."""
     net = spec.net(params)
     T = xs.shape[0]
     state0 = state0.reshape(net.layers, net.state_size, 1, -1)
     fwd = rnn.forward(params, xs, state0, net)
     dlogits = np.zeros_like(fwd.logits)  # (T, 1, O): the loss at step T alone
     _, dlogits[-1:] = rnn.HEADS[spec.head](fwd.logits[-1:].copy(), ys[-1:])
-    trace = np.empty((net.layers, T, 1, net.hidden_size), dtype=fwd.logits.dtype)
-    _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace)
-    # trace[k, t] is d L_T / d (layer k's output of 0-based step t) = h_{t+1}; d = T - (t+1)
-    norms = np.empty((net.layers, T))
-    norms[:, : T - 1] = np.linalg.norm(trace[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
-    norms[:, T - 1] = np.linalg.norm(dstate0[:, 0, 0], axis=-1)  # d = T: the initial h
-    return norms
+    shape = (net.layers, T, 1, net.hidden_size)
+    trace = np.empty(shape, dtype=fwd.logits.dtype)
+    c_trace = np.empty(shape, dtype=fwd.logits.dtype) if net.cell == "lstm" else None
+    _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace, dc_trace=c_trace)
+    out = {}
+    for name, tr, s in (("h", trace, 0), ("c", c_trace, 1)):
+        if tr is None:
+            continue
+        # tr[k, t] is d L_T / d (layer k's state after 0-based step t); d = T - (t+1)
+        norms = np.empty((net.layers, T))
+        norms[:, : T - 1] = np.linalg.norm(tr[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
+        norms[:, T - 1] = np.linalg.norm(dstate0[:, s, 0], axis=-1)  # d = T: the initial state
+        out[name] = norms
+    return out
 
 
 def grad_decay(norms: np.ndarray) -> float:
@@ -250,23 +266,33 @@ def probe_metrics(
 ) -> tuple[dict[str, float], np.ndarray]:
     """The weights' part of the snapshot: gradient flow on the probe window and the recurrent
     spectra, (metrics, curves (L, W))."""
+    out, flows = _probe(params, spec, probe)
+    return out, flows["h"]
+
+
+def _probe(
+    params: rnn.Params, spec: EngineSpec, probe: Probe
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``probe_metrics`` with every curve ``grad_flows`` gives (the LSTM's c too)."""
     net = spec.net(params)
     dtype = params["Why"].dtype
     out: dict[str, float] = {}
-    curves = grad_flow(
+    flows = grad_flows(
         params, spec, probe.window_xs, probe.window_ys, rnn.zero_state(net, 1, dtype)
     )
     blocks: dict[str, np.ndarray] = {}  # metric stem with its layer suffix -> (H, H) block
     for k in range(net.layers):
         s = suffix(k)
-        out[f"diag/grad_decay{s}"] = grad_decay(curves[k])
-        out[f"diag/grad_flow_last{s}"] = float(curves[k, -1])  # what reaches the window start
+        for state, c in flows.items():
+            at = "" if state == "h" else f"_{state}"  # the LSTM's c: diag/grad_decay_c
+            out[f"diag/grad_decay{at}{s}"] = grad_decay(c[k])
+            out[f"diag/grad_flow_last{at}{s}"] = float(c[k, -1])  # what reaches the start
         blocks |= {f"{name}{{}}{s}": m for name, m in recurrent(params, net, k).items()}
     # every layer's blocks in one stack (the candidate's "whh" block twice for gated cells)
     for name, sigma, rho in zip(blocks, *spectra(np.stack(list(blocks.values()))), strict=True):
         out[f"diag/{name.format('_sigma_max')}"] = float(sigma)
         out[f"diag/{name.format('_rho')}"] = float(rho)
-    return out, curves
+    return out, flows
 
 
 def saturation_metrics(counts: dict[str, list[SaturationCount]]) -> dict[str, float]:
@@ -350,13 +376,18 @@ def step_metrics(
     return out
 
 
-def curve_csv(curves: np.ndarray) -> str:
+def curve_csv(curves: np.ndarray, c_curves: np.ndarray | None = None) -> str:
     """The gradient-flow artifact: one row per distance d from the loss step; a column per
-    layer (``grad_norm`` for layer 0, ``grad_norm_l{k}`` above it)."""
+    layer (``grad_norm`` for layer 0, ``grad_norm_l{k}`` above it), then for the LSTM's cell
+    state the same as ``grad_norm_c[_l{k}]``."""
     curves = np.atleast_2d(curves)  # (L, T)
     L, T = curves.shape
-    head = ",".join(["steps_back", "t"] + [f"grad_norm{suffix(k)}" for k in range(L)])
-    row = "%d,%d" + ",%.9g" * L  # one format per row: the CSV is written at every evaluation
+    names = [f"grad_norm{suffix(k)}" for k in range(L)]
+    if c_curves is not None:
+        names += [f"grad_norm_c{suffix(k)}" for k in range(L)]
+        curves = np.concatenate([curves, np.atleast_2d(c_curves)])
+    head = ",".join(["steps_back", "t", *names])
+    row = "%d,%d" + ",%.9g" * len(names)  # one format per row: written at every evaluation
     d = np.arange(1, T + 1)
     cols = [d.tolist(), (T - d).tolist(), *curves.tolist()]
     return head + "\n" + "\n".join(row % r for r in zip(*cols, strict=True)) + "\n"
@@ -425,7 +456,7 @@ class Diagnostics:
     clip_norm: float | None = None
     params: rnn.Params | None = None  # the trainer's live weights (for the early probe part)
     _observed: tuple[int, dict[str, list[SaturationCount]]] | None = None
-    _early: tuple[int, dict[str, float], np.ndarray] | None = None  # probe_metrics at a point
+    _early: tuple[int, dict[str, float], dict] | None = None  # _probe's results at a point
 
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
@@ -439,7 +470,7 @@ class Diagnostics:
             # The weights' part now, before the evaluation: the weights do not change during it,
             # and the evaluation's large arrays would leave this small work a cold cache (the
             # same point measured after an evaluation of the adder costs ~25% more).
-            self._early = (iteration, *probe_metrics(self.params, self.spec, self.probe))
+            self._early = (iteration, *_probe(self.params, self.spec, self.probe))
         counts: dict[str, list[SaturationCount]] = {}
         self._observed = (iteration, counts)
         picked = self.probe.val_streams
@@ -481,14 +512,16 @@ class Diagnostics:
             observed = self._observed[1]
         early, self._observed, self._early = self._early, None, None
         if early is not None and early[0] == iteration:
-            heavy, curves = early[1], early[2]
+            heavy, flows = early[1], early[2]
         else:  # a point without an evaluation (diag_every off the evaluation cadence)
-            heavy, curves = probe_metrics(trainer.params, self.spec, self.probe)
+            heavy, flows = _probe(trainer.params, self.spec, self.probe)
         net = self.spec.net(trainer.params)
         counts = observed or saturation_passes(trainer.params, net, self.probe)
         heavy |= saturation_metrics(counts)
         self.tracker.log_metrics(metrics | heavy, step=iteration)
-        self.tracker.log_text(curve_csv(curves), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
+        self.tracker.log_text(
+            curve_csv(flows["h"], flows.get("c")), f"diagnostics/grad_flow_iter_{iteration:07d}.csv"
+        )
 
 
 def start(cfg, trainer, tracker) -> Diagnostics | None:

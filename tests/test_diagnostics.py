@@ -135,6 +135,61 @@ def test_grad_flow_of_every_cell_and_layer_equals_finite_differences(cell, layer
     assert worst < 1e-6
 
 
+def lstm_last_loss_c_moved(params, net, xs, ys, state0, k, t, delta) -> float:
+    """L_T of an LSTM from PyTorch's equations in plain numpy, with layer k's cell state after
+    0-based step t moved by delta before h_t is computed from it (t = -1: the initial c): the
+    oracle for ∂L_T/∂c_t, the gradient reaching c_t through h_t and c_{t+1}."""
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    H = net.hidden_size
+    x = np.eye(params["W_ih_l0"].shape[1])[xs[:, 0]]  # (T, V) one-hot
+    for j in range(net.layers):
+        W_ih, W_hh, b_ih, b_hh = (params[n] for n in rnn.layer_names(net, j))
+        h, c = state0[j, 0, 0].copy(), state0[j, 1, 0].copy()
+        if j == k and t < 0:
+            c = c + delta
+        out = []
+        for s in range(len(x)):
+            a = W_ih @ x[s] + b_ih + W_hh @ h + b_hh  # gates i f g o
+            i, f, g, o = sig(a[:H]), sig(a[H : 2 * H]), np.tanh(a[2 * H : 3 * H]), sig(a[3 * H :])
+            c = f * c + i * g
+            if j == k and s == t:
+                c = c + delta
+            h = o * np.tanh(c)
+            out.append(h)
+        x = np.stack(out)
+    logits = (x[-1] @ params["Why"].T + params["by"])[None, None]  # (1, 1, V)
+    loss, _ = rnn.HEADS["xent"](logits, ys[-1:])
+    return float(loss[0])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_cell_state_flow_equals_finite_differences(layers):
+    """The LSTM's second curve, ‖∂L_T/∂c_{T-d}‖, equals central differences of an independent
+    plain-numpy LSTM (1e-6 relative), and its h curve is grad_flow's."""
+    net, params, xs, ys, state0 = gated_case("lstm", layers)
+    spec = D.EngineSpec("tanh", "xent", "lstm", layers)
+    flows = D.grad_flows(params, spec, xs, ys, state0)
+    np.testing.assert_array_equal(flows["h"], D.grad_flow(params, spec, xs, ys, state0))
+    T, H, eps = xs.shape[0], net.hidden_size, 1e-5
+    fd = np.zeros((layers, T))
+    for k in range(layers):
+        for d in range(1, T + 1):
+            g = np.zeros(H)
+            for j in range(H):
+                e = np.zeros(H)
+                e[j] = eps
+                up = lstm_last_loss_c_moved(params, net, xs, ys, state0, k, T - 1 - d, e)
+                down = lstm_last_loss_c_moved(params, net, xs, ys, state0, k, T - 1 - d, -e)
+                g[j] = (up - down) / (2 * eps)
+            fd[k, d - 1] = np.linalg.norm(g)
+    assert np.all(fd > 1e-8)
+    worst = float(np.max(np.abs(flows["c"] - fd) / fd))
+    print(f"lstm × {layers}, c: worst relative error {worst:.2e}")
+    assert worst < 1e-6
+    _, gru, gxs, gys, gstate0 = gated_case("gru", 1)  # no cell state, no second curve
+    assert list(D.grad_flows(gru, D.EngineSpec("tanh", "xent", "gru"), gxs, gys, gstate0)) == ["h"]
+
+
 def test_dh_trace_leaves_the_gradients_unchanged():
     """The engine's optional per-step trace changes nothing else, bit for bit, for every cell."""
     for cell in ("rnn", "gru", "lstm"):
@@ -280,17 +335,18 @@ def test_flag_rules_judge_every_layer():
 
 @pytest.mark.slow  # two tracked runs on a fresh MLflow store (~25 s on the loaded machine)
 def test_report_figures_have_a_panel_per_layer(tmp_path):
-    """A two-layer GRU run and a one-layer run in one store: every Diagnostics figure has a
-    panel per layer; layer 1's panel draws the two-layer run's ``_l1`` metrics and curve (and
-    nothing of the one-layer run), layer 0's both runs' plain ones."""
+    """A two-layer GRU run and a one-layer LSTM run in one store: every Diagnostics figure has
+    a panel per layer; layer 1's panel draws the two-layer run's ``_l1`` metrics and curve (and
+    nothing of the one-layer run), layer 0's both runs' plain ones, and the LSTM's cell-state
+    curve as a second (dashed) one."""
     from rnnlab.job import JobContext, run_job
     from rnnlab.report.select import select
     from rnnlab.report.tables import build_tables
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ids = {}
-    for layers in (2, 1):
-        cfg = tiny_config(tmp_path, cell="gru", layers=layers, iterations=40)
+    for layers, cell in ((2, "gru"), (1, "lstm")):
+        cfg = tiny_config(tmp_path, cell=cell, layers=layers, iterations=40)
         cfg.tracking = TrackingConfig(uri=uri)
         cfg.experiment_name = "diag-layers"
         run_job(cfg, JobContext(launch_dir=tmp_path, output_dir=tmp_path / f"l{layers}"),
@@ -320,6 +376,13 @@ def test_report_figures_have_a_panel_per_layer(tmp_path):
     last = report_diag.grad_flow_curves(sel, ids[2], layer=1)
     assert sorted(last) == [20, 40] and len(flow.axes[1].lines) == 2
     assert list(flow.axes[1].lines[-1].get_ydata()) == [g for _, g in last[40] if g > 0]
+    # layer 0: the GRU's first and last h curves, the LSTM's too, and its c at the last one
+    styles = sorted(line.get_linestyle() for line in flow.axes[0].lines)
+    assert styles == sorted([":", "-", ":", "-", "--"])
+    (dashed,) = [line for line in flow.axes[0].lines if line.get_linestyle() == "--"]
+    c = report_diag.grad_flow_curves(sel, ids[1], state="c")
+    assert sorted(c) == [20, 40] and report_diag.grad_flow_curves(sel, ids[2], state="c") == {}
+    assert list(dashed.get_ydata()) == [g for _, g in c[40] if g > 0]
     (tmp_path / "report").mkdir()
     section = report_diag.build(sel, t, tmp_path / "report")
     assert len(section.figures) == 4
@@ -397,7 +460,9 @@ def test_a_run_logs_the_diagnostics_and_shares_the_validation_pass(tmp_path, cel
     curves = sorted(f for f in tracker.texts if f.startswith("diagnostics/"))
     assert curves == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (20, 40, 60)]
     rows = tracker.texts[curves[0]].splitlines()
-    assert rows[0] == "steps_back,t,grad_norm" and len(rows) == 31 and rows[1].startswith("1,29,")
+    head = "steps_back,t,grad_norm" + (",grad_norm_c" if cell == "lstm" else "")
+    assert rows[0] == head and len(rows) == 31 and rows[1].startswith("1,29,")
+    assert ("diag/grad_decay_c" in keys) == (cell == "lstm")
     assert "inspect/index.html" in tracker.texts
     # the last point's saturation, recomputed by the diagnostics' own pass on the final weights
     from rnnlab.train import Trainer
@@ -565,5 +630,6 @@ def test_a_healthy_gated_run_logs_every_layer_and_is_not_flagged(tmp_path, cell)
             assert [i for i, _ in h[name]] == [20, 40, 60], name
     assert report_diag.flags_of(h) == [], report_diag.flags_of(h)
     rows = tracker.texts["diagnostics/grad_flow_iter_0000060.csv"].splitlines()
-    assert rows[0] == "steps_back,t,grad_norm,grad_norm_l1" and len(rows) == 31
+    c = ",grad_norm_c,grad_norm_c_l1" if cell == "lstm" else ""
+    assert rows[0] == "steps_back,t,grad_norm,grad_norm_l1" + c and len(rows) == 31
     assert "inspect/index.html" in tracker.texts

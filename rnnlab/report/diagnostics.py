@@ -120,35 +120,37 @@ def _histories(sel: Selection, run) -> dict[str, list[tuple[int, float]]]:
     return {k: sel.history(rid, k) for k in keys if k in run.data.metrics}
 
 
-def grad_flow_layers(sel: Selection, run_id: str) -> list[dict[int, list[tuple[int, float]]]]:
-    """Per layer, {iteration: [(steps back, ‖∂L_T/∂h‖)]} for the first and last logged curve
-    (each curve file read once: one column per layer)."""
+def grad_flow_layers(sel: Selection, run_id: str) -> dict[str, list[dict]]:
+    """{"h": per layer {iteration: [(steps back, ‖∂L_T/∂h‖)]}, "c": the same for the LSTM's
+    cell state (empty for other cells)} for the first and last logged curve, each curve file
+    read once (a column per layer and state)."""
     try:
         files = sel.client.list_artifacts(run_id, "diagnostics")
     except (MlflowException, OSError):
-        return []
+        return {"h": [], "c": []}
     found = {
         int(m.group(1)): f.path for f in files if (m := re.search(r"iter_(\d+)\.csv$", f.path))
     }
-    out: list[dict[int, list[tuple[int, float]]]] = []
+    out: dict[str, list[dict]] = {"h": [], "c": []}
     for it in sorted({min(found), max(found)} if found else set()):
         rows = list(csv.DictReader(io.StringIO(sel.read_text(run_id, found[it]))))
-        k = 0
-        while rows and f"grad_norm{layer_suffix(k)}" in rows[0]:
-            column = f"grad_norm{layer_suffix(k)}"
-            if k == len(out):
-                out.append({})
-            out[k][it] = [(int(r["steps_back"]), float(r[column])) for r in rows]
-            k += 1
+        for state, stem in (("h", "grad_norm"), ("c", "grad_norm_c")):
+            k = 0
+            while rows and f"{stem}{layer_suffix(k)}" in rows[0]:
+                column = f"{stem}{layer_suffix(k)}"
+                if k == len(out[state]):
+                    out[state].append({})
+                out[state][k][it] = [(int(r["steps_back"]), float(r[column])) for r in rows]
+                k += 1
     return out
 
 
 def grad_flow_curves(
-    sel: Selection, run_id: str, layer: int = 0
+    sel: Selection, run_id: str, layer: int = 0, state: str = "h"
 ) -> dict[int, list[tuple[int, float]]]:
     """{iteration: [(steps back, ‖∂L_T/∂h‖)]} of ``layer`` for the first and last logged curve
-    (empty for a layer the run does not have)."""
-    layers = grad_flow_layers(sel, run_id)
+    (empty for a layer the run does not have); ``state="c"``: the LSTM's cell state."""
+    layers = grad_flow_layers(sel, run_id)[state]
     return layers[layer] if layer < len(layers) else {}
 
 
@@ -172,13 +174,19 @@ def _grad_flow_figure(sel: Selection, t: Tables, runs, layers: int = 1) -> Figur
     fig, axes = layer_panels(layers)
     styler = Styler(t.runs, t.swept)
     for _, row in runs.iterrows():
-        for ax, curves in zip(axes, grad_flow_layers(sel, row["run_id"]), strict=False):
+        flows = grad_flow_layers(sel, row["run_id"])
+        for ax, curves in zip(axes, flows["h"], strict=False):
             for k, (_, points) in enumerate(sorted(curves.items())):
                 pos = [(d, g) for d, g in points if g > 0]
                 d, g = zip(*pos, strict=True) if pos else ((), ())
                 first = k == 0 and len(curves) > 1
                 ax.plot(d, g, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": ":" if first
                         else "-"})  # fmt: skip
+        for ax, curves in zip(axes, flows["c"], strict=False):  # the LSTM's c, last evaluation
+            if curves:
+                pos = [(d, g) for d, g in curves[max(curves)] if g > 0]
+                d, g = zip(*pos, strict=True) if pos else ((), ())
+                ax.plot(d, g, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": "--"})
     for ax in axes:
         ax.set_yscale("log")
         ax.set_xlabel("steps back from the loss, d")
@@ -255,7 +263,9 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> DiagnosticsSection:
             "Gradient flow, first and last evaluation",
             "‖∂L_T/∂h_{T−d}‖ on the fixed probe window (L_T: the loss at its last step) against "
             "the distance d: dotted at the first evaluation, solid at the last. A falling line "
-            f"is a vanishing gradient; its slope is diag/grad_decay.{per}")  # fmt: skip
+            "is a vanishing gradient; its slope is diag/grad_decay. LSTM runs: dashed, "
+            "‖∂L_T/∂c_{T−d}‖ of the cell state at the last evaluation (diag/grad_decay_c)."
+            f"{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/saturation", "diag/saturation_warm",
                            "share of activations saturated", layers=n),
             f"diag_saturation{s}.png", "Saturation over training",
