@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from mlflow.exceptions import MlflowException
 
-from rnnlab.report.figures import FigureFile, Styler, _save, run_label
+from rnnlab.report.figures import CMAP, FigureFile, _order, _save, label, run_label
 from rnnlab.report.select import Selection
 from rnnlab.report.tables import Tables
 
@@ -154,6 +156,40 @@ def grad_flow_curves(
     return layers[layer] if layer < len(layers) else {}
 
 
+class RunColours:
+    """The diagnostics figures' own styling: line styles say what a curve is (first or last
+    evaluation, zero or warm, ρ or σ_max, the LSTM's c), so a run's colour alone stands for its
+    configuration — the combination of the first two swept values (the report's ``Styler``
+    spends line style on the second, which these figures need), seeds sharing a colour."""
+
+    def __init__(self, runs, swept: list[str], task: str):
+        self.keys, self.task = list(swept[:2]), task
+        combos = {tuple(row[k] for k in self.keys) for _, row in runs.iterrows()}
+        order = sorted(combos, key=lambda c: tuple(_order(v) for v in c))
+        self.colours = {c: CMAP(i / max(len(order) - 1, 1)) for i, c in enumerate(order)}
+
+    def style(self, row) -> dict:
+        return {"color": self.colours.get(tuple(row[k] for k in self.keys), CMAP(0.0))}
+
+    def legend(self, ax, styles: list[tuple[str, str]]) -> None:
+        """A colour per configuration, then what each line style means."""
+        handles = [
+            Line2D([], [], color=c, label=" ".join(
+                f"{label(k, self.task)}={v}" for k, v in zip(self.keys, combo, strict=True)))
+            for combo, c in self.colours.items()
+        ] if self.keys else []  # fmt: skip
+        handles += [Line2D([], [], color="0.3", linestyle=ls, label=text) for ls, text in styles]
+        ax.legend(handles=handles, fontsize=7, ncol=1 + len(handles) // 9, framealpha=0.8)
+
+
+def log_axis(ax) -> None:
+    """A log y axis labelled 1e-04 … as plain text (the report turns mathtext off, which
+    would leave matplotlib's log labels as raw ``$\\mathdefault{10^{-4}}$``)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def layer_panels(layers: int) -> tuple[Figure, list]:
     """A figure with one panel per layer side by side, sharing the y axis (one panel: the
     single-layer figure as before)."""
@@ -172,7 +208,8 @@ def _title_layers(axes: list) -> None:
 
 def _grad_flow_figure(sel: Selection, t: Tables, runs, layers: int = 1) -> Figure:
     fig, axes = layer_panels(layers)
-    styler = Styler(t.runs, t.swept)
+    styler = RunColours(runs, t.swept, str(runs["task"].iloc[0]))
+    with_c = False
     for _, row in runs.iterrows():
         flows = grad_flow_layers(sel, row["run_id"])
         for ax, curves in zip(axes, flows["h"], strict=False):
@@ -184,16 +221,18 @@ def _grad_flow_figure(sel: Selection, t: Tables, runs, layers: int = 1) -> Figur
                         else "-"})  # fmt: skip
         for ax, curves in zip(axes, flows["c"], strict=False):  # the LSTM's c, last evaluation
             if curves:
+                with_c = True
                 pos = [(d, g) for d, g in curves[max(curves)] if g > 0]
                 d, g = zip(*pos, strict=True) if pos else ((), ())
                 ax.plot(d, g, lw=1.2, alpha=0.85, **styler.style(row) | {"linestyle": "--"})
     for ax in axes:
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.set_xlabel("steps back from the loss, d")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("‖∂L_T / ∂h_(T−d)‖")
     _title_layers(axes)
-    styler.legend(axes[0], str(runs["task"].iloc[0]))
+    styles = [(":", "h, first evaluation"), ("-", "h, last evaluation")]
+    styler.legend(axes[0], styles + ([("--", "LSTM's c, last evaluation")] if with_c else []))
     return fig
 
 
@@ -207,10 +246,12 @@ def _over_training(
     log_y: bool = False,
     band: tuple[float, float] | None = None,
     layers: int = 1,
+    meaning: tuple[str, str] = ("", ""),
 ) -> Figure:
-    """``solid`` and ``dashed`` (layer-0 metric names) over training, a panel per layer."""
+    """``solid`` and ``dashed`` (layer-0 metric names) over training, a panel per layer;
+    ``meaning``: the legend's words for the two line styles."""
     fig, axes = layer_panels(layers)
-    styler = Styler(t.runs, t.swept)
+    styler = RunColours(runs, t.swept, str(runs["task"].iloc[0]))
     for _, row in runs.iterrows():
         for layer, ax in enumerate(axes):
             for key, ls in ((solid, "-"), (dashed, "--")):
@@ -226,12 +267,12 @@ def _over_training(
         if band:
             ax.axhspan(*band, color="tab:green", alpha=0.08, lw=0)
         if log_y:
-            ax.set_yscale("log")
+            log_axis(ax)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
     _title_layers(axes)
-    styler.legend(axes[0], str(runs["task"].iloc[0]))
+    styler.legend(axes[0], [(ls, m) for ls, m in zip(("-", "--"), meaning, strict=True) if m])
     return fig
 
 
@@ -267,20 +308,22 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> DiagnosticsSection:
             "‖∂L_T/∂c_{T−d}‖ of the cell state at the last evaluation (diag/grad_decay_c)."
             f"{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/saturation", "diag/saturation_warm",
-                           "share of activations saturated", layers=n),
+                           "share of activations saturated", layers=n,
+                           meaning=("from h = 0", "warm")),
             f"diag_saturation{s}.png", "Saturation over training",
             "Share of (step, unit) hidden activations at |h| > 0.99 (tanh) or outside "
             "[0.01, 0.99] (sigmoid) on the validation pass: solid from h = 0, "
             f"dashed warm.{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/whh_rho", "diag/whh_sigma_max",
-                           "spectral radius / σ_max of Whh", layers=n),
+                           "spectral radius / σ_max of Whh", layers=n,
+                           meaning=("spectral radius ρ", "largest singular value σ_max")),
             f"diag_spectrum{s}.png", "Recurrent spectrum over training",
             "Solid: spectral radius of Whh (largest |eigenvalue|); dashed: its largest "
             "singular value. Gated cells: the candidate's block of W_hh (GRU's n, LSTM's g)."
             f"{per}")  # fmt: skip
         add(_over_training(sel, t, runs, "diag/update_ratio/Whh", "diag/update_ratio/Wxh",
                            "update ratio ‖Δθ‖/‖θ‖", log_y=True, band=UPDATE_RATIO_RANGE,
-                           layers=n),
+                           layers=n, meaning=("Whh (W_hh)", "Wxh (W_ih)")),
             f"diag_update_ratio{s}.png", "Update-to-weight ratio over training",
             "One optimizer step's ‖Δθ‖/‖θ‖: solid Whh, dashed Wxh (gated cells: W_hh_l{k}, "
             "W_ih_l{k}); shaded: the "
