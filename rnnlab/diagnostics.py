@@ -454,9 +454,9 @@ class Diagnostics:
     every: int
     clip: float | None = None
     clip_norm: float | None = None
-    params: rnn.Params | None = None  # the trainer's live weights (for the early probe part)
+    trainer: object = None  # the run's Trainer (weights, gradients, optimizer) for ``observer``
     _observed: tuple[int, dict[str, list[SaturationCount]]] | None = None
-    _early: tuple[int, dict[str, float], dict] | None = None  # _probe's results at a point
+    _early: tuple[int, dict[str, float], str] | None = None  # a point's snapshot (``_snapshot``)
 
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
@@ -466,11 +466,12 @@ class Diagnostics:
         record's activations into this point's saturation (None when not a diagnostics point)."""
         if not self.due(iteration, last):
             return None
-        if self.params is not None:
-            # The weights' part now, before the evaluation: the weights do not change during it,
-            # and the evaluation's large arrays would leave this small work a cold cache (the
-            # same point measured after an evaluation of the adder costs ~25% more).
-            self._early = (iteration, *_probe(self.params, self.spec, self.probe))
+        if self.trainer is not None:
+            # Everything but the saturation now, before the evaluation: weights, gradients and
+            # optimizer do not change during it, and the evaluation's large arrays would leave
+            # this small work a cold cache (the same point after an adder's evaluation costs
+            # ~25% more).
+            self._early = (iteration, *self._snapshot(self.trainer))
         counts: dict[str, list[SaturationCount]] = {}
         self._observed = (iteration, counts)
         picked = self.probe.val_streams
@@ -494,9 +495,9 @@ class Diagnostics:
 
         return observe
 
-    def record(self, trainer, iteration: int, grad_norm: float) -> None:
-        """Log this point's step-bound and snapshot metrics (one call into the tracker's
-        buffer) and its gradient-flow curve."""
+    def _snapshot(self, trainer) -> tuple[dict[str, float], str]:
+        """A point's metrics but its saturation, and its curve file's text. The clip shares
+        are those of a step whose norm was not rescaled; ``record`` knows the step's norm."""
         metrics = step_metrics(
             trainer.params,
             trainer.grads,
@@ -505,23 +506,28 @@ class Diagnostics:
             trainer.grad_flat,
             self.clip,
             self.clip_norm,
-            grad_norm,
+            0.0,
         )
+        probe, flows = _probe(trainer.params, self.spec, self.probe)
+        return metrics | probe, curve_csv(flows["h"], flows.get("c"))
+
+    def record(self, trainer, iteration: int, grad_norm: float) -> None:
+        """Log this point's step-bound and snapshot metrics (one call into the tracker's
+        buffer) and its gradient-flow curve."""
         observed = None
         if self._observed is not None and self._observed[0] == iteration and self._observed[1]:
             observed = self._observed[1]
         early, self._observed, self._early = self._early, None, None
         if early is not None and early[0] == iteration:
-            heavy, flows = early[1], early[2]
+            metrics, text = early[1], early[2]
         else:  # a point without an evaluation (diag_every off the evaluation cadence)
-            heavy, flows = _probe(trainer.params, self.spec, self.probe)
+            metrics, text = self._snapshot(trainer)
+        if self.clip_norm is not None and grad_norm > self.clip_norm:  # every entry rescaled
+            metrics |= {k: 1.0 for k in metrics if k.startswith("diag/clip_frac")}
         net = self.spec.net(trainer.params)
         counts = observed or saturation_passes(trainer.params, net, self.probe)
-        heavy |= saturation_metrics(counts)
-        self.tracker.log_metrics(metrics | heavy, step=iteration)
-        self.tracker.log_text(
-            curve_csv(flows["h"], flows.get("c")), f"diagnostics/grad_flow_iter_{iteration:07d}.csv"
-        )
+        self.tracker.log_metrics(metrics | saturation_metrics(counts), step=iteration)
+        self.tracker.log_text(text, f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
 
 
 def start(cfg, trainer, tracker) -> Diagnostics | None:
@@ -536,5 +542,5 @@ def start(cfg, trainer, tracker) -> Diagnostics | None:
         every=cfg.diag_every or cfg.eval_every,
         clip=cfg.optimizer.clip,
         clip_norm=cfg.optimizer.clip_norm,
-        params=trainer.params,
+        trainer=trainer,
     )

@@ -500,6 +500,18 @@ def test_the_adder_counts_saturation_on_its_evaluation_pass():
     assert seen.share("h") == pytest.approx(own.share("h"), abs=1e-4)
 
 
+@pytest.mark.parametrize("clip_norm,share", [(1e-6, 1.0), (1e6, 0.0)])
+def test_a_rescaled_step_counts_every_entry_clipped(tmp_path, clip_norm, share):
+    """The clip shares are taken before the evaluation, the step's norm is known only after
+    it: a step whose global norm was rescaled still counts every entry, one that was not none."""
+    cfg = tiny_config(tmp_path, iterations=40)
+    cfg.optimizer.clip, cfg.optimizer.clip_norm = None, clip_norm
+    tracker = MemoryTracker()
+    train(cfg, tracker, tmp_path / "run", show_progress=False)
+    assert tracker.history["diag/clip_frac"] == [(20, share), (40, share)]
+    assert tracker.history["diag/clip_frac/Whh"] == [(20, share), (40, share)]
+
+
 def test_diagnostics_off_logs_nothing_and_training_is_unchanged(tmp_path):
     on, off = MemoryTracker(), MemoryTracker()
     train(tiny_config(tmp_path, diag_every=30), on, tmp_path / "on", show_progress=False)
