@@ -154,7 +154,8 @@ def print_diagnostics(d: dict, file=None) -> None:
             f"{d['iterations']} iterations, on {c['on_seconds']:.2f} s vs off "
             f"{c['off_seconds']:.2f} s (medians: ratio {c['ratio']:.3f}; median of the rounds' "
             f"ratios {c['paired_ratio']:.3f} = {c['fixed_seconds']:.2f} s once per run + "
-            f"{c['per_iteration_pct']:+.1f}% growing; {d['rounds']} rounds{shown})",
+            f"{c['per_iteration_pct']:+.1f}% growing; {d['rounds']} "
+            f"round{'s' if d['rounds'] != 1 else ''}{shown})",
             file=file,
         )
     verdict = "ok" if met(d) else "MISSED"
