@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(workdir, ignore_errors=True)
         if not args.no_diagnostics:  # rnnlab.diagnostics_bench: on vs off, interleaved
             with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
-                results["diagnostics"] = diagnostics_bench.diagnostics_figures(
+                results |= diagnostics_bench.all_figures(  # char-RNN and adder
                     corpus_path, track_iters, track_rounds, Path(tmp)
                 )
     results["targets"] = {
@@ -707,12 +707,12 @@ def main(argv: list[str] | None = None) -> dict:
         results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (default run)"] = (
             wall["default_run_overhead_pct"] <= TRACKING_TARGET_PCT
         )
+    results["targets"] |= diagnostics_bench.targets(results)
     if "engine" in results:
         print_report(results)
     if "cells" in results:
         print_cells(results["cells"])
-    if "diagnostics" in results:
-        diagnostics_bench.print_diagnostics(results["diagnostics"])
+    diagnostics_bench.print_all(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -219,12 +219,14 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> Layer:
     )
 
 
-def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None):
+def lstm_backward(
+    layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None, c_trace=None
+):
     """BPTT through one LSTM layer. dh: (T, B, H) loss gradient at each output h_t from above
     (overwritten). Returns (d gates (T, 4, B, H) in PyTorch's order i f g o — the same for the
     input and the recurrent pre-activations — that again, and d state0 (2, B, H)). ``trace``
     (T, B, H), when given, receives d loss / d h_t (its output + the future, c_t held) of
-    every step."""
+    every step; ``c_trace`` (T, B, H) d loss / d c_t (through h_t and c_{t+1})."""
     acts, cs, tc = layer.saved["acts"], layer.saved["cs"], layer.saved["tc"]
     T, B, H = dh.shape
     dt = acts.dtype
@@ -260,6 +262,8 @@ def lstm_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=Non
         np.add(dhs[t], dhnext, dhs[t])  # into h_t: its output + the future
         np.multiply(dhs[t], ods[t], dc)  # into c_t: through h_t ...
         np.add(dc, dcnext, dc)  # ... + through c_{t+1}
+        if c_trace is not None:
+            c_trace[t] = dc
         np.multiply(dc, Kifg[t], dGifg[t])  # (3, B, H): i, f, g pre-activations
         np.multiply(dhs[t], Ko[t], dGo[t])  # o pre-activation
         np.multiply(dc, fs[t], dcnext)  # into c_{t-1}

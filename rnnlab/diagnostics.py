@@ -128,19 +128,35 @@ def grad_flow(
     state gradient. One forward and one backward pass: the engine's BPTT computes d L_T / d h_t
     at every step anyway and hands it back (``dh_trace``).
     """
+    return grad_flows(params, spec, xs, ys, state0)["h"]
+
+
+def grad_flows(
+    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, state0: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``grad_flow``'s curves (L, T) under "h" and, for the LSTM, ‖∂L_T/∂c^k_{T-d}‖ under "c"
+    (the total gradient reaching the cell state c_t, through h_t and c_{t+1}; d = T: the
+    initial c), from the same forward and backward pass (``dc_trace``)."""
     net = spec.net(params)
     T = xs.shape[0]
     state0 = state0.reshape(net.layers, net.state_size, 1, -1)
     fwd = rnn.forward(params, xs, state0, net)
-    _, dlogits = rnn.HEADS[spec.head](fwd.logits.copy(), ys)  # (T, 1, O)
-    dlogits[:-1] = 0.0  # the loss at step T alone
-    trace = np.empty((net.layers, T, 1, net.hidden_size), dtype=fwd.logits.dtype)
-    _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace)
-    # trace[k, t] is d L_T / d (layer k's output of 0-based step t) = h_{t+1}; d = T - (t+1)
-    norms = np.empty((net.layers, T))
-    norms[:, : T - 1] = np.linalg.norm(trace[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
-    norms[:, T - 1] = np.linalg.norm(dstate0[:, 0, 0], axis=-1)  # d = T: the initial h
-    return norms
+    dlogits = np.zeros_like(fwd.logits)  # (T, 1, O): the loss at step T alone
+    _, dlogits[-1:] = rnn.HEADS[spec.head](fwd.logits[-1:].copy(), ys[-1:])
+    shape = (net.layers, T, 1, net.hidden_size)
+    trace = np.empty(shape, dtype=fwd.logits.dtype)
+    c_trace = np.empty(shape, dtype=fwd.logits.dtype) if net.cell == "lstm" else None
+    _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace, dc_trace=c_trace)
+    out = {}
+    for name, tr, s in (("h", trace, 0), ("c", c_trace, 1)):
+        if tr is None:
+            continue
+        # tr[k, t] is d L_T / d (layer k's state after 0-based step t); d = T - (t+1)
+        norms = np.empty((net.layers, T))
+        norms[:, : T - 1] = np.linalg.norm(tr[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
+        norms[:, T - 1] = np.linalg.norm(dstate0[:, s, 0], axis=-1)  # d = T: the initial state
+        out[name] = norms
+    return out
 
 
 def grad_decay(norms: np.ndarray) -> float:
@@ -148,16 +164,26 @@ def grad_decay(norms: np.ndarray) -> float:
     positive finite values."""
     d = np.arange(1, norms.size + 1, dtype=np.float64)
     ok = np.isfinite(norms) & (norms > 0)
-    if ok.sum() < 2:
+    if np.count_nonzero(ok) < 2:
         return float("nan")
-    return float(np.polyfit(d[ok], np.log(norms[ok]), 1)[0])
+    # the closed form of the degree-1 least-squares fit (np.polyfit's slope, 20x cheaper)
+    x, y = d[ok], np.log(norms[ok])
+    x = x - x.mean()
+    return float(np.dot(x, y) / np.dot(x, x))
 
 
 def spectrum(matrix: np.ndarray) -> tuple[float, float]:
     """(largest singular value, spectral radius = largest |eigenvalue|) of a square matrix."""
-    m = np.asarray(matrix, dtype=np.float64)
-    sigma_max = float(np.linalg.svd(m, compute_uv=False)[0])
-    rho = float(np.abs(np.linalg.eigvals(m)).max())
+    (sigma_max,), (rho,) = spectra(np.asarray(matrix)[None])
+    return float(sigma_max), float(rho)
+
+
+def spectra(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest singular values and spectral radii (n,) of a stack of square matrices (n, H, H):
+    two LAPACK calls for every block of every layer instead of two per block."""
+    m = np.asarray(matrices, dtype=np.float64)
+    sigma_max = np.linalg.svd(m, compute_uv=False)[:, 0]
+    rho = np.abs(np.linalg.eigvals(m)).max(axis=-1)
     return sigma_max, rho
 
 
@@ -216,6 +242,9 @@ class Probe:
     window_ys: np.ndarray
     val_xs: np.ndarray  # (T, B[, D]) the validation pass, read from the zero state
     burn_xs: np.ndarray | None = None  # (K, B) warm-up before the warm pass; None: no warm pass
+    # Which streams of the evaluation's own pass are val_xs (sorted indices, in the order the
+    # evaluation feeds its streams, over all its forward calls); None: all of them (char-RNN).
+    val_streams: np.ndarray | None = None
 
 
 def heavy_metrics(
@@ -227,25 +256,55 @@ def heavy_metrics(
     """The snapshot diagnostics: (metrics, gradient-flow curves (L, W)). Layer k's metrics carry
     ``suffix(k)``. ``observed``: saturation counts per pass ("" zero-state, "_warm") and layer,
     already taken on the evaluation's own validation pass; without them, the passes run here."""
+    out, curves = probe_metrics(params, spec, probe)
+    counts = observed or saturation_passes(params, spec.net(params), probe)
+    return out | saturation_metrics(counts), curves
+
+
+def probe_metrics(
+    params: rnn.Params, spec: EngineSpec, probe: Probe
+) -> tuple[dict[str, float], np.ndarray]:
+    """The weights' part of the snapshot: gradient flow on the probe window and the recurrent
+    spectra, (metrics, curves (L, W))."""
+    out, flows = _probe(params, spec, probe)
+    return out, flows["h"]
+
+
+def _probe(
+    params: rnn.Params, spec: EngineSpec, probe: Probe
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``probe_metrics`` with every curve ``grad_flows`` gives (the LSTM's c too)."""
     net = spec.net(params)
     dtype = params["Why"].dtype
     out: dict[str, float] = {}
-    curves = grad_flow(
+    flows = grad_flows(
         params, spec, probe.window_xs, probe.window_ys, rnn.zero_state(net, 1, dtype)
     )
+    blocks: dict[str, np.ndarray] = {}  # metric stem with its layer suffix -> (H, H) block
     for k in range(net.layers):
         s = suffix(k)
-        out[f"diag/grad_decay{s}"] = grad_decay(curves[k])
-        out[f"diag/grad_flow_last{s}"] = float(curves[k, -1])  # what reaches the window start
-        for name, m in recurrent(params, net, k).items():
-            out[f"diag/{name}_sigma_max{s}"], out[f"diag/{name}_rho{s}"] = spectrum(m)
-    for label, counts in (observed or saturation_passes(params, net, probe)).items():
-        for k, count in enumerate(counts):
+        for state, c in flows.items():
+            at = "" if state == "h" else f"_{state}"  # the LSTM's c: diag/grad_decay_c
+            out[f"diag/grad_decay{at}{s}"] = grad_decay(c[k])
+            out[f"diag/grad_flow_last{at}{s}"] = float(c[k, -1])  # what reaches the start
+        blocks |= {f"{name}{{}}{s}": m for name, m in recurrent(params, net, k).items()}
+    # every layer's blocks in one stack (the candidate's "whh" block twice for gated cells)
+    for name, sigma, rho in zip(blocks, *spectra(np.stack(list(blocks.values()))), strict=True):
+        out[f"diag/{name.format('_sigma_max')}"] = float(sigma)
+        out[f"diag/{name.format('_rho')}"] = float(rho)
+    return out, flows
+
+
+def saturation_metrics(counts: dict[str, list[SaturationCount]]) -> dict[str, float]:
+    """``diag/saturation*`` from counts per pass ("" zero-state, "_warm") and layer."""
+    out: dict[str, float] = {}
+    for label, layers in counts.items():
+        for k, count in enumerate(layers):
             out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
             for name in count.saturated:
                 if name != "h":  # gates of a gated cell
                     out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)
-    return out, curves
+    return out
 
 
 def saturation_passes(
@@ -281,43 +340,57 @@ def step_metrics(
     """Gradient norms, update ratios and clip shares of the step just taken.
 
     ``applied``: the gradient views the optimizer used (after clipping); ``flat``/``grad_flat``
-    the buffers behind ``params``/``applied``. The update is one step of a copy of ``optimizer``
-    on a copy of the weights with that gradient, so the real optimizer's rule is what is measured.
+    the buffers behind ``params``/``applied``, each parameter's entries in ``params``' order
+    (``rnn.packed_zeros``' layout), which the segment sums below rely on. The update is one
+    step of a copy of ``optimizer`` on a copy of the weights with that gradient, so the real
+    optimizer's rule is what is measured.
     """
     out: dict[str, float] = {}
     trial = copy.deepcopy(optimizer)
     after = flat.copy()
     trial.step(after, grad_flat.copy())
-    delta = after - flat
-    offset = 0
+    delta = np.subtract(after, flat, out=after)
+    # Every parameter's norms at once: segment sums over the flat buffers (params' views are
+    # laid out in order), three reductions instead of three per parameter.
+    names = list(params)
+    starts = np.cumsum([0] + [params[n].size for n in names[:-1]])
+    sizes = np.array([params[n].size for n in names])
+    assert int(sizes.sum()) == flat.size == grad_flat.size, "params are not packed in flat"
+    g_norm = np.sqrt(np.add.reduceat(np.square(grad_flat), starts))
+    w_norm = np.sqrt(np.add.reduceat(np.square(flat), starts))
+    u_norm = np.sqrt(np.add.reduceat(np.square(delta), starts))
     norm_scaled = clip_norm is not None and grad_norm > clip_norm  # every entry rescaled
-    clipped_total = 0
-    for name, p in params.items():
-        n = p.size
-        g = applied[name]
-        out[f"diag/grad_norm/{name}"] = float(np.linalg.norm(g))
-        w = float(np.linalg.norm(p))
-        u = float(np.linalg.norm(delta[offset : offset + n]))
+    if norm_scaled:
+        clipped = sizes
+    elif clip:
+        clipped = np.add.reduceat((np.abs(grad_flat) >= clip).astype(np.int64), starts)
+    else:
+        clipped = np.zeros(len(names), dtype=np.int64)
+    for j, name in enumerate(names):
+        w, u = float(w_norm[j]), float(u_norm[j])
+        out[f"diag/grad_norm/{name}"] = float(g_norm[j])
         out[f"diag/update_ratio/{name}"] = u / w if w > 0 else float("inf") if u > 0 else 0.0
-        clipped = n if norm_scaled else int(np.count_nonzero(np.abs(g) >= clip)) if clip else 0
-        out[f"diag/clip_frac/{name}"] = clipped / n
-        clipped_total += clipped
-        offset += n
+        out[f"diag/clip_frac/{name}"] = int(clipped[j]) / int(sizes[j])
+    clipped_total = int(clipped.sum())
     out["diag/clip_frac"] = clipped_total / flat.size
     return out
 
 
-def curve_csv(curves: np.ndarray) -> str:
+def curve_csv(curves: np.ndarray, c_curves: np.ndarray | None = None) -> str:
     """The gradient-flow artifact: one row per distance d from the loss step; a column per
-    layer (``grad_norm`` for layer 0, ``grad_norm_l{k}`` above it)."""
+    layer (``grad_norm`` for layer 0, ``grad_norm_l{k}`` above it), then for the LSTM's cell
+    state the same as ``grad_norm_c[_l{k}]``."""
     curves = np.atleast_2d(curves)  # (L, T)
-    T = curves.shape[1]
-    rows = [",".join(["steps_back", "t"] + [f"grad_norm{suffix(k)}" for k in range(len(curves))])]
-    rows += [
-        ",".join([str(d), str(T - d)] + [f"{c[d - 1]:.9g}" for c in curves])
-        for d in range(1, T + 1)
-    ]
-    return "\n".join(rows) + "\n"
+    L, T = curves.shape
+    names = [f"grad_norm{suffix(k)}" for k in range(L)]
+    if c_curves is not None:
+        names += [f"grad_norm_c{suffix(k)}" for k in range(L)]
+        curves = np.concatenate([curves, np.atleast_2d(c_curves)])
+    head = ",".join(["steps_back", "t", *names])
+    row = "%d,%d" + ",%.9g" * len(names)  # one format per row: written at every evaluation
+    d = np.arange(1, T + 1)
+    cols = [d.tolist(), (T - d).tolist(), *curves.tolist()]
+    return head + "\n" + "\n".join(row % r for r in zip(*cols, strict=True)) + "\n"
 
 
 # --- probes for the two tasks -------------------------------------------------------------------
@@ -350,11 +423,14 @@ def adder_probe(task, window: int) -> Probe:
         s_bits[t], carry = total & 1, total >> 1
     xs = np.stack([a_bits, b_bits], axis=-1)[:, None, :].astype(task.dtype)  # (W, 1, 2)
     ys = s_bits[:, None, None].astype(task.dtype)  # (W, 1, 1)
-    # The saturation pass reads a fixed sample of the evaluation sums: all 16,384 cost ~10x the
-    # 100 training iterations between two evaluations of the adder.
+    # Saturation is counted on a fixed sample of the evaluation sums: counting all 16,384 costs
+    # more than the rest of a diagnostics point. At an evaluation the sample is picked out of
+    # the evaluation's own forward pass (val_streams); val_xs is the same sums for a pass of
+    # their own (a diagnostics point that is not an evaluation).
     pick = np.random.default_rng([2024, task.bits]).permutation(task.eval_a.size)[:ADDER_SUMS]
+    pick = np.sort(pick)
     val_xs, _ = task.encode(task.eval_a[pick], task.eval_b[pick])  # (bits, N, 2)
-    return Probe(window_xs=xs, window_ys=ys, val_xs=val_xs, burn_xs=None)
+    return Probe(window_xs=xs, window_ys=ys, val_xs=val_xs, burn_xs=None, val_streams=pick)
 
 
 PROBES = {"charrnn": char_probe, "adder": adder_probe}
@@ -378,7 +454,9 @@ class Diagnostics:
     every: int
     clip: float | None = None
     clip_norm: float | None = None
+    trainer: object = None  # the run's Trainer (weights, gradients, optimizer) for ``observer``
     _observed: tuple[int, dict[str, list[SaturationCount]]] | None = None
+    _early: tuple[int, dict[str, float], str] | None = None  # a point's snapshot (``_snapshot``)
 
     def due(self, iteration: int, last: int) -> bool:
         return iteration % self.every == 0 or iteration == last
@@ -388,38 +466,68 @@ class Diagnostics:
         record's activations into this point's saturation (None when not a diagnostics point)."""
         if not self.due(iteration, last):
             return None
+        if self.trainer is not None:
+            # Everything but the saturation now, before the evaluation: weights, gradients and
+            # optimizer do not change during it, and the evaluation's large arrays would leave
+            # this small work a cold cache (the same point after an adder's evaluation costs
+            # ~25% more).
+            self._early = (iteration, *self._snapshot(self.trainer))
         counts: dict[str, list[SaturationCount]] = {}
         self._observed = (iteration, counts)
+        picked = self.probe.val_streams
+        seen: dict[str, int] = {}  # label -> streams of the evaluation's earlier forward calls
 
         def observe(label: str, fwd: rnn.Forward) -> None:
             layers = counts.setdefault(label, [SaturationCount() for _ in fwd.layers])
+            streams = None
+            if picked is not None:  # only the probe's streams of this call's batch
+                lo = seen.get(label, 0)
+                hi = seen[label] = lo + fwd.logits.shape[1]
+                streams = picked[(picked >= lo) & (picked < hi)] - lo
+                if streams.size == 0:
+                    return
             for k, count in enumerate(layers):
-                count.add(activations(fwd, k))
+                acts = activations(fwd, k)
+                if streams is not None:
+                    # np.take: half the time of fancy indexing on a (T, B, H) view
+                    acts = {n: (np.take(a, streams, axis=1), kind) for n, (a, kind) in acts.items()}
+                count.add(acts)
 
         return observe
 
-    def record(self, trainer, iteration: int, grad_norm: float) -> None:
-        """Log this point's step-bound and snapshot metrics."""
-        self.tracker.log_metrics(
-            step_metrics(
-                trainer.params,
-                trainer.grads,
-                trainer.optimizer,
-                trainer.flat,
-                trainer.grad_flat,
-                self.clip,
-                self.clip_norm,
-                grad_norm,
-            ),
-            step=iteration,
+    def _snapshot(self, trainer) -> tuple[dict[str, float], str]:
+        """A point's metrics but its saturation, and its curve file's text. The clip shares
+        are those of a step whose norm was not rescaled; ``record`` knows the step's norm."""
+        metrics = step_metrics(
+            trainer.params,
+            trainer.grads,
+            trainer.optimizer,
+            trainer.flat,
+            trainer.grad_flat,
+            self.clip,
+            self.clip_norm,
+            0.0,
         )
+        probe, flows = _probe(trainer.params, self.spec, self.probe)
+        return metrics | probe, curve_csv(flows["h"], flows.get("c"))
+
+    def record(self, trainer, iteration: int, grad_norm: float) -> None:
+        """Log this point's step-bound and snapshot metrics (one call into the tracker's
+        buffer) and its gradient-flow curve."""
         observed = None
         if self._observed is not None and self._observed[0] == iteration and self._observed[1]:
             observed = self._observed[1]
-        self._observed = None
-        metrics, curves = heavy_metrics(trainer.params, self.spec, self.probe, observed)
-        self.tracker.log_metrics(metrics, step=iteration)
-        self.tracker.log_text(curve_csv(curves), f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
+        early, self._observed, self._early = self._early, None, None
+        if early is not None and early[0] == iteration:
+            metrics, text = early[1], early[2]
+        else:  # a point without an evaluation (diag_every off the evaluation cadence)
+            metrics, text = self._snapshot(trainer)
+        if self.clip_norm is not None and grad_norm > self.clip_norm:  # every entry rescaled
+            metrics |= {k: 1.0 for k in metrics if k.startswith("diag/clip_frac")}
+        net = self.spec.net(trainer.params)
+        counts = observed or saturation_passes(trainer.params, net, self.probe)
+        self.tracker.log_metrics(metrics | saturation_metrics(counts), step=iteration)
+        self.tracker.log_text(text, f"diagnostics/grad_flow_iter_{iteration:07d}.csv")
 
 
 def start(cfg, trainer, tracker) -> Diagnostics | None:
@@ -434,4 +542,5 @@ def start(cfg, trainer, tracker) -> Diagnostics | None:
         every=cfg.diag_every or cfg.eval_every,
         clip=cfg.optimizer.clip,
         clip_norm=cfg.optimizer.clip_norm,
+        trainer=trainer,
     )

@@ -321,6 +321,7 @@ def backward(
     dlogits: np.ndarray,
     grads: Params | None = None,
     dh_trace: np.ndarray | None = None,
+    dc_trace: np.ndarray | None = None,
 ) -> tuple[Params, np.ndarray]:
     """Backpropagation through time over the window, through every layer.
 
@@ -330,6 +331,8 @@ def backward(
     (L, S, B, H), or dh0 (B, H) for a legacy (B, H) state. ``dh_trace`` (L, T, B, H), when
     given, receives d loss / d h_t of every layer and step (h_t the layer's output of step t,
     before dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway.
+    ``dc_trace`` (L, T, B, H), LSTM only, the same for its cell state c_t (through h_t and
+    c_{t+1}).
     """
     spec = fwd.spec
     _, layer_backward = CELLS[spec.cell]
@@ -355,7 +358,10 @@ def backward(
             dh *= fwd.masks[k]  # through the dropout on this layer's output
         # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
         trace = None if dh_trace is None else dh_trace[k]
-        dproj, drec, dstates[k] = layer_backward(layer, params[W_rec], dh, spec.activation, trace)
+        more = {} if dc_trace is None else {"c_trace": dc_trace[k]}  # the LSTM's d loss / d c_t
+        dproj, drec, dstates[k] = layer_backward(
+            layer, params[W_rec], dh, spec.activation, trace, **more
+        )
         if dproj.ndim == 4 and B > 1:  # a gated cell's (T, K, B, H), gate-major in memory
             dh = _gate_major_grads(params, grads, spec, k, x, layer.hs, dproj, drec, ones)
             continue

@@ -135,6 +135,61 @@ def test_grad_flow_of_every_cell_and_layer_equals_finite_differences(cell, layer
     assert worst < 1e-6
 
 
+def lstm_last_loss_c_moved(params, net, xs, ys, state0, k, t, delta) -> float:
+    """L_T of an LSTM from PyTorch's equations in plain numpy, with layer k's cell state after
+    0-based step t moved by delta before h_t is computed from it (t = -1: the initial c): the
+    oracle for ∂L_T/∂c_t, the gradient reaching c_t through h_t and c_{t+1}."""
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    H = net.hidden_size
+    x = np.eye(params["W_ih_l0"].shape[1])[xs[:, 0]]  # (T, V) one-hot
+    for j in range(net.layers):
+        W_ih, W_hh, b_ih, b_hh = (params[n] for n in rnn.layer_names(net, j))
+        h, c = state0[j, 0, 0].copy(), state0[j, 1, 0].copy()
+        if j == k and t < 0:
+            c = c + delta
+        out = []
+        for s in range(len(x)):
+            a = W_ih @ x[s] + b_ih + W_hh @ h + b_hh  # gates i f g o
+            i, f, g, o = sig(a[:H]), sig(a[H : 2 * H]), np.tanh(a[2 * H : 3 * H]), sig(a[3 * H :])
+            c = f * c + i * g
+            if j == k and s == t:
+                c = c + delta
+            h = o * np.tanh(c)
+            out.append(h)
+        x = np.stack(out)
+    logits = (x[-1] @ params["Why"].T + params["by"])[None, None]  # (1, 1, V)
+    loss, _ = rnn.HEADS["xent"](logits, ys[-1:])
+    return float(loss[0])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_cell_state_flow_equals_finite_differences(layers):
+    """The LSTM's second curve, ‖∂L_T/∂c_{T-d}‖, equals central differences of an independent
+    plain-numpy LSTM (1e-6 relative), and its h curve is grad_flow's."""
+    net, params, xs, ys, state0 = gated_case("lstm", layers)
+    spec = D.EngineSpec("tanh", "xent", "lstm", layers)
+    flows = D.grad_flows(params, spec, xs, ys, state0)
+    np.testing.assert_array_equal(flows["h"], D.grad_flow(params, spec, xs, ys, state0))
+    T, H, eps = xs.shape[0], net.hidden_size, 1e-5
+    fd = np.zeros((layers, T))
+    for k in range(layers):
+        for d in range(1, T + 1):
+            g = np.zeros(H)
+            for j in range(H):
+                e = np.zeros(H)
+                e[j] = eps
+                up = lstm_last_loss_c_moved(params, net, xs, ys, state0, k, T - 1 - d, e)
+                down = lstm_last_loss_c_moved(params, net, xs, ys, state0, k, T - 1 - d, -e)
+                g[j] = (up - down) / (2 * eps)
+            fd[k, d - 1] = np.linalg.norm(g)
+    assert np.all(fd > 1e-8)
+    worst = float(np.max(np.abs(flows["c"] - fd) / fd))
+    print(f"lstm × {layers}, c: worst relative error {worst:.2e}")
+    assert worst < 1e-6
+    _, gru, gxs, gys, gstate0 = gated_case("gru", 1)  # no cell state, no second curve
+    assert list(D.grad_flows(gru, D.EngineSpec("tanh", "xent", "gru"), gxs, gys, gstate0)) == ["h"]
+
+
 def test_dh_trace_leaves_the_gradients_unchanged():
     """The engine's optional per-step trace changes nothing else, bit for bit, for every cell."""
     for cell in ("rnn", "gru", "lstm"):
@@ -260,6 +315,80 @@ def test_flag_rules_at_the_last_evaluation():
                      "update ratio", "update ratio"]  # fmt: skip
 
 
+def test_flag_rules_judge_every_layer():
+    """A deeper layer that saturates or explodes is flagged, named by its layer."""
+    healthy = {
+        "diag/grad_decay": [(200, -0.2)],
+        "diag/grad_decay_l1": [(200, -0.1)],
+        "diag/saturation": [(200, 0.1)],
+        "diag/saturation_l1": [(200, 0.2)],
+        "diag/saturation_warm_l1": [(200, 0.25)],
+    }
+    assert report_diag.flags_of(healthy) == []
+    sick = healthy | {"diag/grad_decay_l1": [(200, 0.02)], "diag/saturation_warm_l1": [(200, 0.8)]}
+    assert report_diag.flags_of(sick) == [
+        ("exploding gradients", "grad_decay +0.020/step at iteration 200 (layer 1)"),
+        ("saturating units", "saturation_warm 80% at iteration 200 (layer 1)"),
+        ("zero vs warm", "saturation 20% from h=0, 80% warm (layer 1)"),
+    ]
+
+
+@pytest.mark.slow  # two tracked runs on a fresh MLflow store (~25 s on the loaded machine)
+def test_report_figures_have_a_panel_per_layer(tmp_path):
+    """A two-layer GRU run and a one-layer LSTM run in one store: every Diagnostics figure has
+    a panel per layer; layer 1's panel draws the two-layer run's ``_l1`` metrics and curve (and
+    nothing of the one-layer run), layer 0's both runs' plain ones, and the LSTM's cell-state
+    curve as a second (dashed) one."""
+    from rnnlab.job import JobContext, run_job
+    from rnnlab.report.select import select
+    from rnnlab.report.tables import build_tables
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = {}
+    for layers, cell in ((2, "gru"), (1, "lstm")):
+        cfg = tiny_config(tmp_path, cell=cell, layers=layers, iterations=40)
+        cfg.tracking = TrackingConfig(uri=uri)
+        cfg.experiment_name = "diag-layers"
+        run_job(cfg, JobContext(launch_dir=tmp_path, output_dir=tmp_path / f"l{layers}"),
+                show_progress=False)  # fmt: skip
+    sel = select(uri, experiment="diag-layers")
+    t = build_tables(sel)
+    for run in sel.runs:
+        ids[report_diag.layers_of(run)] = run.info.run_id
+    assert sorted(ids) == [1, 2]
+    runs = t.runs
+    fig = report_diag._over_training(sel, t, runs, "diag/saturation", "diag/saturation_warm",
+                                     "saturation", layers=2)  # fmt: skip
+    top, bottom = fig.axes[1], fig.axes[0]
+    assert len(fig.axes) == 2 and top.get_title().startswith("layer 1")
+    assert len(bottom.lines) == 4 and len(top.lines) == 2  # zero and warm: both runs / one
+    drawn = sorted(tuple(line.get_ydata()) for line in top.lines)
+    expected = sorted(tuple(v for _, v in sel.history(ids[2], f"diag/saturation{s}_l1"))
+                      for s in ("", "_warm"))  # fmt: skip
+    assert drawn == expected
+    ratio = report_diag._over_training(sel, t, runs, "diag/update_ratio/Whh", None, "ratio",
+                                       log_y=True, layers=2)  # fmt: skip
+    (line,) = ratio.axes[1].lines  # the GRU's W_hh_l1
+    assert list(line.get_ydata()) == [
+        v for _, v in sel.history(ids[2], "diag/update_ratio/W_hh_l1")
+    ]
+    flow = report_diag._grad_flow_figure(sel, t, runs, layers=2)
+    last = report_diag.grad_flow_curves(sel, ids[2], layer=1)
+    assert sorted(last) == [20, 40] and len(flow.axes[1].lines) == 2
+    assert list(flow.axes[1].lines[-1].get_ydata()) == [g for _, g in last[40] if g > 0]
+    # layer 0: the GRU's first and last h curves, the LSTM's too, and its c at the last one
+    styles = sorted(line.get_linestyle() for line in flow.axes[0].lines)
+    assert styles == sorted([":", "-", ":", "-", "--"])
+    (dashed,) = [line for line in flow.axes[0].lines if line.get_linestyle() == "--"]
+    c = report_diag.grad_flow_curves(sel, ids[1], state="c")
+    assert sorted(c) == [20, 40] and report_diag.grad_flow_curves(sel, ids[2], state="c") == {}
+    assert list(dashed.get_ydata()) == [g for _, g in c[40] if g > 0]
+    (tmp_path / "report").mkdir()
+    section = report_diag.build(sel, t, tmp_path / "report")
+    assert len(section.figures) == 4
+    assert all("One panel per layer" in f.caption for f in section.figures)
+
+
 @pytest.mark.slow
 def test_report_flags_the_saturating_run_and_not_the_healthy_one(tmp_path, kafka_path):
     """A real sweep: init_scale=1.0 (N(0, 1) weights: Whh's spectral radius ≈ √H) saturates;
@@ -331,7 +460,9 @@ def test_a_run_logs_the_diagnostics_and_shares_the_validation_pass(tmp_path, cel
     curves = sorted(f for f in tracker.texts if f.startswith("diagnostics/"))
     assert curves == [f"diagnostics/grad_flow_iter_{i:07d}.csv" for i in (20, 40, 60)]
     rows = tracker.texts[curves[0]].splitlines()
-    assert rows[0] == "steps_back,t,grad_norm" and len(rows) == 31 and rows[1].startswith("1,29,")
+    head = "steps_back,t,grad_norm" + (",grad_norm_c" if cell == "lstm" else "")
+    assert rows[0] == head and len(rows) == 31 and rows[1].startswith("1,29,")
+    assert ("diag/grad_decay_c" in keys) == (cell == "lstm")
     assert "inspect/index.html" in tracker.texts
     # the last point's saturation, recomputed by the diagnostics' own pass on the final weights
     from rnnlab.train import Trainer
@@ -345,6 +476,40 @@ def test_a_run_logs_the_diagnostics_and_shares_the_validation_pass(tmp_path, cel
     own, _ = D.heavy_metrics(trainer.params, spec, probe)
     for k, v in own.items():
         assert tracker.history[k][-1][1] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+def test_the_adder_counts_saturation_on_its_evaluation_pass():
+    """At an evaluation the adder's saturation is counted on the probe's 512 sums picked out of
+    the evaluation's own forward calls (two here: 20,000 sums in chunks of 16,384): the same
+    entries, and the same share, as the probe's own pass over those sums."""
+    from rnnlab.diagnostics_bench import compose
+    from rnnlab.train import Trainer
+
+    over = ["tracking.enabled=false", "seq_length=10", "task.eval_max_pairs=20000",
+            "task.init_scale=4.0", "iterations=100"]  # fmt: skip
+    cfg = compose("adder", over)
+    trainer = Trainer(cfg)
+    diag = D.start(cfg, trainer, MemoryTracker())
+    picked = diag.probe.val_streams
+    assert picked.size == D.ADDER_SUMS and picked.max() >= 16384  # both chunks hold some
+    trainer.evaluate(diag.observer(100, 100))
+    seen = diag._observed[1][""][0]
+    own = D.saturation_passes(trainer.params, diag.spec.net(trainer.params), diag.probe)[""][0]
+    assert seen.total == own.total == {"h": D.ADDER_SUMS * 10 * cfg.hidden_size}
+    assert 0.05 < own.share("h") < 0.95
+    assert seen.share("h") == pytest.approx(own.share("h"), abs=1e-4)
+
+
+@pytest.mark.parametrize("clip_norm,share", [(1e-6, 1.0), (1e6, 0.0)])
+def test_a_rescaled_step_counts_every_entry_clipped(tmp_path, clip_norm, share):
+    """The clip shares are taken before the evaluation, the step's norm is known only after
+    it: a step whose global norm was rescaled still counts every entry, one that was not none."""
+    cfg = tiny_config(tmp_path, iterations=40)
+    cfg.optimizer.clip, cfg.optimizer.clip_norm = None, clip_norm
+    tracker = MemoryTracker()
+    train(cfg, tracker, tmp_path / "run", show_progress=False)
+    assert tracker.history["diag/clip_frac"] == [(20, share), (40, share)]
+    assert tracker.history["diag/clip_frac/Whh"] == [(20, share), (40, share)]
 
 
 def test_diagnostics_off_logs_nothing_and_training_is_unchanged(tmp_path):
@@ -366,13 +531,20 @@ def test_bad_diagnostics_settings_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
-    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics
+    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics, targets
 
-    d = diagnostics_figures(kafka_path, 200, 1, tmp_path)
+    d = diagnostics_figures(kafka_path, 200, 1, tmp_path, task="adder")
     print_diagnostics(d)
     out = capsys.readouterr().out
-    assert "diagnostics (wall, rnn): 200 iterations" in out and "ratio" in out
+    # a short run's ratio is shown only beside the estimate for the task's own default length
+    assert d["default_iterations"] == 10_000  # task=adder's default, not the char-RNN's 100k
+    assert "diagnostics (wall, adder, rnn): a 10,000-iteration (default) run: ratio" in out
+    assert "estimated from 200 iterations" in out and "target diagnostics overhead" in out
     assert d["wall"]["on_seconds"] > 0 and d["cpu"]["ratio"] > 0
+    assert list(targets({"diagnostics_adder": d, "diagnostics_adder_mlflow": d})) == [
+        "diagnostics overhead <= 3% (adder, default run)",
+        "diagnostics overhead <= 3% (adder, mlflow, default run)",
+    ]
 
 
 def naive_gates(params, net: rnn.Spec, xs: np.ndarray, state0: np.ndarray) -> list[dict]:
@@ -471,5 +643,6 @@ def test_a_healthy_gated_run_logs_every_layer_and_is_not_flagged(tmp_path, cell)
             assert [i for i, _ in h[name]] == [20, 40, 60], name
     assert report_diag.flags_of(h) == [], report_diag.flags_of(h)
     rows = tracker.texts["diagnostics/grad_flow_iter_0000060.csv"].splitlines()
-    assert rows[0] == "steps_back,t,grad_norm,grad_norm_l1" and len(rows) == 31
+    c = ",grad_norm_c,grad_norm_c_l1" if cell == "lstm" else ""
+    assert rows[0] == "steps_back,t,grad_norm,grad_norm_l1" + c and len(rows) == 31
     assert "inspect/index.html" in tracker.texts

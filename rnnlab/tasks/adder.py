@@ -104,32 +104,41 @@ class AdderTask:
         return xs, ys, np.ones(self.batch_size, dtype=bool)
 
     def predict(
-        self, params: rnn.Params, a: np.ndarray, b: np.ndarray, bits: int | None = None
+        self,
+        params: rnn.Params,
+        a: np.ndarray,
+        b: np.ndarray,
+        bits: int | None = None,
+        observe=None,
     ) -> np.ndarray:
-        """Predicted ``bits``-bit sums (N,) for operand arrays (N,)."""
+        """Predicted ``bits``-bit sums (N,) for operand arrays (N,). ``observe("", fwd)``, when
+        given, sees each forward record (the diagnostics count saturation on it)."""
         out = []
         for start in range(0, a.size, 16384):  # chunks keep (bits, N, H) small
             xs, _ = self.encode(a[start : start + 16384], b[start : start + 16384], bits)
             h0 = rnn.zero_state(self.spec, xs.shape[1], self.dtype)
-            logits = rnn.forward(params, xs, h0, self.spec).logits[..., 0]
+            fwd = rnn.forward(params, xs, h0, self.spec)
+            if observe is not None:
+                observe("", fwd)
+            logits = fwd.logits[..., 0]
             out.append(from_bits(logits > 0.0))  # sigmoid(z) > ½  ⇔  z > 0
         return np.concatenate(out)
 
     def evaluate(self, params: rnn.Params, observe=None) -> dict[str, float]:
         """val/bit_acc: share of sum bits right; val/exact_acc: share of sums entirely right; with
         ``task.eval_bits`` > seq_length, the same for sums of that many bits (``…_16bit``).
-        ``observe`` is not called: the diagnostics' few adder sums are a pass of their own."""
-        metrics = self.accuracy(params, self.bits, self.eval_a, self.eval_b)
+        ``observe``: see ``predict`` (the trained-length sums only)."""
+        metrics = self.accuracy(params, self.bits, self.eval_a, self.eval_b, observe)
         if self.eval_bits != self.bits:  # val/exact_acc_16bit, ...: longer sums than trained on
             longer = self.accuracy(params, self.eval_bits, self.long_a, self.long_b)
             metrics |= {f"{k}_{self.eval_bits}bit": v for k, v in longer.items()}
         return metrics
 
     def accuracy(
-        self, params: rnn.Params, bits: int, a: np.ndarray, b: np.ndarray
+        self, params: rnn.Params, bits: int, a: np.ndarray, b: np.ndarray, observe=None
     ) -> dict[str, float]:
         """val/bit_acc and val/exact_acc of ``bits``-bit sums a + b."""
-        pred = self.predict(params, a, b, bits)
+        pred = self.predict(params, a, b, bits, observe)
         true = a + b
         bit_ok = to_bits(pred, bits) == to_bits(true, bits)
         return {"val/bit_acc": float(bit_ok.mean()), "val/exact_acc": float((pred == true).mean())}
