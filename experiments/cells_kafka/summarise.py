@@ -96,22 +96,27 @@ def ranking_lines(runs: list[dict]) -> list[str]:
     curves = {n: pd.concat([r["bpc"] for r in runs if (r["cell"], r["layers"]) == n], axis=1)
               for n in names}  # fmt: skip
     steps = sorted(set.intersection(*(set(c.dropna().index) for c in curves.values())))
-    order = {s: tuple(sorted(names, key=lambda n: curves[n].loc[s].mean())) for s in steps}
-    final = order[steps[-1]]
-    changed = [s for s in steps if order[s] != final]
     label = lambda n: f"{n[0]}-{n[1]}"  # noqa: E731
-    lines = [
-        f"- mean val/bpc ranking at {steps[-1]:,} iterations: " + " < ".join(map(label, final)),
-        f"- the last evaluation with a different ranking: {max(changed):,}"
-        if changed
-        else "- the same ranking at every evaluation",
-    ]
+    lines = []
+    for what, view in (("val/bpc", lambda c: c), ("best-so-far val/bpc", lambda c: c.cummin())):
+        order = {s: tuple(sorted(names, key=lambda n: view(curves[n]).loc[s].mean()))
+                 for s in steps}  # fmt: skip
+        changed = [s for s in steps if order[s] != order[steps[-1]]]
+        lines += [
+            f"- mean {what} ranking at {steps[-1]:,} iterations: "
+            + " < ".join(map(label, order[steps[-1]]))
+            + (f"; the last evaluation with a different ranking: {max(changed):,}"
+               if changed else "; the same ranking at every evaluation"),
+        ]  # fmt: skip
+    final = tuple(sorted(names, key=lambda n: curves[n].iloc[-1].mean()))
     seeds = sorted({r["seed"] for r in runs})
+    best = tuple(sorted(names, key=lambda n: curves[n].min().mean()))
     for seed in seeds:
-        by = {(r["cell"], r["layers"]): r["final_val_bpc"] for r in runs if r["seed"] == seed}
-        mine = tuple(sorted(by, key=by.get))
-        lines.append(f"- seed {seed}, final val/bpc: " + " < ".join(label(n) for n in mine)
-                     + (" (same order)" if mine == final else " (differs)"))  # fmt: skip
+        for what, key, ref in (("final", "final_val_bpc", final), ("best", "best_val_bpc", best)):
+            by = {(r["cell"], r["layers"]): r[key] for r in runs if r["seed"] == seed}
+            mine = tuple(sorted(by, key=by.get))
+            lines.append(f"- seed {seed}, {what} val/bpc: " + " < ".join(map(label, mine))
+                         + (" (the mean's order)" if mine == ref else " (differs)"))  # fmt: skip
     # run by run: does every run of a better configuration beat every run of the next one?
     for a, b in zip(final, final[1:], strict=False):
         worst_a = max(r["final_val_bpc"] for r in runs if (r["cell"], r["layers"]) == a)
@@ -164,6 +169,26 @@ def figure(runs: list[dict], out: Path) -> None:
     fig.savefig(out)
 
 
+def bpc_figure(runs: list[dict], title: str, out: Path) -> None:
+    """Mean val/bpc over seeds per configuration (solid: 1 layer, dashed: 2)."""
+    fig = Figure(figsize=(7.5, 4.0), dpi=100)
+    ax = fig.add_subplot()
+    for layers, style in ((1, "-"), (2, "--")):
+        for cell, colour in COLOURS.items():
+            mine = [r["bpc"] for r in runs if r["cell"] == cell and r["layers"] == layers]
+            if mine:
+                curves = pd.concat(mine, axis=1)
+                ax.plot(curves.index, curves.mean(axis=1), style, color=colour,
+                        label=f"{cell}, {layers} layer{'s' * (layers > 1)}")  # fmt: skip
+    ax.set(xlabel="iteration", ylabel="val/bpc (mean of seeds)", title=title)
+    lo = min(r["best_val_bpc"] for r in runs)
+    ax.set_ylim(lo - 0.05, lo + 1.5)
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=2)
+    fig.tight_layout()
+    fig.savefig(out)
+
+
 def main(argv: list[str]) -> None:
     args = dict(a.partition("=")[::2] for a in argv)
     client = open_store(default_uri(args.get("tracking_uri") or None))
@@ -177,6 +202,8 @@ def main(argv: list[str]) -> None:
         md += [f"## {study} (experiment `{name}`, {len(runs)} runs)", "", *table, ""]
         if study in ("params", "b1"):
             md += ["Ranking:", "", *ranking_lines(runs), ""]
+            bpc_figure(runs, f"Kafka, ~36.7k parameters, B = {runs[0]['batch_size']}: val/bpc",
+                       HERE / f"{study}_val_bpc.png")  # fmt: skip
         else:
             md += ["Learning claim (smooth loss at the last iteration; 'below from' = the first",
                    "logged iteration after the last one where the gated cell was not below):", "",
