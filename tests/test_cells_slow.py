@@ -53,7 +53,9 @@ def test_each_cell_learns_the_adder(cell):
 
 def test_gated_cells_reach_a_lower_smooth_loss_than_vanilla(kafka_path, tmp_path):
     """On kafka at the char-RNN's seed settings (hidden 100, seq 25, Adagrad lr 0.1, B = 1),
-    10,000 iterations: GRU and LSTM end with a smooth loss below the vanilla cell's."""
+    10,000 iterations: GRU and LSTM end with a smooth loss below the vanilla cell's. Seed 0 of
+    experiments/cells_kafka (its h100 sweep, the same runs through the CLI): rnn 47.95, gru 40.70,
+    lstm 36.52; seeds 1 and 2 give the same order with gaps of 3.6-17 nats."""
     smooth = {}
     for cell in ("rnn", "gru", "lstm"):
         cfg = Config()
