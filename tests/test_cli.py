@@ -3,10 +3,11 @@ exit code 2 before any run exists; a good command records one run in ./mlflow.db
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -42,27 +43,69 @@ BAD_VALUES = {
 }
 
 
+# Runs each case as ``python -m rnnlab.run <args>`` does, in a process forked from one that has
+# already imported what rnnlab.run imports (Hydra, OmegaConf, rnnlab's config and checks): 25
+# cold interpreter starts cost ~0.5 s of CPU each, the quick loop's largest item. The child
+# executes rnnlab/run.py as __main__ in its own folder with its own stdout/stderr files, and
+# its exit status is the process's; one case also runs cold and must give the same bytes.
+FORKED_CLI = r"""
+import json, os, runpy, sys, traceback
+import hydra, omegaconf, rnnlab.config, rnnlab.launching, rnnlab.preflight, rnnlab.quiet
+import rnnlab.summary
+cases, out = json.loads(sys.argv[1]), sys.argv[2]
+for i, (cwd, args) in enumerate(cases):
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(f"{out}/{i}.{name}", os.O_WRONLY | os.O_CREAT, 0o644), fd)
+        sys.argv = ["rnnlab.run", *args]
+        code = 0
+        try:
+            runpy.run_module("rnnlab.run", run_name="__main__", alter_sys=True)
+        except SystemExit as e:  # what the interpreter does with it at exit
+            code = e.code if isinstance(e.code, int) or e.code is None else 1
+            if not isinstance(e.code, int) and e.code is not None:
+                print(e.code, file=sys.stderr)
+        except BaseException:  # an uncaught exception: the traceback, status 1
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code or 0)
+    _, status = os.waitpid(pid, 0)
+    with open(f"{out}/{i}.code", "w") as f:
+        f.write(str(os.waitstatus_to_exitcode(status)))
+"""
+
+
 @pytest.fixture(scope="module")
 def bad_results(tmp_path_factory, kafka_path):
-    """Every bad command line, run as real subprocesses (four at a time: each costs an
-    interpreter start), each in its own empty folder."""
+    """Every bad command line, each in its own empty folder (see FORKED_CLI)."""
     root = tmp_path_factory.mktemp("bad")
     files = {"missing": root / "nope.txt", "latin1": root / "latin1.txt", "empty": root / "e.txt"}
     files["latin1"].write_bytes("Käfer".encode("latin-1"))
     files["empty"].write_bytes(b"")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-
-    def run(i: int, arg: str):
-        cwd = root / f"case{i}"
-        cwd.mkdir()
+    cases = []
+    for i, arg in enumerate(BAD_VALUES):
+        (root / f"case{i}").mkdir()
         args = arg.format(**files).split()
-        args = ["-m", *args] if "," in arg else args
-        p = subprocess.run([sys.executable, "-m", "rnnlab.run", *args], cwd=cwd, env=env,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-        return arg, (p.returncode, p.stdout, p.stderr, cwd)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = dict(pool.map(run, range(len(BAD_VALUES)), BAD_VALUES))
+        cases.append((str(root / f"case{i}"), ["-m", *args] if "," in arg else args))
+    out = root / "out"
+    out.mkdir()
+    p = subprocess.run([sys.executable, "-c", FORKED_CLI, json.dumps(cases), str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0 and p.stdout == p.stderr == "", p.stderr[-3000:]
+    results = {}
+    for i, arg in enumerate(BAD_VALUES):
+        code = int((out / f"{i}.code").read_text())
+        stdout, stderr = ((out / f"{i}.{n}").read_text() for n in ("stdout", "stderr"))
+        results[arg] = (code, stdout, stderr, Path(cases[i][0]))
+    (root / "cold").mkdir()
+    cold = subprocess.run([sys.executable, "-m", "rnnlab.run", "hidden_size=0"], cwd=root / "cold",
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert (cold.returncode, cold.stdout, cold.stderr) == results["hidden_size=0"][:3]
+    assert list((root / "cold").iterdir()) == []
     return results
 
 

@@ -26,19 +26,8 @@ def children(uri: str) -> list:
     return client.search_runs(exps, filter_string="tags.mlflow.parentRunId != ''", max_results=1000)
 
 
-@pytest.mark.slow
-def test_joblib_runs_jobs_in_parallel_processes_with_one_blas_thread_each(tmp_path):
-    proc = run_cli(
-        ["-m", *QUICK_ADDER, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = children(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    errors = [r.data.tags.get("error") for r in runs if r.info.status != "FINISHED"]
-    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4, errors
-    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
-    expected = "1"  # blas_threads default: one per job
-    assert {r.data.tags.get("rnnlab.blas_threads") for r in runs} == {expected}
+# The joblib launcher's grid sweep (every job FINISHED under one parent, one BLAS thread each,
+# on a fresh store) is test_sweeps.py's test_joblib_sweep_of_8_on_a_fresh_store_loses_nothing.
 
 
 @pytest.mark.slow

@@ -7,6 +7,14 @@ logs that folder under ``report/`` in the sweep's parent run, and returns the pa
 ``report.html`` and the selection. It does not train or change runs.
 """
 
-from rnnlab.report.build import generate
-
 __all__ = ["generate"]
+
+
+def __getattr__(name: str):
+    # Lazy: Hydra imports rnnlab.report.callback in every `python -m rnnlab.run`, and build
+    # pulls in matplotlib and pandas (~0.5-1 s of CPU per process) that only a report needs.
+    if name == "generate":
+        from rnnlab.report.build import generate
+
+        return generate
+    raise AttributeError(f"module 'rnnlab.report' has no attribute {name!r}")
