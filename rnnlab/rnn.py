@@ -410,18 +410,24 @@ def _gate_major_grads(params, grads, spec, k, x, hs, dproj, drec, ones):
     return np.matmul(dp, params[W_in].reshape(K, H, D)).sum(axis=0).reshape(T, B, D)
 
 
+def _symbol_runs(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The steps sorted by input symbol: (order (N,), the sorted symbols (N,), starts (S,) — the
+    first sorted position of each of the S distinct symbols)."""
+    order = np.argsort(sym, kind="stable")
+    sorted_sym = sym[order]
+    run_start = np.empty(sym.shape[0], dtype=bool)
+    run_start[0] = True
+    np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
+    return order, sorted_sym, np.flatnonzero(run_start)
+
+
 def _scatter_gate_columns(sym: np.ndarray, dz: np.ndarray, dW: np.ndarray) -> None:
     """dW[k, :, s] = sum of dz[k, n] over the steps n whose input symbol was s; 0 for unseen s.
     sym: (N,) ints, dz: (K, N, H) per gate, dW: (K, H, V), written in place. The steps sorted
     by symbol, each run of equal symbols summed (one reduce per distinct symbol over
     contiguous rows: ~2x faster than ``np.add.reduceat`` over these shapes)."""
     N = sym.shape[0]
-    order = np.argsort(sym, kind="stable")
-    sorted_sym = sym[order]
-    run_start = np.empty(N, dtype=bool)
-    run_start[0] = True
-    np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
-    starts = np.flatnonzero(run_start)  # (S,) first sorted position of each distinct symbol
+    order, sorted_sym, starts = _symbol_runs(sym)
     K, _, H = dz.shape
     dzs = dz.transpose(1, 0, 2)[order]  # (N, K, H): the steps' rows, sorted by symbol
     sums = np.empty((starts.size, K, H), dtype=dz.dtype)  # (S, K, H)
@@ -448,12 +454,7 @@ def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
         dWxh[...] = dWxhT.T
         return
     # Sort the steps by symbol and sum each run of equal symbols.
-    order = np.argsort(sym, kind="stable")
-    sorted_sym = sym[order]
-    run_start = np.empty(N, dtype=bool)
-    run_start[0] = True
-    np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
-    starts = np.flatnonzero(run_start)  # (K,) first sorted position of each distinct symbol
+    order, sorted_sym, starts = _symbol_runs(sym)
     dWxh.fill(0.0)
     dWxh[:, sorted_sym[starts]] = np.add.reduceat(dz[order], starts, axis=0).T  # (H, K)
 

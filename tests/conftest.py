@@ -36,6 +36,18 @@ def kafka_path() -> Path:
 
 
 @pytest.fixture
+def no_env_store(monkeypatch):
+    """In-process tests name their store themselves: no MLFLOW_TRACKING_URI from the shell, and
+    no run left active for the next test."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> str:
     """A fresh SQLite MLflow store URI in a temp folder."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.entities import Metric, Param
@@ -20,11 +19,8 @@ from rnnlab.run import CONFIG_DIR
 
 
 @pytest.fixture(autouse=True)
-def no_env_store(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield
-    while mlflow.active_run():
-        mlflow.end_run()
+def _no_env_store(no_env_store):
+    """conftest.no_env_store for every test here."""
 
 
 def mlflow_section(key: str) -> str:

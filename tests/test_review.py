@@ -11,7 +11,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.entities import Metric, Param
@@ -28,11 +27,8 @@ RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
 @pytest.fixture(autouse=True)
-def no_env_store(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield
-    while mlflow.active_run():
-        mlflow.end_run()
+def _no_env_store(no_env_store):
+    """conftest.no_env_store for every test here."""
 
 
 def test_a_job_without_overrides_is_named_after_its_task_and_time():

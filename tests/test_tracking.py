@@ -46,11 +46,8 @@ def make_config(overrides: list[str], store: str, experiment: str) -> Config:
 
 
 @pytest.fixture(autouse=True)
-def no_env_store(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield
-    while mlflow.active_run():  # never leak a run into the next test
-        mlflow.end_run()
+def _no_env_store(no_env_store):
+    """conftest.no_env_store for every test here."""
 
 
 def only_run(client: MlflowClient, experiment: str):
