@@ -17,7 +17,6 @@ same page is logged as the artifact ``inspect/index.html`` at the end of every r
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import numpy as np
 
 from rnnlab import inspect_html, rnn
 from rnnlab.inspect_units import InspectError, analyse_adder
-from rnnlab.sample import SampleError, resolve_weights
+from rnnlab.quiet import key_value_cli
+from rnnlab.sample import SampleError, parse_args, resolve_weights
 
 MAX_CHARS = 20_000  # a page beyond this is too heavy for a browser to colour per character
 
@@ -46,14 +46,10 @@ USAGE = (
 
 def main(argv: list[str]) -> Path:
     """Write the page; return its path (or raise InspectError)."""
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS:
-            raise InspectError(f"{arg!r} is not one of {', '.join(k + '=' for k in KEYS)}")
-        args[key] = value
-    if ("run_id" in args) == ("checkpoint" in args):
-        raise InspectError("give exactly one of run_id=<id> or checkpoint=<path>")
+    try:  # key=value among KEYS, exactly one of run_id= and checkpoint= (as rnnlab.sample)
+        args = parse_args(argv, KEYS)
+    except SampleError as e:
+        raise InspectError(str(e)) from None
     if "text" in args and "path" in args:
         raise InspectError('give at most one of text="…" or path=<file>')
     text = args.get("text")
@@ -90,16 +86,8 @@ def main(argv: list[str]) -> Path:
 
 
 def cli() -> None:
-    argv = sys.argv[1:]
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
-        sys.exit(0 if argv else 2)
-    try:
-        path = main(argv)
-    except InspectError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {path}")
+    help_text = USAGE + "\n\n" + __doc__.split("\n\n")[1]
+    key_value_cli(lambda argv: f"wrote {main(argv)}", help_text, InspectError)
 
 
 if __name__ == "__main__":
