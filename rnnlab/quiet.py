@@ -67,27 +67,25 @@ class _SurvivingStream:
         self._closed_pipe = False
 
     def write(self, text: str) -> int:
-        if not self._closed_pipe:
-            try:
-                return self._stream.write(text)
-            except (BrokenPipeError, ValueError):
-                self._gone()
-            except OSError as e:
-                if e.errno != errno.EPIPE:
-                    raise
-                self._gone()
-        return len(text)
+        written = self._guarded(self._stream.write, text)
+        return len(text) if written is None else written
 
     def flush(self) -> None:
-        if not self._closed_pipe:
-            try:
-                self._stream.flush()
-            except (BrokenPipeError, ValueError):
-                self._gone()
-            except OSError as e:
-                if e.errno != errno.EPIPE:
-                    raise
-                self._gone()
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call, *args):
+        """``call(*args)`` while the reader is there; None once it has gone (a closed pipe)."""
+        if self._closed_pipe:
+            return None
+        try:
+            return call(*args)
+        except (BrokenPipeError, ValueError):
+            self._gone()
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            self._gone()
+        return None
 
     def _gone(self) -> None:
         self._closed_pipe = True
