@@ -106,6 +106,15 @@ def stream_windows(data: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, 
     return out
 
 
+def naive_clip_adagrad(params: list, dparams: list, mems: list) -> None:
+    """min-char-rnn's update, matrix by matrix: clip each gradient, then Adagrad in place."""
+    for dparam in dparams:
+        np.clip(dparam, -CLIP, CLIP, out=dparam)
+    for param, dparam, mem in zip(params, dparams, mems, strict=True):
+        mem += dparam * dparam
+        param += -LR * dparam / np.sqrt(mem + 1e-8)
+
+
 class NaiveLoop:
     """The seed's training loop: ``naive_lossfun``, ``np.clip`` per matrix, Adagrad per matrix."""
 
@@ -127,11 +136,7 @@ class NaiveLoop:
             inputs, targets = self.windows[self.i]
             self.i += 1
             loss, *dparams, self.hprev = naive_lossfun(inputs, targets, self.hprev, *self.params)
-            for dparam in dparams:
-                np.clip(dparam, -CLIP, CLIP, out=dparam)
-            for param, dparam, mem in zip(self.params, dparams, self.mems, strict=True):
-                mem += dparam * dparam
-                param += -LR * dparam / np.sqrt(mem + 1e-8)
+            naive_clip_adagrad(self.params, dparams, self.mems)
         return n * SEQ
 
 
@@ -300,11 +305,7 @@ class NaiveCellLoop:
                 self.cell, inputs, targets, self.h, self.c, *self.params
             )
             self.c = c if c is not None else self.c
-            for dparam in dparams:
-                np.clip(dparam, -CLIP, CLIP, out=dparam)
-            for param, dparam, mem in zip(self.params, dparams, self.mems, strict=True):
-                mem += dparam * dparam
-                param += -LR * dparam / np.sqrt(mem + 1e-8)
+            naive_clip_adagrad(self.params, dparams, self.mems)
         return n * SEQ
 
 
