@@ -3,13 +3,12 @@ dropout on, samples and ``rnnlab.sample``, the pyfunc model, and refusals of bad
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_cli
+from stop_at import StopAt
 
 from rnnlab import checkpoint, rnn
 from rnnlab.config import Config
@@ -35,19 +34,6 @@ def small_config(task: str, cell: str, kafka_path: Path, iterations: int) -> Con
     cfg.log_every, cfg.eval_every, cfg.sample_every, cfg.checkpoint_every = 10, 7, 50, 100
     cfg.sample_length = 20
     return cfg
-
-
-class StopAt(MemoryTracker):
-    """Sends this process a real SIGINT while step ``at``'s evaluation is being logged."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def log_metrics(self, metrics, step):
-        super().log_metrics(metrics, step)
-        if step == self.at and any(k.startswith("val/") for k in metrics):
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.parametrize("task", ["charrnn", "adder"])

@@ -32,13 +32,19 @@ def compose_config(overrides: list[str]) -> Config:
         return to_config(compose(config_name="config", overrides=overrides))
 
 
+def hostile_corpus(tmp: Path, kafka_path: Path) -> Path:
+    """30,000 characters of Kafka with the hostile line three times in the held-out end."""
+    text = kafka_path.read_text(encoding="utf-8")[:30000]
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(text[:28000] + ("\n" + HOSTILE) * 3 + text[28000:], encoding="utf-8")
+    return corpus
+
+
 @pytest.fixture(scope="module")
 def char_run(tmp_path_factory, kafka_path):
     """A short char-RNN run on Kafka with a hostile line in its held-out text."""
     tmp = tmp_path_factory.mktemp("inspect")
-    text = kafka_path.read_text(encoding="utf-8")[:30000]
-    corpus = tmp / "corpus.txt"
-    corpus.write_text(text[:28000] + ("\n" + HOSTILE) * 3 + text[28000:], encoding="utf-8")
+    corpus = hostile_corpus(tmp, kafka_path)
     cfg = compose_config(
         [
             f"data.path={corpus}",
@@ -146,9 +152,7 @@ def screenshot(html_file: Path, png: Path, profile: Path) -> None:
 def lstm_run(tmp_path_factory, kafka_path):
     """A short two-layer LSTM char-RNN run on Kafka with the same hostile held-out line."""
     tmp = tmp_path_factory.mktemp("inspect-lstm")
-    text = kafka_path.read_text(encoding="utf-8")[:30000]
-    corpus = tmp / "corpus.txt"
-    corpus.write_text(text[:28000] + ("\n" + HOSTILE) * 3 + text[28000:], encoding="utf-8")
+    corpus = hostile_corpus(tmp, kafka_path)
     cfg = compose_config(
         [f"data.path={corpus}", "data.strip_gutenberg=false", "cell=lstm", "layers=2",
          "iterations=300", "hidden_size=24", "eval_every=300", "sample_every=300",

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
+from stop_at import StopAt
 
 from rnnlab import checkpoint
 from rnnlab.config import Config
@@ -47,19 +48,6 @@ def small_config(task: str, batch_size: int, kafka_path: Path, iterations: int) 
     cfg.log_every, cfg.eval_every, cfg.sample_every, cfg.checkpoint_every = 10, 7, 50, 100
     cfg.sample_length = 20
     return cfg
-
-
-class StopAt(MemoryTracker):
-    """Sends this process a real SIGINT while step ``at``'s evaluation is being logged."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def log_metrics(self, metrics, step):
-        super().log_metrics(metrics, step)
-        if step == self.at and any(k.startswith("val/") for k in metrics):
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def checkpoint_arrays(path: Path) -> dict[str, np.ndarray]:
