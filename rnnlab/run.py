@@ -24,6 +24,7 @@ from rnnlab import launching
 from rnnlab.config import ConfigError, register_configs, to_config
 from rnnlab.preflight import UserError, preflight
 from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
+from rnnlab.signals import held
 from rnnlab.summary import default_run_name
 
 if TYPE_CHECKING:
@@ -75,12 +76,13 @@ def summary(ctx: JobContext, status: str, detail: str, started: float, task: str
     job = f"job {ctx.job_num} " if ctx.job_num is not None else ""
     name = ctx.run_name or "run"
     seconds = time.perf_counter() - started
-    closing = last_run_closing(task, ctx.launch_dir) if task else None
-    if ctx.multirun and closing:
-        detail += f", run {closing[0]}"
-    print(f"rnnlab: {job}{name}: {status} in {seconds:.1f} s, {detail}", file=sys.stderr)
-    if not ctx.multirun and closing:
-        print("\n".join(closing[1]), flush=True)
+    with held():  # store reads: a signal now stops the CLI once these lines are out
+        closing = last_run_closing(task, ctx.launch_dir) if task else None
+        if ctx.multirun and closing:
+            detail += f", run {closing[0]}"
+        print(f"rnnlab: {job}{name}: {status} in {seconds:.1f} s, {detail}", file=sys.stderr)
+        if not ctx.multirun and closing:
+            print("\n".join(closing[1]), flush=True)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")

@@ -10,7 +10,8 @@ closing flush.
 Signal handlers are process-wide, so the state here is too (one ``_Stop``). The first SIGINT or
 SIGTERM is a request the training loop honours after a whole iteration (it then checkpoints);
 a second SIGINT inside the loop interrupts at once (``KeyboardInterrupt``), outside it (while a
-job closes its run) it is only recorded. Not here: what a stop means for a run's status
+job closes its run) it is only recorded; after the run is closed, ``held()`` raises it once the
+store calls in flight are done. Not here: what a stop means for a run's status
 (``rnnlab.job``).
 """
 
@@ -70,6 +71,22 @@ def stop_on_signals(hard_interrupt: bool = True):
             _stop.requests.clear()
             _stop.pending_interrupt = False
             _stop.outer = {}
+
+
+@contextmanager
+def held():
+    """Hold SIGINT/SIGTERM over store calls that follow a closed run (its closing lines, a
+    sweep's parent being closed): a signal meanwhile is recorded, and raised as
+    ``KeyboardInterrupt`` once the block is done — never inside a database call, where
+    SQLAlchemy would log the interrupted cursor's traceback and the block would stop half-way.
+    Only a signal that arrives inside the block is raised; an enclosing block's requests are
+    its own."""
+    with stop_on_signals(hard_interrupt=False) as requests:
+        before = len(requests)
+        yield
+        late = requests[before:]
+    if late:
+        raise KeyboardInterrupt(late[0])
 
 
 def outer_handler(signum: int):

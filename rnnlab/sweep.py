@@ -25,6 +25,7 @@ import rnnlab
 from rnnlab import store
 from rnnlab.job import PARENT_RUN_FILE, SWEPT_KEYS_FILE, git_tags
 from rnnlab.leaderboard import record_best_on_parent
+from rnnlab.signals import stop_on_signals
 from rnnlab.store import ensure_experiment, experiment_name, tracking_uri
 
 # The open parent run of this process, so the CLI can close it KILLED on Ctrl-C.
@@ -88,7 +89,14 @@ def name_dead_runs(client: MlflowClient, experiment_id: str) -> None:
 
 
 def close_parent(status_if_all_finished: int) -> None:
-    """End the open parent run: FINISHED only if every child finished, else FAILED/KILLED."""
+    """End the open parent run: FINISHED only if every child finished, else FAILED/KILLED.
+    No signal stops it half-way (a parent popped from ``open_parent`` but never ended would
+    stay RUNNING): one that arrives meanwhile is only recorded."""
+    with stop_on_signals(hard_interrupt=False):
+        _close_parent(status_if_all_finished)
+
+
+def _close_parent(status_if_all_finished: int) -> None:
     uri, run_id = open_parent.pop("uri"), open_parent.pop("run_id")
     client = MlflowClient(uri)
     parent = client.get_run(run_id)

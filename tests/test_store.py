@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 
 from rnnlab import checkpoint, signals, store
 from rnnlab.checkpoint import Checkpoint
@@ -133,6 +133,69 @@ def test_no_signal_cuts_a_shielded_block_in_half():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert requested == ["SIGINT", "SIGTERM"]
+
+
+def test_held_raises_a_signal_from_inside_once_the_block_is_done():
+    """``signals.held()``: real SIGTERMs inside the block change nothing there; the first is
+    raised when the block ends; an enclosing block's earlier request is not raised again, and
+    the handler from before is back afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+    done = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with signals.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handlers run here, inside the block
+            done.append("whole")
+    assert done == ["whole"] and signal.getsignal(signal.SIGTERM) is before
+    with signals.stop_on_signals(hard_interrupt=False) as requested:  # a job that was stopped
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        with signals.held():  # its closing lines: the job's own request is not raised again
+            time.sleep(0.01)
+        assert requested == ["SIGINT"]
+
+
+def test_signals_while_a_sweeps_parent_closes_never_leave_it_running(client, tmp_path):
+    """Real SIGTERMs, sent from inside ``sweep.close_parent``'s own database statements (a
+    SQLAlchemy event hook picks which, from a seeded generator) while the CLI's handler is
+    installed (it raises KeyboardInterrupt): the parent still ends FINISHED with its children
+    counted — before, the first such signal left the parent RUNNING."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from rnnlab import run, sweep
+
+    exp = store.ensure_experiment(client, "t")
+    parent = client.create_run(exp, tags={"rnnlab.kind": "sweep"}).info.run_id
+    for seed in (0, 1):
+        child = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+        client.log_batch(child, metrics=[Metric("objective", 1.0 + seed, 0, 10)])
+        client.set_terminated(child, "FINISHED")
+    at = sorted(np.random.default_rng(7).choice(12, size=3, replace=False).tolist())
+    print("SIGTERM at statements", at)
+    statements = []
+
+    def signal_on_some(*_):
+        if len(statements) in at:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in this thread's next step
+        statements.append(1)
+
+    previous = signal.signal(signal.SIGTERM, run._terminate)
+    event.listen(Engine, "before_cursor_execute", signal_on_some)
+    try:
+        sweep.open_parent.update(uri=client.tracking_uri, run_id=parent)
+        sweep.close_parent(RunStatus.FINISHED)
+    except KeyboardInterrupt as e:  # a failure of this test, not the end of the session
+        pytest.fail(f"a signal cut close_parent short at statement {len(statements)}: {e!r}")
+    finally:
+        event.remove(Engine, "before_cursor_execute", signal_on_some)
+        signal.signal(signal.SIGTERM, previous)
+        sweep.open_parent.clear()
+    assert len(statements) > max(at)  # every chosen statement ran, so each signal was sent
+    closed = client.get_run(parent)
+    assert closed.info.status == "FINISHED", closed.info
+    assert closed.data.tags["rnnlab.children"] == "2"
 
 
 def test_resume_run_continues_a_run_inside_this_process(tmp_path):
