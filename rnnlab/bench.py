@@ -310,10 +310,15 @@ class NaiveCellLoop:
 
 
 class CellEngineLoop:
-    """The engine's step for one layer of ``cell`` on B streams, as ``EngineLoop``."""
+    """The engine's step for one layer of ``cell`` on B streams, as ``EngineLoop``; the default
+    training path (at B > 1 the compiled kernels), or with ``reference`` the numpy cells."""
 
-    def __init__(self, data, vocab_size: int, batch_size: int, dtype, cell: str, seed: int = 0):
+    def __init__(
+        self, data, vocab_size: int, batch_size: int, dtype, cell: str, seed: int = 0,
+        reference: bool = False,
+    ):  # fmt: skip
         rng = np.random.default_rng(seed)
+        self.reference = reference
         V = vocab_size
         self.spec = rnn.Spec(cell, 1, HIDDEN)
         self.flat, self.params = rnn.init_params(
@@ -334,8 +339,9 @@ class CellEngineLoop:
             xs, ys = self.windows[self.i]
             self.i += 1
             _, _, self.state = rnn.loss_and_grads(
-                self.params, xs, ys, self.state, self.spec, "xent", self.grads
-            )
+                self.params, xs, ys, self.state, self.spec, "xent", self.grads,
+                reference=self.reference,
+            )  # fmt: skip
             clip_elementwise(self.grad_flat, CLIP)
             self.optimizer.step(self.flat, self.grad_flat)
         return n * SEQ * self.state.shape[2]
