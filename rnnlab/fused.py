@@ -86,11 +86,12 @@ def _per_gate(a: np.ndarray, K: int) -> np.ndarray:
     return a.reshape(T, B, K, G // K).transpose(0, 2, 1, 3)
 
 
-def _contiguous(dh: np.ndarray) -> np.ndarray:
-    """dh itself, which the kernels overwrite in place: it must be C-contiguous."""
-    if not dh.flags.c_contiguous:
-        raise ValueError("dh must be C-contiguous (the kernel writes into it)")
-    return dh
+def _writable(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """What a kernel writes for ``a``: a itself when it is C-contiguous, else a contiguous copy
+    (copy it back afterwards). The shape is checked here: the kernels do not check bounds."""
+    if a.shape != shape:
+        raise ValueError(f"expected shape {shape}, got {a.shape}")
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _batch_major(a: np.ndarray) -> np.ndarray:
@@ -147,10 +148,13 @@ def gru_backward(layer: cells.Layer, W_hh: np.ndarray, dh: np.ndarray, activatio
     dproj, drec = np.empty((T, B, 3 * H), dtype=dt), np.empty((T, B, 3 * H), dtype=dt)
     dhnext = np.zeros((B, H), dtype=dt)
     acts = _batch_major(layer.saved["acts"])
+    work = _writable(dh, (T, B, H))
     kernels().gru_backward(
         acts, layer.saved["hn"], layer.hs, np.ascontiguousarray(W_hh),
-        _contiguous(dh), dproj, drec, dhnext, np.empty((B, H), dtype=dt),
+        work, trace is not None, dproj, drec, dhnext, np.empty((B, H), dtype=dt),
     )  # fmt: skip
+    if work is not dh:
+        dh[...] = work
     return dproj, drec, dhnext[None]
 
 
@@ -166,18 +170,18 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.La
     dt = W_hh.dtype
     blocks = cells._lstm_rows(H, 0.5)  # the internal gate order o i f g, σ rows halved
     table, rows = _input_rows(W_ih, b_ih + b_hh, blocks, x)
-    WT = np.ascontiguousarray(cells._gate_rows(W_hh, blocks).T)  # (H, 4H)
+    W = cells._gate_rows(W_hh, blocks)  # (4H, H) o i f g, σ rows halved
+    WT_oi, WT_fg = np.ascontiguousarray(W[: 2 * H].T), np.ascontiguousarray(W[2 * H :].T)
     hs = np.empty((T + 1, B, H), dtype=dt)
     cs = np.empty((T + 1, B, H), dtype=dt)
     hs[0], cs[0] = state0[0], state0[1]
     acts = np.empty((T, B, 4 * H), dtype=dt)  # the gates o i f g
-    tc = np.empty((T, B, H), dtype=dt)  # tanh(c_t)
-    g = np.empty((B, 4 * H), dtype=dt)
-    kernels().lstm_forward(table, rows, WT, hs, cs, acts, tc, g)
+    g_oi, g_fg = np.empty((B, 2 * H), dtype=dt), np.empty((B, 2 * H), dtype=dt)
+    kernels().lstm_forward(table, rows, WT_oi, WT_fg, hs, cs, acts, g_oi, g_fg)
     return cells.Layer(
         hs=hs,
         state=np.stack([hs[-1], cs[-1]]),  # (2, B, H)
-        saved={"acts": _per_gate(acts, 4), "cs": cs, "tc": tc},
+        saved={"acts": _per_gate(acts, 4), "cs": cs},  # no tanh(c_t): the backward recomputes it
         gate_order=(1, 2, 3, 0),  # i f g o among the internal o i f g
     )
 
@@ -196,10 +200,20 @@ def lstm_backward(
         dh = trace
     dG = np.empty((T, B, 4 * H), dtype=dt)
     dhnext, dcnext = np.zeros((B, H), dtype=dt), np.zeros((B, H), dtype=dt)
-    c_out = np.empty((T, B, H), dtype=dt) if c_trace is None else _contiguous(c_trace)
+    keep = trace is not None or c_trace is not None  # write the traces, or neither
+    if c_trace is not None:
+        c_out = _writable(c_trace, (T, B, H))
+    else:  # the kernel writes all of it when keep (one trace asked for), none of it otherwise
+        c_out = np.empty((T, B, H if keep else 1), dtype=dt)
     acts = _batch_major(layer.saved["acts"])
+    W_if, W_go = np.ascontiguousarray(W_hh[: 2 * H]), np.ascontiguousarray(W_hh[2 * H :])
+    work = _writable(dh, (T, B, H))
     kernels().lstm_backward(
-        acts, layer.saved["cs"], layer.saved["tc"], np.ascontiguousarray(W_hh), _contiguous(dh),
-        dG, dhnext, dcnext, c_out,
+        acts, layer.saved["cs"], W_if, W_go, work, keep, dG, dhnext, dcnext, c_out,
+        np.empty((B, 2 * H), dtype=dt), np.empty((B, 2 * H), dtype=dt), np.empty((B, H), dtype=dt),
     )  # fmt: skip
+    if work is not dh:
+        dh[...] = work
+    if c_trace is not None and c_out is not c_trace:
+        c_trace[...] = c_out
     return dG, dG, np.stack([dhnext, dcnext])
