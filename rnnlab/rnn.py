@@ -361,10 +361,9 @@ def backward(
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
     dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
     dstates = [None] * spec.layers
-    # a gated layer's kernels at B > 1 (rnnlab.fused) scatter dW_ih compiled too; the vanilla
-    # cell and B = 1 keep the numpy scatter
+    # a gated layer's kernels at B > 1 (rnnlab.fused) scatter dW_ih (and sum b_ih) compiled too;
+    # the vanilla cell and B = 1 keep the numpy scatter
     kernels = spec.cell != "rnn" and B > 1 and not fwd.reference
-    scatter = fused.scatter_columns if kernels else _scatter_columns
     for k in reversed(range(spec.layers)):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         layer, x = fwd.layers[k], fwd.inputs[k]
@@ -384,10 +383,13 @@ def backward(
         np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
         if b_rec is not None:
             np.matmul(ones, drecf, out=grads[b_rec])  # (G,)
-        np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
-        if x.dtype.kind in "iu":  # integer symbols
-            scatter(x.reshape(N), dprojf, grads[W_in])
+        if kernels and x.dtype.kind in "iu":  # the compiled scatter sums b_in on its way
+            fused.scatter_columns(x.reshape(N), dprojf, grads[W_in], grads[b_in])
+        elif x.dtype.kind in "iu":  # integer symbols
+            np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
+            _scatter_columns(x.reshape(N), dprojf, grads[W_in])
         else:
+            np.matmul(ones, dprojf, out=grads[b_in])
             np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
         if k > 0:  # into the layer below's outputs
             dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)
