@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import corpus, diagnostics_bench, rnn
+from rnnlab import corpus, diagnostics_bench, fused, rnn
 from rnnlab.optim import Adagrad, clip_elementwise
 
 HIDDEN, SEQ, LR, CLIP = 100, 25, 0.1, 5.0  # min-char-rnn's settings
@@ -328,8 +328,19 @@ class CellEngineLoop:
             {k: v.shape for k, v in self.params.items()}, dtype
         )
         self.optimizer = Adagrad(self.flat.size, dtype, LR)
+        # the trainer's update: at B > 1 clip + Adagrad in one compiled pass (rnnlab.fused)
+        update = (
+            None
+            if reference
+            else fused.clip_and_update(self.spec, batch_size, self.optimizer, CLIP, None)
+        )
+        self.update = update or self._numpy_update
         self.windows = stream_windows(data, batch_size)
         self.i, self.state = 0, rnn.zero_state(self.spec, batch_size, dtype)
+
+    def _numpy_update(self, params: np.ndarray, grad: np.ndarray) -> None:
+        clip_elementwise(grad, CLIP)
+        self.optimizer.step(params, grad)
 
     def run(self, n: int) -> int:
         for _ in range(n):
@@ -342,8 +353,7 @@ class CellEngineLoop:
                 self.params, xs, ys, self.state, self.spec, "xent", self.grads,
                 reference=self.reference,
             )  # fmt: skip
-            clip_elementwise(self.grad_flat, CLIP)
-            self.optimizer.step(self.flat, self.grad_flat)
+            self.update(self.flat, self.grad_flat)
         return n * SEQ * self.state.shape[2]
 
 

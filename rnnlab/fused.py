@@ -130,6 +130,36 @@ def scatter_columns(sym: np.ndarray, dz: np.ndarray, dW: np.ndarray, db: np.ndar
     db[...] = total
 
 
+def clip_and_update(spec, batch_size: int, optimizer, clip, clip_norm):
+    """For a training step that runs the kernels (a gated cell at B > 1) with elementwise
+    clipping and Adagrad (min-char-rnn's update, the char-RNN's default): a function
+    ``update(params, grad)`` doing ``optim.clip_elementwise`` then ``optimizer.step`` in one
+    compiled pass, with the same bits (tested); None for every other step, which keeps the
+    numpy calls (the vanilla cell never loads numba). ~80 µs → ~20 µs for a GRU's 62,680
+    float32 parameters, ~3% of its B=32 window."""
+    from rnnlab.optim import Adagrad
+
+    if (
+        spec.cell == "rnn"
+        or batch_size == 1
+        or type(optimizer) is not Adagrad
+        or optimizer.weight_decay
+        or clip is None
+        or clip_norm is not None
+    ):
+        return None
+    mem = optimizer.memories["mem"]
+    dt = mem.dtype.type
+    limit, eps = dt(clip), dt(optimizer.eps)
+
+    def update(params: np.ndarray, grad: np.ndarray) -> None:
+        optimizer.steps += 1
+        lr = dt(optimizer.learning_rate)  # read per step: a schedule sets it
+        kernels().clip_adagrad(params, grad, mem, limit, lr, eps)
+
+    return update
+
+
 # --- GRU ----------------------------------------------------------------------------------------
 
 

@@ -362,3 +362,27 @@ def gather_transposed(src, rows, scale, add, out):
     for c in range(src.shape[1]):
         for i in range(rows.shape[0]):
             out[c, i] = src[rows[i], c] * scale[i] + add[i]
+
+
+# --- the update ---------------------------------------------------------------------------------
+
+# IEEE arithmetic only: the same operations in the same order as ``optim.clip_elementwise`` then
+# ``optim.Adagrad._update`` give the same bits (no contraction into fused multiply-adds).
+_EXACT = {"cache": True, "error_model": "numpy", "nogil": True}
+
+
+@numba.njit(**_EXACT)
+def clip_adagrad(params, grad, mem, limit, lr, eps):
+    """In one pass over the flat buffers (all of one dtype, as ``limit``, ``lr``, ``eps``):
+    grad = clip(grad, ±limit) (NaN stays NaN, as ``np.clip``); mem += grad²;
+    params -= grad / sqrt(mem + eps) · lr."""
+    for i in range(params.shape[0]):
+        g = grad[i]
+        if g > limit:
+            g = limit
+        elif g < -limit:
+            g = -limit
+        grad[i] = g
+        m = mem[i] + g * g
+        mem[i] = m
+        params[i] -= (g / np.sqrt(m + eps)) * lr

@@ -168,3 +168,54 @@ def test_one_stream_and_vanilla_stay_on_numpy(cell):
     batch = rnn.forward(params, xs, state0, spec)
     assert numpy_keeps[cell] not in batch.layers[0].saved
     assert rnn.CELLS["rnn"] == rnn.REFERENCE_CELLS["rnn"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clip_and_adagrad_in_one_pass_give_the_numpy_bits(dtype):
+    """fused.clip_and_update = optim.clip_elementwise + Adagrad.step, bit for bit: entries far
+    beyond the clip, a NaN (kept, as np.clip keeps it), a learning rate changed between steps
+    (a schedule), the optimizer's memory and step count."""
+    from rnnlab.optim import Adagrad, clip_elementwise
+
+    rng = np.random.default_rng(3)
+    n = 5003  # not a multiple of any vector width
+    params0 = rng.normal(size=n).astype(dtype)
+    grad0 = (4.0 * rng.normal(size=n)).astype(dtype)
+    grad0[::97], grad0[1::89], grad0[5] = 50.0, -7.5, np.nan
+    numpy_opt, fused_opt = Adagrad(n, dtype, 0.1), Adagrad(n, dtype, 0.1)
+    update = fused.clip_and_update(rnn.Spec("gru", 1, H), 4, fused_opt, 5.0, None)
+    p_numpy, p_fused = params0.copy(), params0.copy()
+    for step, lr in enumerate([0.1, 0.05, 0.0123]):
+        numpy_opt.learning_rate = fused_opt.learning_rate = lr
+        g_numpy, g_fused = grad0 * (step + 1), grad0 * (step + 1)
+        clip_elementwise(g_numpy, 5.0)
+        numpy_opt.step(p_numpy, g_numpy)
+        update(p_fused, g_fused)
+        mems = fused_opt.memories["mem"], numpy_opt.memories["mem"]
+        pairs = [(p_fused, p_numpy, "params"), (g_fused, g_numpy, "grad"), (*mems, "mem")]
+        for got, want, what in pairs:
+            assert np.array_equal(got, want, equal_nan=True), f"{what} at step {step}"
+        assert np.isnan(p_fused[5]) and np.abs(g_fused[np.isfinite(g_fused)]).max() == 5.0
+    assert fused_opt.steps == numpy_opt.steps == 3
+
+
+def test_the_compiled_update_only_where_the_kernels_run_with_clip_and_adagrad():
+    """The vanilla cell, B = 1, another optimizer, weight decay, no clip or a norm clip: the
+    numpy update (None); a gated cell at B > 1 with elementwise clip + Adagrad: the pass."""
+    from rnnlab.optim import SGD, Adagrad, Adam
+
+    gru, rnn1 = rnn.Spec("gru", 1, H), rnn.Spec("rnn", 1, H)
+    adagrad = Adagrad(10, np.float32, 0.1)
+    assert fused.clip_and_update(gru, 32, adagrad, 5.0, None) is not None
+    decayed = Adagrad(10, np.float32, 0.1)
+    decayed.weight_decay = 0.01
+    for spec, b, opt, clip, clip_norm in [
+        (rnn1, 32, adagrad, 5.0, None),
+        (gru, 1, adagrad, 5.0, None),
+        (gru, 32, SGD(10, np.float32, 0.1), 5.0, None),
+        (gru, 32, Adam(10, np.float32, 0.1), 5.0, None),
+        (gru, 32, decayed, 5.0, None),
+        (gru, 32, adagrad, None, None),
+        (gru, 32, adagrad, 5.0, 1.0),
+    ]:
+        assert fused.clip_and_update(spec, b, opt, clip, clip_norm) is None
