@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import corpus, diagnostics_bench, rnn
+from rnnlab import corpus, diagnostics_bench, fused, rnn
 from rnnlab.optim import Adagrad, clip_elementwise
 
 HIDDEN, SEQ, LR, CLIP = 100, 25, 0.1, 5.0  # min-char-rnn's settings
@@ -310,10 +310,15 @@ class NaiveCellLoop:
 
 
 class CellEngineLoop:
-    """The engine's step for one layer of ``cell`` on B streams, as ``EngineLoop``."""
+    """The engine's step for one layer of ``cell`` on B streams, as ``EngineLoop``; the default
+    training path (at B > 1 the compiled kernels), or with ``reference`` the numpy cells."""
 
-    def __init__(self, data, vocab_size: int, batch_size: int, dtype, cell: str, seed: int = 0):
+    def __init__(
+        self, data, vocab_size: int, batch_size: int, dtype, cell: str, seed: int = 0,
+        reference: bool = False,
+    ):  # fmt: skip
         rng = np.random.default_rng(seed)
+        self.reference = reference
         V = vocab_size
         self.spec = rnn.Spec(cell, 1, HIDDEN)
         self.flat, self.params = rnn.init_params(
@@ -323,8 +328,19 @@ class CellEngineLoop:
             {k: v.shape for k, v in self.params.items()}, dtype
         )
         self.optimizer = Adagrad(self.flat.size, dtype, LR)
+        # the trainer's update: at B > 1 clip + Adagrad in one compiled pass (rnnlab.fused)
+        update = (
+            None
+            if reference
+            else fused.clip_and_update(self.spec, batch_size, self.optimizer, CLIP, None)
+        )
+        self.update = update or self._numpy_update
         self.windows = stream_windows(data, batch_size)
         self.i, self.state = 0, rnn.zero_state(self.spec, batch_size, dtype)
+
+    def _numpy_update(self, params: np.ndarray, grad: np.ndarray) -> None:
+        clip_elementwise(grad, CLIP)
+        self.optimizer.step(params, grad)
 
     def run(self, n: int) -> int:
         for _ in range(n):
@@ -334,10 +350,10 @@ class CellEngineLoop:
             xs, ys = self.windows[self.i]
             self.i += 1
             _, _, self.state = rnn.loss_and_grads(
-                self.params, xs, ys, self.state, self.spec, "xent", self.grads
-            )
-            clip_elementwise(self.grad_flat, CLIP)
-            self.optimizer.step(self.flat, self.grad_flat)
+                self.params, xs, ys, self.state, self.spec, "xent", self.grads,
+                reference=self.reference,
+            )  # fmt: skip
+            self.update(self.flat, self.grad_flat)
         return n * SEQ * self.state.shape[2]
 
 
@@ -406,11 +422,14 @@ def engine_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float)
 GATED = ("gru", "lstm")
 CELL_CASES = {"B=1 float64": (1, "float64"), "B=32 float32": (32, "float32")}  # issue 10
 CELL_TARGETS = {"B=1 float64": ("vs_naive", 2.5), "B=32 float32": ("fraction_of_gemm_bound", 0.6)}
+KERNEL_CASE = "B=32 float32"  # also timed with the numpy cells (reference=True): the kernels' A/B
 
 
 def cell_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float) -> dict:
     """Per gated cell: the engine at B=1 float64 and B=32 float32 against that cell's GEMM bound
-    and its naive per-step implementation (B=1 float64), all cases interleaved in one run."""
+    and its naive per-step implementation (B=1 float64), all cases interleaved in one run; at
+    B=32 float32 the engine (its default path, the compiled kernels) also against the numpy
+    cells."""
     cases: dict[str, Callable[[int], int]] = {}
     for cell in GATED:
         cases[f"{cell} naive"] = NaiveCellLoop(data, vocab_size, cell).run
@@ -418,6 +437,9 @@ def cell_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float) -
             cases[f"{cell} {name}"] = CellEngineLoop(data, vocab_size, B, dtype, cell).run
             gates = rnn.GATES[cell]
             cases[f"{cell} gemm {name}"] = GemmLoop(vocab_size, B, dtype, gates=gates).run
+        B, dtype = CELL_CASES[KERNEL_CASE]
+        numpy_cells = CellEngineLoop(data, vocab_size, B, dtype, cell, reference=True)
+        cases[f"{cell} numpy cells {KERNEL_CASE}"] = numpy_cells.run
     runs = interleaved(cases, rounds, block)
     out: dict = {}
     for cell in GATED:
@@ -433,6 +455,14 @@ def cell_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float) -
                 "fraction_of_gemm_bound": paired_ratio(runs[case], runs[gemm], 0),
                 "cpu_fraction_of_gemm_bound": paired_ratio(runs[case], runs[gemm], 1),
             }
+        numpy_cells = runs[f"{cell} numpy cells {KERNEL_CASE}"]
+        out[cell][KERNEL_CASE] |= {
+            "numpy_cells_chars_per_sec": statistics.median(w for w, _ in numpy_cells),
+            "vs_numpy_cells": paired_ratio(runs[f"{cell} {KERNEL_CASE}"], numpy_cells, 0),
+            "numpy_cells_fraction_of_gemm_bound": paired_ratio(
+                numpy_cells, runs[f"{cell} gemm {KERNEL_CASE}"], 0
+            ),
+        }
     return out
 
 
@@ -448,6 +478,15 @@ def print_cells(cells: dict, file=None) -> None:
             print(
                 f"{cell:<6}{name:<14}{e['chars_per_sec']:>10,.0f}{e['vs_naive']:>9.2f}"
                 f"{e['gemm_bound_chars_per_sec']:>12,.0f}{e['fraction_of_gemm_bound']:>10.0%}",
+                file=file,
+            )
+    for cell, figs in cells.items():
+        e = figs[KERNEL_CASE]
+        if "vs_numpy_cells" in e:
+            print(
+                f"{cell} {KERNEL_CASE}: compiled kernels {e['vs_numpy_cells']:.2f}× the numpy "
+                f"cells ({e['numpy_cells_chars_per_sec']:,.0f} chars/s, "
+                f"{e['numpy_cells_fraction_of_gemm_bound']:.0%} of bound), interleaved",
                 file=file,
             )
     for cell in cells:

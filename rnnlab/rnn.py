@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlab import cells
+from rnnlab import cells, fused
 
 Params = dict[str, np.ndarray]
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
@@ -205,6 +205,7 @@ class Forward:
     state: np.ndarray | None = None  # (L, S, B, H) final state
     carry: np.ndarray | None = None  # the final state in the caller's form ((B, H) if given so)
     legacy: bool = False  # the initial state came as (B, H)
+    reference: bool = False  # the gated layers ran the numpy cells (REFERENCE_CELLS)
 
 
 def _rnn_layer_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Layer:
@@ -246,9 +247,15 @@ def _rnn_layer_backward(layer: cells.Layer, Whh, dz, activation, trace=None):
     return dz, dz, dhnext[None]
 
 
-# cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared
+# cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared. The
+# gated cells run through compiled kernels at B > 1 (rnnlab.fused), the numpy cells at B = 1.
 CELLS: dict[str, tuple[Callable, Callable]] = {
     "rnn": (_rnn_layer_forward, _rnn_layer_backward),
+    "gru": (fused.gru_forward, fused.gru_backward),
+    "lstm": (fused.lstm_forward, fused.lstm_backward),
+}
+# the numpy cells at every B: the reference the kernels are tested against (``reference=True``)
+REFERENCE_CELLS: dict[str, tuple[Callable, Callable]] = CELLS | {
     "gru": (cells.gru_forward, cells.gru_backward),
     "lstm": (cells.lstm_forward, cells.lstm_backward),
 }
@@ -270,10 +277,12 @@ def forward(
     activation: Spec | str,
     masks: list | None = None,
     dropout_rng: np.random.Generator | None = None,
+    reference: bool = False,
 ) -> Forward:
     """Run the network over a window. xs: (T, B) ints or (T, B, D) floats; hprev: the state
     (L, S, B, H), or (B, H) with a bare activation name for one vanilla layer. Dropout applies
-    when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from."""
+    when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from.
+    ``reference``: gated layers through the numpy cells at every B (the kernels' reference)."""
     spec = as_spec(activation, params)
     legacy = hprev.ndim == 2
     state0 = hprev.reshape(1, 1, *hprev.shape) if legacy else hprev  # (L, S, B, H)
@@ -281,7 +290,7 @@ def forward(
     dtype = params["Why"].dtype
     if masks is None and spec.dropout > 0.0 and dropout_rng is not None:
         masks = dropout_masks(spec, T, B, dtype, dropout_rng)
-    layer_forward, _ = CELLS[spec.cell]
+    layer_forward, _ = (REFERENCE_CELLS if reference else CELLS)[spec.cell]
     x, layers, inputs = xs, [], []
     for k in range(spec.layers):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
@@ -312,6 +321,7 @@ def forward(
         state=state,
         carry=state[0, 0] if legacy else state,
         legacy=legacy,
+        reference=reference,
     )
 
 
@@ -335,7 +345,7 @@ def backward(
     c_{t+1}).
     """
     spec = fwd.spec
-    _, layer_backward = CELLS[spec.cell]
+    _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS)[spec.cell]
     Why = params["Why"]
     T, B = fwd.logits.shape[:2]
     H = spec.hidden_size
@@ -351,6 +361,9 @@ def backward(
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
     dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
     dstates = [None] * spec.layers
+    # a gated layer's kernels at B > 1 (rnnlab.fused) scatter dW_ih (and sum b_ih) compiled too;
+    # the vanilla cell and B = 1 keep the numpy scatter
+    kernels = spec.cell != "rnn" and B > 1 and not fwd.reference
     for k in reversed(range(spec.layers)):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         layer, x = fwd.layers[k], fwd.inputs[k]
@@ -370,10 +383,13 @@ def backward(
         np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
         if b_rec is not None:
             np.matmul(ones, drecf, out=grads[b_rec])  # (G,)
-        np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
-        if x.dtype.kind in "iu":  # integer symbols
+        if kernels and x.dtype.kind in "iu":  # the compiled scatter sums b_in on its way
+            fused.scatter_columns(x.reshape(N), dprojf, grads[W_in], grads[b_in])
+        elif x.dtype.kind in "iu":  # integer symbols
+            np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
             _scatter_columns(x.reshape(N), dprojf, grads[W_in])
         else:
+            np.matmul(ones, dprojf, out=grads[b_in])
             np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
         if k > 0:  # into the layer below's outputs
             dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)
@@ -536,14 +552,15 @@ def loss_and_grads(
     head: str,
     grads: Params | None = None,
     dropout_rng: np.random.Generator | None = None,
+    reference: bool = False,
 ) -> tuple[np.ndarray, Params, np.ndarray]:
     """One window of truncated BPTT.
 
     Returns the loss of each stream summed over the window (B,), the gradients of the mean of
     those losses (written into ``grads`` when given), and the last state to carry into the next
-    window, in the form ``hprev`` came in: (L, S, B, H), or (B, H).
+    window, in the form ``hprev`` came in: (L, S, B, H), or (B, H). ``reference``: as forward.
     """
-    fwd = forward(params, xs, hprev, activation, dropout_rng=dropout_rng)
+    fwd = forward(params, xs, hprev, activation, dropout_rng=dropout_rng, reference=reference)
     loss, dlogits = HEADS[head](fwd.logits, targets)
     grads, _ = backward(params, fwd, dlogits, grads)
     return loss, grads, fwd.carry.copy() if fwd.legacy else fwd.state

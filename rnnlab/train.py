@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, diagnostics, evaluate, inspect_html, rnn
+from rnnlab import checkpoint, diagnostics, evaluate, fused, inspect_html, rnn
 from rnnlab.config import Config, flatten
 from rnnlab.optim import OPTIMIZERS, Optimizer, clip_elementwise, clip_global_norm, global_norm
 from rnnlab.progress import Progress
@@ -124,6 +124,11 @@ class Trainer:
             {k: v.shape for k, v in self.params.items()}, self.dtype
         )
         self.optimizer = make_optimizer(cfg, self.flat.size, self.dtype)
+        # a gated cell at B > 1 with clip + Adagrad: both in one compiled pass (else None)
+        o = cfg.optimizer
+        self.clip_and_update = fused.clip_and_update(
+            self.spec, cfg.batch_size, self.optimizer, o.clip, o.clip_norm
+        )
         # the carried state of every stream: h (and the LSTM's c) of every layer, (L, S, B, H)
         self.carry = rnn.zero_state(self.spec, cfg.batch_size, self.dtype)
         self.state = TrainState(smooth_loss=t.initial_loss())
@@ -215,12 +220,15 @@ class Trainer:
                 f"gradient norm is {norm} at iteration {self.state.iteration + 1} "
                 f"(learning_rate={cfg.learning_rate:g})"
             )
-        if cfg.optimizer.clip is not None:
-            clip_elementwise(self.grad_flat, cfg.optimizer.clip)
-        if cfg.optimizer.clip_norm is not None:
-            clip_global_norm(self.grad_flat, cfg.optimizer.clip_norm, norm)
         self.optimizer.learning_rate = self.schedule.lr(self.state.iteration)
-        self.optimizer.step(self.flat, self.grad_flat)
+        if self.clip_and_update is not None:
+            self.clip_and_update(self.flat, self.grad_flat)
+        else:
+            if cfg.optimizer.clip is not None:
+                clip_elementwise(self.grad_flat, cfg.optimizer.clip)
+            if cfg.optimizer.clip_norm is not None:
+                clip_global_norm(self.grad_flat, cfg.optimizer.clip_norm, norm)
+            self.optimizer.step(self.flat, self.grad_flat)
         s = self.state
         s.iteration += 1
         s.smooth_loss = 0.999 * s.smooth_loss + 0.001 * window_loss

@@ -1,11 +1,11 @@
 """The cells' speed-minded internals read and write what the engine's math says: gate_block reads
-PyTorch's gates whatever order and layout a cell keeps them in; the gate-major scatter and the
-batched trace match their one-stream references."""
+PyTorch's gates whatever order and layout a cell (numpy or compiled) keeps them in; the
+gate-major scatter and the batched trace match their one-stream references."""
 
 import numpy as np
 import pytest
 
-from rnnlab import cells, rnn
+from rnnlab import cells, fused, rnn
 
 
 def _sig(a):
@@ -13,7 +13,8 @@ def _sig(a):
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_gate_block_is_pytorchs_gate(cell):
+@pytest.mark.parametrize("engine", [cells, fused])  # the numpy cells and the compiled ones
+def test_gate_block_is_pytorchs_gate(cell, engine):
     rng = np.random.default_rng(0)
     T, B, H, V = 3, 2, 4, 5
     G = (3 if cell == "gru" else 4) * H
@@ -21,7 +22,7 @@ def test_gate_block_is_pytorchs_gate(cell):
     b_ih, b_hh = rng.normal(size=G), rng.normal(size=G)
     x = rng.integers(0, V, (T, B))
     state0 = rng.normal(size=(2 if cell == "lstm" else 1, B, H))
-    forward = cells.lstm_forward if cell == "lstm" else cells.gru_forward
+    forward = engine.lstm_forward if cell == "lstm" else engine.gru_forward
     layer = forward(W_ih, b_ih, W_hh, b_hh, x, state0)
     h, c = state0[0].copy(), state0[-1].copy()
     for t in range(T):
