@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rnnlab import mlflow_view
 from rnnlab.search import TAG_STATE
+from rnnlab.signals import held
 from rnnlab.summary import charts_address, ui_lines
 from rnnlab.tasks import judged
 
@@ -171,11 +172,12 @@ def print_sweep_closing(config, report) -> None:
     marker = (sweep_dir if sweep_dir.is_absolute() else launch_dir / sweep_dir) / PARENT_RUN_FILE
     if not marker.is_file():
         return  # tracking off: no parent run
-    try:
-        lines = sweep_closing_lines(
-            tracking_uri(config, launch_dir), marker.read_text().strip(), report and str(report)
-        )
-    except Exception as e:
-        print(f"rnnlab: no leaderboard: {type(e).__name__}: {e}"[:300], file=sys.stderr)
-        return
-    print("\n".join(lines), flush=True)
+    with held():  # store reads: a signal meanwhile stops the CLI once the block is out
+        try:
+            lines = sweep_closing_lines(
+                tracking_uri(config, launch_dir), marker.read_text().strip(), report and str(report)
+            )
+        except Exception as e:
+            print(f"rnnlab: no leaderboard: {type(e).__name__}: {e}"[:300], file=sys.stderr)
+            return
+        print("\n".join(lines), flush=True)
