@@ -693,8 +693,12 @@ def main(argv: list[str] | None = None) -> dict:
     from rnnlab.train import keep_freed_memory
 
     malloc_tuned = keep_freed_memory()  # as train() does
-    corpus_path = Path(args.corpus) if args.corpus else corpus.resolve("kafka")
-    text = corpus.read_text(corpus_path)
+    try:  # a missing or unreadable corpus is one line, exit 2, before any timing
+        corpus_path = Path(args.corpus) if args.corpus else corpus.resolve("kafka")
+        text = corpus.read_text(corpus_path)
+    except corpus.CorpusError as e:
+        print(f"rnnlab.bench: error: {e}", file=sys.stderr)
+        sys.exit(2)
     vocab = Vocabulary(text)
     data = vocab.encode(text)
 

@@ -66,3 +66,14 @@ def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
         assert positive(tracking[clock]["off_seconds"])
     assert set(figures["targets"]) >= {"B=1 float64 >= 3x naive", "B=32 float32 >= 20x naive"}
     assert all(isinstance(v, bool) for v in figures["targets"].values())
+
+
+def test_a_corpus_it_cannot_read_is_one_line_and_exit_2(tmp_path: Path):
+    """No timing starts and no traceback: the missing file is named on one line."""
+    missing = tmp_path / "no-such-corpus.txt"
+    result = run_cli(["--corpus", str(missing), "--quick"], cwd=tmp_path, module="rnnlab.bench")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"rnnlab.bench: error: cannot read corpus {missing}: No such file or directory"
+    ]
+    assert "Traceback" not in result.stderr and result.stdout == ""
