@@ -100,6 +100,16 @@ def _gate_rows(a: np.ndarray, blocks: list[tuple[int, int, float]], out=None) ->
 # gate k's (T, B, H).
 
 
+def backward_buffer(dh: np.ndarray, trace: np.ndarray | None) -> np.ndarray:
+    """The (T, B, H) array a gated backward pass adds each step's future gradient into:
+    ``trace`` when given (a copy of dh, which then holds each step's whole d loss / d h_t),
+    else dh itself (overwritten)."""
+    if trace is None:
+        return dh
+    trace[...] = dh
+    return trace
+
+
 def _steps(T: int, K: int, B: int, H: int, dt) -> np.ndarray:
     """An uninitialised (T, K, B, H) array, gate-major in memory when B > 1 (see above)."""
     if B == 1:
@@ -230,9 +240,7 @@ def lstm_backward(
     acts, cs, tc = layer.saved["acts"], layer.saved["cs"], layer.saved["tc"]
     T, B, H = dh.shape
     dt = acts.dtype
-    if trace is not None:  # accumulate there: it then holds each step's whole d loss / d h_t
-        trace[...] = dh
-        dh = trace
+    dh = backward_buffer(dh, trace)
     o, i, f, g = (acts[:, k] for k in range(4))  # (T, B, H) each
     # Everything that does not depend on the backward recurrence, for the whole window at once:
     # d gate pre-activation = (d h_t or d c_t) ⊙ K, with σ' = σ(1 − σ), tanh' = 1 − tanh².
@@ -326,9 +334,7 @@ def gru_backward(layer: Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None
     acts, hh, hmn = layer.saved["acts"], layer.saved["hh"], layer.saved["hmn"]
     T, B, H = dh.shape
     dt = acts.dtype
-    if trace is not None:  # accumulate there: it then holds each step's whole d loss / d h_t
-        trace[...] = dh
-        dh = trace
+    dh = backward_buffer(dh, trace)
     r, z, n = acts[:, 0], acts[:, 1], acts[:, 2]  # (T, B, H) each
     hn = hh[:, 2]  # W_hn h + b_hn
     # The parts that do not depend on the backward recurrence, for the whole window at once

@@ -193,9 +193,7 @@ def gru_backward(layer: cells.Layer, W_hh: np.ndarray, dh: np.ndarray, activatio
     if B == 1:
         return cells.gru_backward(layer, W_hh, dh, activation, trace)
     dt = dh.dtype
-    if trace is not None:  # accumulate there: it then holds each step's whole d loss / d h_t
-        trace[...] = dh
-        dh = trace
+    dh = cells.backward_buffer(dh, trace)
     dproj, drec = np.empty((T, B, 3 * H), dtype=dt), np.empty((T, B, 3 * H), dtype=dt)
     dhnext = np.zeros((B, H), dtype=dt)
     acts = _batch_major(layer.saved["acts"])
@@ -249,9 +247,7 @@ def lstm_backward(
     if B == 1:
         return cells.lstm_backward(layer, W_hh, dh, activation, trace, c_trace)
     dt = dh.dtype
-    if trace is not None:  # accumulate there: it then holds each step's whole d loss / d h_t
-        trace[...] = dh
-        dh = trace
+    dh = cells.backward_buffer(dh, trace)
     dG = np.empty((T, B, 4 * H), dtype=dt)
     dhnext, dcnext = np.zeros((B, H), dtype=dt), np.zeros((B, H), dtype=dt)
     keep = trace is not None or c_trace is not None  # write the traces, or neither
