@@ -111,6 +111,23 @@ def server_env() -> dict[str, str]:
     return env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+def start_model_server(model_uri: str, store: str, cwd: Path, log, env=None) -> tuple:
+    """``mlflow models serve`` of ``model_uri`` on a free 127.0.0.1 port, in its own process
+    group (its workers end with it): (process, base URL). MLflow starts ``uvicorn`` by name
+    through a shell, so the interpreter's own bin folder goes first on PATH: the suite run as
+    ``/path/to/venv/bin/python -m pytest`` without activating the venv serves too."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    full_env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": path, **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port), "-m", model_uri],
+        cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> tuple[str, Path]:
     """A real ``mlflow server`` on 127.0.0.1 (SQLite store, its own artifact root) for a test

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, run_cli, stop_process_group, wait_until_ok
+from conftest import run_cli, start_model_server, stop_process_group, wait_until_ok
 from mlflow.tracking import MlflowClient
 
 from rnnlab import checkpoint
@@ -126,20 +126,15 @@ def test_lstm_with_dropout_sigint_resume_serve_export(tmp_path):
                       *(f"{k}={v}" for k, v in REQUEST.items())], cwd=tmp_path,
                      module="rnnlab.sample")  # fmt: skip
     assert sample.returncode == 0, sample.stderr
-    port = free_port()
     with open(tmp_path / "serve.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port), "-m", run_b.data.tags["rnnlab.model_uri"]],
-            cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": store},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        model = run_b.data.tags["rnnlab.model_uri"]
+        server, base = start_model_server(model, store, tmp_path, log)
         try:
-            wait_until_ok(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
+            wait_until_ok(f"{base}/ping", server, tmp_path / "serve.log")
             import urllib.request
 
             body = json.dumps({"dataframe_records": [REQUEST]}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+            req = urllib.request.Request(f"{base}/invocations", body,
                                          {"Content-Type": "application/json"})  # fmt: skip
             with urllib.request.urlopen(req, timeout=120) as resp:
                 served = json.loads(resp.read())

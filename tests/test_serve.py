@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_cli, stop_process_group, wait_until_ok
+from conftest import run_cli, start_model_server, stop_process_group, wait_until_ok
 from mlflow.tracking import MlflowClient
 
 REQUEST = {"prime": "One morning", "length": 80, "temperature": 0.8, "seed": 1}
@@ -129,20 +129,12 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_mlflow_models_serve_returns_text(model_run, tmp_path):
-    port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-m", f"runs:/{model_run['run'].info.run_id}/model"],
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": model_run["store"]},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the workers end with it
-    )  # fmt: skip
+    model = f"runs:/{model_run['run'].info.run_id}/model"
+    server, base = start_model_server(model, model_run["store"], tmp_path, log)
     try:
-        wait_until_ok(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
-        url = f"http://127.0.0.1:{port}/invocations"
+        wait_until_ok(f"{base}/ping", server, tmp_path / "serve.log")
+        url = f"{base}/invocations"
         status, body = post(url, {"dataframe_records": [REQUEST]})
         assert status == 200, body
         assert body["predictions"] == [{"text": model_run["text"]}]

@@ -5,9 +5,6 @@ naming the limit, before any generation."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +12,7 @@ import urllib.request
 import mlflow
 import pandas as pd
 import pytest
-from conftest import free_port, run_cli, stop_process_group, wait_until_ok
+from conftest import run_cli, start_model_server, stop_process_group, wait_until_ok
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -99,17 +96,12 @@ def post(url: str, payload: dict) -> tuple[int, dict, float]:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_400_naming_the_limit(model_uri, tmp_path):
     store, uri = model_uri
-    port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "RNNLAB_SERVE_MAX_LENGTH": "100"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-m", uri],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    env = {"RNNLAB_SERVE_MAX_LENGTH": "100"}
+    server, base = start_model_server(uri, store, tmp_path, log, env)
     try:
-        wait_until_ok(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
-        url = f"http://127.0.0.1:{port}/invocations"
+        wait_until_ok(f"{base}/ping", server, tmp_path / "serve.log")
+        url = f"{base}/invocations"
         status, body, seconds = post(url, {"dataframe_records": [{"prime": "O", "length": 10**9}]})
         print(f"length=10**9: HTTP {status} in {seconds:.3f} s")
         assert status == 400
