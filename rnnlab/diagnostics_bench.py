@@ -10,6 +10,10 @@ own ratio says little about a default run: it is printed only beside the estimat
 are shown: wall time is the target; everything runs in the training process, so its CPU time
 is the steadier figure on a loaded machine. Every run of a case has the same config and seed
 (the same data, the same work), cases rotate between rounds, figures are medians over rounds.
+
+Last, the adder's floor (``floor_figures``): what its default run's diagnostics cost at the
+least — the points of the metrics the issue names, recorded through MLflow alone, and the
+probe window's forward/backward alone — as shares of the same runs with diagnostics off.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def diagnostics_figures(
             "fixed_seconds": fixed,
             "per_iteration_pct": 100.0 * growing,
             "default_run_ratio": 1.0 + fixed / off_default + growing,
+            "off_default_seconds": off_default,
         }
 
     return {
@@ -124,6 +129,81 @@ def diagnostics_figures(
         "load_average": load_average(),
         **{clock: split(t[clock]) for clock in clocks},
         "samples": {clock: {f"{m} {n}": v for (m, n), v in t[clock].items()} for clock in clocks},
+    }
+
+
+# The per-point metrics issue 12 asks for by name (a gated cell adds its per-gate saturation):
+# everything else a point logs (``clip_frac/<param>``, ``grad_flow_last``, the gate blocks'
+# spectra) is rnnlab's own addition.
+ISSUE_METRICS = ("diag/grad_decay", "diag/clip_frac", "diag/whh_sigma_max", "diag/whh_rho",
+                 "diag/saturation", "diag/saturation_warm")  # fmt: skip
+ISSUE_PREFIXES = ("diag/grad_norm/", "diag/update_ratio/")
+
+
+def issue_metrics(names) -> list[str]:
+    """The names among ``names`` that the issue asks every diagnostics point for."""
+    return [n for n in names if n in ISSUE_METRICS or n.startswith(ISSUE_PREFIXES)]
+
+
+def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3) -> dict:
+    """What a default adder run's diagnostics cost at the least, whatever the code around them:
+    (1) recording the points the issue asks for by name through MLflow alone — a fresh SQLite
+    store, the same batches of ≤ 1000 that ``MlflowTracker`` sends, nothing computed — and
+    (2) the probe window's forward and backward alone (100 steps at B = 1, hot), each as a
+    share of the default run's off time (``off``: the tracked and untracked figures'
+    ``off_default_seconds``). Medians over ``repeats``."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab import diagnostics
+    from rnnlab.store import ensure_experiment
+    from rnnlab.tracking import MemoryTracker
+    from rnnlab.train import Trainer
+
+    cfg = compose("adder", ["tracking.enabled=false", f"data.path={corpus_path}"])
+    trainer = Trainer(cfg)
+    tracker = MemoryTracker()
+    diag = diagnostics.start(cfg, trainer, tracker)
+    diag.record(trainer, 0, 0.0)  # one point: the names a point logs
+    names = issue_metrics(tracker.history)
+    n = cfg.iterations
+    points = sum(diag.due(i, n) for i in range(1, n + 1))  # the loop's points: 1..iterations
+
+    client = MlflowClient(f"sqlite:///{workdir / 'floor.db'}")
+    experiment = ensure_experiment(client, "rnnlab-bench-floor")
+    record = []
+    for _ in range(repeats):
+        run_id = client.create_run(experiment).info.run_id
+        now = int(time.time() * 1000)
+        batch = [Metric(n, 0.5, now, step) for step in range(points) for n in names]
+        started = time.perf_counter()
+        for i in range(0, len(batch), 1000):
+            client.log_batch(run_id, metrics=batch[i : i + 1000])
+        record.append(time.perf_counter() - started)
+        client.set_terminated(run_id)
+
+    def probe() -> None:
+        diagnostics.probe_metrics(trainer.params, diag.spec, diag.probe)
+
+    probe()  # warm
+    per_probe = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(20):
+            probe()
+        per_probe.append((time.perf_counter() - started) / 20)
+    record_s = statistics.median(record)
+    probe_s = statistics.median(per_probe) * points
+    return {
+        "task": "adder",
+        "points": points,
+        "issue_metrics": names,
+        "record_seconds": record_s,
+        "probe_seconds": probe_s,
+        "record_pct": 100.0 * record_s / off["mlflow"],
+        "probe_pct": 100.0 * probe_s / off["memory"],
+        "floor_pct": 100.0 * (record_s + probe_s) / off["mlflow"],
+        "load_average": load_average(),
     }
 
 
@@ -146,7 +226,12 @@ def all_figures(corpus_path: Path, iterations: int, rounds: int, workdir: Path) 
     tracked = diagnostics_figures(
         corpus_path, iterations, rounds, workdir, task="adder", mlflow=True
     )
-    return out | {key("adder", True): tracked}
+    off = {
+        "memory": out[key("adder")]["wall"]["off_default_seconds"],
+        "mlflow": tracked["wall"]["off_default_seconds"],
+    }
+    floor = floor_figures(corpus_path, workdir, off)
+    return out | {key("adder", True): tracked, "diagnostics_adder_floor": floor}
 
 
 def key(task: str, mlflow: bool = False) -> str:
@@ -199,8 +284,25 @@ def print_diagnostics(d: dict, file=None) -> None:
     )
 
 
+def print_floor(f: dict, file=None) -> None:
+    file = file or sys.stdout
+    load = f.get("load_average")
+    shown = f", load {load[0]:.1f}" if load else ""
+    print(
+        f"diagnostics floor (adder, default run, {f['points']} points of the "
+        f"{len(f['issue_metrics'])} metrics the issue names): recording them through MLflow "
+        f"alone {f['record_seconds']:.2f} s = +{f['record_pct']:.1f}% of the tracked off run; "
+        f"the 100-step probe's forward/backward alone {f['probe_seconds']:.2f} s = "
+        f"+{f['probe_pct']:.1f}% of the untracked one; together +{f['floor_pct']:.1f}% of a "
+        f"tracked run before anything else is computed (target {DIAG_TARGET_PCT:g}%{shown})",
+        file=file,
+    )
+
+
 def print_all(results: dict, file=None) -> None:
     for task in TASKS:
         for m in (False, True):
             if key(task, m) in results:
                 print_diagnostics(results[key(task, m)], file)
+    if "diagnostics_adder_floor" in results:
+        print_floor(results["diagnostics_adder_floor"], file)

@@ -64,6 +64,15 @@ def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
             assert isinstance(value, float) and math.isfinite(value), (clock, field, value)
         assert positive(tracking[clock]["mlflow_seconds"])
         assert positive(tracking[clock]["off_seconds"])
+    # issue 12's floor: the adder's points of the metrics the issue names, recorded alone
+    floor = figures["diagnostics_adder_floor"]
+    assert floor["points"] == 100  # the default run: every 100 of 10,000 iterations
+    assert len(floor["issue_metrics"]) == 15 and "diag/grad_decay" in floor["issue_metrics"]
+    assert "diag/clip_frac" in floor["issue_metrics"]
+    assert not [n for n in floor["issue_metrics"] if n.startswith("diag/clip_frac/")]
+    for field in ("record_seconds", "probe_seconds", "record_pct", "probe_pct", "floor_pct"):
+        assert positive(floor[field]), (field, floor[field])
+    assert "diagnostics floor (adder" in result.stdout
     assert set(figures["targets"]) >= {"B=1 float64 >= 3x naive", "B=32 float32 >= 20x naive"}
     assert all(isinstance(v, bool) for v in figures["targets"].values())
 
