@@ -166,8 +166,8 @@ def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3)
     diag = diagnostics.start(cfg, trainer, tracker)
     diag.record(trainer, 0, 0.0)  # one point: the names a point logs
     names = issue_metrics(tracker.history)
-    n = cfg.iterations
-    points = sum(diag.due(i, n) for i in range(1, n + 1))  # the loop's points: 1..iterations
+    last = cfg.iterations
+    points = sum(diag.due(i, last) for i in range(1, last + 1))  # the loop's: 1..iterations
 
     client = MlflowClient(f"sqlite:///{workdir / 'floor.db'}")
     experiment = ensure_experiment(client, "rnnlab-bench-floor")
@@ -175,7 +175,7 @@ def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3)
     for _ in range(repeats):
         run_id = client.create_run(experiment).info.run_id
         now = int(time.time() * 1000)
-        batch = [Metric(n, 0.5, now, step) for step in range(points) for n in names]
+        batch = [Metric(name, 0.5, now, step) for step in range(points) for name in names]
         started = time.perf_counter()
         for i in range(0, len(batch), 1000):
             client.log_batch(run_id, metrics=batch[i : i + 1000])
