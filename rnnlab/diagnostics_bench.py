@@ -13,7 +13,8 @@ is the steadier figure on a loaded machine. Every run of a case has the same con
 
 Last, the adder's floor (``floor_figures``): what its default run's diagnostics cost at the
 least — the points of the metrics the issue names, recorded through MLflow alone, and the
-probe window's forward/backward alone — as shares of the same runs with diagnostics off.
+probe window's forward/backward and the recurrent spectrum alone — as shares of the same runs
+with diagnostics off.
 """
 
 from __future__ import annotations
@@ -149,14 +150,14 @@ def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3)
     """What a default adder run's diagnostics cost at the least, whatever the code around them:
     (1) recording the points the issue asks for by name through MLflow alone — a fresh SQLite
     store, the same batches of ≤ 1000 that ``MlflowTracker`` sends, nothing computed — and
-    (2) the probe window's forward and backward alone (100 steps at B = 1, hot), each as a
-    share of the default run's off time (``off``: the tracked and untracked figures'
+    (2) the probe alone, hot: the window's forward and backward (``diag_window`` steps at
+    B = 1) and the recurrent spectrum, both of which the issue asks for. Each as a share of
+    the default run's off time (``off``: the tracked and untracked figures'
     ``off_default_seconds``). Medians over ``repeats``."""
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     from rnnlab import diagnostics
-    from rnnlab.store import ensure_experiment
+    from rnnlab.store import ensure_experiment, open_store
     from rnnlab.tracking import MemoryTracker
     from rnnlab.train import Trainer
 
@@ -169,7 +170,7 @@ def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3)
     last = cfg.iterations
     points = sum(diag.due(i, last) for i in range(1, last + 1))  # the loop's: 1..iterations
 
-    client = MlflowClient(f"sqlite:///{workdir / 'floor.db'}")
+    client = open_store(f"sqlite:///{workdir / 'floor.db'}", create=True)
     experiment = ensure_experiment(client, "rnnlab-bench-floor")
     record = []
     for _ in range(repeats):
@@ -197,6 +198,7 @@ def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3)
     return {
         "task": "adder",
         "points": points,
+        "window": cfg.diag_window,
         "issue_metrics": names,
         "record_seconds": record_s,
         "probe_seconds": probe_s,
@@ -292,7 +294,8 @@ def print_floor(f: dict, file=None) -> None:
         f"diagnostics floor (adder, default run, {f['points']} points of the "
         f"{len(f['issue_metrics'])} metrics the issue names): recording them through MLflow "
         f"alone {f['record_seconds']:.2f} s = +{f['record_pct']:.1f}% of the tracked off run; "
-        f"the 100-step probe's forward/backward alone {f['probe_seconds']:.2f} s = "
+        f"the probe's {f['window']}-step forward/backward and spectrum alone "
+        f"{f['probe_seconds']:.2f} s = "
         f"+{f['probe_pct']:.1f}% of the untracked one; together +{f['floor_pct']:.1f}% of a "
         f"tracked run before anything else is computed (target {DIAG_TARGET_PCT:g}%{shown})",
         file=file,

@@ -66,7 +66,7 @@ def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
         assert positive(tracking[clock]["off_seconds"])
     # issue 12's floor: the adder's points of the metrics the issue names, recorded alone
     floor = figures["diagnostics_adder_floor"]
-    assert floor["points"] == 100  # the default run: every 100 of 10,000 iterations
+    assert floor["points"] == 100 and floor["window"] == 100  # every 100 of 10,000 iterations
     assert len(floor["issue_metrics"]) == 15 and "diag/grad_decay" in floor["issue_metrics"]
     assert "diag/clip_frac" in floor["issue_metrics"]
     assert not [n for n in floor["issue_metrics"] if n.startswith("diag/clip_frac/")]
