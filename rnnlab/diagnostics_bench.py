@@ -61,12 +61,10 @@ def diagnostics_figures(
     from rnnlab.train import train
 
     if mlflow:
-        from mlflow.tracking import MlflowClient
-
-        from rnnlab.store import ensure_experiment
+        from rnnlab.store import ensure_experiment, open_store
 
         uri = f"sqlite:///{workdir / 'mlflow.db'}"
-        ensure_experiment(MlflowClient(uri), "rnnlab-bench")
+        ensure_experiment(open_store(uri, create=True), "rnnlab-bench")
         track = [f"tracking.uri={uri}", "experiment_name=rnnlab-bench"]
     else:
         track = ["tracking.enabled=false"]
