@@ -9,7 +9,7 @@ Three figures, all on one core (BLAS pinned to one thread with threadpoolctl):
    2T per-step (B, H) @ (H, H) products of the forward and backward recurrences and the four big
    (TB, ·) products (logits, their gradient into the states, dWhy, dWhh) — so the engine's
    throughput reads as a fraction of what BLAS allows for this shape.
-3. **Tracking overhead**: the same short char-RNN run through ``rnnlab.job.run_job`` (real
+3. **Tracking overhead**: the same short char-RNN run through ``rnnlab.tracking.job.run_job`` (real
    MLflow, fresh SQLite store, default cadences) against ``train()`` with a ``MemoryTracker``.
 
 Every case runs in blocks of about ``--seconds``, the cases interleaved round after round, so a
@@ -40,8 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import corpus, diagnostics_bench, fused, rnn
-from rnnlab.optim import Adagrad, clip_elementwise
+from rnnlab import diagnostics_bench
+from rnnlab.engine import fused, rnn
+from rnnlab.engine.optim import Adagrad, clip_elementwise
+from rnnlab.tasks import corpus
 
 HIDDEN, SEQ, LR, CLIP = 100, 25, 0.1, 5.0  # min-char-rnn's settings
 ENGINE_CASES = {  # name -> (batch size, dtype)
@@ -328,7 +330,7 @@ class CellEngineLoop:
             {k: v.shape for k, v in self.params.items()}, dtype
         )
         self.optimizer = Adagrad(self.flat.size, dtype, LR)
-        # the trainer's update: at B > 1 clip + Adagrad in one compiled pass (rnnlab.fused)
+        # the trainer's update: at B > 1 clip + Adagrad in one compiled pass (rnnlab.engine.fused)
         update = (
             None
             if reference
@@ -509,10 +511,10 @@ def tracking_figures(corpus_path: Path, iterations: int, rounds: int, workdir: P
     from mlflow.tracking import MlflowClient
 
     from rnnlab.config import Config, DataConfig, TrackingConfig
-    from rnnlab.job import JobContext, run_job
-    from rnnlab.store import ensure_experiment
-    from rnnlab.tracking import MemoryTracker
-    from rnnlab.train import train
+    from rnnlab.tracking.job import JobContext, run_job
+    from rnnlab.tracking.store import ensure_experiment
+    from rnnlab.training.loop import train
+    from rnnlab.training.tracker import MemoryTracker
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     ensure_experiment(MlflowClient(uri), "rnnlab-bench")
@@ -685,12 +687,12 @@ def main(argv: list[str] | None = None) -> dict:
     track_rounds = 1 if args.quick else 4
 
     # MLflow's INFO lines (creating tables, migrations) would interleave with the report: set
-    # before mlflow is first imported (by rnnlab.train).
+    # before mlflow is first imported (by rnnlab.training.loop).
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from threadpoolctl import threadpool_limits
 
     from rnnlab.tasks.charrnn import Vocabulary
-    from rnnlab.train import keep_freed_memory
+    from rnnlab.training.loop import keep_freed_memory
 
     malloc_tuned = keep_freed_memory()  # as train() does
     try:  # a missing or unreadable corpus is one line, exit 2, before any timing

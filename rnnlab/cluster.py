@@ -9,9 +9,8 @@ none is left. It is the test fixture of ``tests/test_cluster.py`` and the way to
 path of ``docs/cluster.md`` on a laptop. It needs Debian's ``slurm-wlm``, ``munge`` and
 ``postgresql`` and, for slurmd, root.
 
-Not here: anything a job does (``rnnlab.requeue``) or how jobs are launched (the Hydra launcher
-in ``hydra_plugins/rnnlab_slurm_launcher``).
-"""
+Not here: anything a job does (``rnnlab.sweeps.requeue``) or how jobs are launched (the Hydra
+launcher in ``hydra_plugins/rnnlab_slurm_launcher``)."""
 
 from __future__ import annotations
 

@@ -210,8 +210,8 @@ def _positive_finite(key: str, value: float | None, allow_none: bool = False) ->
 def check(cfg: Config) -> None:
     """Check every value that composition cannot, except the task's (``rnnlab.tasks.check``
     calls this, then the task's own); raise ConfigError on the first bad one."""
-    from rnnlab.optim import OPTIMIZERS
-    from rnnlab.rnn import ACTIVATIONS, CELL_NAMES, HEADS
+    from rnnlab.engine.optim import OPTIMIZERS
+    from rnnlab.engine.rnn import ACTIVATIONS, CELL_NAMES, HEADS
 
     _require(cfg.cell in CELL_NAMES, "cell", cfg.cell, "one of " + ", ".join(CELL_NAMES))
     _require(0.0 <= cfg.dropout < 1.0, "dropout", cfg.dropout, "a number in [0, 1)")

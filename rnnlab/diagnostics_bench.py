@@ -56,12 +56,12 @@ def diagnostics_figures(
     """On vs off, interleaved, for the default run of ``task`` with ``cell``: ``train()`` with a
     MemoryTracker, or with ``mlflow`` the whole job on a fresh SQLite store (``run_job``, as
     ``python -m rnnlab.run`` records it: every diagnostics point goes through MLflow too)."""
-    from rnnlab.job import JobContext, run_job
-    from rnnlab.tracking import MemoryTracker
-    from rnnlab.train import train
+    from rnnlab.tracking.job import JobContext, run_job
+    from rnnlab.training.loop import train
+    from rnnlab.training.tracker import MemoryTracker
 
     if mlflow:
-        from rnnlab.store import ensure_experiment, open_store
+        from rnnlab.tracking.store import ensure_experiment, open_store
 
         uri = f"sqlite:///{workdir / 'mlflow.db'}"
         ensure_experiment(open_store(uri, create=True), "rnnlab-bench")
@@ -154,10 +154,10 @@ def floor_figures(corpus_path: Path, workdir: Path, off: dict, repeats: int = 3)
     ``off_default_seconds``). Medians over ``repeats``."""
     from mlflow.entities import Metric
 
-    from rnnlab import diagnostics
-    from rnnlab.store import ensure_experiment, open_store
-    from rnnlab.tracking import MemoryTracker
-    from rnnlab.train import Trainer
+    from rnnlab.analysis import diagnostics
+    from rnnlab.tracking.store import ensure_experiment, open_store
+    from rnnlab.training.loop import Trainer
+    from rnnlab.training.tracker import MemoryTracker
 
     cfg = compose("adder", ["tracking.enabled=false", f"data.path={corpus_path}"])
     trainer = Trainer(cfg)

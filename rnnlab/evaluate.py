@@ -13,7 +13,7 @@ the state starts; when they differ by more than ``DISAGREEMENT`` the run is flag
 
 ``objective`` (config) names the metric sweeps, searches, the best checkpoint, plateau and
 early stopping minimise, one of those its task declares (``Judged``: each task's ``JUDGED``).
-Not here: the training loop (``rnnlab.train``), the tasks' data (``rnnlab.tasks``), MLflow
+Not here: the training loop (``rnnlab.training.loop``), the tasks' data (``rnnlab.tasks``), MLflow
 (``rnnlab.score`` and ``rnnlab.sample`` fetch weights).
 """
 
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, rnn
 from rnnlab.config import Config, ConfigError
+from rnnlab.engine import rnn
+from rnnlab.training import checkpoint
 
 CHUNK = 1000  # characters per forward call when scoring (bounds the (T, 1, V) logits)
 DISAGREEMENT = 0.25  # flag a run whose val/loss and val/loss_warm differ by more than this

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import rnn
+from rnnlab.engine import rnn
 
 TORCH_CLASS = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 

@@ -12,7 +12,7 @@ most and least saturated units, each with its top-activating contexts. An adder 
 unit's correlation with the true carry bit and the bit-by-bit predictions of a few sums. The
 same page is logged as the artifact ``inspect/index.html`` at the end of every run (without
 ``text=``: the first ``DEFAULT_CHARS`` held-out characters). The analysis here is pure numpy;
-``rnnlab.inspect_html`` writes the page. Mistakes cost one line on stderr and exit code 2.
+``rnnlab.analysis.viewer`` writes the page. Mistakes cost one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import inspect_html, rnn
-from rnnlab.inspect_units import InspectError, analyse_adder
+from rnnlab.analysis import viewer
+from rnnlab.analysis.units import InspectError, analyse_adder
+from rnnlab.engine import rnn
 from rnnlab.quiet import key_value_cli
 from rnnlab.sample import SampleError, parse_args, resolve_weights
 
@@ -73,14 +74,12 @@ def main(argv: list[str]) -> Path:
         bits = w.cfg.seq_length
         rng = np.random.default_rng(0)
         a, b = rng.integers(0, 2 ** (bits - 1), (2, 4096))
-        page = inspect_html.adder_page(
-            analyse_adder(w.params, rnn.spec_of(w.cfg), bits, a, b), title
-        )
+        page = viewer.adder_page(analyse_adder(w.params, rnn.spec_of(w.cfg), bits, a, b), title)
     else:
         if text is None:
             raise InspectError('a char-RNN run needs text="…" or path=<file> to read')
-        analyses = inspect_html.text_analyses(w.params, rnn.spec_of(w.cfg), w.vocab, text)
-        page = inspect_html.text_page(analyses, title)
+        analyses = viewer.text_analyses(w.params, rnn.spec_of(w.cfg), w.vocab, text)
+        page = viewer.text_page(analyses, title)
     out.write_text(page, encoding="utf-8")
     return out
 

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 import rnnlab
-from rnnlab.inputs import check_model_name
-from rnnlab.store import quiet_artifact_transfers
+from rnnlab.tracking.names import check_model_name
+from rnnlab.tracking.store import quiet_artifact_transfers
 
 MODEL_NAME = "model"  # runs:/<run_id>/model
 DEFAULTS = {"length": 200, "temperature": 1.0, "seed": 0}
@@ -152,7 +152,7 @@ def signature():
 
 def write_weights(checkpoint_path: Path, dest: Path) -> Path:
     """The parts of a checkpoint a model needs (no optimizer memories, no data state)."""
-    from rnnlab.checkpoint import Checkpoint
+    from rnnlab.training.checkpoint import Checkpoint
 
     return Checkpoint.read(checkpoint_path).weights_only().write(dest)
 
@@ -165,7 +165,7 @@ def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
             warnings.simplefilter("ignore", UserWarning)  # "no input example": costs a predict
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
-                python_model=str(Path(__file__).with_name("model_code.py")),
+                python_model=str(Path(rnnlab.__file__).parent / "tracking" / "model_code.py"),
                 artifacts={"weights": str(weights)},
                 code_paths=[str(Path(rnnlab.__file__).resolve().parent)],
                 signature=signature(),
@@ -211,8 +211,8 @@ class RegistryError(ValueError):
 def best_child(client, parent_run_id: str):
     """The FINISHED char-RNN child of a sweep with a model and the lowest final objective (the
     one it minimised, as the task judges it: ``CharTask.JUDGED.final``)."""
-    from rnnlab.store import StoreError, get_run, list_children
     from rnnlab.tasks import CharTask
+    from rnnlab.tracking.store import StoreError, get_run, list_children
 
     try:
         parent_run_id = get_run(client, parent_run_id).info.run_id
@@ -239,7 +239,7 @@ def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None
     version of registered model ``name``; returns the ModelVersion."""
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.store import StoreError, default_uri, open_store
+    from rnnlab.tracking.store import StoreError, default_uri, open_store
 
     uri = default_uri(tracking_uri)
     try:
@@ -255,7 +255,7 @@ def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None
         best.data.tags["rnnlab.model_uri"],
         name,
         tags={
-            "rnnlab.sweep": parent_run_id,
+            "rnnlab.sweeps.parent_run": parent_run_id,
             "rnnlab.run_id": best.info.run_id,
             "final/val_loss": f"{best.data.metrics.get('final/val_loss', math.nan):.6g}",
             "rnnlab.objective": f"{objective} {CharTask.JUDGED.final(best):.6g}",
@@ -285,7 +285,7 @@ def cli() -> None:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     try:
-        check_model_name(args["name"])  # rnnlab.inputs: before the store is opened
+        check_model_name(args["name"])  # rnnlab.tracking.names: before the store is opened
         v = register_best(args["sweep"], args["name"], args.get("tracking_uri") or None)
     except (RegistryError, ValueError) as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)

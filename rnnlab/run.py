@@ -2,7 +2,7 @@
 
 Before Hydra starts any job, every value the command line gives is composed and checked, so a
 typo or a bad value costs one line on stderr and exit code 2, not a traceback or a half-recorded
-sweep. Only this module knows Hydra; the work happens in ``rnnlab.job.run_job``.
+sweep. Only this module knows Hydra; the work happens in ``rnnlab.tracking.job.run_job``.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rnnlab import launching
 from rnnlab.config import ConfigError, register_configs, to_config
-from rnnlab.preflight import UserError, preflight
 from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
-from rnnlab.signals import held
-from rnnlab.summary import default_run_name
+from rnnlab.sweeps import launching
+from rnnlab.sweeps.preflight import UserError, preflight
+from rnnlab.tracking.ui import default_run_name
+from rnnlab.training.signals import held
 
 if TYPE_CHECKING:
-    from rnnlab.job import JobContext
+    from rnnlab.tracking.job import JobContext
 
 # The package's conf/ is a link to the repository's top-level conf/ (a wheel copies it in), so
 # the configs are found from any folder, whatever the install.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 register_configs()
-launching.register()  # hydra/launcher=joblib is rnnlab's; ${rnnlab_sweep_id:} (rnnlab.launching)
+launching.register()  # hydra/launcher=joblib is rnnlab's; ${rnnlab_sweep_id:} (sweeps.launching)
 
 
 def override_key(override: str) -> str:
@@ -51,7 +51,7 @@ def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | Non
 
 
 def job_context() -> JobContext:
-    from rnnlab.job import JobContext, read_swept_keys
+    from rnnlab.tracking.job import JobContext, read_swept_keys
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -71,7 +71,7 @@ def job_context() -> JobContext:
 def summary(ctx: JobContext, status: str, detail: str, started: float, task: str = "") -> None:
     """The line a finished job prints (a sweep prints one per job, with its run id); a single
     job then prints its run id, where to view it and how to sample and resume it."""
-    from rnnlab.summary import last_run_closing
+    from rnnlab.tracking.ui import last_run_closing
 
     job = f"job {ctx.job_num} " if ctx.job_num is not None else ""
     name = ctx.run_name or "run"
@@ -89,7 +89,9 @@ def summary(ctx: JobContext, status: str, detail: str, started: float, task: str
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective so sweepers can minimise it."""
     from rnnlab.evaluate import closing_note
-    from rnnlab.requeue import run_or_resume  # MLflow loads only once the command line is checked
+    from rnnlab.sweeps.requeue import (
+        run_or_resume,  # MLflow loads only once the command line is checked
+    )
 
     started = time.perf_counter()
     quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
@@ -137,7 +139,7 @@ def cli() -> None:
     # before MLflow's first import (it is imported only once the command line is checked);
     # joblib's worker processes inherit it.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    from rnnlab import sweep
+    from rnnlab.sweeps import parent_run
 
     try:
         main()
@@ -146,21 +148,21 @@ def cli() -> None:
             signal.signal(s, signal.SIG_IGN)
         from mlflow.entities import RunStatus
 
-        if sweep.open_parent:
-            sweep.close_parent(RunStatus.KILLED)
+        if parent_run.open_parent:
+            parent_run.close_parent(RunStatus.KILLED)
         print("rnnlab: interrupted", file=sys.stderr)
         sys.exit(130)
     except SystemExit as e:  # Hydra reports a crashed launcher this way
-        if sweep.open_parent and e.code not in (0, None):
+        if parent_run.open_parent and e.code not in (0, None):
             from mlflow.entities import RunStatus
 
-            sweep.close_parent(RunStatus.FAILED)
+            parent_run.close_parent(RunStatus.FAILED)
         raise
     finally:  # whatever else ended the CLI, the sweep's parent is not left RUNNING
-        if sweep.open_parent:
+        if parent_run.open_parent:
             from mlflow.entities import RunStatus
 
-            sweep.close_parent(RunStatus.FAILED)
+            parent_run.close_parent(RunStatus.FAILED)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import checkpoint, decode, evaluate, quiet, rnn
+from rnnlab import evaluate, quiet
 from rnnlab.config import Config
+from rnnlab.engine import decode, rnn
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError, Vocabulary
+from rnnlab.training import checkpoint
 
 
 class SampleError(ValueError):
@@ -226,7 +228,7 @@ def model_from(args: dict[str, str]) -> str | None:
 def fetch_weights(client, run, dest: Path, which: str | None) -> Path:
     """The run's ``checkpoints/best.npz`` (which = best; None: the run's ``model_from``
     param, best when absent) when it has one, else its newest checkpoint."""
-    from rnnlab.store import CHECKPOINT_DIR, fetch_checkpoint, quiet_artifact_transfers
+    from rnnlab.tracking.store import CHECKPOINT_DIR, fetch_checkpoint, quiet_artifact_transfers
 
     which = which or run.data.params.get("model_from", "best")
     if which == "best":
@@ -242,7 +244,7 @@ def fetch_weights(client, run, dest: Path, which: str | None) -> Path:
 
 def resolve_weights(args: dict[str, str], workdir: Path) -> Weights:
     """Weights from ``checkpoint=``, or from ``run_id=``'s best or newest checkpoint."""
-    from rnnlab.store import StoreError, default_uri, get_run, open_store
+    from rnnlab.tracking.store import StoreError, default_uri, get_run, open_store
 
     if "checkpoint" in args:
         return load_weights(Path(args["checkpoint"]).expanduser())

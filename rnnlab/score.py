@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import evaluate, quiet, rnn, sample
+from rnnlab import evaluate, quiet, sample
+from rnnlab.engine import rnn
 from rnnlab.sample import SampleError, Weights, boolean, model_from, resolve_weights
 
 KEYS = {

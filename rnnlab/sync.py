@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnlab import store
+from rnnlab.tracking import store
 
 USAGE = "usage: python -m rnnlab.sync <job folder | run id> [tracking_uri=<uri>]"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from rnnlab.tracking import MemoryTracker
+from rnnlab.training.tracker import MemoryTracker
 
 
 class StopAt(MemoryTracker):

@@ -13,10 +13,10 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab import sample
 from rnnlab.config import ConfigError
-from rnnlab.inputs import check_model_name
-from rnnlab.preflight import UserError, preflight
 from rnnlab.report.__main__ import main as report_main
 from rnnlab.run import CONFIG_DIR
+from rnnlab.sweeps.preflight import UserError, preflight
+from rnnlab.tracking.names import check_model_name
 
 ADDER = ["task=adder", "iterations=10"]
 
@@ -44,7 +44,7 @@ def test_a_bad_run_value_is_one_line(args, named, tmp_path, monkeypatch):
 
 def test_memory_is_estimated_from_the_run_and_refused_only_past_what_is_available(monkeypatch):
     from rnnlab.config import Config
-    from rnnlab.preflight import memory_estimate
+    from rnnlab.sweeps.preflight import memory_estimate
 
     cfg = Config()
     cfg.hidden_size, cfg.seq_length, cfg.batch_size = 100, 25, 1
@@ -159,7 +159,7 @@ def test_the_cli_exits_2_with_one_line(module, args, tmp_path):
 
 def adder_checkpoint(folder: Path) -> Path:
     from rnnlab.config import Config
-    from rnnlab.train import Trainer
+    from rnnlab.training.loop import Trainer
 
     cfg = Config()
     cfg.task.name, cfg.hidden_size, cfg.seq_length = "adder", 8, 8
@@ -174,7 +174,7 @@ def crafted(kind: str, folder: Path) -> Path:
 
     import numpy as np
 
-    from rnnlab import checkpoint
+    from rnnlab.training import checkpoint
 
     good = adder_checkpoint(folder)
     arrays, meta = checkpoint.load(good)

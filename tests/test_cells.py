@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gradcheck import FLOOR, REL_TOL, numeric_grad, rel_error
 
-from rnnlab import rnn
+from rnnlab.engine import rnn
 
 HEADS = ("xent", "mse", "bce")
 CELLS = ("rnn", "gru", "lstm")

@@ -10,10 +10,11 @@ import pytest
 from conftest import run_cli
 from stop_at import StopAt
 
-from rnnlab import checkpoint, rnn
 from rnnlab.config import Config
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import Interrupted, Trainer, train
+from rnnlab.engine import rnn
+from rnnlab.training import checkpoint
+from rnnlab.training.loop import Interrupted, Trainer, train
+from rnnlab.training.tracker import MemoryTracker
 
 COMPARED = ("train/loss", "train/smooth_loss", "train/grad_norm")
 

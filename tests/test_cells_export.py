@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from rnnlab import rnn
 from rnnlab.config import Config
+from rnnlab.engine import rnn
 from rnnlab.export import ExportError, export, state_dict
 from rnnlab.sample import load_weights
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.training.loop import train
+from rnnlab.training.tracker import MemoryTracker
 
 
 def sigma(x):

@@ -17,10 +17,10 @@ import pytest
 from conftest import run_cli, start_model_server, stop_process_group, wait_until_ok
 from mlflow.tracking import MlflowClient
 
-from rnnlab import checkpoint
 from rnnlab.config import Config
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import Trainer, train
+from rnnlab.training import checkpoint
+from rnnlab.training.loop import Trainer, train
+from rnnlab.training.tracker import MemoryTracker
 
 pytestmark = pytest.mark.slow
 

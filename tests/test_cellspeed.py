@@ -5,7 +5,7 @@ gate-major scatter and the batched trace match their one-stream references."""
 import numpy as np
 import pytest
 
-from rnnlab import cells, fused, rnn
+from rnnlab.engine import cells, fused, rnn
 
 
 def _sig(a):

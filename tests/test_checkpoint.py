@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint
-from rnnlab.checkpoint import CheckpointError
 from rnnlab.config import Config, DataConfig, OptimizerConfig, TaskConfig
-from rnnlab.train import Trainer
+from rnnlab.training import checkpoint
+from rnnlab.training.checkpoint import CheckpointError
+from rnnlab.training.loop import Trainer
 
 
 def sample_checkpoint(path: Path) -> tuple[dict, dict]:

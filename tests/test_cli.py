@@ -50,8 +50,8 @@ BAD_VALUES = {
 # its exit status is the process's; one case also runs cold and must give the same bytes.
 FORKED_CLI = r"""
 import json, os, runpy, sys, traceback
-import hydra, omegaconf, rnnlab.config, rnnlab.launching, rnnlab.preflight, rnnlab.quiet
-import rnnlab.summary
+import hydra, omegaconf, rnnlab.config, rnnlab.quiet
+import rnnlab.sweeps.launching, rnnlab.sweeps.preflight, rnnlab.tracking.ui
 cases, out = json.loads(sys.argv[1]), sys.argv[2]
 for i, (cwd, args) in enumerate(cases):
     pid = os.fork()

@@ -25,8 +25,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnlab import cluster as local_cluster
-from rnnlab.requeue import TAG_REQUEUES
-from rnnlab.slurm import TAG_JOB
+from rnnlab.sweeps.requeue import TAG_REQUEUES
+from rnnlab.tracking.slurm import TAG_JOB
 
 pytestmark = pytest.mark.slow
 

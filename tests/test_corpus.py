@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli
 
-from rnnlab import corpus
-from rnnlab.corpus import CorpusError
+from rnnlab.tasks import corpus
+from rnnlab.tasks.corpus import CorpusError
 
 BOOK = "One morning, when Gregor Samsa woke from troubled dreams…\n" * 200
 

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnlab import checkpoint, decode, evaluate, rnn
+from rnnlab import evaluate
 from rnnlab.config import Config
+from rnnlab.engine import decode, rnn
 from rnnlab.model import CharRNNModel
 from rnnlab.sample import SampleError, generate_text, load_weights
 from rnnlab.sample import main as sample_main
 from rnnlab.tasks import check
-from rnnlab.train import Trainer, train
+from rnnlab.training import checkpoint
+from rnnlab.training.loop import Trainer, train
 
 
 @pytest.fixture(scope="module")

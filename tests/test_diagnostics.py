@@ -1,4 +1,5 @@
-"""rnnlab.diagnostics against independent oracles: finite differences, numpy.linalg, counts."""
+"""rnnlab.analysis.diagnostics against independent oracles: finite differences, numpy.linalg,
+counts."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from rnnlab import diagnostics as D
-from rnnlab import rnn
+from rnnlab.analysis import diagnostics as D
 from rnnlab.config import Config, ConfigError, DataConfig, TrackingConfig, check
-from rnnlab.optim import Adagrad, clip_elementwise
+from rnnlab.engine import rnn
+from rnnlab.engine.optim import Adagrad, clip_elementwise
 from rnnlab.report import diagnostics as report_diag
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.training.loop import train
+from rnnlab.training.tracker import MemoryTracker
 
 
 def small_case(activation: str, head: str, seed: int = 0):
@@ -339,9 +340,9 @@ def test_report_figures_have_a_panel_per_layer(tmp_path):
     a panel per layer; layer 1's panel draws the two-layer run's ``_l1`` metrics and curve (and
     nothing of the one-layer run), layer 0's both runs' plain ones, and the LSTM's cell-state
     curve as a second (dashed) one."""
-    from rnnlab.job import JobContext, run_job
     from rnnlab.report.select import select
     from rnnlab.report.tables import build_tables
+    from rnnlab.tracking.job import JobContext, run_job
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ids = {}
@@ -465,7 +466,7 @@ def test_a_run_logs_the_diagnostics_and_shares_the_validation_pass(tmp_path, cel
     assert ("diag/grad_decay_c" in keys) == (cell == "lstm")
     assert "inspect/index.html" in tracker.texts
     # the last point's saturation, recomputed by the diagnostics' own pass on the final weights
-    from rnnlab.train import Trainer
+    from rnnlab.training.loop import Trainer
 
     trainer = Trainer(cfg)
     final = np.load(next((tmp_path / cell).rglob("*0000060*.npz")))
@@ -483,7 +484,7 @@ def test_the_adder_counts_saturation_on_its_evaluation_pass():
     the evaluation's own forward calls (two here: 20,000 sums in chunks of 16,384): the same
     entries, and the same share, as the probe's own pass over those sums."""
     from rnnlab.diagnostics_bench import compose
-    from rnnlab.train import Trainer
+    from rnnlab.training.loop import Trainer
 
     over = ["tracking.enabled=false", "seq_length=10", "task.eval_max_pairs=20000",
             "task.init_scale=4.0", "iterations=100"]  # fmt: skip

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint, evaluate, score
+from rnnlab import evaluate, score
 from rnnlab.config import Config, ConfigError
 from rnnlab.tasks import check
 from rnnlab.tasks.charrnn import CharTask, load_corpus
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import Trainer, train
+from rnnlab.training import checkpoint
+from rnnlab.training.loop import Trainer, train
+from rnnlab.training.tracker import MemoryTracker
 
 
 def small(kafka_path: Path, iterations: int = 120, **changes) -> Config:

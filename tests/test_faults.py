@@ -1,10 +1,9 @@
 """Fault injection: real processes, real signals, a real ``mlflow server`` killed and restarted.
 
-Every timing is drawn from a seeded generator and printed (``pytest -s`` shows it), so a
-failure can be replayed. What each test proves is the invariant named in its docstring; they
-are stated where they are enforced (``rnnlab.tracking``, ``rnnlab.signals``, ``rnnlab.store``,
-``rnnlab.job``).
-"""
+Every timing is drawn from a seeded generator and printed (``pytest -s`` shows it), so a failure can
+be replayed. What each test proves is the invariant named in its docstring; they are stated where
+they are enforced (``rnnlab.tracking.mlflow_tracker``, ``rnnlab.training.signals``,
+``rnnlab.tracking.store``, ``rnnlab.tracking.job``)."""
 
 from __future__ import annotations
 
@@ -21,8 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import Config
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.training.loop import train
+from rnnlab.training.tracker import MemoryTracker
 
 pytestmark = pytest.mark.slow
 SEED = 20261201
@@ -196,7 +195,7 @@ def test_two_signals_in_quick_succession_end_killed_with_every_point(sig, tmp_pa
 def test_a_requeue_signal_is_handed_to_the_handler_from_before_the_job():
     """Inside a job rnnlab holds SIGUSR2 itself; a requeue must still reach the handler that
     was there before (submitit's), not rnnlab's own, which would only record the signal."""
-    from rnnlab.signals import outer_handler, stop_on_signals
+    from rnnlab.training.signals import outer_handler, stop_on_signals
 
     def submitits(signum, frame):  # stands for submitit's checkpoint-and-requeue handler
         raise AssertionError("never called here")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rnnlab.train import Interrupted
+from rnnlab.training.loop import Interrupted
 
 RNG = random.Random(9)
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]

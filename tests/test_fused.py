@@ -1,7 +1,7 @@
-"""The compiled gated cells (rnnlab.fused) compute what the numpy cells compute: every output,
-gradient, carried state and trace, for both cells, one and two layers, both dtypes, with and
-without dropout; their tanh stays within its stated error; they are the engine's default path at
-B > 1 only, and a vanilla or B = 1 run never imports numba."""
+"""The compiled gated cells (rnnlab.engine.fused) compute what the numpy cells compute: every
+output, gradient, carried state and trace, for both cells, one and two layers, both dtypes, with and
+without dropout; their tanh stays within its stated error; they are the engine's default path at B >
+1 only, and a vanilla or B = 1 run never imports numba."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlab import cells, fused, rnn
+from rnnlab.engine import cells, fused, rnn
 
 T, B, H, V = 6, 4, 8, 11
 # float64: the kernels' tanh is within 3 ulp of numpy's, so a window agrees to ~1e-15; float32:
@@ -137,7 +137,7 @@ def test_numba_only_when_a_gated_layer_runs_at_b_above_1():
 import sys
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
-from rnnlab import rnn
+from rnnlab.engine import rnn
 rng = np.random.default_rng(0)
 def window(cell, B):
     spec = rnn.Spec(cell, 1, 8)
@@ -175,7 +175,7 @@ def test_clip_and_adagrad_in_one_pass_give_the_numpy_bits(dtype):
     """fused.clip_and_update = optim.clip_elementwise + Adagrad.step, bit for bit: entries far
     beyond the clip, a NaN (kept, as np.clip keeps it), a learning rate changed between steps
     (a schedule), the optimizer's memory and step count."""
-    from rnnlab.optim import Adagrad, clip_elementwise
+    from rnnlab.engine.optim import Adagrad, clip_elementwise
 
     rng = np.random.default_rng(3)
     n = 5003  # not a multiple of any vector width
@@ -202,7 +202,7 @@ def test_clip_and_adagrad_in_one_pass_give_the_numpy_bits(dtype):
 def test_the_compiled_update_only_where_the_kernels_run_with_clip_and_adagrad():
     """The vanilla cell, B = 1, another optimizer, weight decay, no clip or a norm clip: the
     numpy update (None); a gated cell at B > 1 with elementwise clip + Adagrad: the pass."""
-    from rnnlab.optim import SGD, Adagrad, Adam
+    from rnnlab.engine.optim import SGD, Adagrad, Adam
 
     gru, rnn1 = rnn.Spec("gru", 1, H), rnn.Spec("rnn", 1, H)
     adagrad = Adagrad(10, np.float32, 0.1)

@@ -15,11 +15,11 @@ from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from rnnlab import inspect_units
+from rnnlab.analysis import units
 from rnnlab.config import Config, register_configs, to_config
 from rnnlab.sample import load_weights
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.training.loop import train
+from rnnlab.training.tracker import MemoryTracker
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = '<img src=x onerror="alert(1)"> <script>alert("x")</script> & "quoted" '
@@ -79,15 +79,15 @@ def test_run_logs_a_self_contained_escaped_page(char_run):
 
 def test_features_and_correlations_are_direct_counts():
     text = 'He said "Yes." Then\nshe'
-    f = inspect_units.text_features(text)
+    f = units.text_features(text)
     assert f["inside quotes"].tolist() == [c for c in [0] * 8 + [1] * 5 + [0] * 10]
     assert f["position in line"][text.index("\n")] == 0 and f["position in line"][-1] == 3
     assert f["after a full stop"].sum() == 1 and f["capital letter"].sum() == 3
     rng = np.random.default_rng(0)
     v, s = rng.standard_normal(50), rng.standard_normal((50, 4))
-    r = inspect_units.correlations(v, s)
+    r = units.correlations(v, s)
     np.testing.assert_allclose(r, [np.corrcoef(v, s[:, j])[0, 1] for j in range(4)], rtol=1e-12)
-    assert inspect_units.correlations(np.ones(50), s).tolist() == [0.0] * 4
+    assert units.correlations(np.ones(50), s).tolist() == [0.0] * 4
 
 
 def test_adder_page_finds_the_carry_neuron(tmp_path):
@@ -101,11 +101,11 @@ def test_adder_page_finds_the_carry_neuron(tmp_path):
     w = load_weights(next((tmp_path / "checkpoints").glob("iter_0006000.npz")))
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 128, (2, 2000))
-    analysis = inspect_units.analyse_adder(w.params, "sigmoid", 8, a, b)
+    analysis = units.analyse_adder(w.params, "sigmoid", 8, a, b)
     best = float(np.abs(analysis.carry_corr).max())
     print(f"carry neuron: |r| = {best:.3f}")
     assert best > 0.8  # a unit that learned to hold the carry
-    carry = inspect_units.carries(np.array([3, 1]), np.array([1, 1]), 4)
+    carry = units.carries(np.array([3, 1]), np.array([1, 1]), 4)
     assert carry[:, 0].tolist() == [1, 1, 0, 0] and carry[:, 1].tolist() == [1, 0, 0, 0]
 
 

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rnnlab import search
+from rnnlab.sweeps import search
 from tests.conftest import run_cli
 
 QUICK_ADDER = [

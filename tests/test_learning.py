@@ -1,6 +1,6 @@
 """Learning happens, with the defaults users get: the real Hydra config is composed
 (``task=adder`` / the char-RNN default), shrunk only in cadences, and trained through
-``rnnlab.train.train`` with a ``MemoryTracker``. Plus one fast test that B = 1 training is
+``rnnlab.training.loop.train`` with a ``MemoryTracker``. Plus one fast test that B = 1 training is
 min-char-rnn's loop itself (lossFun, clip, Adagrad, smooth loss, pointer rule), step by step."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from threadpoolctl import threadpool_limits
 
 from rnnlab.bench import naive_lossfun
 from rnnlab.config import Config, register_configs, to_config
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import Trainer, train
+from rnnlab.training.loop import Trainer, train
+from rnnlab.training.tracker import MemoryTracker
 
 # Keep evaluation, samples and checkpoints out of the way; log often enough to read the smooth
 # loss at iterations 1,000 and 10,000.

@@ -1,4 +1,4 @@
-"""rnnlab's chart views in the MLflow UI (rnnlab.mlflow_view): what the tags hold and which
+"""rnnlab's chart views in the MLflow UI (rnnlab.tracking.mlflow_view): what the tags hold and which
 addresses print them, on a real SQLite store with a real job. What a browser then draws is
 tests/test_review_ui.py."""
 
@@ -12,10 +12,11 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
 
-from rnnlab import leaderboard, mlflow_view, summary
 from rnnlab.config import register_configs, to_config
-from rnnlab.job import JobContext, run_job
 from rnnlab.run import CONFIG_DIR
+from rnnlab.sweeps import leaderboard
+from rnnlab.tracking import mlflow_view, ui
+from rnnlab.tracking.job import JobContext, run_job
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,7 @@ def test_jobs_and_sweeps_get_their_views_and_print_them(tmp_path, monkeypatch):
     assert not missing, missing
 
     # the single job's closing lines: its own view, the run alone
-    rid, lines = summary.last_run_closing("adder", tmp_path)
+    rid, lines = ui.last_run_closing("adder", tmp_path)
     (charts,) = [ln for ln in lines if ln.startswith("  charts:  ")]
     assert charts.endswith(
         f"/#/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART"
@@ -108,7 +109,7 @@ def test_jobs_and_sweeps_get_their_views_and_print_them(tmp_path, monkeypatch):
 
 
 def test_a_served_store_prints_the_servers_address():
-    address = summary.charts_address("http://h:5000/", "7", "rnnlab")
+    address = ui.charts_address("http://h:5000/", "7", "rnnlab")
     assert address == (
         "http://h:5000/#/experiments/7/runs?compareRunsMode=CHART&viewStateShareKey=rnnlab"
         "&workflowType=machine_learning"

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rnnlab import optim
+from rnnlab.engine import optim
 
 
 def gradients(n_steps: int, size: int = 40, seed: int = 0) -> list[np.ndarray]:

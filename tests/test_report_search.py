@@ -16,9 +16,9 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 from test_report import TINY, Page, decode_png, make_corpus, parent_of, read_csv, report_dir
 
-from rnnlab import search
 from rnnlab.report.__main__ import UsageError, parse
 from rnnlab.report.figures import search_figures
+from rnnlab.sweeps import search
 
 # The quick adder search of tests/test_search.py: 6-bit sums, ≤ 1200 iterations, val every 100,
 # successive halving from iteration 100, so some of its trials are pruned.
@@ -88,7 +88,7 @@ def trial_runs(client: MlflowClient, parent_id: str) -> dict[int, object]:
 @pytest.mark.slow
 def test_trials_csv_equals_search_trials_and_mlflow(adder_search):
     tmp, out, client, parent_id = adder_search
-    assert client.get_run(parent_id).data.tags["rnnlab.search"] == "optuna"
+    assert client.get_run(parent_id).data.tags["rnnlab.sweeps.search"] == "optuna"
     got = pd.read_csv(out / "trials.csv")
     want = search.search_trials(client.tracking_uri, parent_id).drop(columns="intermediate")
     pd.testing.assert_frame_equal(got, want, check_dtype=False)  # CSV floats round-trip (repr)
@@ -210,4 +210,4 @@ def test_register_puts_the_best_child_in_the_model_registry(tmp_path, kafka_path
     mv = client.get_model_version("tiny-charrnn", "2")
     assert mv.run_id == best.info.run_id
     assert mv.source == best.data.tags["rnnlab.model_uri"] or best.info.run_id in mv.source
-    assert mv.tags["rnnlab.sweep"] == parent_id
+    assert mv.tags["rnnlab.sweeps.parent_run"] == parent_id

@@ -13,13 +13,13 @@ import pytest
 from conftest import ROOT
 
 # Runs the char-RNN (seed settings, shorter, on kafka) and the adder (seed settings, shorter)
-# through the real config and rnnlab.train.train; writes every recorded point as hex floats.
+# through the real config and rnnlab.training.loop.train; writes every recorded point as hex floats.
 SCRIPT = """
 import json, sys
 from hydra import compose, initialize_config_dir
 from rnnlab.config import register_configs, to_config
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.training.tracker import MemoryTracker
+from rnnlab.training.loop import train
 
 conf, out, kafka, seed = sys.argv[1:5]
 register_configs()

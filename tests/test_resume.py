@@ -23,13 +23,13 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 from stop_at import StopAt
 
-from rnnlab import checkpoint
 from rnnlab.config import Config
-from rnnlab.preflight import UserError, preflight
 from rnnlab.run import CONFIG_DIR
-from rnnlab.store import latest_checkpoint
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import Interrupted, train
+from rnnlab.sweeps.preflight import UserError, preflight
+from rnnlab.tracking.store import latest_checkpoint
+from rnnlab.training import checkpoint
+from rnnlab.training.loop import Interrupted, train
+from rnnlab.training.tracker import MemoryTracker
 
 COMPARED = ("train/loss", "train/smooth_loss", "train/grad_norm")
 
@@ -337,7 +337,7 @@ CRASH_BETWEEN_WRITE_AND_RENAME = """
 import os, signal, sys
 from pathlib import Path
 import numpy as np
-from rnnlab import checkpoint
+from rnnlab.training import checkpoint
 folder = Path(sys.argv[1])
 checkpoint.save(folder / "iter_0000100.npz", {"w": np.ones(3)}, {"state": {"iteration": 100}})
 def crash(src, dst):  # the process dies after the temp file is written, before the rename

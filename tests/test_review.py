@@ -16,12 +16,14 @@ from hydra import compose, initialize_config_dir
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from rnnlab import leaderboard, quiet, summary
+from rnnlab import quiet
 from rnnlab.config import register_configs, to_config
-from rnnlab.job import JobContext, run_job
-from rnnlab.progress import LINES, Progress
 from rnnlab.run import CONFIG_DIR
-from rnnlab.store import ensure_experiment
+from rnnlab.sweeps import leaderboard
+from rnnlab.tracking import ui
+from rnnlab.tracking.job import JobContext, run_job
+from rnnlab.tracking.store import ensure_experiment
+from rnnlab.training.progress import LINES, Progress
 
 RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
@@ -32,13 +34,13 @@ def _no_env_store(no_env_store):
 
 
 def test_a_job_without_overrides_is_named_after_its_task_and_time():
-    assert re.fullmatch(r"charrnn-\d{8}-\d{6}", summary.default_run_name("charrnn"))
+    assert re.fullmatch(r"charrnn-\d{8}-\d{6}", ui.default_run_name("charrnn"))
 
 
 def test_closing_lines_name_the_run_the_ui_and_the_commands(tmp_path):
     rid = "a" * 32
     default = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    lines = summary.closing_lines(default, "3", rid, "charrnn", "FINISHED", tmp_path)
+    lines = ui.closing_lines(default, "3", rid, "charrnn", "FINISHED", tmp_path)
     text = "\n".join(lines)
     assert lines[0] == f"rnnlab: run id {rid} (FINISHED)"
     assert f"mlflow ui --backend-store-uri {default}" in text
@@ -46,10 +48,10 @@ def test_closing_lines_name_the_run_the_ui_and_the_commands(tmp_path):
     assert f"python -m rnnlab.sample run_id={rid} length=300" in text
     assert f"python -m rnnlab.run resume={rid} iterations=<more>" in text
     # another store: the commands say which; a server: its own address, no `mlflow ui`
-    other = summary.closing_lines(default, "3", rid, "adder", "KILLED", tmp_path / "elsewhere")
+    other = ui.closing_lines(default, "3", rid, "adder", "KILLED", tmp_path / "elsewhere")
     assert f"run_id={rid} tracking_uri={default} a=77 b=41" in "\n".join(other)
     assert f"resume={rid} tracking.uri={default}\n" in "\n".join(other) + "\n"
-    served = summary.closing_lines("http://h:5000", "3", rid, "adder", "FAILED", tmp_path)
+    served = ui.closing_lines("http://h:5000", "3", rid, "adder", "FAILED", tmp_path)
     assert served[1].split()[-1].startswith(f"http://h:5000/#/experiments/3/runs/{rid}?")
     assert "mlflow ui" not in "\n".join(served)
 
@@ -69,16 +71,16 @@ def test_experiments_are_training_kind_with_artifacts_beside_the_store(tmp_path,
     assert list(cwd.iterdir()) == []
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("adder")
-    assert exp.tags[summary.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert exp.tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert exp.artifact_location == (store_dir / "mlruns").as_uri()
     (run,) = client.search_runs([exp.experiment_id])
     assert any((store_dir / "mlruns").rglob("config.yaml"))
     assert run.info.artifact_uri.startswith((store_dir / "mlruns").as_uri())
 
     made_by_hand = client.create_experiment("by-hand")
-    assert summary.EXPERIMENT_KIND_TAG not in client.get_experiment(made_by_hand).tags
+    assert ui.EXPERIMENT_KIND_TAG not in client.get_experiment(made_by_hand).tags
     assert ensure_experiment(client, "by-hand") == made_by_hand
-    kind = client.get_experiment(made_by_hand).tags[summary.EXPERIMENT_KIND_TAG]
+    kind = client.get_experiment(made_by_hand).tags[ui.EXPERIMENT_KIND_TAG]
     assert kind == "custom_model_development"
 
 

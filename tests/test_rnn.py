@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gradcheck import FLOOR, REL_TOL, numeric_grad, rel_error
 
-from rnnlab import rnn
 from rnnlab.bench import naive_lossfun
+from rnnlab.engine import rnn
 
 
 def make_problem(head: str, activation: str, B: int, seed: int = 0, T: int = 6, H: int = 5):

@@ -1,7 +1,7 @@
 """Learning-rate schedules and decoupled weight decay.
 
 Each schedule's logged ``train/lr`` is checked against its formula written out again here (not
-by calling rnnlab.schedule), at every log point; plateau's drops are replayed from the logged
+by calling rnnlab.engine.schedule), at every log point; plateau's drops are replayed from the logged
 evaluation history. Resuming mid-schedule from a checkpoint gives the same rates, weights and
 metrics, bit for bit, as the run never stopped.
 """
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint
 from rnnlab.config import Config, ConfigError
-from rnnlab.optim import OPTIMIZERS
+from rnnlab.engine.optim import OPTIMIZERS
 from rnnlab.tasks import check
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.training import checkpoint
+from rnnlab.training.loop import train
+from rnnlab.training.tracker import MemoryTracker
 
 LR, T = 0.1, 120
 

@@ -66,7 +66,7 @@ def test_a_recorded_run_scores_its_own_val_loss(tmp_path, kafka_path):
         )
     # the held-out text, cut as CharTask cuts it (val_fraction 0.1, then the test tail)
     text = kafka_path.read_text(encoding="utf-8")
-    from rnnlab.corpus import strip_gutenberg
+    from rnnlab.tasks.corpus import strip_gutenberg
 
     text = strip_gutenberg(text)
     n_val, n_test = int(len(text) * 0.1), int(len(text) * 0.02)

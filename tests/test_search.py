@@ -17,10 +17,10 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from rnnlab import search
 from rnnlab.config import Config, TaskConfig
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import train
+from rnnlab.sweeps import search
+from rnnlab.training.loop import train
+from rnnlab.training.tracker import MemoryTracker
 from tests.conftest import ROOT, run_cli
 
 # A small, quick adder search: 6-bit sums, ≤ 1200 iterations, val every 100.

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from mlflow.entities import Metric, RunStatus
 
-from rnnlab import checkpoint, signals, store
-from rnnlab.checkpoint import Checkpoint
+from rnnlab.tracking import store
+from rnnlab.training import checkpoint, signals
+from rnnlab.training.checkpoint import Checkpoint
 
 
 @pytest.fixture
@@ -157,14 +158,15 @@ def test_held_raises_a_signal_from_inside_once_the_block_is_done():
 
 
 def test_signals_while_a_sweeps_parent_closes_never_leave_it_running(client, tmp_path):
-    """Real SIGTERMs, sent from inside ``sweep.close_parent``'s own database statements (a
+    """Real SIGTERMs, sent from inside ``parent_run.close_parent``'s own database statements (a
     SQLAlchemy event hook picks which, from a seeded generator) while the CLI's handler is
     installed (it raises KeyboardInterrupt): the parent still ends FINISHED with its children
     counted — before, the first such signal left the parent RUNNING."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from rnnlab import run, sweep
+    from rnnlab import run
+    from rnnlab.sweeps import parent_run
 
     exp = store.ensure_experiment(client, "t")
     parent = client.create_run(exp, tags={"rnnlab.kind": "sweep"}).info.run_id
@@ -184,14 +186,14 @@ def test_signals_while_a_sweeps_parent_closes_never_leave_it_running(client, tmp
     previous = signal.signal(signal.SIGTERM, run._terminate)
     event.listen(Engine, "before_cursor_execute", signal_on_some)
     try:
-        sweep.open_parent.update(uri=client.tracking_uri, run_id=parent)
-        sweep.close_parent(RunStatus.FINISHED)
+        parent_run.open_parent.update(uri=client.tracking_uri, run_id=parent)
+        parent_run.close_parent(RunStatus.FINISHED)
     except KeyboardInterrupt as e:  # a failure of this test, not the end of the session
         pytest.fail(f"a signal cut close_parent short at statement {len(statements)}: {e!r}")
     finally:
         event.remove(Engine, "before_cursor_execute", signal_on_some)
         signal.signal(signal.SIGTERM, previous)
-        sweep.open_parent.clear()
+        parent_run.open_parent.clear()
     assert len(statements) > max(at)  # every chosen statement ran, so each signal was sent
     closed = client.get_run(parent)
     assert closed.info.status == "FINISHED", closed.info
@@ -201,8 +203,8 @@ def test_signals_while_a_sweeps_parent_closes_never_leave_it_running(client, tmp
 def test_resume_run_continues_a_run_inside_this_process(tmp_path):
     """``job.resume_run`` (what a requeued cluster job calls): the same run, on to more
     iterations, each step once; a live RUNNING run is refused."""
-    from rnnlab import job, resume
     from rnnlab.config import Config
+    from rnnlab.tracking import job, resume
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = Config()

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlab import rnn
 from rnnlab.config import Config, ConfigError, DataConfig, TaskConfig
+from rnnlab.engine import rnn
 from rnnlab.tasks import TASKS, AdderTask, CharTask
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError, Vocabulary

@@ -12,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from rnnlab import sweep
 from rnnlab.config import Config, flatten, register_configs, to_config
-from rnnlab.job import JobContext, run_job
 from rnnlab.model import LIMITS
 from rnnlab.run import CONFIG_DIR, run_name
-from rnnlab.tracking import MlflowTracker
-from rnnlab.train import DivergenceError
+from rnnlab.sweeps import parent_run
+from rnnlab.tracking.job import JobContext, run_job
+from rnnlab.tracking.mlflow_tracker import MlflowTracker
+from rnnlab.training.loop import DivergenceError
 
 CHAR_TINY = ["iterations=60", "log_every=10", "eval_every=20", "sample_every=30",
              "checkpoint_every=50", "hidden_size=16"]  # fmt: skip
@@ -208,9 +208,9 @@ def test_parent_closes_failed_and_closes_children_left_running(store, request):
     ok = client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id})
     client.set_terminated(ok.info.run_id, "FINISHED")
     dead = client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id})  # SIGKILLed
-    sweep.open_parent.update(uri=store, run_id=parent.info.run_id)
-    sweep.close_parent(RunStatus.FINISHED)
-    assert not sweep.open_parent
+    parent_run.open_parent.update(uri=store, run_id=parent.info.run_id)
+    parent_run.close_parent(RunStatus.FINISHED)
+    assert not parent_run.open_parent
     p = client.get_run(parent.info.run_id)
     assert p.info.status == "FAILED"
     assert p.data.tags["error"] == "1 of 2 child runs did not finish"

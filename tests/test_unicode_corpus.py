@@ -15,9 +15,9 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from rnnlab import checkpoint
 from rnnlab.sample import generate_text, load_weights
 from rnnlab.tasks.charrnn import CharTask, Vocabulary
+from rnnlab.training import checkpoint
 
 # NUL first: a numpy str array loses it (trailing NULs are its padding)
 ODD = ["\0", "\x01", "\t", "\r", "\n", " ", "a", "b", "é", "e\u0301", "Ω", "中", "\u200b",

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from rnnlab.sample import load_weights
-from rnnlab.store import default_uri, fetch_checkpoint, open_store
 from rnnlab.tasks.adder import AdderTask
+from rnnlab.tracking.store import default_uri, fetch_checkpoint, open_store
 
 BITS = (8, 16, 32)
 HERE = Path(__file__).resolve().parent

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rnnlab import rnn
-from rnnlab.store import default_uri, open_store
+from rnnlab.engine import rnn
+from rnnlab.tracking.store import default_uri, open_store
 
 HERE = Path(__file__).resolve().parent
 VOCAB = 62  # kafka.txt's symbols (the report's runs log the same)

@@ -6,7 +6,7 @@
 For each cell the engine has (the vanilla cell with tanh and with sigmoid, GRU, LSTM) and seed:
 ‖∂L_T/∂h_{T-d}‖ on the fixed probe window (the first ``window`` held-out characters of kafka,
 from h = 0) at initialisation and after training with the char-RNN defaults, through
-``rnnlab.diagnostics`` — the same numbers a run logs. Writes curves.csv, summary.csv,
+``rnnlab.analysis.diagnostics`` — the same numbers a run logs. Writes curves.csv, summary.csv,
 grad_flow.png and prints the summary table (README.md holds the conclusions).
 """
 
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from rnnlab import diagnostics
+from rnnlab.analysis import diagnostics
 from rnnlab.config import Config, DataConfig, TrackingConfig
-from rnnlab.corpus import resolve
-from rnnlab.tracking import MemoryTracker
-from rnnlab.train import Trainer, train
+from rnnlab.tasks.corpus import resolve
+from rnnlab.training.loop import Trainer, train
+from rnnlab.training.tracker import MemoryTracker
 
 HERE = Path(__file__).resolve().parent
 CELLS = {  # study name -> (cfg.cell, cfg.task.activation; the gated cells use σ and tanh)

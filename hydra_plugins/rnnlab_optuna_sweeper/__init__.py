@@ -2,5 +2,5 @@
 
 The plugin is thin: the config schema lives in ``config``, the sweep loop in ``sweeper``, and
 everything that is not Hydra glue (search spaces, samplers, pruners, the trial's tracker, the
-trials table) in ``rnnlab.search``, where it can be tested without Hydra.
+trials table) in ``rnnlab.sweeps.search``, where it can be tested without Hydra.
 """

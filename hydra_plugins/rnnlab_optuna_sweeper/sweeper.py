@@ -61,9 +61,9 @@ class RnnlabOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from rnnlab import search
-        from rnnlab.job import PARENT_RUN_FILE
-        from rnnlab.sweep import continue_parent
+        from rnnlab.sweeps import search
+        from rnnlab.sweeps.parent_run import continue_parent
+        from rnnlab.tracking.job import PARENT_RUN_FILE
 
         launch_dir = Path(os.getcwd())
         storage = self.storage or search.default_storage(launch_dir)
@@ -127,7 +127,7 @@ class RnnlabOptunaSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        from rnnlab import search
+        from rnnlab.sweeps import search
 
         value = ret.return_value if ret.status == JobStatus.COMPLETED else math.nan
         if isinstance(value, (int, float)) and math.isfinite(value):
@@ -141,11 +141,11 @@ class RnnlabOptunaSweeper(Sweeper):
     def _tag_parent(self, uri, parent_id, storage, keys, study=None) -> None:
         from mlflow.tracking import MlflowClient
 
-        from rnnlab import search
+        from rnnlab.sweeps import search
 
         client = MlflowClient(uri)
         tags = {
-            "rnnlab.search": "optuna",  # rnnlab.kind stays "sweep": a search is a sweep
+            "rnnlab.sweeps.search": "optuna",  # rnnlab.kind stays "sweep": a search is a sweep
             search.TAG_STUDY: self.study_name,
             "rnnlab.optuna_storage": _without_password(storage),
             "rnnlab.search_params": ",".join(keys),

@@ -7,7 +7,7 @@ and where it is on, the first such job raises and stops the whole sweep. Here th
 a final state (FAILED, OUT_OF_MEMORY, NODE_FAIL, …) or left the queue without a result for
 ``failure_grace_s`` seconds (a requeued job comes back to PENDING within that time) has failed:
 its child run is closed FAILED with the SLURM job id and its log's tail
-(``rnnlab.requeue.record_failed_job``) and it counts as a failed job (objective inf), so the
+(``rnnlab.sweeps.requeue.record_failed_job``) and it counts as a failed job (objective inf), so the
 sweep goes on. Requeued jobs, by ``scontrol requeue`` or submitit's own ``checkpoint()``, keep
 their job id and are simply waited for. Ctrl-C cancels the jobs it is waiting for.
 """
@@ -161,7 +161,7 @@ class RnnlabSlurmLauncher(SlurmLauncher):
         return [outcome[j.job_id] for j in jobs]
 
     def record_failure(self, job, overrides: list[str], state: str, node: str) -> None:
-        from rnnlab.requeue import record_failed_job
+        from rnnlab.sweeps.requeue import record_failed_job
 
         tail = log_tail(job)
         log.error(f"SLURM job {job.job_id} ended {state} without a result")

@@ -19,9 +19,9 @@ from __future__ import annotations
 import sys
 
 from rnnlab import quiet
-from rnnlab.inputs import check_model_name
 from rnnlab.report.build import generate
 from rnnlab.report.select import SelectionError, default_tracking_uri
+from rnnlab.tracking.names import check_model_name
 
 KEYS = ("sweep", "experiment", "filter", "tracking_uri", "out", "samples_at", "log", "register")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from rnnlab.leaderboard import print_sweep_closing
+from rnnlab.sweeps.leaderboard import print_sweep_closing
 
 
 class ReportCallback(Callback):
@@ -26,13 +26,15 @@ class ReportCallback(Callback):
             print(f"rnnlab: report failed: {type(e).__name__}: {e}", file=sys.stderr)
         if path is not None:
             print(f"rnnlab: report: {path}")
-        print_sweep_closing(config, path)  # rnnlab.leaderboard: ranks, parent id, what failed
+        print_sweep_closing(
+            config, path
+        )  # rnnlab.sweeps.leaderboard: ranks, parent id, what failed
 
     @staticmethod
     def generate(config: DictConfig) -> Path | None:
-        from rnnlab.job import PARENT_RUN_FILE
         from rnnlab.report.build import generate
-        from rnnlab.store import tracking_uri
+        from rnnlab.tracking.job import PARENT_RUN_FILE
+        from rnnlab.tracking.store import tracking_uri
 
         launch_dir = Path(os.getcwd())
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -94,7 +94,8 @@ def flags_of(histories: dict[str, list[tuple[int, float]]]) -> list[tuple[str, s
 
 
 def layer_suffix(k: int) -> str:
-    """Metric-name suffix of layer k (rnnlab.diagnostics.suffix): none for layer 0, else _l{k}."""
+    """Metric-name suffix of layer k (rnnlab.analysis.diagnostics.suffix): none for layer 0, else
+    _l{k}."""
     return "" if k == 0 else f"_l{k}"
 
 

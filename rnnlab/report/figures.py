@@ -371,7 +371,7 @@ def parallel_coordinates(trials: pd.DataFrame, keys: list[str], ylabel: str, tas
 
 
 def search_figures(trials: pd.DataFrame, keys: list[str], task: str, out_dir: Path):
-    """The figures of an Optuna search (``rnnlab.search.search_trials``'s table)."""
+    """The figures of an Optuna search (``rnnlab.sweeps.search.search_trials``'s table)."""
     judged = TASKS[task].JUDGED if task in TASKS else None  # what the search minimised
     name = trials.attrs.get("objective")
     ylabel = judged.label(name or judged.default) if judged else "objective"

@@ -42,7 +42,7 @@ class Report:
     samples: list[RunSamples]
     sample_iterations: list[int]  # the columns of the samples table ("final" is separate)
     generated: str
-    trials: pd.DataFrame | None = None  # a search's trials (rnnlab.search.search_trials)
+    trials: pd.DataFrame | None = None  # a search's trials (rnnlab.sweeps.search.search_trials)
     search_figures: list[FigureFile] = field(default_factory=list)
     diagnostics: diag_section.DiagnosticsSection | None = None  # Flags + Diagnostics sections
 

@@ -20,8 +20,8 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rnnlab import store
 from rnnlab.config import Config
+from rnnlab.tracking import store
 
 # Metric histories the report reads, besides each run's latest values.
 HISTORY_KEYS = ("train/smooth_loss", "val/loss", "val/bpc", "val/exact_acc", "perf/chars_per_sec")

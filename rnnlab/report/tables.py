@@ -34,11 +34,11 @@ import pandas as pd
 
 from rnnlab import evaluate
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
-from rnnlab.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
-from rnnlab.store import describe_status
+from rnnlab.sweeps.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
 from rnnlab.tasks import judged
+from rnnlab.tracking.store import describe_status
 
-# Columns of a search's trials (``rnnlab.search.search_trials``), after ``status``.
+# Columns of a search's trials (``rnnlab.sweeps.search.search_trials``), after ``status``.
 TRIAL_COLUMNS = ("trial", "trial_state", "pruned_at")
 
 # Per-run metric columns, in display order: (column, task or None for both).

@@ -4,8 +4,9 @@ A task owns its data, how windows are cut into batches, its evaluation and its s
 engine and the training loop are the same for both.
 """
 
-from rnnlab import config, decode, evaluate, schedule
+from rnnlab import config, evaluate
 from rnnlab.config import Config, ConfigError
+from rnnlab.engine import decode, schedule
 from rnnlab.tasks.adder import AdderTask
 from rnnlab.tasks.charrnn import CharTask
 

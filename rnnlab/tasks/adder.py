@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab import evaluate, rnn
+from rnnlab import evaluate
 from rnnlab.config import Config, ConfigError
+from rnnlab.engine import rnn
 
 
 def to_bits(values: np.ndarray, bits: int) -> np.ndarray:

@@ -14,8 +14,10 @@ import math
 
 import numpy as np
 
-from rnnlab import corpus, decode, evaluate, rnn
+from rnnlab import evaluate
 from rnnlab.config import Config, ConfigError
+from rnnlab.engine import decode, rnn
+from rnnlab.tasks import corpus
 
 
 class PrimeError(ValueError):

@@ -1,0 +1,388 @@
+"""The numba kernels of ``rnnlab.engine.fused``: one compiled loop per window for a gated layer's
+forward pass and one for its backward pass, at B > 1.
+
+Each kernel runs the T steps of a window itself: the step's recurrent product by ``np.dot``
+(numba calls SciPy's BLAS, ``scipy.linalg.cython_blas``) into a preallocated (B, K·H) buffer,
+then every elementwise op of the step in one loop over (B, H), writing the arrays the backward
+pass and the engine need. The numpy cells (``rnnlab.engine.cells``) spend ~450-500 small numpy calls
+per window on the same work, half of each call being fixed overhead; here a step is one BLAS
+call and one loop.
+
+Per-gate arrays are batch-major (T, B, K·H), C-contiguous: step t's gates ``a[t]`` are one
+(B, K·H) block, which is what the step's product writes (forward) and reads (backward), and a
+window's ``a.reshape(T·B, K·H)`` is what the engine's weight-gradient GEMMs read. The input
+pre-activations are read as rows of a table, ``table[rows[t, b]]``: for symbols the (V, K·H)
+table W_ih^T + b and the symbols themselves (the gather happens inside the step loop, no
+window-wide pass), for dense inputs their (T·B, K·H) projections and the row numbers. The σ
+gates' rows of the weights and inputs come halved (σ(a) = ½ tanh(a/2) + ½, as the numpy
+cells), so every gate is one tanh.
+
+Each step's elementwise work is one call of a row function per stream, on 1-D views (B calls
+per step): written inline in the step loop over (B, H), LLVM vectorized the same arithmetic
+4-6x less well (measured: a GRU window's elementwise 670 µs inline, 180 µs as row calls).
+
+tanh (``fast_tanh``): libm's ``math.tanh`` is a scalar call LLVM cannot vectorize (a GRU
+step's elementwise took 43-172 µs with it, 6 µs vectorized), so both dtypes use formulas that
+vectorize. float32: Eigen's rational approximation (|error| ≤ 3e-7). float64: tanh(|x|) =
+E / (E + 2) with E = expm1(2|x|) from a Cody-Waite reduction 2|x| = k ln 2 + r and a degree-13
+Taylor polynomial of expm1(r) (within 3 ulp of numpy's tanh over a dense grid of [-25, 25] and
+tiny arguments), so float64 results stay within ~1e-15 of the numpy cells. fastmath leaves out
+reassociation (it would undo the reduction's split of ln 2) and approximate functions.
+
+This module imports numba: ``rnnlab.engine.fused`` imports it only when a gated layer first runs at
+B > 1. Compiled code is cached on disk (``cache=True``, under ``__pycache__``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba.extending import overload
+
+# fastmath without "reassoc" and "afn": the loops vectorize without them (no reductions), and
+# reassociation would fold the float64 tanh's two-part ln 2 back into one.
+_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract"}
+_JIT = {"cache": True, "fastmath": _FASTMATH, "error_model": "numpy", "nogil": True}
+_TANH_CLAMP = 7.90531110763549805  # beyond it float32 tanh(x) rounds to ±1
+
+# Eigen's float32 tanh (``ptanh_float``): an odd polynomial of degree 13 over an even one of
+# degree 6, on x clamped to ±7.9053; coefficients from highest to lowest power of x².
+_TANH_P = (
+    -2.76076847742355e-16,
+    2.00018790482477e-13,
+    -8.60467152213735e-11,
+    5.12229709037114e-08,
+    1.48572235717979e-05,
+    6.37261928875436e-04,
+    4.89352455891786e-03,
+)
+_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
+
+
+def fast_tanh(x):
+    """tanh(x) in the kernels: exact in float64, the rational approximation in float32 (a
+    stub for numba; its implementations are the overloads below)."""
+    raise NotImplementedError("fast_tanh runs only inside numba-compiled code")
+
+
+def _ptanh32(x):
+    f32 = np.float32
+    x = min(max(x, f32(-_TANH_CLAMP)), f32(_TANH_CLAMP))
+    x2 = x * x
+    p = f32(_TANH_P[0])
+    p = p * x2 + f32(_TANH_P[1])
+    p = p * x2 + f32(_TANH_P[2])
+    p = p * x2 + f32(_TANH_P[3])
+    p = p * x2 + f32(_TANH_P[4])
+    p = p * x2 + f32(_TANH_P[5])
+    p = p * x2 + f32(_TANH_P[6])
+    p = p * x
+    q = f32(_TANH_Q[0])
+    q = q * x2 + f32(_TANH_Q[1])
+    q = q * x2 + f32(_TANH_Q[2])
+    q = q * x2 + f32(_TANH_Q[3])
+    return p / q
+
+
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
+_INV_LN2 = 1.44269504088896338700e00
+_EXPM1_C = tuple(1.0 / math.factorial(i) for i in range(2, 14))  # 1/2! .. 1/13!
+
+
+def _tanh64(x):
+    a = min(abs(x), 20.0)  # tanh(20) rounds to 1
+    y = a + a
+    k = np.int64(y * _INV_LN2 + 0.5)  # y = k ln 2 + r, |r| ≤ ln 2 / 2
+    kf = np.float64(k)
+    r = (y - kf * _LN2_HI) - kf * _LN2_LO
+    c = _EXPM1_C
+    p = c[11]
+    p = p * r + c[10]
+    p = p * r + c[9]
+    p = p * r + c[8]
+    p = p * r + c[7]
+    p = p * r + c[6]
+    p = p * r + c[5]
+    p = p * r + c[4]
+    p = p * r + c[3]
+    p = p * r + c[2]
+    p = p * r + c[1]
+    p = p * r + c[0]
+    p = r + r * (r * p)  # expm1(r): the Taylor series to r^13/13! (error < 2e-17 relative)
+    s = np.float64(np.int64(1) << k)  # 2^k
+    E = s * p + (s - 1.0)  # expm1(y) = 2^k (1 + expm1(r)) - 1
+    t = E / (E + 2.0)
+    return t if x >= 0 else -t
+
+
+@overload(fast_tanh, jit_options={"fastmath": _FASTMATH})
+def _fast_tanh_impl(x):
+    if isinstance(x, numba.types.Float) and x.bitwidth == 32:
+        return _ptanh32
+    return _tanh64
+
+
+@numba.njit(**_JIT)
+def tanh_array(x, out):
+    """out = fast_tanh(x), elementwise over 1-D arrays (for tests of the approximation)."""
+    for i in range(x.shape[0]):
+        out[i] = fast_tanh(x[i])
+
+
+# --- GRU ----------------------------------------------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def _gru_forward_row(x, g, b_hn, h_prev, gates, hn, h):
+    """One stream's step: x (3H,) W_ih x + b, g (3H,) W_hh h_{t-1} (r, z halved), b_hn (H,),
+    h_prev (H,) → gates (3H,) r z n, hn (H,) W_hn h_{t-1} + b_hn, h (H,)."""
+    H = h.shape[0]
+    half = h.dtype.type(0.5)
+    for j in range(H):
+        r = half * fast_tanh(x[j] + g[j]) + half  # σ = ½ tanh(·/2) + ½
+        z = half * fast_tanh(x[H + j] + g[H + j]) + half
+        hn_ = g[2 * H + j] + b_hn[j]
+        n = fast_tanh(x[2 * H + j] + r * hn_)
+        gates[j] = r
+        gates[H + j] = z
+        gates[2 * H + j] = n
+        hn[j] = hn_
+        h[j] = n + z * (h_prev[j] - n)  # (1 − z) n + z h_{t-1}
+
+
+@numba.njit(**_JIT)
+def gru_forward(table, rows, WT, b_hn, hs, acts, hn, g):
+    """table (R, 3H) input pre-activations W_ih x + b (r, z columns halved), step t of stream
+    b reading row rows[t, b] (T, B); WT (H, 3H): W_hh^T, r and z columns halved; b_hn (H,);
+    hs (T+1, B, H) with hs[0] set, gets every h_t; acts (T, B, 3H) gets the gates r z n;
+    hn (T, B, H) gets W_hn h_{t-1} + b_hn; g (B, 3H) scratch."""
+    T, B, _ = hn.shape
+    for t in range(T):
+        np.dot(hs[t], WT, g)  # (B, 3H) = W_hh h_{t-1}, r and z halved
+        for b in range(B):
+            _gru_forward_row(
+                table[rows[t, b]], g[b], b_hn, hs[t, b], acts[t, b], hn[t, b], hs[t + 1, b]
+            )
+
+
+@numba.njit(**_JIT)
+def _gru_backward_row(gates, hn, h_prev, dh, dhnext, dproj, drec, keep_dh):
+    """One stream's step back: gates (3H,) r z n, hn (H,), h_prev (H,); dh (H,) the gradient at
+    h_t from its output, += dhnext (H,) from the future (written back when keep_dh); →
+    dproj, drec (3H,), and dhnext (H,) the direct part z ⊙ dh (the product through W_hh is
+    added by the caller)."""
+    H = dh.shape[0]
+    one = dh.dtype.type(1.0)
+    for j in range(H):
+        r, z, n = gates[j], gates[H + j], gates[2 * H + j]
+        d = dh[j] + dhnext[j]  # into h_t: its output + the future
+        if keep_dh:
+            dh[j] = d
+        dnp = d * ((one - n * n) * (one - z))  # n pre-activation
+        dz = d * (((one - z) * z) * (h_prev[j] - n))  # z pre-activation
+        dr = dnp * (((one - r) * r) * hn[j])  # r pre-activation
+        drec[j] = dr
+        drec[H + j] = dz
+        drec[2 * H + j] = dnp * r  # W_hn h + b_hn
+        dproj[j] = dr
+        dproj[H + j] = dz
+        dproj[2 * H + j] = dnp
+        dhnext[j] = d * z  # directly through z ⊙ h_{t-1}
+
+
+@numba.njit(**_JIT)
+def gru_backward(acts, hn, hs, W, dh, keep_dh, dproj, drec, dhnext, back):
+    """acts (T, B, 3H) the gates r z n, hn (T, B, H), hs (T+1, B, H) as gru_forward left them;
+    W (3H, H) W_hh; dh (T, B, H) loss gradient at each h_t, turned in place into d loss / d h_t
+    (its output + the future) when keep_dh (else left as it is: memory traffic is most of
+    this loop's cost); writes dproj, drec (T, B, 3H) the gradients w.r.t. the input
+    and recurrent pre-activations and dhnext (B, H) w.r.t. h_0 (zero on entry); back (B, H)
+    scratch."""
+    T, B, H = dh.shape
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            _gru_backward_row(
+                acts[t, b],
+                hn[t, b],
+                hs[t, b],
+                dh[t, b],
+                dhnext[b],
+                dproj[t, b],
+                drec[t, b],
+                keep_dh,
+            )
+        np.dot(drec[t], W, back)  # (B, H): through the gates, Σ_gates (B, H) @ (H, H)
+        dhnext += back
+
+
+# --- LSTM ---------------------------------------------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def _lstm_forward_row(x, g_oi, g_fg, c_prev, gates, c, h):
+    """One stream's step: x (4H,) W_ih x + b_ih + b_hh in the internal order o i f g, g_oi,
+    g_fg (2H,) W_hh h_{t-1}'s o i and f g parts (σ halved), c_prev (H,) → gates (4H,), c,
+    h (H,)."""
+    H = h.shape[0]
+    half = h.dtype.type(0.5)
+    for j in range(H):
+        o = half * fast_tanh(x[j] + g_oi[j]) + half
+        i = half * fast_tanh(x[H + j] + g_oi[H + j]) + half
+        f = half * fast_tanh(x[2 * H + j] + g_fg[j]) + half
+        gg = fast_tanh(x[3 * H + j] + g_fg[H + j])
+        cj = f * c_prev[j] + i * gg  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        tcj = fast_tanh(cj)
+        gates[j] = o
+        gates[H + j] = i
+        gates[2 * H + j] = f
+        gates[3 * H + j] = gg
+        c[j] = cj
+        h[j] = o * tcj  # h_t = o ⊙ tanh(c_t)
+
+
+@numba.njit(**_JIT)
+def lstm_forward(table, rows, WT_oi, WT_fg, hs, cs, acts, g_oi, g_fg):
+    """table (R, 4H) input pre-activations W_ih x + b_ih + b_hh in the internal gate order
+    o i f g (σ columns halved), step t of stream b reading row rows[t, b]; WT_oi, WT_fg (H, 2H):
+    W_hh^T's o i and f g columns, σ columns halved; hs, cs (T+1, B, H) with hs[0], cs[0] set,
+    get every h_t, c_t; acts (T, B, 4H) gets the gates o i f g; g_oi, g_fg (B, 2H) scratch.
+    tanh(c_t) is not kept: the backward pass recomputes it (cheaper than the memory traffic).
+    The step's product is two (B, H) @ (H, 2H): OpenBLAS took 31 µs for one (32, 100) @
+    (100, 400) and 2 × 9 µs for the halves (measured; the GRU's 300 columns gain nothing)."""
+    T, B, _ = acts.shape
+    for t in range(T):
+        np.dot(hs[t], WT_oi, g_oi)  # (B, 2H) = W_hh h_{t-1}, o and i rows, halved
+        np.dot(hs[t], WT_fg, g_fg)  # f (halved) and g
+        for b in range(B):
+            _lstm_forward_row(
+                table[rows[t, b]],
+                g_oi[b],
+                g_fg[b],
+                cs[t, b],
+                acts[t, b],
+                cs[t + 1, b],
+                hs[t + 1, b],
+            )
+
+
+@numba.njit(**_JIT)
+def _lstm_backward_row(gates, c, c_prev, dh, dhnext, dcnext, dG, d_if, d_go, dc_out, keep):
+    """One stream's step back: gates (4H,) o i f g, c (H,) c_t, c_prev (H,); dh (H,) the
+    gradient at h_t from its output, += dhnext (H,) from the future; dcnext (H,) the gradient at
+    c_t from c_{t+1}, replaced by the one at c_{t-1} → dG (4H,) in PyTorch's order i f g o, and
+    its halves again in d_if, d_go (2H,) (contiguous operands for the step's two products);
+    when keep, d loss / d h_t back into dh and d loss / d c_t into dc_out (H,)."""
+    H = dh.shape[0]
+    one = dh.dtype.type(1.0)
+    for j in range(H):
+        o, i, f, g = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+        tcj = fast_tanh(c[j])  # as the forward pass computed it
+        d = dh[j] + dhnext[j]  # into h_t: its output + the future
+        dc = d * (o * (one - tcj * tcj)) + dcnext[j]  # into c_t: through h_t and c_{t+1}
+        if keep:
+            dh[j] = d
+            dc_out[j] = dc
+        di = dc * (((one - i) * i) * g)
+        df = dc * (((one - f) * f) * c_prev[j])
+        dg = dc * ((one - g * g) * i)
+        do = d * (((one - o) * o) * tcj)
+        dG[j] = di
+        dG[H + j] = df
+        dG[2 * H + j] = dg
+        dG[3 * H + j] = do
+        d_if[j] = di
+        d_if[H + j] = df
+        d_go[j] = dg
+        d_go[H + j] = do
+        dcnext[j] = dc * f  # into c_{t-1}
+
+
+@numba.njit(**_JIT)
+def lstm_backward(acts, cs, W_if, W_go, dh, keep, dG, dhnext, dcnext, c_trace, d_if, d_go, back):
+    """acts (T, B, 4H) the gates o i f g, cs (T+1, B, H) as lstm_forward left them; W_if, W_go
+    (2H, H) W_hh's rows i f and g o (PyTorch's order); dh (T, B, H) loss gradient at each h_t;
+    writes dG (T, B, 4H) the gate pre-activations' gradients in PyTorch's order i f g o, dhnext,
+    dcnext (B, H) w.r.t. h_0, c_0 (zero on entry), and, when keep, d loss / d h_t into dh and
+    d loss / d c_t into c_trace (T, B, H) (else neither is written: memory traffic is most of
+    this loop's cost); d_if, d_go (B, 2H) and back (B, H) scratch. The step's product is two
+    (B, 2H) @ (2H, H), as in lstm_forward (34 µs for one (32, 400) @ (400, 100), 2 × 10 µs)."""
+    T, B, _ = dh.shape
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            _lstm_backward_row(
+                acts[t, b],
+                cs[t + 1, b],
+                cs[t, b],
+                dh[t, b],
+                dhnext[b],
+                dcnext[b],
+                dG[t, b],
+                d_if[b],
+                d_go[b],
+                c_trace[t, b],
+                keep,
+            )
+        np.dot(d_if, W_if, dhnext)  # into h_{t-1}: Σ_gates (B, H) @ (H, H)
+        np.dot(d_go, W_go, back)
+        dhnext += back
+
+
+# --- the input weights' gradient ----------------------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def scatter_rows(sym, d, dWT, db):
+    """dWT[s] = the sum of the rows d[n] (N, G) whose input symbol sym[n] (N,) was s, dWT
+    (V, G), and db (G,) the sum of all rows, both zeroed first. In the order of n:
+    deterministic."""
+    dWT[:] = 0.0
+    db[:] = 0.0
+    for n in range(sym.shape[0]):
+        _add_row(d[n], dWT[sym[n]], db)
+
+
+@numba.njit(**_JIT)
+def _add_row(src, dst, total):
+    for c in range(src.shape[0]):
+        dst[c] += src[c]
+        total[c] += src[c]
+
+
+# --- the weights as the kernels read them -------------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def gather_transposed(src, rows, scale, add, out):
+    """out[c, i] = src[rows[i], c] · scale[i] + add[i]: src (R, C), rows, scale, add (G,),
+    out (C, G). The input weights' rows picked (the LSTM's gate order), σ rows halved,
+    transposed and the bias added in one pass: the symbols' table (19 against 24 µs with numpy's
+    copy per row block and transposed add, for a GRU's (300, 80) W_ih)."""
+    for c in range(src.shape[1]):
+        for i in range(rows.shape[0]):
+            out[c, i] = src[rows[i], c] * scale[i] + add[i]
+
+
+# --- the update ---------------------------------------------------------------------------------
+
+# IEEE arithmetic only: the same operations in the same order as ``optim.clip_elementwise`` then
+# ``optim.Adagrad._update`` give the same bits (no contraction into fused multiply-adds).
+_EXACT = {"cache": True, "error_model": "numpy", "nogil": True}
+
+
+@numba.njit(**_EXACT)
+def clip_adagrad(params, grad, mem, limit, lr, eps):
+    """In one pass over the flat buffers (all of one dtype, as ``limit``, ``lr``, ``eps``):
+    grad = clip(grad, ±limit) (NaN stays NaN, as ``np.clip``); mem += grad²;
+    params -= grad / sqrt(mem + eps) · lr."""
+    for i in range(params.shape[0]):
+        g = grad[i]
+        if g > limit:
+            g = limit
+        elif g < -limit:
+            g = -limit
+        grad[i] = g
+        m = mem[i] + g * g
+        mem[i] = m
+        params[i] -= (g / np.sqrt(m + eps)) * lr

@@ -1,0 +1,596 @@
+"""The shared recurrent network: forward pass, output heads and BPTT, as pure numpy functions.
+
+One engine serves both tasks and every cell. The vanilla recurrence (min-char-rnn's) is
+
+    h_t = act(Wxh x_t + Whh h_{t-1} + bh)        y_t = Why h_t + by
+
+with ``act`` tanh (char-RNN) or sigmoid (adder); the gated cells (GRU, LSTM, PyTorch's equations)
+live in ``rnnlab.engine.cells``. This module holds the skeleton they all share: the input projection
+of a window at once, ``Spec.layers`` stacked layers (layer k > 0 reads layer k-1's h), inverted
+dropout on each layer's output, the output head on the top layer, and BPTT with every weight
+gradient a big GEMM. Inputs arrive either as integer symbols, looked up as columns of ``Wxh`` (never
+a one-hot matmul), or as dense float vectors (the adder's two bits per step). Arrays are time-major
+and batch-second: ``xs`` is (T, B) or (T, B, D); the carried state is (L, S, B, H) — h (and the
+LSTM's c) of every layer — or, for one vanilla layer, today's (B, H). Weights keep min-char-rnn's
+orientation (``Wxh`` is (H, D)) and names; one vanilla layer without dropout is bit for bit the
+engine before gated cells existed.
+
+Nothing here does I/O, reads config or keeps state between calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnlab.engine import cells, fused
+
+Params = dict[str, np.ndarray]
+PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
+
+
+_sigmoid = cells.sigmoid  # 1 / (1 + e^-z), optionally in place
+
+
+def _tanh_grad(h: np.ndarray) -> np.ndarray:
+    """tanh'(z) written through h = tanh(z): 1 - h²."""
+    d = np.multiply(h, h)
+    return np.subtract(1.0, d, out=d)  # in place: one temporary, not two
+
+
+def _sigmoid_grad(h: np.ndarray) -> np.ndarray:
+    """sigmoid'(z) written through h = sigmoid(z): h (1 - h)."""
+    d = np.subtract(1.0, h)
+    return np.multiply(d, h, out=d)
+
+
+# activation -> (function(z, out), derivative written in terms of the output h)
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "tanh": (np.tanh, _tanh_grad),
+    "sigmoid": (_sigmoid, _sigmoid_grad),
+}
+
+
+CELL_NAMES = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # rows of W_ih per hidden unit
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a network is, besides its sizes in and out: the cell, the depth, the width."""
+
+    cell: str = "rnn"  # rnn (min-char-rnn's) | gru | lstm (PyTorch's equations)
+    layers: int = 1  # stacked layers; layer k > 0 reads layer k-1's h
+    hidden_size: int = 100  # units per layer
+    activation: str = "tanh"  # the vanilla cell's nonlinearity (gated cells use σ and tanh)
+    dropout: float = 0.0  # inverted dropout on each layer's output, training only
+
+    @property
+    def state_size(self) -> int:
+        """S: arrays per layer in the carried state, h (and c for the LSTM)."""
+        return 2 if self.cell == "lstm" else 1
+
+
+def spec_of(cfg) -> Spec:
+    """The Spec a Config describes."""
+    return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout)
+
+
+def as_spec(spec: Spec | str, params: Params) -> Spec:
+    """A Spec, or today's bare activation name for one vanilla layer."""
+    if isinstance(spec, Spec):
+        return spec
+    return _vanilla_spec(spec, params["Whh"].shape[0])
+
+
+@functools.cache
+def _vanilla_spec(activation: str, hidden_size: int) -> Spec:
+    return Spec("rnn", 1, hidden_size, activation, 0.0)
+
+
+def zero_state(spec: Spec, batch: int, dtype) -> np.ndarray:
+    """The all-zero carried state, (L, S, B, H): h (and c) of every layer and stream."""
+    return np.zeros((spec.layers, spec.state_size, batch, spec.hidden_size), dtype=dtype)
+
+
+def layer_names(spec: Spec, k: int) -> tuple[str, str, str, str | None]:
+    """Names of layer k's (input weight, recurrent weight, input bias, recurrent bias)."""
+    return _layer_names(spec.cell, k)
+
+
+@functools.cache
+def _layer_names(cell: str, k: int) -> tuple[str, str, str, str | None]:
+    if cell == "rnn":  # min-char-rnn's names, one bias; deeper layers get a suffix
+        s = "" if k == 0 else f"_l{k}"
+        return f"Wxh{s}", f"Whh{s}", f"bh{s}", None
+    return f"W_ih_l{k}", f"W_hh_l{k}", f"b_ih_l{k}", f"b_hh_l{k}"  # PyTorch's
+
+
+def param_shapes(
+    input_size: int, hidden_size: int, output_size: int, spec: Spec | None = None
+) -> dict[str, tuple]:
+    """Shapes of every parameter, in min-char-rnn's (= PyTorch's) orientation: W is (out, in).
+    The order is the flat buffer's; one vanilla layer keeps today's Wxh, Whh, Why, bh, by."""
+    spec = spec or Spec(hidden_size=hidden_size)
+    H, G = hidden_size, GATES[spec.cell] * hidden_size
+    ins = [input_size] + [H] * (spec.layers - 1)
+    shapes: dict[str, tuple] = {}
+    if spec.cell == "rnn":
+        for k, D in enumerate(ins):
+            W_in, W_rec, _, _ = layer_names(spec, k)
+            shapes |= {W_in: (H, D), W_rec: (H, H)}
+        shapes["Why"] = (output_size, H)
+        shapes |= {layer_names(spec, k)[2]: (H,) for k in range(spec.layers)}
+    else:
+        for k, D in enumerate(ins):
+            W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+            shapes |= {W_in: (G, D), W_rec: (G, H), b_in: (G,), b_rec: (G,)}
+        shapes["Why"] = (output_size, H)
+    shapes["by"] = (output_size,)
+    return shapes
+
+
+def packed_zeros(shapes: dict[str, tuple], dtype) -> tuple[np.ndarray, Params]:
+    """One flat zero buffer and named views into it.
+
+    Parameters, gradients and optimizer memories all live in such buffers, so an optimizer step
+    or a clip is a few numpy calls over one vector instead of a few per matrix.
+    """
+    flat = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), dtype=dtype)
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return flat, views
+
+
+def init_params(
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    rng: np.random.Generator,
+    init: str = "normal",
+    scale: float = 0.01,
+    dtype: str | np.dtype = np.float64,
+    spec: Spec | None = None,
+) -> tuple[np.ndarray, Params]:
+    """Fresh weights as (flat buffer, named views). ``normal``: N(0, scale²) as min-char-rnn;
+    ``uniform``: U[-scale, scale) as iamtrask's adder (scale 1); vanilla biases start at zero.
+    Gated layers initialise as PyTorch does, every weight and bias U(-1/√H, 1/√H); ``init``
+    then selects the output layer's Why."""
+    spec = spec or Spec(hidden_size=hidden_size)
+    shapes = param_shapes(input_size, hidden_size, output_size, spec)
+    flat, params = packed_zeros(shapes, dtype)
+
+    def draw(shape):
+        if init == "normal":
+            return rng.standard_normal(shape) * scale
+        if init == "uniform":
+            return (2.0 * rng.random(shape) - 1.0) * scale
+        raise ValueError(f"unknown init {init!r}; allowed: normal, uniform")
+
+    if spec.cell == "rnn":
+        # Wxh, Whh, Why first, in this order: one layer draws exactly today's numbers
+        names = ["Wxh", "Whh", "Why"]
+        names += [n for k in range(1, spec.layers) for n in layer_names(spec, k)[:2]]
+        for name in names:
+            params[name][...] = draw(params[name].shape)
+    else:
+        bound = 1.0 / math.sqrt(hidden_size)
+        for k in range(spec.layers):
+            for name in layer_names(spec, k):
+                params[name][...] = rng.uniform(-bound, bound, params[name].shape)
+        params["Why"][...] = draw(params["Why"].shape)
+    return flat, params
+
+
+@dataclass
+class Forward:
+    """What the backward pass needs from the forward pass."""
+
+    xs: np.ndarray  # (T, B) int symbols or (T, B, D) float inputs
+    hs: np.ndarray  # (T+1, B, H) the top layer's h; hs[0] its initial h, hs[t+1] after step t
+    logits: np.ndarray  # (T, B, O)
+    activation: str
+    spec: Spec | None = None
+    layers: list = field(default_factory=list)  # per layer: cells.Layer
+    inputs: list = field(default_factory=list)  # per layer: what it read, (T, B) or (T, B, D)
+    top: np.ndarray | None = None  # (T, B, H) what the head read (top h after dropout)
+    masks: list | None = None  # per layer (T, B, H) dropout masks, None when off
+    state: np.ndarray | None = None  # (L, S, B, H) final state
+    carry: np.ndarray | None = None  # the final state in the caller's form ((B, H) if given so)
+    legacy: bool = False  # the initial state came as (B, H)
+    reference: bool = False  # the gated layers ran the numpy cells (REFERENCE_CELLS)
+
+
+def _rnn_layer_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Layer:
+    """One vanilla layer over a window: h_t = act(Wxh x_t + Whh h_{t-1} + bh)."""
+    act, _ = ACTIVATIONS[activation]
+    T, B = x.shape[:2]
+    hs = np.empty((T + 1, B, Whh.shape[0]), dtype=Wxh.dtype)
+    hs[0] = state0[0]
+    # Input projections plus bh for every step at once, written into hs[1:]; the loop then adds
+    # the recurrent term in place.
+    cells.project(Wxh, bh, x, hs[1:])
+    WhhT = np.ascontiguousarray(Whh.T)  # contiguous rows make each step's small GEMM faster
+    z = np.empty_like(hs[0])  # (B, H) pre-activation, reused every step
+    h = list(hs)  # views made once: indexing inside the loop costs as much as the math at B=1
+    for t in range(T):
+        # The sequential part: one (B, H) @ (H, H) product and the nonlinearity per step,
+        # three numpy calls writing into existing buffers (positional ``out``: fewer checks).
+        np.dot(h[t], WhhT, z)
+        np.add(z, h[t + 1], z)  # h[t+1] holds Wxh x_t + bh until overwritten
+        act(z, h[t + 1])
+    return cells.Layer(hs=hs, state=hs[-1][None])
+
+
+def _rnn_layer_backward(layer: cells.Layer, Whh, dz, activation, trace=None):
+    """BPTT through one vanilla layer. dz: (T, B, H) gradient at each output h_t from above,
+    turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H)). ``trace`` (T, B, H),
+    when given, receives d loss / d h_t (its output + the future) of every step."""
+    _, dact = ACTIVATIONS[activation]
+    hs = layer.hs
+    T, B, H = dz.shape
+    dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t
+    dhnext = np.zeros((B, H), dtype=hs.dtype)  # gradient arriving at h_t from step t+1
+    dzs, dhdzs = list(dz), list(dhdz)  # per-step views, made once
+    dhs = dzs if trace is None else list(trace)  # without a trace: in place, as before
+    for t in reversed(range(T)):
+        np.add(dzs[t], dhnext, dhs[t])  # backprop into h_t: its output + the future
+        np.multiply(dhs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
+        np.dot(dzs[t], Whh, dhnext)  # into h_{t-1}
+    return dz, dz, dhnext[None]
+
+
+# cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared. The
+# gated cells run through compiled kernels at B > 1 (rnnlab.engine.fused), the numpy cells at B = 1.
+CELLS: dict[str, tuple[Callable, Callable]] = {
+    "rnn": (_rnn_layer_forward, _rnn_layer_backward),
+    "gru": (fused.gru_forward, fused.gru_backward),
+    "lstm": (fused.lstm_forward, fused.lstm_backward),
+}
+# the numpy cells at every B: the reference the kernels are tested against (``reference=True``)
+REFERENCE_CELLS: dict[str, tuple[Callable, Callable]] = CELLS | {
+    "gru": (cells.gru_forward, cells.gru_backward),
+    "lstm": (cells.lstm_forward, cells.lstm_backward),
+}
+
+
+def dropout_masks(spec: Spec, T: int, B: int, dtype, rng: np.random.Generator) -> list:
+    """Inverted dropout masks, one (T, B, H) per layer: 0 with probability p, else 1/(1-p)."""
+    keep = 1.0 - spec.dropout
+    return [
+        (rng.random((T, B, spec.hidden_size)) < keep).astype(dtype) / keep
+        for _ in range(spec.layers)
+    ]
+
+
+def forward(
+    params: Params,
+    xs: np.ndarray,
+    hprev: np.ndarray,
+    activation: Spec | str,
+    masks: list | None = None,
+    dropout_rng: np.random.Generator | None = None,
+    reference: bool = False,
+) -> Forward:
+    """Run the network over a window. xs: (T, B) ints or (T, B, D) floats; hprev: the state
+    (L, S, B, H), or (B, H) with a bare activation name for one vanilla layer. Dropout applies
+    when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from.
+    ``reference``: gated layers through the numpy cells at every B (the kernels' reference)."""
+    spec = as_spec(activation, params)
+    legacy = hprev.ndim == 2
+    state0 = hprev.reshape(1, 1, *hprev.shape) if legacy else hprev  # (L, S, B, H)
+    T, B = xs.shape[:2]
+    dtype = params["Why"].dtype
+    if masks is None and spec.dropout > 0.0 and dropout_rng is not None:
+        masks = dropout_masks(spec, T, B, dtype, dropout_rng)
+    layer_forward, _ = (REFERENCE_CELLS if reference else CELLS)[spec.cell]
+    x, layers, inputs = xs, [], []
+    for k in range(spec.layers):
+        W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+        inputs.append(x)
+        layer = layer_forward(
+            params[W_in], params[b_in], params[W_rec], params.get(b_rec), x, state0[k],
+            spec.activation,
+        )  # fmt: skip
+        layers.append(layer)
+        x = layer.hs[1:]  # (T, B, H) this layer's outputs
+        if masks is not None:
+            x = x * masks[k]  # inverted dropout on what the next layer (or the head) reads
+    Why, by = params["Why"], params["by"]
+    logits = np.matmul(x.reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
+    logits += by
+    # (L, S, B, H): every layer's final state (one layer: a view of its own, no copy)
+    state = layers[0].state[None] if spec.layers == 1 else np.stack([s.state for s in layers])
+    return Forward(
+        xs=xs,
+        hs=layers[-1].hs,
+        logits=logits,
+        activation=spec.activation,
+        spec=spec,
+        layers=layers,
+        inputs=inputs,
+        top=x,
+        masks=masks,
+        state=state,
+        carry=state[0, 0] if legacy else state,
+        legacy=legacy,
+        reference=reference,
+    )
+
+
+def backward(
+    params: Params,
+    fwd: Forward,
+    dlogits: np.ndarray,
+    grads: Params | None = None,
+    dh_trace: np.ndarray | None = None,
+    dc_trace: np.ndarray | None = None,
+) -> tuple[Params, np.ndarray]:
+    """Backpropagation through time over the window, through every layer.
+
+    dlogits: (T, B, O), the loss gradient w.r.t. the logits (overwritten). Writes the parameter
+    gradients into ``grads`` (same keys and shapes as ``params``; allocated when None) and
+    returns them with the gradient w.r.t. the initial state, in the form it was given:
+    (L, S, B, H), or dh0 (B, H) for a legacy (B, H) state. ``dh_trace`` (L, T, B, H), when
+    given, receives d loss / d h_t of every layer and step (h_t the layer's output of step t,
+    before dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway.
+    ``dc_trace`` (L, T, B, H), LSTM only, the same for its cell state c_t (through h_t and
+    c_{t+1}).
+    """
+    spec = fwd.spec
+    _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS)[spec.cell]
+    Why = params["Why"]
+    T, B = fwd.logits.shape[:2]
+    H = spec.hidden_size
+    N = T * B
+    dtype = fwd.logits.dtype
+    if grads is None:
+        grads = packed_zeros({k: v.shape for k, v in params.items()}, dtype)[1]
+    dl = dlogits.reshape(N, -1)  # (N, O)
+    # Bias gradients are column sums, done as GEMVs with a ones vector: numpy's column-wise
+    # reduction over (N, O) is ~5x slower at B=32.
+    ones = np.ones(N, dtype=dtype)
+    np.matmul(dl.T, fwd.top.reshape(N, H), out=grads["Why"])  # (O, H)
+    np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
+    dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
+    dstates = [None] * spec.layers
+    # a gated layer's kernels at B > 1 (engine.fused) scatter dW_ih (and sum b_ih) compiled too;
+    # the vanilla cell and B = 1 keep the numpy scatter
+    kernels = spec.cell != "rnn" and B > 1 and not fwd.reference
+    for k in reversed(range(spec.layers)):
+        W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+        layer, x = fwd.layers[k], fwd.inputs[k]
+        if fwd.masks is not None:
+            dh *= fwd.masks[k]  # through the dropout on this layer's output
+        # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
+        trace = None if dh_trace is None else dh_trace[k]
+        more = {} if dc_trace is None else {"c_trace": dc_trace[k]}  # the LSTM's d loss / d c_t
+        dproj, drec, dstates[k] = layer_backward(
+            layer, params[W_rec], dh, spec.activation, trace, **more
+        )
+        if dproj.ndim == 4 and B > 1:  # a gated cell's (T, K, B, H), gate-major in memory
+            dh = _gate_major_grads(params, grads, spec, k, x, layer.hs, dproj, drec, ones)
+            continue
+        dprojf = dproj.reshape(N, -1)  # (N, G): batch-major (a gated cell's at B = 1 too)
+        drecf = dprojf if drec is dproj else drec.reshape(N, -1)
+        np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
+        if b_rec is not None:
+            np.matmul(ones, drecf, out=grads[b_rec])  # (G,)
+        if kernels and x.dtype.kind in "iu":  # the compiled scatter sums b_in on its way
+            fused.scatter_columns(x.reshape(N), dprojf, grads[W_in], grads[b_in])
+        elif x.dtype.kind in "iu":  # integer symbols
+            np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
+            _scatter_columns(x.reshape(N), dprojf, grads[W_in])
+        else:
+            np.matmul(ones, dprojf, out=grads[b_in])
+            np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
+        if k > 0:  # into the layer below's outputs
+            dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)
+    if fwd.legacy:
+        return grads, dstates[0][0]
+    return grads, dstates[0][None] if spec.layers == 1 else np.stack(dstates)
+
+
+def _gate_major_grads(params, grads, spec, k, x, hs, dproj, drec, ones):
+    """Layer k's weight and bias gradients from a gated cell's gate gradients dproj (input
+    pre-activations) and drec (recurrent ones), each (T, K, B, H) with gate-major memory: each
+    gate's (N, H) rows are contiguous, so every product is one batched GEMM over the gates.
+    Returns the gradient into the layer's input (T, B, D) when k > 0, else None."""
+    W_in, W_rec, b_in, b_rec = layer_names(spec, k)
+    T, K, B, H = dproj.shape
+    N = T * B
+    dp = dproj.transpose(1, 0, 2, 3).reshape(K, N, H)  # views: (K, N, H) per gate
+    dr = drec.transpose(1, 0, 2, 3).reshape(K, N, H)
+    h_in = hs[:-1].reshape(N, H)
+    # one GEMM per gate, batched: (K, H, N) @ (N, H) is dW_hh by gate
+    np.matmul(dr.transpose(0, 2, 1), h_in, out=grads[W_rec].reshape(K, H, H))
+    np.matmul(ones, dr, out=grads[b_rec].reshape(K, H))  # (K, H) = sum over the N rows
+    np.matmul(ones, dp, out=grads[b_in].reshape(K, H))
+    D = params[W_in].shape[1]
+    dW_in = grads[W_in].reshape(K, H, D)
+    if x.dtype.kind in "iu":  # integer symbols
+        _scatter_gate_columns(x.reshape(N), dp, dW_in)
+    else:
+        xf = x.reshape(N, -1).astype(dp.dtype, copy=False)
+        np.matmul(dp.transpose(0, 2, 1), xf, out=dW_in)
+    if k == 0:
+        return None
+    # into the layer below's outputs: Σ over the gates of (N, H) @ (H, D)
+    return np.matmul(dp, params[W_in].reshape(K, H, D)).sum(axis=0).reshape(T, B, D)
+
+
+def _symbol_runs(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The steps sorted by input symbol: (order (N,), the sorted symbols (N,), starts (S,) — the
+    first sorted position of each of the S distinct symbols)."""
+    order = np.argsort(sym, kind="stable")
+    sorted_sym = sym[order]
+    run_start = np.empty(sym.shape[0], dtype=bool)
+    run_start[0] = True
+    np.not_equal(sorted_sym[1:], sorted_sym[:-1], out=run_start[1:])
+    return order, sorted_sym, np.flatnonzero(run_start)
+
+
+def _scatter_gate_columns(sym: np.ndarray, dz: np.ndarray, dW: np.ndarray) -> None:
+    """dW[k, :, s] = sum of dz[k, n] over the steps n whose input symbol was s; 0 for unseen s.
+    sym: (N,) ints, dz: (K, N, H) per gate, dW: (K, H, V), written in place. The steps sorted
+    by symbol, each run of equal symbols summed (one reduce per distinct symbol over
+    contiguous rows: ~2x faster than ``np.add.reduceat`` over these shapes)."""
+    N = sym.shape[0]
+    order, sorted_sym, starts = _symbol_runs(sym)
+    K, _, H = dz.shape
+    dzs = dz.transpose(1, 0, 2)[order]  # (N, K, H): the steps' rows, sorted by symbol
+    sums = np.empty((starts.size, K, H), dtype=dz.dtype)  # (S, K, H)
+    bounds = starts.tolist() + [N]
+    for i in range(starts.size):
+        np.add.reduce(dzs[bounds[i] : bounds[i + 1]], axis=0, out=sums[i])
+    dW.fill(0.0)
+    dW[:, :, sorted_sym[starts]] = sums.transpose(1, 2, 0)
+
+
+def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
+    """dWxh[:, s] = sum of dz[n] over the steps n whose input symbol was s; 0 for unseen s.
+
+    sym: (N,) ints, dz: (N, H), dWxh: (H, V), written in place. Two exact ways, each the faster
+    one on its side of N ≈ 200 (B = 1 windows on one side, batches on the other).
+    """
+    N, H = dz.shape
+    if N < 200:
+        # Scatter-add every (symbol, unit) entry into the flat (V, H) transpose: a 1-D
+        # ``np.add.at``, which numpy runs on a fast path (its 2-D form is ~10x slower).
+        dWxhT = np.zeros((dWxh.shape[1], H), dtype=dz.dtype)  # (V, H)
+        at = sym.astype(np.intp)[:, None] * H + np.arange(H)  # (N, H) flat index into dWxhT
+        np.add.at(dWxhT.reshape(-1), at.reshape(-1), dz.reshape(-1))
+        dWxh[...] = dWxhT.T
+        return
+    # Sort the steps by symbol and sum each run of equal symbols.
+    order, sorted_sym, starts = _symbol_runs(sym)
+    dWxh.fill(0.0)
+    dWxh[:, sorted_sym[starts]] = np.add.reduceat(dz[order], starts, axis=0).T  # (H, K)
+
+
+# --- output heads -------------------------------------------------------------------------------
+# Each takes logits (T, B, O) and targets, and returns the loss of each stream summed over the
+# window (B,) and d(mean over streams of that loss)/dlogits (T, B, O).
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax over the last axis, shifted by the max for stability."""
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@functools.cache
+def _unshifted_limit(dtype: np.dtype, V: int) -> float:
+    """Largest |logit| for which e^z over V symbols is safe unshifted (see softmax_xent)."""
+    return 0.5 * math.log(float(np.finfo(dtype).max) / V)
+
+
+def softmax_xent(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-entropy of the next symbol. targets: (T, B) ints. Overwrites logits (when they are
+    contiguous, as ``forward`` makes them; otherwise works on a copy)."""
+    T, B, V = logits.shape
+    N = T * B
+    z = np.ascontiguousarray(logits.reshape(N, V))  # (N, V); flat indexing below needs C order
+    # Softmax is unchanged by a shift of each row. Shifting by the row max keeps e^z finite,
+    # but a max along rows of 80 is slow in numpy (a third of this head at B=32) and only
+    # needed when some |z| is large: below ½ log(dtype max / V), every e^z and each row's sum
+    # are finite and far from underflow, so the unshifted softmax (the seed's) is as exact.
+    if max(z.max(), -z.min()) > _unshifted_limit(z.dtype, V):
+        z -= z.max(axis=1, keepdims=True)
+    at_target = np.arange(N) * V + targets.reshape(N)  # (N,) flat index of each target's logit
+    z_target = z.reshape(-1)[at_target]  # (N,) logit of each target (1-D gather: faster)
+    e = np.exp(z, out=z)
+    total = np.matmul(e, np.ones(V, dtype=e.dtype))  # (N,) row sums (a GEMV: faster than sum)
+    # -log p_target = log Σ e^z - z_target, summed over the window per stream.
+    loss = (np.log(total) - z_target).reshape(T, B).sum(axis=0)  # (B,)
+    # d/dlogits of the mean over streams: (p - onehot(target)) / B, with p = e / total.
+    scale = np.reciprocal(total, out=total)
+    scale *= 1.0 / B
+    e *= scale[:, None]
+    e.reshape(-1)[at_target] -= 1.0 / B
+    return loss, e.reshape(T, B, V)  # logits' own memory unless they were not contiguous
+
+
+def sigmoid_mse(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """½ squared error of sigmoid outputs, as iamtrask's adder. targets: (T, B, O) in {0, 1}."""
+    out = _sigmoid(logits)
+    err = out - targets
+    loss = 0.5 * (err * err).sum(axis=(0, 2))  # (B,)
+    return loss, err * out * (1.0 - out) / logits.shape[1]
+
+
+def sigmoid_bce(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary cross-entropy of sigmoid outputs. targets: (T, B, O) in {0, 1}."""
+    # log(1 + e^z) - t z, written to stay finite for large |z|.
+    per_bit = np.logaddexp(0.0, logits) - targets * logits
+    loss = per_bit.sum(axis=(0, 2))  # (B,)
+    return loss, (_sigmoid(logits) - targets) / logits.shape[1]
+
+
+HEADS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "xent": softmax_xent,
+    "mse": sigmoid_mse,
+    "bce": sigmoid_bce,
+}
+
+
+def loss_and_grads(
+    params: Params,
+    xs: np.ndarray,
+    targets: np.ndarray,
+    hprev: np.ndarray,
+    activation: Spec | str,
+    head: str,
+    grads: Params | None = None,
+    dropout_rng: np.random.Generator | None = None,
+    reference: bool = False,
+) -> tuple[np.ndarray, Params, np.ndarray]:
+    """One window of truncated BPTT.
+
+    Returns the loss of each stream summed over the window (B,), the gradients of the mean of
+    those losses (written into ``grads`` when given), and the last state to carry into the next
+    window, in the form ``hprev`` came in: (L, S, B, H), or (B, H). ``reference``: as forward.
+    """
+    fwd = forward(params, xs, hprev, activation, dropout_rng=dropout_rng, reference=reference)
+    loss, dlogits = HEADS[head](fwd.logits, targets)
+    grads, _ = backward(params, fwd, dlogits, grads)
+    return loss, grads, fwd.carry.copy() if fwd.legacy else fwd.state
+
+
+def step(
+    params: Params, spec: Spec | str, state: np.ndarray, symbols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step, for decoders: symbols (B,) ints or (B, D) floats, state (L, S, B, H) (or
+    (B, H) with a bare activation) → (logits (B, O), the next state). No dropout."""
+    fwd = forward(params, np.asarray(symbols)[None], state, spec)
+    return fwd.logits[0], fwd.carry
+
+
+def sample(
+    params: Params,
+    activation: Spec | str,
+    h: np.ndarray,
+    first: int,
+    length: int,
+    temperature: float,
+    rng: np.random.Generator,
+) -> list[int]:
+    """Draw ``length`` symbols, feeding each back as the next input. h: the state before
+    ``first`` is read, (L, S, 1, H) or (1, H). Returns the drawn symbols (not ``first``)."""
+    out, x = [], first
+    for _ in range(length):
+        logits, h = step(params, activation, h, np.array([x]))
+        # float64 so the probabilities sum to 1 closely enough for Generator.choice
+        p = softmax(logits[0].astype(np.float64), temperature)
+        x = int(rng.choice(p.size, p=p))
+        out.append(x)
+    return out

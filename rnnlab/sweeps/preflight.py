@@ -1,0 +1,265 @@
+"""Check a command line before Hydra runs any job.
+
+Every value a sweep names is composed and checked: a sweep over ``hidden_size=50,0`` fails before
+the first job starts, not after it. Errors become one line naming the key, the value and what is
+allowed (``UserError``); the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from rnnlab.config import Config, ConfigError, flatten, flatten_dict, to_config
+from rnnlab.tasks import check  # the shared keys, then the task's own
+from rnnlab.tasks.charrnn import PrimeError, load_corpus
+from rnnlab.tasks.corpus import CorpusError
+
+
+class UserError(ValueError):
+    """A command-line mistake, described in one line."""
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), str(text))
+
+
+def _explain(exc: BaseException, override_by_key: dict[str, str]) -> str:
+    """One line for a composition failure."""
+    if isinstance(exc, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)/([^']+)'", str(exc))
+        if m and exc.options:
+            group, value = m.groups()
+            return f"{group}={value} is not allowed: one of {', '.join(sorted(exc.options))}"
+        return _first_line(exc)
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse the override: {_first_line(exc)} (see `python -m rnnlab.run --help`)"
+    cause = exc.__cause__ or exc
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        key = getattr(cause, "full_key", None) or "?"
+        known = list(flatten(Config()))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "see `python -m rnnlab.run --cfg job`"
+        return f"{key} is not a config key; {hint}"
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        shown = override_by_key.get(key or "", key or "?")
+        return f"{shown}: {_first_line(getattr(cause, 'msg', None) or cause)}"
+    return _first_line(exc)
+
+
+def without_hydra(composed: DictConfig) -> DictConfig:
+    """The job's config with its ``hydra`` node set as Hydra's runtime config (what
+    ``${hydra:...}`` interpolations read, as in a real run) and then taken out."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    HydraConfig.instance().set_config(composed)
+    with open_dict(composed):
+        del composed["hydra"]
+    return composed
+
+
+def check_keys(composed: DictConfig, override_by_key: dict[str, str]) -> None:
+    """The composed config has exactly the schema's keys: ``+foo=1`` cannot append an unknown
+    key (the schema would silently drop it) and ``~hidden_size`` cannot delete a needed one."""
+    known = set(flatten(Config()))
+    present = set(flatten_dict(OmegaConf.to_container(composed, resolve=False)))
+    for key in sorted(present - known):
+        shown = override_by_key.get(key, key)
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else "see `python -m rnnlab.run --cfg job`"
+        raise UserError(f"{shown}: {key} is not a config key; {hint}")
+    for key in sorted(known - present):
+        raise UserError(f"~{key}: {key} cannot be removed; set a value instead")
+
+
+def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Override lists that between them use every value of every sweep at least once."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    base, sweeps = [], []
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override():
+            if not multirun:
+                raise UserError(f"{o.input_line} sweeps several values: add -m to run one job each")
+            try:
+                values = list(o.sweep_string_iterator())
+            except Exception:  # e.g. interval(0, 1) for a search: checked per trial instead
+                values = []
+            key = o.get_key_element()
+            sweeps.append((i, [f"{key}={v}" for v in values]))
+            base.append(f"{key}={values[0]}" if values else None)
+        else:
+            base.append(o.input_line)
+    variants = [[b for b in base if b is not None]]
+    for i, lines in sweeps:
+        for line in lines[1:]:
+            variant = list(base)
+            variant[i] = line
+            variants.append([v for v in variant if v is not None])
+    return variants
+
+
+def memory_estimate(cfg: Config, input_size: int, output_size: int) -> int:
+    """Bytes a run needs at its peak, roughly: parameters, gradients, the optimizer's memories
+    and scratch (one copy each of the P parameters), one window's activations (states, logits,
+    probabilities and their gradients: T·B·(3H + 2V)), and an evaluation chunk (1000 steps of
+    states and logits). Checkpoints and samples are small beside these."""
+    from rnnlab.engine.optim import OPTIMIZERS
+    from rnnlab.engine.rnn import param_shapes
+
+    H, T, B = cfg.hidden_size, cfg.seq_length, cfg.batch_size
+    itemsize = 4 if cfg.dtype == "float32" else 8
+    P = sum(math.prod(s) for s in param_shapes(input_size, H, output_size).values())
+    copies = 2 + len(OPTIMIZERS[cfg.optimizer.name].memory_names) + 1  # θ, ∇θ, memories, tmp
+    window = T * B * (3 * H + 2 * max(input_size, output_size))
+    evaluation = 1000 * (H + output_size)
+    return (copies * P + window + evaluation) * itemsize
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, or a smaller cgroup limit."""
+    found = []
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit.isdigit():
+            found.append(int(limit))
+    except OSError:
+        pass
+    return min(found) if found else None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def check_memory(cfg: Config, text: str | None) -> None:
+    """Refuse a run whose estimated memory cannot fit, before it allocates anything."""
+    if cfg.task.name == "charrnn":
+        vocab = len(set(text or ""))
+        sizes = (vocab, vocab)
+    else:
+        sizes = (2, 1)  # the adder: two operand bits in, one sum bit out
+    need, have = memory_estimate(cfg, *sizes), available_memory()
+    if have is not None and need > have:
+        raise UserError(
+            f"hidden_size={cfg.hidden_size} (batch_size={cfg.batch_size}, seq_length="
+            f"{cfg.seq_length}) needs about {_bytes(need)} of memory; {_bytes(have)} is available"
+        )
+
+
+def check_experiment(cfg: Config) -> None:
+    """The experiment name fits MLflow, and is not a deleted experiment of a SQLite store
+    (read-only SQL: no MLflow import, no store created)."""
+    import sqlite3
+    from pathlib import Path
+
+    from rnnlab.tracking.names import check_experiment_name
+
+    try:
+        check_experiment_name(cfg.experiment_name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not cfg.tracking.enabled:
+        return
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return
+    name = cfg.experiment_name or cfg.task.name
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            row = con.execute(
+                "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)
+            ).fetchone()
+    except sqlite3.Error:
+        return  # not a store yet, or locked: MLflow says more when it opens it
+    if row and row[1] == "deleted":
+        raise UserError(
+            f"experiment_name={name!r} is a deleted experiment in {path}: restore it "
+            f"(mlflow experiments restore --experiment-id {row[0]}) or choose another name"
+        )
+
+
+def _preflight_resume(cfg: Config, overrides: list[str], multirun: bool) -> None:
+    # imported here: rnnlab.tracking.resume needs MLflow, whose import costs seconds that a plain
+    # command line with a typo should not pay
+    from rnnlab.tracking.resume import ResumeError, preflight_resume
+
+    try:
+        preflight_resume(cfg, overrides, multirun=multirun)
+    except ResumeError as e:
+        raise UserError(str(e)) from None
+
+
+def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
+    """Raise UserError/ConfigError for the first bad value on this command line."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return
+    if getattr(args, "experimental_rerun", None):
+        return
+    try:
+        variants = expand(args.overrides, args.multirun)
+    except OverrideParseException as e:
+        raise UserError(_explain(e, {})) from None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            for overrides in variants:
+                by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
+                try:
+                    composed = compose(config_name=args.config_name or config_name,
+                                       overrides=overrides, return_hydra_config=True)  # fmt: skip
+                    composed = without_hydra(composed)  # ${hydra:runtime.cwd} resolves
+                    check_keys(composed, by_key)
+                    cfg = to_config(composed)
+                except (HydraException, OmegaConfBaseException, ValueError) as e:
+                    raise UserError(_explain(e, by_key)) from None
+                if cfg.data.name == "file" and not cfg.data.path:
+                    raise UserError("data=file needs data.path: data.path=/path/to/any/utf8.txt")
+                try:
+                    if (
+                        cfg.resume
+                    ):  # the checkpoint's config + these overrides: rnnlab.tracking.resume
+                        _preflight_resume(cfg, overrides, args.multirun)
+                    else:
+                        check(cfg)
+                        check_experiment(cfg)
+                        text = load_corpus(cfg)[0] if cfg.task.name == "charrnn" else None
+                        check_memory(cfg, text)
+                except CorpusError as e:  # name the key, as every other message does
+                    msg = str(e)
+                    if not msg.startswith("data."):
+                        key = "data.path" if cfg.data.path else "data.name"
+                        msg = f"{key}={getattr(cfg.data, key[5:])!r}: {msg}"
+                    raise UserError(msg) from None
+                except PrimeError as e:
+                    raise UserError(str(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+__all__ = ["preflight", "UserError", "ConfigError"]

@@ -1,0 +1,458 @@
+"""The tracking store: the one place that resolves its URI, opens it, finds runs and keeps the
+local journal of what could not be sent to it.
+
+Everything else in rnnlab asks this module for a client, a run, a sweep's children or a run's
+checkpoint. Invariants enforced here:
+
+- *Safe store creation:* a SQLite store is opened (and, when new, created and migrated) under a
+  file lock beside the database, so any number of processes may start at once on an empty
+  folder and none ever sees, or leaves, a half-migrated schema.
+- *Bounded server calls:* one call to an HTTP tracking server gives up after about
+  ``CALL_SECONDS`` (MLflow's default retries block ~4 minutes); what a run then could not send
+  goes to its ``Journal``, an append-only file in its job folder, replayed by
+  ``python -m rnnlab.sync`` (or the next ``resume=``) exactly once.
+- *A dead run is recognisable:* a run records where it runs (host, pid and that process's
+  start time); ``is_dead`` tells a RUNNING run whose process is gone from one still training.
+
+Not here: a job's lifecycle and statuses (``rnnlab.tracking.job``), the buffering of points
+(``rnnlab.tracking.mlflow_tracker``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rnnlab.tracking.names import check_sqlite_file
+from rnnlab.tracking.ui import new_experiment_options, tag_experiment_kind
+
+if TYPE_CHECKING:  # MLflow loads only when a store is opened: preflight and --help stay fast
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+CHECKPOINT_DIR = "checkpoints"  # the artifact folder train() logs checkpoints into
+CHECKPOINT_NAME = re.compile(r"^iter_(\d{7})\.npz$")  # never a *.tmp leftover
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{6,32}$")
+JOURNAL_FILE = "rnnlab_journal.jsonl"
+# One HTTP call: 1 retry, backoff factor 1, 10 s timeout — about 21 s at worst (MLflow: 7 retries,
+# backoff factor 2 and a 120 s timeout, ~4 minutes). A user's own settings win.
+HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+CALL_SECONDS = 21
+
+
+class StoreError(ValueError):
+    """The store, or a run in it, cannot be used as asked. The message is one line."""
+
+
+# --- where the store is --------------------------------------------------------------------------
+
+
+def tracking_uri(cfg: Any, launch_dir: Path) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else SQLite in the launch directory (absolute,
+    so every job of a sweep shares one store whatever its working directory). ``cfg`` is a
+    ``Config`` or a composed DictConfig."""
+    return default_uri(cfg.tracking.uri, launch_dir)
+
+
+def default_uri(uri: str | None, launch_dir: Path | None = None) -> str:
+    """``uri``, else $MLFLOW_TRACKING_URI, else ``sqlite:///<launch_dir>/mlflow.db``; a relative
+    SQLite path is made absolute against ``launch_dir`` (default: the current folder)."""
+    launch_dir = Path(launch_dir or Path.cwd()).resolve()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{launch_dir / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # a relative file
+        return f"sqlite:///{launch_dir / uri.removeprefix('sqlite:///')}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def bound_http_calls() -> None:
+    """Make one call to a tracking server give up within ``CALL_SECONDS`` (see HTTP_ENV)."""
+    for key, value in HTTP_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+# --- opening it ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` while a SQLite store is opened (nothing to lock for a server)."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=600):
+        yield
+
+
+def open_store(uri: str, create: bool = False) -> MlflowClient:
+    """A client for ``uri`` whose schema is complete. ``create=False``: a SQLite URI must name an
+    existing file (MLflow would silently create an empty store, and every look-up would then
+    say "no such run"). The first call on a SQLite store migrates it under ``creation_lock``."""
+    from mlflow.tracking import MlflowClient
+
+    bound_http_calls()
+    path = sqlite_path(uri)
+    if path is not None and not create and not path.is_file():
+        raise StoreError(
+            f"no MLflow store at {path} (tracking URI {uri}); pass tracking_uri= or set "
+            f"MLFLOW_TRACKING_URI"
+        )
+    if path is None:
+        return MlflowClient(uri)
+    if path.is_file():
+        try:
+            check_sqlite_file(
+                path
+            )  # rnnlab.tracking.names: random bytes are no store, say so plainly
+        except ValueError as e:
+            raise StoreError(str(e)) from None
+    try:
+        with creation_lock(uri):
+            client = MlflowClient(uri)  # builds the store: creates or migrates its tables
+            client.search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 — e.g. a file that is not a database
+        raise StoreError(f"cannot open the MLflow store {uri}: {first_line(e)[:300]}") from None
+    return client
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def experiment_name(cfg: Any) -> str:
+    """``experiment_name``, else one experiment per task."""
+    return cfg.experiment_name or cfg.task.name
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created if missing (tolerating a parallel creator)."""
+    import mlflow
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise StoreError(
+                f"experiment {name!r} is deleted in {client.tracking_uri}; restore it "
+                f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or pick "
+                f"another experiment_name"
+            )
+        tag_experiment_kind(client, exp)  # MLflow then opens it on its training runs
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, **new_experiment_options(client.tracking_uri))
+    except mlflow.exceptions.MlflowException:
+        return client.get_experiment_by_name(name).experiment_id
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def _all_runs(client: MlflowClient, filter_string: str = "") -> Iterator[Run]:
+    from mlflow.entities import ViewType
+
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    yield from search_all(client, ids, filter_string)
+
+
+def search_all(
+    client: MlflowClient, experiment_ids: list[str], filter_string: str = ""
+) -> Iterator[Run]:
+    """Every run matching ``filter_string``, oldest first, a page of 1000 at a time."""
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def get_run(client: MlflowClient, ref: str, uri: str | None = None) -> Run:
+    """The run whose id is ``ref`` or starts with it (at least 6 hex digits, unique); else
+    StoreError in one line (an ambiguous prefix lists the runs it matches)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = uri or client.tracking_uri
+    ref = ref.strip().lower()
+    if not RUN_ID_PREFIX.match(ref):
+        raise StoreError(f"{ref!r} is not a run id (32 hex digits, or a unique prefix of ≥ 6)")
+    if RUN_ID.match(ref):
+        try:
+            run = client.get_run(ref)
+        except MlflowException:
+            raise StoreError(f"no run {ref!r} in {uri}") from None
+    else:
+        matches = [r for r in _all_runs(client) if r.info.run_id.startswith(ref)]
+        if not matches:
+            raise StoreError(f"no run whose id starts with {ref!r} in {uri}")
+        if len(matches) > 1:
+            shown = ", ".join(f"{r.info.run_id} ({r.info.run_name})" for r in matches[:10])
+            more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+            raise StoreError(f"{ref!r} is the start of {len(matches)} run ids: {shown}{more}")
+        run = matches[0]
+    if run.info.lifecycle_stage == "deleted":
+        raise StoreError(f"run {run.info.run_id} in {uri} is deleted")
+    return run
+
+
+def list_children(client: MlflowClient, parent_run_id: str, filter_string: str = "") -> list[Run]:
+    """Every child run of ``parent_run_id`` (in any experiment: ``experiment_name`` may be
+    swept), paged, oldest first."""
+    clause = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    return list(_all_runs(client, f"{clause} and {filter_string}" if filter_string else clause))
+
+
+# --- where a run runs, and dead runs -------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), so a reused pid is told
+    apart from the process that opened a run; None where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def where_tags() -> dict[str, str]:
+    """Tags that say where this process runs: host, pid, its start time."""
+    pid = os.getpid()
+    tags = {
+        "rnnlab.host": socket.gethostname(),
+        "rnnlab.pid": str(pid),
+        "rnnlab.started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if (start := _process_start(pid)) is not None:
+        tags["rnnlab.pid_start"] = start
+    return tags
+
+
+def is_dead(run: Run) -> bool:
+    """True for a RUNNING run whose process, on this host, is gone. A run of another host (or
+    one that never recorded where it runs) cannot be checked here: False."""
+    if run.info.status not in ("RUNNING", "SCHEDULED"):
+        return False
+    tags = run.data.tags
+    if tags.get("rnnlab.host") != socket.gethostname() or "rnnlab.pid" not in tags:
+        return False
+    pid = int(tags["rnnlab.pid"])
+    start = _process_start(pid)
+    if start is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return "rnnlab.pid_start" in tags  # alive, but /proc cannot say it is the same one
+    return "rnnlab.pid_start" in tags and start != tags["rnnlab.pid_start"]
+
+
+def describe_status(run: Run) -> str:
+    """The run's status, with RUNNING told apart: "RUNNING (dead: its process is gone)"."""
+    return f"{run.info.status} (dead: its process is gone)" if is_dead(run) else run.info.status
+
+
+# --- checkpoints in the store --------------------------------------------------------------------
+
+
+def checkpoint_artifacts(client: MlflowClient, run: Run) -> list[str]:
+    """Artifact paths of the run's checkpoints, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        files = client.list_artifacts(run.info.run_id, CHECKPOINT_DIR)
+    except (MlflowException, OSError):
+        return []
+    names = [Path(f.path).name for f in files if not f.is_dir]
+    return [f"{CHECKPOINT_DIR}/{n}" for n in sorted(n for n in names if CHECKPOINT_NAME.match(n))]
+
+
+def latest_checkpoint(client: MlflowClient, run: Run) -> str | None:
+    """Artifact path of the run's newest checkpoint (highest iteration), or None."""
+    found = checkpoint_artifacts(client, run)
+    return found[-1] if found else None
+
+
+def fetch_checkpoint(client: MlflowClient, run: Run, dest: Path) -> Path:
+    """Download the run's newest checkpoint that reads whole into ``dest``: a process killed
+    while uploading can leave the newest copy cut short, and then the one before it is used.
+    StoreError if it has none."""
+    from rnnlab.training.checkpoint import Checkpoint, CheckpointError
+
+    found = checkpoint_artifacts(client, run)
+    if not found:
+        kind = run.data.tags.get("rnnlab.kind")
+        hint = "; it is a sweep's parent run, use one of its children" if kind == "sweep" else ""
+        raise StoreError(f"run {run.info.run_id} has no checkpoint artifacts{hint}")
+    dest.mkdir(parents=True, exist_ok=True)
+    problem = ""
+    for artifact in reversed(found):
+        with quiet_artifact_transfers():
+            path = Path(client.download_artifacts(run.info.run_id, artifact, str(dest)))
+        try:
+            Checkpoint.read(path)
+            return path
+        except CheckpointError as e:
+            problem = problem or str(e)
+    raise StoreError(f"run {run.info.run_id} has no readable checkpoint ({problem})")
+
+
+@contextmanager
+def quiet_artifact_transfers():
+    """No MLflow progress bars on stderr (they would garble the CLI's one-line messages)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+# --- what a run already holds (exactly once) -----------------------------------------------------
+
+
+def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """{metric key: the last step the store holds}: a resumed run (or a replayed journal) sends
+    only later points, so each step is logged once."""
+    run = client.get_run(run_id)
+    last = {}
+    for key in run.data.metrics:
+        history = client.get_metric_history(run_id, key)
+        if history:
+            last[key] = max(m.step for m in history)
+    return last
+
+
+def logged_files(client: MlflowClient, run_id: str, folder: str) -> set[str]:
+    """Artifact paths already in ``folder`` of the run (e.g. ``samples``)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {f.path for f in client.list_artifacts(run_id, folder) if not f.is_dir}
+    except (MlflowException, OSError):
+        return set()
+
+
+# --- the journal ---------------------------------------------------------------------------------
+
+
+class Journal:
+    """An append-only JSON-lines file of store writes that could not be made, in their order.
+
+    Each line is one operation: ``metrics`` (points as [key, value, timestamp, step]),
+    ``files`` (a local folder to upload into the run's artifact root), ``artifact`` (a local
+    file and its artifact folder), ``tag``, ``end`` (the run's status). Files it names are kept
+    in the job folder until the journal is replayed; a replayed journal is renamed
+    ``*.synced.jsonl``, so replaying twice sends nothing twice."""
+
+    def __init__(self, folder: Path, run_id: str, uri: str):
+        self.folder, self.run_id, self.uri = Path(folder), run_id, uri
+        self.path = self.folder / JOURNAL_FILE
+
+    @property
+    def pending(self) -> bool:
+        return self.path.is_file()
+
+    def append(self, op: dict[str, Any]) -> None:
+        new = not self.path.is_file()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            if new:
+                f.write(json.dumps({"op": "run", "run_id": self.run_id, "uri": self.uri}) + "\n")
+            f.write(json.dumps(op, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def keep_files(self, folder: Path) -> Path:
+        """Move a folder of files to upload into the job folder, where it outlives the process."""
+        dest = self.folder / "rnnlab_journal_files" / f"{time.time_ns()}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), dest)
+        return dest
+
+    def operations(self) -> list[dict[str, Any]]:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        ops = []
+        for line in lines:
+            try:
+                ops.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill: everything before it is whole
+                break
+        return ops
+
+    def replay(self, client: MlflowClient) -> dict[str, int]:
+        """Send every operation to the store in order, skipping metric points it already holds;
+        returns counts. Raises whatever the store raises (then nothing is marked replayed)."""
+        from mlflow.entities import Metric
+
+        ops = self.operations()
+        last = logged_steps(client, self.run_id)
+        counts = {"points": 0, "files": 0, "tags": 0}
+        for op in ops:
+            kind = op["op"]
+            if kind == "metrics":
+                points = [Metric(k, v, ts, s) for k, v, ts, s in op["points"]
+                          if s > last.get(k, -1)]  # fmt: skip
+                for i in range(0, len(points), 1000):
+                    client.log_batch(self.run_id, metrics=points[i : i + 1000])
+                for p in points:
+                    last[p.key] = max(last.get(p.key, -1), p.step)
+                counts["points"] += len(points)
+            elif kind == "files" and Path(op["dir"]).is_dir():
+                with quiet_artifact_transfers():
+                    client.log_artifacts(self.run_id, op["dir"])
+                counts["files"] += sum(1 for p in Path(op["dir"]).rglob("*") if p.is_file())
+            elif kind == "artifact" and Path(op["path"]).is_file():
+                with quiet_artifact_transfers():
+                    client.log_artifact(self.run_id, op["path"], op.get("artifact_path"))
+                counts["files"] += 1
+            elif kind == "tag":
+                client.set_tag(self.run_id, op["key"], op["value"])
+                counts["tags"] += 1
+            elif kind == "end":
+                client.set_terminated(self.run_id, op["status"])
+                counts["status"] = op["status"]  # type: ignore[assignment]
+        done = self.path.with_name(f"rnnlab_journal.{time.time_ns()}.synced.jsonl")
+        os.replace(self.path, done)
+        shutil.rmtree(self.folder / "rnnlab_journal_files", ignore_errors=True)
+        return counts

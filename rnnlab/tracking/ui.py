@@ -1,0 +1,142 @@
+"""What a person sees of a run once it ends, and where MLflow files it.
+
+A finished job closes with its full run id, where to look at it in the MLflow UI (its run page and
+its chart view with the learning curves first, ``rnnlab.tracking.mlflow_view``) and the commands
+that sample and resume it; a job without overrides is named after its task and start time (not
+MLflow's random ``grandiose-whale-90``). Experiments rnnlab creates or uses carry the training
+kind's tag and rnnlab's chart view, and keep their artifacts beside the SQLite store (MLflow's
+default is ``./mlruns`` in whatever folder the process runs in).
+
+Not here: a sweep's closing block (``rnnlab.sweeps.leaderboard``), the run's life
+(``rnnlab.tracking.job``)."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+from rnnlab.tracking import mlflow_view
+
+# The training kind. MLflow 3.17/3.18 ignore it for the landing page (a hard-coded flag makes
+# the page follow ML_WORKFLOW's switch below); set anyway, for the UIs that read it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+# MLflow 3.17's UI also keeps a browser-wide GenAI/Model-training switch (GenAI at first) that
+# outranks the experiment's kind on a fresh browser; the addresses rnnlab prints set it.
+ML_WORKFLOW = "workflowType=machine_learning"
+
+
+def default_run_name(task: str, now: float | None = None) -> str:
+    """A job with no overrides: ``charrnn-20261201-213005`` (task and local start time)."""
+    return f"{task}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of store ``uri`` keeps its artifacts: ``mlruns/`` beside a SQLite
+    file; None (MLflow's choice) for a server, which has its own artifact root."""
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlruns").as_uri() if db is not None else None
+
+
+def tag_experiment_kind(client, experiment) -> None:
+    """Mark ``experiment`` (an MLflow Experiment) as training runs and give it rnnlab's chart
+    view of all its runs (``rnnlab.tracking.mlflow_view``), unless already so."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    mlflow_view.write_view(client, experiment, mlflow_view.EXPERIMENT_KEY, mlflow_view.view_state())
+
+
+def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[str]:
+    """How to open experiment ``experiment_id`` (or one of its runs) in the MLflow UI."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    page += f"?{ML_WORKFLOW}"
+    if uri.startswith(("http://", "https://")):
+        return [f"{uri.rstrip('/')}/{page}"]
+    return [
+        f"mlflow ui --backend-store-uri {shlex.quote(uri)}",
+        f"then {UI_ADDRESS}/{page}",
+    ]
+
+
+def charts_address(uri: str, experiment_id: str, key: str) -> str:
+    """The address of chart view ``key`` (``rnnlab.tracking.mlflow_view``) of experiment
+    ``experiment_id``: learning curves first."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/{mlflow_view.page(experiment_id, key)}&{ML_WORKFLOW}"
+
+
+def is_default_store(uri: str, launch_dir: Path) -> bool:
+    """True when ``uri`` is the store a command started in ``launch_dir`` picks by itself."""
+    db = sqlite_path(uri)
+    return db is not None and db.resolve() == (Path(launch_dir) / "mlflow.db").resolve()
+
+
+def closing_lines(
+    uri: str,
+    experiment_id: str,
+    run_id: str,
+    task: str,
+    status: str,
+    launch_dir: Path,
+    view_key: str | None = None,
+) -> list[str]:
+    """The lines a single job ends with: id, UI address (and that of chart view ``view_key``,
+    when given), and commands to sample and resume."""
+    default = is_default_store(uri, launch_dir)
+    store_for_sample = "" if default else f" tracking_uri={shlex.quote(uri)}"
+    store_for_run = "" if default else f" tracking.uri={shlex.quote(uri)}"
+    sample = f"python -m rnnlab.sample run_id={run_id}{store_for_sample}"
+    sample += " a=77 b=41" if task == "adder" else " length=300"
+    resume = f"python -m rnnlab.run resume={run_id}{store_for_run}"
+    if status == "FINISHED":
+        resume += " iterations=<more>"
+    view, *then = ui_lines(uri, experiment_id, run_id)
+    lines = [f"rnnlab: run id {run_id} ({status})", f"  view:    {view}"]
+    lines += [f"           {t}" for t in then]
+    if view_key:
+        lines.append(f"  charts:  {charts_address(uri, experiment_id, view_key)}")
+    lines += [f"  sample:  {sample}", f"  resume:  {resume}"]
+    return lines
+
+
+def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | None:
+    """(run id, ``closing_lines``) of the MLflow run this process opened last, if any. A run
+    that is not a sweep's child gets its own chart view first (``rnnlab.tracking.mlflow_view``)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = mlflow.last_active_run()
+    except Exception:  # the store is unreachable: the summary line already said how it ended
+        return None
+    if run is None:
+        return None
+    i = run.info
+    uri = mlflow.get_tracking_uri()
+    key = None
+    if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
+        try:
+            if mlflow_view.write_run_view(MlflowClient(uri), i.experiment_id, i.run_id):
+                key = mlflow_view.view_key_for_run(i.run_id)
+        except Exception:  # no view, no charts: line; the run is recorded all the same
+            pass
+    lines = closing_lines(uri, i.experiment_id, i.run_id, task, i.status, launch_dir, key)
+    return i.run_id, lines
+
+
+def new_experiment_options(uri: str) -> dict:
+    """``create_experiment`` keywords for store ``uri``: the training kind, rnnlab's chart view,
+    artifacts beside a SQLite file."""
+    options: dict = {
+        "tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **mlflow_view.experiment_view_tags()}
+    }
+    if (location := artifact_location(uri)) is not None:
+        options["artifact_location"] = location
+    return options
