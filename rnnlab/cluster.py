@@ -14,7 +14,6 @@ launcher in ``hydra_plugins/rnnlab_slurm_launcher``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pwd
@@ -30,6 +29,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rnnlab import cli
+from rnnlab.errors import UserError
+
 DEFAULT_DIR = Path(".cluster")  # relative to the cwd unless --dir or $RNNLAB_CLUSTER_DIR
 PARTITION = "debug"
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -37,7 +39,7 @@ DATABASES = ("mlflow", "optuna")
 DAEMONS = ("munged", "postgres", "slurmctld", "slurmd", "mlflow")  # start order; stop reversed
 
 
-class ClusterError(RuntimeError):
+class ClusterError(UserError):
     """The cluster cannot start (a missing program, a daemon that died). One line."""
 
 
@@ -453,49 +455,70 @@ def leftover_processes(root: Path) -> list[str]:
 # --- the command line ---------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m rnnlab.cluster", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("command", choices=["up", "down", "env", "status"])
-    parser.add_argument("--dir", type=Path, default=None, help="state folder [.cluster]")
-    args = parser.parse_args(argv)
-    root = args.dir or Path(os.environ.get("RNNLAB_CLUSTER_DIR") or DEFAULT_DIR)
-    try:
-        if args.command == "up":
-            c = up(root)
-            print(
-                f"rnnlab: local cluster up in {c.root}: SLURM partition {PARTITION}, "
-                f"mlflow {c.tracking_uri}, optuna {c.database_url('optuna')}",
-                file=sys.stderr,
-            )
-            print(
-                f'rnnlab: use it: eval "$(python -m rnnlab.cluster env --dir {c.root})"',
-                file=sys.stderr,
-            )  # noqa: E501
-        elif args.command == "env":
-            for k, v in Cluster.load(root).env().items():
-                print(f"export {k}={shlex.quote(v)}")
-        elif args.command == "status":
-            c = Cluster.load(root)
-            alive = running(c)
-            for d in DAEMONS:
-                print(f"{d}: {'running' if d in alive else 'stopped'}")
-            return 0 if len(alive) == len(DAEMONS) else 1
-        else:
-            stopped = down(root)
-            deadline = time.monotonic() + 15  # a daemon's workers may take a moment to exit
-            while (left := leftover_processes(root)) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            print(f"rnnlab: stopped {', '.join(stopped) or 'nothing'}", file=sys.stderr)
-            if left:
-                print("rnnlab: still running: " + "; ".join(left), file=sys.stderr)
-                return 1
-    except ClusterError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+DIR_KEY = cli.Key("dir", "the cluster's state folder ($RNNLAB_CLUSTER_DIR, else .cluster)")
+COMMAND = cli.Command(
+    name="rnnlab.cluster",
+    summary="a one-node SLURM cluster, PostgreSQL and an mlflow server on this machine",
+    verbs={
+        "up": cli.Command(
+            "rnnlab.cluster up", "start every daemon (root, Debian packages)", (DIR_KEY,)
+        ),
+        "down": cli.Command(
+            "rnnlab.cluster down", "cancel every job, stop every daemon", (DIR_KEY,)
+        ),
+        "env": cli.Command(
+            "rnnlab.cluster env", "the shell exports that point rnnlab at it", (DIR_KEY,)
+        ),
+        "status": cli.Command(
+            "rnnlab.cluster status", "which daemons run (exit 1 unless all)", (DIR_KEY,)
+        ),
+    },  # fmt: skip
+    examples=(
+        "python -m rnnlab.cluster up",
+        'eval "$(python -m rnnlab.cluster env)"',
+        "python -m rnnlab.cluster down",
+    ),
+)
+
+
+def run(args: dict) -> str | None:
+    """Carry out one verb; what to print on stdout (status: exits 1 unless all run)."""
+    root = Path(args.get("dir") or os.environ.get("RNNLAB_CLUSTER_DIR") or DEFAULT_DIR)
+    verb = args["verb"]
+    if verb == "up":
+        c = up(root)
+        print(
+            f"rnnlab: local cluster up in {c.root}: SLURM partition {PARTITION}, "
+            f"mlflow {c.tracking_uri}, optuna {c.database_url('optuna')}",
+            file=sys.stderr,
+        )
+        print(f'rnnlab: use it: eval "$(python -m rnnlab.cluster env dir={c.root})"',
+              file=sys.stderr)  # fmt: skip
+        return None
+    if verb == "env":
+        return "\n".join(
+            f"export {k}={shlex.quote(v)}" for k, v in Cluster.load(root).env().items()
+        )
+    if verb == "status":
+        alive = running(Cluster.load(root))
+        print("\n".join(f"{d}: {'running' if d in alive else 'stopped'}" for d in DAEMONS))
+        if len(alive) != len(DAEMONS):
+            sys.exit(1)
+        return None
+    stopped = down(root)
+    deadline = time.monotonic() + 15  # a daemon's workers may take a moment to exit
+    while (left := leftover_processes(root)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print(f"rnnlab: stopped {', '.join(stopped) or 'nothing'}", file=sys.stderr)
+    if left:
+        print("rnnlab: still running: " + "; ".join(left), file=sys.stderr)
+        sys.exit(1)
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(COMMAND, run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,22 +1,33 @@
-"""Typed configuration: the dataclasses Hydra validates YAML against, and the value checks.
+"""Typed configuration: the dataclasses every run's config is made of, and the value checks.
 
-YAML in ``conf/`` holds values; these dataclasses hold types and a one-line meaning per field,
-and are registered in Hydra's ConfigStore, so a misspelt key or a wrong type fails while the
-config is composed, before any work. ``check(cfg)`` then checks values (ranges, known names)
-and raises ``ConfigError`` naming the key, the bad value and what is allowed.
+YAML in ``conf/`` holds values; these dataclasses hold types and a one-line meaning per field
+(Hydra validates the YAML against them: ``rnnlab.sweeps.compose``), so a misspelt key or a wrong
+type fails while the config is composed, before any work. ``check(cfg)`` then checks values
+(ranges, known names) and raises ``ConfigError`` naming the key, the bad value and what is
+allowed. Each component gets its slice (``cfg.optimizer``, ``cfg.schedule`` ...). Plain
+dataclasses: nothing here imports Hydra or OmegaConf, so every layer may read a ``Config``.
+
+Not here: composing YAML and the command line (``rnnlab.sweeps.compose``), the task-specific
+checks (``rnnlab.tasks``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from rnnlab.engine import decode
+from rnnlab.engine.optim import OPTIMIZERS
+from rnnlab.engine.rnn import ACTIVATIONS, CELL_NAMES, HEADS
+from rnnlab.engine.schedule import SCHEDULES, ScheduleConfig
+from rnnlab.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user-supplied value is not allowed. The message is one line, shown as is."""
 
     def __init__(self, key: str, value: Any, allowed: str):
@@ -65,20 +76,6 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of the text held out for val/loss
     test_fraction: float = 0.0  # cut after val for test/loss (scored once, best weights); 0 = none
     strip_gutenberg: bool = True  # drop a Project Gutenberg header/footer (the licence) if present
-
-
-@dataclass
-class ScheduleConfig:
-    """How the learning rate moves (rnnlab/schedule.py has the formulas); conf/schedule/."""
-
-    name: str = "constant"  # constant | step | exponential | cosine | plateau
-    step_size: int = 10_000  # step: iterations between drops; exponential: iterations per decay
-    gamma: float = 0.5  # step: factor applied every step_size iterations
-    decay_rate: float = 0.95  # exponential: factor per step_size iterations (applied smoothly)
-    min_lr: float = 0.0  # floor of step/exponential/plateau, end point of cosine
-    warmup: int = 0  # iterations of linear warm-up from lr/warmup to the schedule's rate
-    plateau_patience: int = 2  # plateau: evaluations without a new best objective before a drop
-    plateau_factor: float = 0.5  # plateau: factor applied at each drop
 
 
 @dataclass
@@ -139,7 +136,7 @@ class Config:
     )
     resume: str | None = None  # a run id or checkpoint path to continue from
     # What sweeps, searches, the best checkpoint and early stopping minimise; null = the task's
-    # default (char-RNN: val/loss_warm, adder: val/exact_acc maximised). See rnnlab/evaluate.py.
+    # default (char-RNN: val/loss_warm, adder: val/exact_acc maximised); rnnlab/tasks/judging.py.
     objective: str | None = None
     eval_burn_in: int = 1000  # char-RNN: training characters read before val/loss_warm's text
     model_from: str = "best"  # best | last: the weights the logged model, sample and score use
@@ -151,16 +148,6 @@ class Config:
     diag_every: int | None = None  # iterations between diagnostics; null: eval_every
     diag_window: int = 100  # steps of the fixed probe window the gradient flow is measured on
     verbose: bool = False  # every progress line and every third-party warning (rnnlab.quiet)
-
-
-def register_configs() -> None:
-    """Make the schema available to Hydra as ``rnnlab_schema`` (config.yaml extends it)."""
-    ConfigStore.instance().store(name="rnnlab_schema", node=Config)
-
-
-def to_config(cfg: DictConfig) -> Config:
-    """Hydra's composed DictConfig → the real, typed dataclass."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def flatten_dict(node: dict, prefix: str = "") -> dict[str, Any]:
@@ -176,7 +163,63 @@ def flatten_dict(node: dict, prefix: str = "") -> dict[str, Any]:
 
 def flatten(cfg: Config) -> dict[str, Any]:
     """{"task.name": "charrnn", "hidden_size": 100, ...} — the shape MLflow params take."""
-    return flatten_dict(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return flatten_dict(dataclasses.asdict(cfg))
+
+
+def to_yaml(cfg: Config) -> str:
+    """The whole config as YAML, in the schema's order (what a run records as config.yaml)."""
+    import yaml
+
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def field_types(cls: type = None, prefix: str = "") -> dict[str, Any]:
+    """{"task.name": str, "diag_every": int | None, ...}: every flat key's annotation."""
+    cls = cls or Config
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out |= field_types(hint, f"{prefix}{f.name}.")
+        else:
+            out[f"{prefix}{f.name}"] = hint
+    return out
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """``value`` if it has the type ``hint`` allows (an int is a float too); else ValueError."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in args:
+        return None
+    for kind in args:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    shown = " | ".join(getattr(a, "__name__", str(a)) for a in args)
+    raise ValueError(f"{key}={value!r} is not of type {shown}")
+
+
+def from_flat(flat: dict[str, Any]) -> Config:
+    """A flat dict (a checkpoint's config, MLflow-style keys) → the typed Config. Keys rnnlab no
+    longer has are dropped, keys it gained take their defaults; ValueError (one line) for a value
+    of the wrong type."""
+    cfg = Config()
+    types_of = field_types()
+    for key, value in flat.items():
+        if key not in types_of:
+            continue
+        *parents, leaf = key.split(".")
+        node = cfg
+        for name in parents:
+            node = getattr(node, name)
+        setattr(node, leaf, _typed(key, value, types_of[key]))
+    return cfg
 
 
 # --- value checks ---------------------------------------------------------------------------------
@@ -209,10 +252,7 @@ def _positive_finite(key: str, value: float | None, allow_none: bool = False) ->
 
 def check(cfg: Config) -> None:
     """Check every value that composition cannot, except the task's (``rnnlab.tasks.check``
-    calls this, then the task's own); raise ConfigError on the first bad one."""
-    from rnnlab.engine.optim import OPTIMIZERS
-    from rnnlab.engine.rnn import ACTIVATIONS, CELL_NAMES, HEADS
-
+    calls this, then the objective and the task's own); raise ConfigError on the first bad one."""
     _require(cfg.cell in CELL_NAMES, "cell", cfg.cell, "one of " + ", ".join(CELL_NAMES))
     _require(0.0 <= cfg.dropout < 1.0, "dropout", cfg.dropout, "a number in [0, 1)")
     for key in ("layers", "hidden_size", "seq_length", "iterations", "batch_size", "log_every",
@@ -258,4 +298,40 @@ def check(cfg: Config) -> None:
         cfg.data.val_fraction,
         "a number between 0 and 1 (exclusive)",
     )
-    # task.name and the task's own checks: rnnlab.tasks.check (the tasks import this module)
+    _check_evaluation(cfg)
+    _check_schedule(cfg)
+    bad = decode.problem(cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam)
+    if bad is not None:
+        raise ConfigError(*bad)
+    # task.name, the objective and the task's own checks: rnnlab.tasks.check (the tasks import
+    # this module)
+
+
+def _check_evaluation(cfg: Config) -> None:
+    """eval_burn_in, model_from, early_stop.* and data.test_fraction."""
+    _require(cfg.eval_burn_in >= 0, "eval_burn_in", cfg.eval_burn_in, "an integer ≥ 0")
+    _require(cfg.model_from in ("best", "last"), "model_from", cfg.model_from, "best or last")
+    stop = cfg.early_stop
+    _require(stop.patience >= 0, "early_stop.patience", stop.patience, "an integer ≥ 0")
+    _require(math.isfinite(stop.min_delta) and stop.min_delta >= 0, "early_stop.min_delta",
+             stop.min_delta, "a number ≥ 0")  # fmt: skip
+    test, val = cfg.data.test_fraction, cfg.data.val_fraction
+    allowed = f"a number ≥ 0 with val_fraction + test_fraction < 1 (val_fraction={val})"
+    _require(0.0 <= test < 1.0 and test + val < 1.0, "data.test_fraction", test, allowed)
+
+
+def _check_schedule(cfg: Config) -> None:
+    """schedule.* (the formulas: rnnlab.engine.schedule) and optimizer.weight_decay."""
+    c = cfg.schedule
+    _require(c.name in SCHEDULES, "schedule.name", c.name, "one of " + ", ".join(SCHEDULES))
+    _require(c.step_size >= 1, "schedule.step_size", c.step_size, "an integer ≥ 1")
+    _require(c.warmup >= 0, "schedule.warmup", c.warmup, "an integer ≥ 0")
+    _require(c.plateau_patience >= 1, "schedule.plateau_patience", c.plateau_patience,
+             "an integer ≥ 1")  # fmt: skip
+    for key in ("gamma", "decay_rate", "plateau_factor"):
+        v = getattr(c, key)
+        _require(math.isfinite(v) and 0.0 < v <= 1.0, f"schedule.{key}", v, "a number in (0, 1]")
+    _require(math.isfinite(c.min_lr) and 0.0 <= c.min_lr <= cfg.learning_rate, "schedule.min_lr",
+             c.min_lr, f"a number in [0, learning_rate={cfg.learning_rate:g}]")  # fmt: skip
+    wd = cfg.optimizer.weight_decay
+    _require(math.isfinite(wd) and wd >= 0.0, "optimizer.weight_decay", wd, "a finite number ≥ 0")

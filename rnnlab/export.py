@@ -1,91 +1,52 @@
-"""``python -m rnnlab.model export``: a run's weights as a PyTorch state dict in an ``.npz``.
+"""``python -m rnnlab.export``: a run's weights as a PyTorch state dict in an ``.npz``.
 
-    python -m rnnlab.model export run_id=<id> out=kafka_lstm.npz [tracking_uri=<uri>]
-    python -m rnnlab.model export checkpoint=outputs/.../iter_0100000.npz out=model.npz
-
-The file holds the state dict of ``torch.nn.ModuleDict({"rnn": RNN|GRU|LSTM(input_size=V,
-hidden_size=H, num_layers=L), "fc": Linear(H, V)})`` fed one-hot inputs (the adder: its two bits):
-``rnn.weight_ih_l{k}``, ``rnn.weight_hh_l{k}``, ``rnn.bias_ih_l{k}``, ``rnn.bias_hh_l{k}``,
-``fc.weight``, ``fc.bias``, plus ``vocab`` (char-RNN runs: the symbols in id order). The engine
-already stores W as (out, in) and gates in PyTorch's order, so the export is a renaming; the
-vanilla cell's single ``bh`` becomes ``bias_ih`` with ``bias_hh`` zeros. PyTorch's RNN has only
-tanh and relu, so a sigmoid vanilla cell (the adder's default) is refused in one line. Nothing
-here needs PyTorch.
+The file holds the state dict of ``torch.nn.ModuleDict({"rnn": RNN|GRU|LSTM(...), "fc":
+Linear(H, V)})`` fed one-hot inputs; see ``rnnlab.inference.export`` for the layout. Nothing here
+needs PyTorch. Also ``python -m rnnlab.model export ...``. Mistakes cost one line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from rnnlab import cli
 from rnnlab.engine import rnn
+from rnnlab.errors import UserError
+from rnnlab.inference.export import TORCH_CLASS, export
+from rnnlab.tracking.run_weights import weights_of
 
-TORCH_CLASS = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
-
-
-class ExportError(ValueError):
-    """A run cannot be exported. The message is one line."""
-
-
-def state_dict(params: rnn.Params, spec: rnn.Spec) -> dict[str, np.ndarray]:
-    """The engine's parameters under PyTorch's names (float arrays, copied)."""
-    if spec.cell == "rnn" and spec.activation != "tanh":
-        raise ExportError(
-            f"task.activation={spec.activation!r} has no torch.nn.RNN equivalent (tanh or relu)"
-        )
-    out: dict[str, np.ndarray] = {}
-    for k in range(spec.layers):
-        W_in, W_rec, b_in, b_rec = rnn.layer_names(spec, k)
-        out[f"rnn.weight_ih_l{k}"] = params[W_in].copy()  # (G·H, D_k)
-        out[f"rnn.weight_hh_l{k}"] = params[W_rec].copy()  # (G·H, H)
-        out[f"rnn.bias_ih_l{k}"] = params[b_in].copy()  # (G·H,)
-        # the vanilla cell has one bias: PyTorch adds both, so the other is zero
-        out[f"rnn.bias_hh_l{k}"] = (
-            params[b_rec].copy() if b_rec is not None else np.zeros_like(params[b_in])
-        )
-    out["fc.weight"], out["fc.bias"] = params["Why"].copy(), params["by"].copy()
-    return out
-
-
-def export(weights, out: Path) -> Path:
-    """Write ``weights`` (a ``rnnlab.sample.Weights``) as a state-dict ``.npz`` at ``out``."""
-    arrays = state_dict(weights.params, rnn.spec_of(weights.cfg))
-    if weights.vocab is not None:
-        arrays["vocab"] = np.array(list(weights.vocab.chars))
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
-    return out
-
-
-USAGE = (
-    "usage: python -m rnnlab.model export (run_id=<id> | checkpoint=<path>) out=<file>.npz "
-    "[tracking_uri=<uri>]"
+COMMAND = cli.Command(
+    name="rnnlab.export",
+    summary="a run's weights as a PyTorch state dict (.npz)",
+    keys=cli.WEIGHTS_KEYS
+    + (cli.Key("out", "the file to write, ending in .npz", default=cli.REQUIRED),),
+    examples=(
+        "python -m rnnlab.export run_id=<id> out=kafka_lstm.npz",
+        "python -m rnnlab.export checkpoint=outputs/.../iter_0100000.npz out=model.npz",
+    ),
 )
 
 
-def cli(argv: list[str]) -> None:
-    from rnnlab.sample import SampleError, resolve_weights
-
-    args = dict(a.partition("=")[::2] for a in argv)
-    unknown = set(args) - {"run_id", "checkpoint", "tracking_uri", "out"}
-    if unknown or not args.get("out") or ("run_id" in args) == ("checkpoint" in args):
-        print(USAGE, file=sys.stderr)
-        sys.exit(2)
+def run(args: dict) -> str:
+    """Export the weights ``args`` name; the line to print (UserError for a bad request)."""
+    source = cli.weights_source(args)
     if not args["out"].endswith(".npz"):
-        print(f"rnnlab: error: out={args['out']!r} is not allowed: a file name ending in .npz",
-              file=sys.stderr)  # fmt: skip
-        sys.exit(2)
-    try:
-        with tempfile.TemporaryDirectory(prefix="rnnlab-export-") as tmp:
-            w = resolve_weights({k: v for k, v in args.items() if k != "out"}, Path(tmp))
-            path = export(w, Path(args["out"]))
-    except (SampleError, ExportError) as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise UserError(f"out={args['out']!r} is not allowed: a file name ending in .npz")
+    with tempfile.TemporaryDirectory(prefix="rnnlab-export-") as tmp:
+        w = weights_of(Path(tmp), **source)
+        path = export(w, Path(args["out"]))
     spec = rnn.spec_of(w.cfg)
-    print(f"wrote {path}: torch.nn.{TORCH_CLASS[spec.cell]}(hidden_size={spec.hidden_size}, "
-          f"num_layers={spec.layers}) + Linear, from {w.source}")  # fmt: skip
+    return (
+        f"wrote {path}: torch.nn.{TORCH_CLASS[spec.cell]}(hidden_size={spec.hidden_size}, "
+        f"num_layers={spec.layers}) + Linear, from {w.source}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(COMMAND, run, argv)
+
+
+if __name__ == "__main__":
+    main()

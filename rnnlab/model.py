@@ -1,298 +1,73 @@
-"""Every char-RNN run as an MLflow model, and registering a sweep's best run.
+"""``python -m rnnlab.model register|export``: a sweep's best run into the model registry, or
+a run's weights out as a PyTorch state dict (the same as ``python -m rnnlab.export``).
 
-At the end of training a char-RNN run logs ``model``: an MLflow pyfunc whose one artifact is a
-weights-only ``.npz`` (parameters, vocabulary, config; read with ``allow_pickle=False``) and whose
-code is rnnlab itself (``code_paths``), so the model generates exactly as ``rnnlab.sample``. It is
-logged as a "model from code" (``rnnlab/model_code.py``): nothing in it is pickled.
-Signature: ``prime`` (str), ``length`` (long), ``temperature`` (double), ``seed`` (long),
-``top_k`` (long), ``top_p`` (double), ``greedy`` (boolean), ``beam`` (long) → ``text`` (str);
-only ``prime`` is required. The weights are the run's best checkpoint (``model_from=best``) or
-its last one (``model_from=last``).
-
-A served request is bounded before any work: ``length`` ≤ ``max_length``, ``prime`` ≤
-``max_prime`` characters, at most ``max_rows`` rows (``LIMITS``; set them with the environment
-variables ``RNNLAB_SERVE_MAX_LENGTH`` / ``_MAX_PRIME`` / ``_MAX_ROWS`` of ``mlflow models serve``,
-or ``load_model(uri, model_config={"max_length": ...})``). Anything over is an HTTP 400 naming the
-limit: unbounded, one request could hold a worker for hours or take gigabytes.
-
-    mlflow.pyfunc.load_model("runs:/<run_id>/model").predict(pd.DataFrame([{"prime": "One"}]))
-    mlflow models serve --env-manager local -h 127.0.0.1 -p 5001 -m runs:/<run_id>/model
-    python -m rnnlab.model register sweep=<parent_run_id> name=kafka-charrnn
+Every char-RNN run already is an MLflow model (``runs:/<run_id>/model``, see
+``rnnlab.tracking.pyfunc``); ``register`` makes the sweep's best one (the leaderboard's first,
+with a logged model) a version of a registered model, once. Mistakes cost one line on stderr
+and exit code 2.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import tempfile
-import time
-import warnings
-from pathlib import Path
 
-import mlflow
-import mlflow.pyfunc
-import numpy as np
-import pandas as pd
-
-import rnnlab
+from rnnlab import cli
+from rnnlab.errors import UserError
 from rnnlab.tracking.names import check_model_name
-from rnnlab.tracking.store import quiet_artifact_transfers
 
-MODEL_NAME = "model"  # runs:/<run_id>/model
-DEFAULTS = {"length": 200, "temperature": 1.0, "seed": 0}
-# Measured on this machine: sampling costs 0.1-0.6 ms a character (hidden 100-256, idle to
-# loaded), reading a prime 0.1 ms and 3 KB a character; so a request at these limits takes about
-# a second (a few under load) and well under 100 MB.
-LIMITS = {"max_length": 5000, "max_prime": 10000, "max_rows": 4}
+# Models logged before rnnlab's layers load their class from here (their model_code.py says
+# ``from rnnlab.model import CharRNNModel``) when this rnnlab is the one imported.
+from rnnlab.tracking.pyfunc import CharRNNModel  # noqa: F401
 
-
-def serving_limits(model_config: dict | None = None) -> dict[str, int]:
-    """``LIMITS``, overridden by ``RNNLAB_SERVE_<NAME>`` in the environment, then by the
-    pyfunc's ``model_config``. ValueError (one line) for a limit that is not an integer ≥ 1."""
-    import os
-
-    limits = dict(LIMITS)
-    for name in LIMITS:
-        given = (model_config or {}).get(name)  # None: not set when loading
-        if given is None:
-            given = os.environ.get(f"RNNLAB_SERVE_{name.upper()}")
-        if given is None:
-            continue
-        try:
-            limits[name] = int(given)
-        except (TypeError, ValueError):
-            limits[name] = 0
-        if limits[name] < 1 or str(given).strip() != str(limits[name]):
-            raise ValueError(f"serving limit {name}={given!r} is not allowed: an integer ≥ 1")
-    return limits
-
-
-def check_limits(rows: list[dict], limits: dict[str, int]) -> None:
-    """Refuse a whole request over a limit before generating anything (ValueError naming it)."""
-    if len(rows) > limits["max_rows"]:
-        raise ValueError(
-            f"{len(rows)} rows in one request is over the limit max_rows={limits['max_rows']}"
-        )
-    for row in rows:
-        length = row.get("length")
-        if length is not None and length == length and length > limits["max_length"]:
-            raise ValueError(f"length={length} is over the limit max_length={limits['max_length']}")
-        prime = str(row.get("prime") or "")
-        if len(prime) > limits["max_prime"]:
-            raise ValueError(
-                f"a prime of {len(prime)} characters is over the limit "
-                f"max_prime={limits['max_prime']}"
-            )
-
-
-DECODING = {"top_k": (int, 0), "top_p": (float, 1.0), "greedy": (bool, False), "beam": (int, 0)}
-
-
-class CharRNNModel(mlflow.pyfunc.PythonModel):
-    """Generates text from a char-RNN's weights; one output row per input row."""
-
-    def load_context(self, context) -> None:
-        from rnnlab.sample import load_weights
-
-        self.weights = load_weights(Path(context.artifacts["weights"]))
-        self.limits = serving_limits(getattr(context, "model_config", None))
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
-
-        from rnnlab.sample import SampleError, check_request, generate_text
-
-        texts = []
-        rows = model_input.to_dict("records")
-        try:
-            check_limits(rows, getattr(self, "limits", LIMITS))
-        except ValueError as e:
-            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
-        for row in rows:
-            opts = {k: row.get(k) for k in DEFAULTS}
-            opts = {k: DEFAULTS[k] if v is None or v != v else v for k, v in opts.items()}
-            dec = {k: row.get(k) for k in DECODING}
-            dec = {k: DECODING[k][1] if v is None or v != v else DECODING[k][0](v)
-                   for k, v in dec.items()}  # fmt: skip
-            try:
-                check_request(seed=int(opts["seed"]))
-                texts.append(
-                    generate_text(
-                        self.weights,
-                        str(row.get("prime") or ""),
-                        int(opts["length"]),
-                        float(opts["temperature"]),
-                        np.random.default_rng(int(opts["seed"])),
-                        **dec,
-                    )
-                )
-            except SampleError as e:
-                raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
-        return pd.DataFrame({"text": texts})
-
-
-def signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    inputs = Schema(
-        [
-            ColSpec("string", "prime"),
-            ColSpec("long", "length", required=False),
-            ColSpec("double", "temperature", required=False),
-            ColSpec("long", "seed", required=False),
-            ColSpec("long", "top_k", required=False),
-            ColSpec("double", "top_p", required=False),
-            ColSpec("boolean", "greedy", required=False),
-            ColSpec("long", "beam", required=False),
-        ]
-    )
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string", "text")]))
-
-
-def write_weights(checkpoint_path: Path, dest: Path) -> Path:
-    """The parts of a checkpoint a model needs (no optimizer memories, no data state)."""
-    from rnnlab.training.checkpoint import Checkpoint
-
-    return Checkpoint.read(checkpoint_path).weights_only().write(dest)
-
-
-def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
-    """Log a char-RNN checkpoint as the active run's pyfunc ``model``."""
-    with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
-        weights = write_weights(Path(checkpoint_path), Path(tmp) / "weights.npz")
-        with warnings.catch_warnings(), quiet_artifact_transfers():
-            warnings.simplefilter("ignore", UserWarning)  # "no input example": costs a predict
-            return mlflow.pyfunc.log_model(
-                name=MODEL_NAME,
-                python_model=str(Path(rnnlab.__file__).parent / "tracking" / "model_code.py"),
-                artifacts={"weights": str(weights)},
-                code_paths=[str(Path(rnnlab.__file__).resolve().parent)],
-                signature=signature(),
-                # the keys load_model(model_config=...) may set; None: the environment or LIMITS
-                model_config={name: None for name in LIMITS},
-                # Explicit requirements: inferring them would load the model in a subprocess.
-                pip_requirements=[
-                    f"mlflow=={mlflow.__version__}",
-                    f"numpy=={np.__version__}",
-                    f"pandas=={pd.__version__}",
-                    "hydra-core>=1.3.2,<1.4",
-                ],
-            )
-
-
-def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
-    """End-of-training hook for ``job.run_job``: a char-RNN run logs its model. A failure here
-    never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead."""
-    if cfg.task.name != "charrnn":
-        return
-    from rnnlab.evaluate import model_checkpoint
-
-    started = time.perf_counter()
-    try:
-        path = model_checkpoint(cfg, Path(out_dir) / "checkpoints")  # model_from=best|last
-        if path is None:
-            raise FileNotFoundError(f"no checkpoint in {out_dir}/checkpoints")
-        info = log_model(path)
-        client.set_tag(run_id, "rnnlab.model_uri", info.model_uri)
-        client.set_tag(run_id, "rnnlab.model_log_seconds", f"{time.perf_counter() - started:.2f}")
-    except Exception as e:  # noqa: BLE001 — the weights are safe in the checkpoint artifacts
-        client.set_tag(run_id, "rnnlab.model_error", f"{type(e).__name__}: {e}"[:5000])
-        print(f"rnnlab: could not log the model: {type(e).__name__}: {e}", file=sys.stderr)
-
-
-# --- the model registry --------------------------------------------------------------------------
-
-
-class RegistryError(ValueError):
-    """The best run of a sweep cannot be registered. The message is one line."""
-
-
-def best_child(client, parent_run_id: str):
-    """The FINISHED char-RNN child of a sweep with a model and the lowest final objective (the
-    one it minimised, as the task judges it: ``CharTask.JUDGED.final``)."""
-    from rnnlab.tasks import CharTask
-    from rnnlab.tracking.store import StoreError, get_run, list_children
-
-    try:
-        parent_run_id = get_run(client, parent_run_id).info.run_id
-    except StoreError as e:
-        raise RegistryError(str(e)) from None
-    children = list_children(client, parent_run_id, "attributes.status = 'FINISHED'")
-    candidates = [
-        r
-        for r in children
-        if r.data.tags.get("rnnlab.task") == "charrnn"
-        and "rnnlab.model_uri" in r.data.tags
-        and math.isfinite(CharTask.JUDGED.final(r))
-    ]
-    if not candidates:
-        raise RegistryError(
-            f"run {parent_run_id} has no FINISHED char-RNN child run with a logged model "
-            f"({len(children)} finished children)"
-        )
-    return min(candidates, key=CharTask.JUDGED.final)
-
-
-def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None):
-    """Register the best child run of sweep ``parent_run_id`` (lowest final objective) as a new
-    version of registered model ``name``; returns the ModelVersion."""
-    from mlflow.tracking import MlflowClient
-
-    from rnnlab.tracking.store import StoreError, default_uri, open_store
-
-    uri = default_uri(tracking_uri)
-    try:
-        client: MlflowClient = open_store(uri)
-    except StoreError as e:
-        raise RegistryError(str(e)) from None
-    best = best_child(client, parent_run_id)
-    from rnnlab.tasks import CharTask
-
-    objective = CharTask.JUDGED.of_run(best)
-    mlflow.set_tracking_uri(uri)
-    version = mlflow.register_model(
-        best.data.tags["rnnlab.model_uri"],
-        name,
-        tags={
-            "rnnlab.sweeps.parent_run": parent_run_id,
-            "rnnlab.run_id": best.info.run_id,
-            "final/val_loss": f"{best.data.metrics.get('final/val_loss', math.nan):.6g}",
-            "rnnlab.objective": f"{objective} {CharTask.JUDGED.final(best):.6g}",
-        },
-    )
-    return version
-
-
-USAGE = (
-    "usage: python -m rnnlab.model register sweep=<parent_run_id> name=<model name> "
-    "[tracking_uri=<uri>]"
+REGISTER = cli.Command(
+    name="rnnlab.model register",
+    summary="register a sweep's best run (with a logged model) as a version of a model",
+    keys=(
+        cli.Key("sweep", "the sweep's parent run id", default=cli.REQUIRED),
+        cli.Key("name", "the registered model's name, e.g. kafka-charrnn", default=cli.REQUIRED),
+        cli.Key("tracking_uri", "the store ($MLFLOW_TRACKING_URI, else ./mlflow.db)"),
+    ),
+)
+COMMAND = cli.Command(
+    name="rnnlab.model",
+    summary="a sweep's best run into the model registry, or a run's weights for PyTorch",
+    verbs={"register": REGISTER},
+    aliases={"export": "rnnlab.export"},
+    examples=(
+        "python -m rnnlab.model register sweep=<parent_run_id> name=kafka-charrnn",
+        "python -m rnnlab.model export run_id=<id> out=kafka_lstm.npz",
+    ),
 )
 
 
-def cli() -> None:
-    argv = sys.argv[1:]
-    if argv and argv[0] == "export":  # weights as a PyTorch state dict: rnnlab.export
-        from rnnlab.export import cli as export_cli
+def register(args: dict) -> str:
+    """Register the sweep's best run; the line to print."""
+    from rnnlab.sweeps.registry import register_best
+    from rnnlab.tasks import judged_run
+    from rnnlab.tasks.judging import metric_key
 
-        return export_cli(argv[1:])
-    if len(argv) < 1 or argv[0] != "register":
-        print(USAGE, file=sys.stderr)
-        sys.exit(2)
-    args = dict(a.partition("=")[::2] for a in argv[1:])
-    unknown = set(args) - {"sweep", "name", "tracking_uri"}
-    if unknown or not args.get("sweep") or not args.get("name"):
-        print(USAGE, file=sys.stderr)
-        sys.exit(2)
     try:
-        check_model_name(args["name"])  # rnnlab.tracking.names: before the store is opened
-        v = register_best(args["sweep"], args["name"], args.get("tracking_uri") or None)
-    except (RegistryError, ValueError) as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"registered {v.name} version {v.version}: run {v.tags.get('rnnlab.run_id', v.run_id)} "
-          f"(final/val_loss {v.tags.get('final/val_loss')})")  # fmt: skip
+        check_model_name(args["name"])  # before the store is opened
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    version, best, new = register_best(args["sweep"], args["name"], args.get("tracking_uri"))
+    objective = judged_run(best).of_run(best)
+    value = best.data.metrics.get("final/" + metric_key(objective), math.nan)
+    what = "registered" if new else "already registered:"
+    return (
+        f"{what} {version.name} version {version.version}: run {best.info.run_id} "
+        f"(objective {objective} {value:.4f})"
+    )
+
+
+def run(args: dict) -> str:
+    args.pop("verb")  # register: the one verb of its own
+    return register(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(COMMAND, run, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    main()

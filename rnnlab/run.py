@@ -20,34 +20,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rnnlab.config import ConfigError, register_configs, to_config
+from rnnlab.errors import UserError
 from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
 from rnnlab.sweeps import launching
-from rnnlab.sweeps.preflight import UserError, preflight
+from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
+from rnnlab.sweeps.parent_run import run_name
+from rnnlab.sweeps.preflight import preflight
 from rnnlab.tracking.ui import default_run_name
 from rnnlab.training.signals import held
 
 if TYPE_CHECKING:
     from rnnlab.tracking.job import JobContext
 
-# The package's conf/ is a link to the repository's top-level conf/ (a wheel copies it in), so
-# the configs are found from any folder, whatever the install.
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 register_configs()
 launching.register()  # hydra/launcher=joblib is rnnlab's; ${rnnlab_sweep_id:} (sweeps.launching)
-
-
-def override_key(override: str) -> str:
-    """``+task.init=uniform`` → ``task.init``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | None:
-    """A child is named after the values its sweep varies (``hidden_size=50``); other runs after
-    all their overrides; None lets MLflow pick a name."""
-    chosen = [o for o in overrides if override_key(o) in swept]
-    return ",".join(chosen) or fallback or None
 
 
 def job_context() -> JobContext:
@@ -77,7 +64,8 @@ def summary(ctx: JobContext, status: str, detail: str, started: float, task: str
     name = ctx.run_name or "run"
     seconds = time.perf_counter() - started
     with held():  # store reads: a signal now stops the CLI once these lines are out
-        closing = last_run_closing(task, ctx.launch_dir) if task else None
+        uri = ctx.tracking_uri
+        closing = last_run_closing(task, ctx.launch_dir, uri) if task and uri else None
         if ctx.multirun and closing:
             detail += f", run {closing[0]}"
         print(f"rnnlab: {job}{name}: {status} in {seconds:.1f} s, {detail}", file=sys.stderr)
@@ -88,10 +76,10 @@ def summary(ctx: JobContext, status: str, detail: str, started: float, task: str
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Hydra's task function: returns the objective so sweepers can minimise it."""
-    from rnnlab.evaluate import closing_note
-    from rnnlab.sweeps.requeue import (
-        run_or_resume,  # MLflow loads only once the command line is checked
-    )
+    # MLflow loads only once the command line is checked
+    from rnnlab.sweeps.requeue import run_or_resume
+    from rnnlab.sweeps.search import trial_tracker
+    from rnnlab.tracking.ui import closing_note
 
     started = time.perf_counter()
     quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
@@ -101,6 +89,7 @@ def main(cfg: DictConfig) -> float:
         config = to_config(cfg)
         # train() pins BLAS to this many threads, so joblib workers do not oversubscribe cores
         ctx.extra_tags["rnnlab.blas_threads"] = str(config.blas_threads)
+        ctx.tracker_hook = trial_tracker  # a search's trial reports to Optuna (else: no change)
         final = run_or_resume(config, ctx)  # runs.run_job, or a requeued SLURM job's own run
     except Exception as e:  # the run is already recorded FAILED with its reason
         summary(ctx, "FAILED", f"{type(e).__name__}: {e}", started, cfg.task.name)
@@ -114,7 +103,7 @@ def main(cfg: DictConfig) -> float:
     for key in ("final/val_loss", "final/val_exact_acc", "final/chars_per_sec"):
         if key in final:
             detail += f", {key} {final[key]:.4g}"
-    detail += closing_note(final)  # rnnlab.evaluate: early stop, warm/zero disagreement flag
+    detail += closing_note(final)  # early stop, warm/zero disagreement flag
     summary(ctx, "FINISHED", detail, started, cfg.task.name)
     return final["objective"]
 
@@ -129,7 +118,7 @@ def cli() -> None:
     args = sys.argv[1:]
     try:
         preflight(CONFIG_DIR, "config", args)
-    except (UserError, ConfigError) as e:
+    except UserError as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)
         sys.exit(2)
     signal.signal(signal.SIGTERM, _terminate)

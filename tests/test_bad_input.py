@@ -11,18 +11,19 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from rnnlab import sample
-from rnnlab.config import ConfigError
-from rnnlab.report.__main__ import main as report_main
-from rnnlab.run import CONFIG_DIR
-from rnnlab.sweeps.preflight import UserError, preflight
+from rnnlab import cli, model, sample
+from rnnlab.errors import UserError
+from rnnlab.inference.weights import load_weights
+from rnnlab.report import __main__ as report
+from rnnlab.sweeps.compose import CONFIG_DIR
+from rnnlab.sweeps.preflight import preflight
 from rnnlab.tracking.names import check_model_name
 
 ADDER = ["task=adder", "iterations=10"]
 
 
 def refused(args: list[str]) -> str:
-    with pytest.raises((UserError, ConfigError)) as e:  # the CLI prints either, exits 2
+    with pytest.raises(UserError) as e:  # the CLI prints either, exits 2
         preflight(CONFIG_DIR, "config", args)
     message = str(e.value)
     assert "\n" not in message
@@ -93,8 +94,8 @@ def test_a_deleted_experiment_is_named_with_how_to_restore_it(tmp_path, monkeypa
 )
 def test_sample_refuses_before_opening_anything(arg, named, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(sample.SampleError) as e:
-        sample.main(["run_id=0123", arg])
+    with pytest.raises(UserError) as e:
+        cli.call(sample.COMMAND, sample.run, ["run_id=0123", arg])
     assert str(e.value) == named
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -106,12 +107,12 @@ def test_a_model_name_mlflow_cannot_address_is_refused(name):
     check_model_name("kafka-charrnn v2.1")
 
 
-def test_report_register_with_a_bad_name_is_one_line(tmp_path, monkeypatch, capsys):
+def test_register_with_a_bad_name_is_one_line_before_the_store_is_opened(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert report_main(["register=bad/name"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("rnnlab.report: error: register='bad/name' is not allowed")
-    assert len(err.splitlines()) == 1
+    with pytest.raises(UserError, match="name='bad/name' is not allowed") as e:
+        cli.call(model.COMMAND, model.run, ["register", "sweep=0123456789ab", "name=bad/name"])
+    assert len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def random_store(folder: Path) -> str:
@@ -123,12 +124,14 @@ def random_store(folder: Path) -> str:
 def test_random_bytes_as_the_store_are_one_line_in_report_and_sample(tmp_path, capsys):
     uri = random_store(tmp_path)
     before = (tmp_path / "mlflow.db").read_bytes()
-    assert report_main([f"tracking_uri={uri}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"rnnlab.report: error: {tmp_path / 'mlflow.db'} is not an SQLite database, " \
-        "so not an MLflow store"  # fmt: skip
-    with pytest.raises(sample.SampleError, match="is not an SQLite database"):
-        sample.main(["run_id=0123", f"tracking_uri={uri}"])
+    with pytest.raises(UserError) as e:
+        cli.call(report.COMMAND, report.run, [f"tracking_uri={uri}"])
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'mlflow.db'} is not an SQLite database, so not an MLflow store"
+    )
+    with pytest.raises(UserError, match="is not an SQLite database"):
+        cli.call(sample.COMMAND, sample.run, ["run_id=0123", f"tracking_uri={uri}"])
     assert (tmp_path / "mlflow.db").read_bytes() == before  # nothing recorded is touched
 
 
@@ -213,8 +216,8 @@ CRAFTED = {
 @pytest.mark.parametrize("kind", CRAFTED)
 def test_a_crafted_checkpoint_is_one_line_in_sample_and_resume(kind, tmp_path, monkeypatch):
     path = crafted(kind, tmp_path)
-    with pytest.raises(sample.SampleError) as e:
-        sample.load_weights(path)
+    with pytest.raises(UserError) as e:
+        load_weights(path)
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
     assert CRAFTED[kind] in str(e.value)  # checkpoint.Checkpoint.read: one wording everywhere
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,6 @@
-"""The benchmark runs end to end: ``python -m rnnlab.bench --quick --json`` in a subprocess writes
-every figure the README's table is made of. Timings on a shared machine are noise at this size,
-so nothing here asserts a speed; the figures only have to be there and be positive."""
+"""The benchmark runs end to end: ``python -m rnnlab.bench quick=true json=…`` in a subprocess
+writes every figure the README's table is made of. Timings on a shared machine are noise at this
+size, so nothing here asserts a speed; the figures only have to be there and be positive."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def positive(x) -> bool:
 def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
     out = tmp_path / "bench.json"
     result = run_cli(
-        ["--quick", "--corpus", str(kafka_path), "--json", str(out)],
+        ["quick=true", f"corpus={kafka_path}", f"json={out}"],
         cwd=tmp_path,
         module="rnnlab.bench",
         timeout=300,
@@ -80,9 +80,9 @@ def test_quick_bench_writes_every_figure(kafka_path: Path, tmp_path: Path):
 def test_a_corpus_it_cannot_read_is_one_line_and_exit_2(tmp_path: Path):
     """No timing starts and no traceback: the missing file is named on one line."""
     missing = tmp_path / "no-such-corpus.txt"
-    result = run_cli(["--corpus", str(missing), "--quick"], cwd=tmp_path, module="rnnlab.bench")
+    result = run_cli([f"corpus={missing}", "quick=true"], cwd=tmp_path, module="rnnlab.bench")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"rnnlab.bench: error: cannot read corpus {missing}: No such file or directory"
+        f"rnnlab: error: cannot read corpus {missing}: No such file or directory"
     ]
     assert "Traceback" not in result.stderr and result.stdout == ""

@@ -109,7 +109,8 @@ def test_dropout_changes_training_but_not_evaluation(cell, kafka_path):
 def test_sample_cli_and_generation_for_gated_cells(cell, kafka_path, tmp_path):
     """rnnlab.sample draws from a gated two-layer checkpoint exactly what the trainer's sampler
     draws with the same seed; the adder's bit-by-bit view works for the cell too."""
-    from rnnlab.sample import add_bit_by_bit, generate_text, load_weights
+    from rnnlab.inference.generate import add_bit_by_bit, generate_text
+    from rnnlab.inference.weights import load_weights
 
     cfg = small_config("charrnn", cell, kafka_path, 30)
     final = train(cfg, MemoryTracker(), tmp_path / "c", show_progress=False)

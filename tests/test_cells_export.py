@@ -12,8 +12,9 @@ from conftest import run_cli
 
 from rnnlab.config import Config
 from rnnlab.engine import rnn
-from rnnlab.export import ExportError, export, state_dict
-from rnnlab.sample import load_weights
+from rnnlab.errors import UserError
+from rnnlab.inference.export import export, state_dict
+from rnnlab.inference.weights import load_weights
 from rnnlab.training.loop import train
 from rnnlab.training.tracker import MemoryTracker
 
@@ -110,7 +111,7 @@ def test_adder_export_with_dense_inputs(tmp_path, kafka_path):
 def test_sigmoid_vanilla_cell_is_refused():
     spec = rnn.Spec("rnn", 1, 4, "sigmoid")
     _, params = rnn.init_params(2, 4, 1, np.random.default_rng(0), spec=spec)
-    with pytest.raises(ExportError, match="task.activation='sigmoid' has no torch.nn.RNN"):
+    with pytest.raises(UserError, match="task.activation='sigmoid' has no torch.nn.RNN"):
         state_dict(params, spec)
 
 

@@ -78,18 +78,18 @@ def cluster():
     root.chmod(0o711)
     started = time.monotonic()
     base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    up = cli(["up", "--dir", str(root / "state")], root, base, 300, "rnnlab.cluster")
+    up = cli(["up", f"dir={root / 'state'}"], root, base, 300, "rnnlab.cluster")
     print(f"cluster up in {time.monotonic() - started:.1f} s")
     try:
         assert up.returncode == 0, up.stderr[-3000:]
-        exports = cli(["env", "--dir", str(root / "state")], root, base, 60, "rnnlab.cluster")
+        exports = cli(["env", f"dir={root / 'state'}"], root, base, 60, "rnnlab.cluster")
         env = dict(base)
         for line in exports.stdout.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = shlex.split(value)[0]
         yield root, env
     finally:
-        down = cli(["down", "--dir", str(root / "state")], root, base, 120, "rnnlab.cluster")
+        down = cli(["down", f"dir={root / 'state'}"], root, base, 120, "rnnlab.cluster")
         left = local_cluster.leftover_processes(root)
         stepd = subprocess.run(["pgrep", "-a", "slurmstepd"], capture_output=True, text=True)
         shutil.rmtree(root, ignore_errors=True)

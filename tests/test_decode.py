@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnlab import evaluate
+from rnnlab import cli, sample
+from rnnlab.bench.references import seed_sample
 from rnnlab.config import Config
 from rnnlab.engine import decode, rnn
-from rnnlab.model import CharRNNModel
-from rnnlab.sample import SampleError, generate_text, load_weights
-from rnnlab.sample import main as sample_main
+from rnnlab.errors import UserError
+from rnnlab.inference.generate import generate_text
+from rnnlab.inference.weights import load_weights
 from rnnlab.tasks import check
+from rnnlab.tracking.pyfunc import CharRNNModel
 from rnnlab.training import checkpoint
 from rnnlab.training.loop import Trainer, train
 
@@ -42,7 +44,7 @@ def step_of(w):
 
 def first_state(w, prime: str):
     ids = w.vocab.encode(prime)
-    state = evaluate.zero_state(w.params, rnn.spec_of(w.cfg))
+    state = rnn.zero_state(rnn.spec_of(w.cfg), 1, w.params["Why"].dtype)
     for x in ids[:-1]:
         _, state = step_of(w)(state, np.array([x]))
     return state, int(ids[-1])
@@ -51,7 +53,8 @@ def first_state(w, prime: str):
 def test_plain_and_top_p_1_equal_the_seed_sampler(trained):
     w, _, _ = trained
     state, first = first_state(w, "Gregor")
-    seed_way = rnn.sample(w.params, "tanh", state, first, 80, 0.9, np.random.default_rng(3))
+    spec = rnn.spec_of(w.cfg)
+    seed_way = seed_sample(w.params, spec, state, first, 80, 0.9, np.random.default_rng(3))
     for opts in (decode.Options(0.9), decode.Options(0.9, top_p=1.0), decode.Options(0.9, 0)):
         got = decode.sample(step_of(w), state, first, 80, opts, np.random.default_rng(3))
         assert got == seed_way
@@ -84,6 +87,16 @@ def test_top_k_and_top_p_only_draw_from_their_sets(trained):
     assert p[order[: n - 1]].sum() < 0.5 <= p[order[:n]].sum()  # the smallest such set
 
 
+def log_likelihood(step, state, first: int, ids: list[int]) -> float:
+    """log P(ids | first, state) in nats, one engine step at a time."""
+    total, x = 0.0, first
+    for y in ids:
+        logits, state = step(state, np.array([x]))
+        total += float(decode.log_softmax(logits[0])[y])
+        x = y
+    return total
+
+
 def test_beam_search_is_at_least_as_likely_as_greedy_on_95_of_100_primes(trained, kafka_path):
     w, _, _ = trained
     text = kafka_path.read_text(encoding="utf-8")
@@ -95,8 +108,8 @@ def test_beam_search_is_at_least_as_likely_as_greedy_on_95_of_100_primes(trained
         state, first = first_state(w, prime)
         greedy = decode.sample(step_of(w), state, first, 20, decode.Options(greedy=True), None)
         beam, score = decode.beam_search(step_of(w), state, first, 20, 4)
-        ll_greedy = decode.log_likelihood(step_of(w), state, first, greedy)
-        assert decode.log_likelihood(step_of(w), state, first, beam) == pytest.approx(score)
+        ll_greedy = log_likelihood(step_of(w), state, first, greedy)
+        assert log_likelihood(step_of(w), state, first, beam) == pytest.approx(score)
         wins += score >= ll_greedy - 1e-9
     print(f"beam ≥ greedy on {wins} of 100 primes")
     assert wins >= 95
@@ -114,11 +127,11 @@ def test_same_seed_same_text_everywhere(trained, tmp_path):
         in_training = task.generate(w.params, np.random.default_rng(7), "Gregor", 40, 0.8)
         api = generate_text(w, "Gregor", 40, 0.8, np.random.default_rng(7), **full)
         cli_args = [f"{k}={str(v).lower()}" for k, v in opts.items()]
-        cli = sample_main([f"checkpoint={path}", "prime=Gregor", "length=40", "temperature=0.8",
-                           "seed=7", *cli_args])  # fmt: skip
+        argv = [f"checkpoint={path}", "prime=Gregor", "length=40", "temperature=0.8", "seed=7"]
+        command = cli.call(sample.COMMAND, sample.run, [*argv, *cli_args])
         row = {"prime": "Gregor", "length": 40, "temperature": 0.8, "seed": 7, **opts}
         model = served.predict(None, pd.DataFrame([row]))["text"][0]
-        assert in_training == api == cli == model, opts
+        assert in_training == api == command == model, opts
 
 
 @pytest.mark.parametrize(
@@ -128,8 +141,8 @@ def test_same_seed_same_text_everywhere(trained, tmp_path):
 )  # fmt: skip
 def test_bad_decoding_options_are_one_line(trained, args, message):
     _, path, _ = trained
-    with pytest.raises(SampleError, match=message):
-        sample_main([f"checkpoint={path}", *args])
+    with pytest.raises(UserError, match=message):
+        cli.call(sample.COMMAND, sample.run, [f"checkpoint={path}", *args])
 
 
 def test_beam_reorders_stacked_states():
@@ -145,7 +158,7 @@ def test_beam_reorders_stacked_states():
 
     beam, score = decode.beam_search(step, np.zeros((2, 1, 1, H)), 0, 6, 3)
     assert len(beam) == 6
-    assert decode.log_likelihood(step, np.zeros((2, 1, 1, H)), 0, beam) == pytest.approx(score)
+    assert log_likelihood(step, np.zeros((2, 1, 1, H)), 0, beam) == pytest.approx(score)
 
 
 def test_prime_reading_matches_the_engine(trained):
@@ -154,6 +167,6 @@ def test_prime_reading_matches_the_engine(trained):
     ids = w.vocab.encode("One morning, as Gregor")
     by_step, _ = first_state(w, "One morning, as Gregor")
     spec = rnn.spec_of(w.cfg)
-    h0 = evaluate.zero_state(w.params, spec)
+    h0 = rnn.zero_state(spec, 1, w.params["Why"].dtype)
     whole = rnn.forward(w.params, ids[:-1, None], h0, spec).state  # (L, S, 1, H)
     np.testing.assert_array_equal(by_step, whole)

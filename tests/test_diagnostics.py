@@ -246,10 +246,12 @@ def test_saturation_pass_counts_the_validation_states():
     val = rng.integers(0, 6, (300, 1))
     probe = D.Probe(window_xs=val[:10], window_ys=val[1:11], val_xs=val, burn_xs=val[:50])
     metrics, _ = D.heavy_metrics(params, D.EngineSpec("tanh", "xent"), probe)
-    hs = rnn.forward(params, val, np.zeros((1, 8)), "tanh").hs[1:]
+    spec = rnn.Spec(hidden_size=8)
+    zero = rnn.zero_state(spec, 1, np.float64)
+    hs = rnn.forward(params, val, zero, spec).hs[1:]
     assert metrics["diag/saturation"] == np.mean(np.abs(hs) > 0.99)
-    h_warm = rnn.forward(params, val[:50], np.zeros((1, 8)), "tanh").hs[-1]
-    hs_warm = rnn.forward(params, val, h_warm, "tanh").hs[1:]
+    h_warm = rnn.forward(params, val[:50], zero, spec).state
+    hs_warm = rnn.forward(params, val, h_warm, spec).hs[1:]
     assert metrics["diag/saturation_warm"] == np.mean(np.abs(hs_warm) > 0.99)
     assert 0 < metrics["diag/saturation"] < 1
     sigma, rho = D.spectrum(params["Whh"])
@@ -483,7 +485,7 @@ def test_the_adder_counts_saturation_on_its_evaluation_pass():
     """At an evaluation the adder's saturation is counted on the probe's 512 sums picked out of
     the evaluation's own forward calls (two here: 20,000 sums in chunks of 16,384): the same
     entries, and the same share, as the probe's own pass over those sums."""
-    from rnnlab.diagnostics_bench import compose
+    from rnnlab.bench.diagnostics import compose
     from rnnlab.training.loop import Trainer
 
     over = ["tracking.enabled=false", "seq_length=10", "task.eval_max_pairs=20000",
@@ -532,7 +534,7 @@ def test_bad_diagnostics_settings_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
-    from rnnlab.diagnostics_bench import diagnostics_figures, print_diagnostics, targets
+    from rnnlab.bench.diagnostics import diagnostics_figures, print_diagnostics, targets
 
     d = diagnostics_figures(kafka_path, 200, 1, tmp_path, task="adder")
     print_diagnostics(d)

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import evaluate, score
+from rnnlab import cli, score
 from rnnlab.config import Config, ConfigError
-from rnnlab.tasks import check
+from rnnlab.tasks import charrnn, check, judging
 from rnnlab.tasks.charrnn import CharTask, load_corpus
-from rnnlab.training import checkpoint
+from rnnlab.tracking import ui
+from rnnlab.training import best, checkpoint
 from rnnlab.training.loop import Trainer, train
 from rnnlab.training.tracker import MemoryTracker
 
@@ -55,7 +56,7 @@ def held_out(cfg: Config, tmp_path: Path, which: str = "val") -> Path:
 
 def scored(ckpt: Path, path: Path, warm: bool = False) -> dict:
     args = [f"checkpoint={ckpt}", f"path={path}", "json=true", f"warm={str(warm).lower()}"]
-    return json.loads(score.main(args))
+    return json.loads(cli.call(score.COMMAND, score.run, args))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_score_equals_val_loss_and_val_loss_warm(default_run, tmp_path):
     assert abs(warm["nats_per_char"] - final["final/val_loss_warm"]) < 1e-9
     assert cold["chars"] == len(path.read_text(encoding="utf-8")) - 1
     # the one-line form, as the issue shows it
-    line = score.main([f"checkpoint={last}", f"path={path}"])
+    line = cli.call(score.COMMAND, score.run, [f"checkpoint={last}", f"path={path}"])
     assert line == (
         f"{path}: {cold['nats_per_char']:.4f} nats/char, {cold['bits_per_char']:.4f} bits/char "
         f"over {cold['chars']:,} characters (0 unknown)"
@@ -96,10 +97,10 @@ def test_best_checkpoint_and_best_metrics_match_the_history(default_run, tmp_pat
     assert final["best/iteration"] == best_step
     assert final["best/val_loss_warm"] == min(v for _, v in warm)
     # best.npz holds the weights that scored it
-    best = out / "checkpoints" / evaluate.BEST_FILE
-    _, meta = checkpoint.load(best)
+    best_file = out / "checkpoints" / best.BEST_FILE
+    _, meta = checkpoint.load(best_file)
     assert meta["state"]["iteration"] == best_step
-    got = scored(best, held_out(cfg, tmp_path), warm=True)["nats_per_char"]
+    got = scored(best_file, held_out(cfg, tmp_path), warm=True)["nats_per_char"]
     assert abs(got - dict(warm)[best_step]) < 1e-9
     assert final["objective"] == final["final/val_loss_warm"]  # the char-RNN's default
 
@@ -137,15 +138,15 @@ def test_a_network_saturated_from_h0_is_flagged(tmp_path, kafka_path):
     trainer = Trainer(cfg)
     trainer.load(checkpoint.latest(tmp_path / "out" / "checkpoints"))
     t = trainer.task
-    from_zero = evaluate.char_metrics(trainer.params, "tanh", t.val_data, t.burn_in)
+    from_zero = charrnn.char_metrics(trainer.params, trainer.spec, t.val_data, t.burn_in)
     assert from_zero["val/loss_warm"] > 4.0
-    assert not evaluate.flagged(from_zero)
-    assert evaluate.flagged(final, "final/val_")
-    note = evaluate.closing_note(final)
+    assert not judging.flagged(from_zero)
+    assert judging.flagged(final, "final/val_")
+    note = ui.closing_note(final)
     assert "FLAG" in note and "val/loss_warm" in note
     # an ordinary kafka run is not flagged
     ordinary = train(small(kafka_path, iterations=20), None, tmp_path / "o2", show_progress=False)
-    assert "FLAG" not in evaluate.closing_note(ordinary)
+    assert "FLAG" not in ui.closing_note(ordinary)
 
 
 def replay_early_stop(values: list[float], patience: int, min_delta: float) -> int | None:
@@ -172,7 +173,7 @@ def test_early_stopping_stops_a_stalled_run(kafka_path, tmp_path):
     assert checkpoint.latest(tmp_path / "checkpoints").name == "iter_0000060.npz"
     for key in ("final/val_loss", "final/val_loss_warm", "final/smooth_loss", "best/iteration"):
         assert key in final
-    assert "stopped early at iteration 60" in evaluate.closing_note(final)
+    assert "stopped early at iteration 60" in ui.closing_note(final)
 
 
 def test_early_stopping_never_stops_a_run_that_improves(kafka_path, tmp_path):
@@ -194,7 +195,7 @@ def test_early_stopping_never_stops_a_run_that_improves(kafka_path, tmp_path):
 def test_best_tracker_follows_the_rule(kafka_path):
     cfg = small(kafka_path, **{"early_stop.patience": 3, "early_stop.min_delta": 0.1})
     params = {"w": np.zeros(2)}
-    tracker = evaluate.BestTracker(cfg, params, CharTask.JUDGED)
+    tracker = best.BestTracker(cfg, params, CharTask.JUDGED)
     values = [3.0, 2.95, 2.7, 2.65, 2.62, 2.61, 2.5]
     stops = []
     for i, v in enumerate(values):
@@ -211,7 +212,7 @@ def test_test_split_is_scored_once_from_the_best_weights(kafka_path, tmp_path):
     tracker = MemoryTracker()
     final = train(cfg, tracker, tmp_path, show_progress=False)
     assert [s for s, _ in tracker.history["test/loss"]] == [60]
-    got = scored(tmp_path / "checkpoints" / evaluate.BEST_FILE, held_out(cfg, tmp_path, "test"))
+    got = scored(tmp_path / "checkpoints" / best.BEST_FILE, held_out(cfg, tmp_path, "test"))
     assert abs(got["nats_per_char"] - final["test/loss"]) < 1e-9
     assert final["test/bpc"] == pytest.approx(final["test/loss"] / math.log(2), rel=1e-12)
     # the held-out text moved before the test text; test_fraction=0 keeps the seed's cut
@@ -233,9 +234,9 @@ def test_bad_values_name_the_key(kafka_path, key, value):
 def test_model_checkpoint_picks_best_or_last(default_run):
     cfg, _, _, out = default_run
     folder = out / "checkpoints"
-    assert evaluate.model_checkpoint(cfg, folder).name == evaluate.BEST_FILE
+    assert best.model_checkpoint(cfg, folder).name == best.BEST_FILE
     cfg_last = small(Path(cfg.data.path), model_from="last")
-    assert evaluate.model_checkpoint(cfg_last, folder) == checkpoint.latest(folder)
+    assert best.model_checkpoint(cfg_last, folder) == checkpoint.latest(folder)
 
 
 @pytest.mark.slow

@@ -16,8 +16,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from rnnlab.analysis import units
-from rnnlab.config import Config, register_configs, to_config
-from rnnlab.sample import load_weights
+from rnnlab.config import Config
+from rnnlab.engine import rnn
+from rnnlab.inference.weights import load_weights
+from rnnlab.sweeps.compose import register_configs, to_config
 from rnnlab.training.loop import train
 from rnnlab.training.tracker import MemoryTracker
 
@@ -101,7 +103,7 @@ def test_adder_page_finds_the_carry_neuron(tmp_path):
     w = load_weights(next((tmp_path / "checkpoints").glob("iter_0006000.npz")))
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 128, (2, 2000))
-    analysis = units.analyse_adder(w.params, "sigmoid", 8, a, b)
+    analysis = units.analyse_adder(w.params, rnn.spec_of(w.cfg), 8, a, b)
     best = float(np.abs(analysis.carry_corr).max())
     print(f"carry neuron: |r| = {best:.3f}")
     assert best > 0.8  # a unit that learned to hold the carry

@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from threadpoolctl import threadpool_limits
 
-from rnnlab.bench import naive_lossfun
-from rnnlab.config import Config, register_configs, to_config
+from rnnlab.bench.references import naive_lossfun
+from rnnlab.config import Config
+from rnnlab.sweeps.compose import register_configs, to_config
 from rnnlab.training.loop import Trainer, train
 from rnnlab.training.tracker import MemoryTracker
 

@@ -12,9 +12,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
 
-from rnnlab.config import register_configs, to_config
-from rnnlab.run import CONFIG_DIR
 from rnnlab.sweeps import leaderboard
+from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
 from rnnlab.tracking import mlflow_view, ui
 from rnnlab.tracking.job import JobContext, run_job
 

@@ -23,7 +23,9 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from rnnlab.report.__main__ import UsageError, parse
+from rnnlab import cli
+from rnnlab.errors import UserError
+from rnnlab.report import __main__ as report
 from rnnlab.report.render import md_code
 from rnnlab.report.select import cast_param
 from rnnlab.report.tables import mean_std_n, swept_from_overrides
@@ -66,7 +68,7 @@ def test_markdown_fence_cannot_be_closed_by_the_sample():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["hidden_size=3"], "not a report option"),
+        (["hidden_size=3"], "hidden_size is not a key of rnnlab.report"),
         (["sweep"], "not key=value"),
         (["samples_at=10,x"], "samples_at"),
         (["samples_at=0"], "≥ 1"),
@@ -74,8 +76,8 @@ def test_markdown_fence_cannot_be_closed_by_the_sample():
     ],
 )
 def test_bad_arguments_are_one_line(args, message):
-    with pytest.raises(UsageError, match=message):
-        parse(args)
+    with pytest.raises(UserError, match=message):
+        cli.call(report.COMMAND, report.run, args)
 
 
 def test_cli_errors_exit_2_without_traceback(tmp_path):

@@ -1,4 +1,5 @@
-"""The report of an Optuna search (trials, pruned runs, search figures) and ``register=``.
+"""The report of an Optuna search (trials, pruned runs, search figures), and registering a
+sweep's best run (``python -m rnnlab.model register``).
 
 The slow tests run a real search and a real grid through ``python -m rnnlab.run -m`` in a temp
 folder (SQLite store) and check the report against MLflow read directly.
@@ -16,7 +17,6 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 from test_report import TINY, Page, decode_png, make_corpus, parent_of, read_csv, report_dir
 
-from rnnlab.report.__main__ import UsageError, parse
 from rnnlab.report.figures import search_figures
 from rnnlab.sweeps import search
 
@@ -33,15 +33,6 @@ SEARCH_PNGS = {
 }
 
 # --- fast -----------------------------------------------------------------------------------------
-
-
-def test_register_option_is_parsed_and_needs_a_sweep():
-    assert parse(["register=kafka"])["register"] == "kafka"
-    assert parse([])["register"] is None
-    with pytest.raises(UsageError, match="needs a model name"):
-        parse(["register="])
-    with pytest.raises(UsageError, match="select a sweep"):
-        parse(["experiment=charrnn", "register=kafka"])
 
 
 def test_search_figures_draw_failed_trials_and_categorical_params(tmp_path):
@@ -88,7 +79,7 @@ def trial_runs(client: MlflowClient, parent_id: str) -> dict[int, object]:
 @pytest.mark.slow
 def test_trials_csv_equals_search_trials_and_mlflow(adder_search):
     tmp, out, client, parent_id = adder_search
-    assert client.get_run(parent_id).data.tags["rnnlab.sweeps.search"] == "optuna"
+    assert client.get_run(parent_id).data.tags["rnnlab.search"] == "optuna"
     got = pd.read_csv(out / "trials.csv")
     want = search.search_trials(client.tracking_uri, parent_id).drop(columns="intermediate")
     pd.testing.assert_frame_equal(got, want, check_dtype=False)  # CSV floats round-trip (repr)
@@ -174,13 +165,11 @@ def test_search_report_has_trials_table_and_figures_that_decode(adder_search):
 @pytest.mark.slow
 def test_register_refuses_a_sweep_without_a_char_rnn_model(adder_search):
     tmp, out, client, parent_id = adder_search
-    done = run_cli([f"sweep={parent_id}", "register=adder", "log=false", f"out={tmp / 'r'}"], tmp,
-                   module="rnnlab.report")  # fmt: skip
+    done = run_cli(["register", f"sweep={parent_id}", "name=adder"], tmp, module="rnnlab.model")
     assert done.returncode == 2
-    assert done.stdout.strip() == f"rnnlab: report: {tmp / 'r' / 'report.html'}"  # written first
     assert done.stderr.strip().splitlines() == [
-        f"rnnlab.report: error: run {parent_id} has no FINISHED char-RNN child run with a "
-        "logged model (6 finished children)"
+        f"rnnlab: error: run {parent_id} has no FINISHED child run with a logged model "
+        "(6 finished children, 0 with a model)"
     ]
 
 
@@ -196,18 +185,19 @@ def test_register_puts_the_best_child_in_the_model_registry(tmp_path, kafka_path
     exps = [e.experiment_id for e in client.search_experiments()]
     kids = client.search_runs(exps, f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert len(kids) == 2 and all("rnnlab.model_uri" in r.data.tags for r in kids)
-    best = min(kids, key=lambda r: r.data.metrics["final/val_loss"])
+    best = min(kids, key=lambda r: r.data.metrics["final/val_loss_warm"])  # the objective
 
-    for version in (1, 2):  # registering again adds a version
-        reg = run_cli([f"sweep={parent_id}", "register=tiny-charrnn", "log=false"], tmp_path,
-                      module="rnnlab.report")  # fmt: skip
+    objective = best.data.metrics["final/val_loss_warm"]
+    for what in ("registered", "already registered:"):  # a second time adds no version
+        reg = run_cli(["register", f"sweep={parent_id}", "name=tiny-charrnn"], tmp_path,
+                      module="rnnlab.model")  # fmt: skip
         assert reg.returncode == 0, reg.stderr[-3000:]
-        lines = reg.stdout.strip().splitlines()
-        assert lines[0].startswith("rnnlab: report: ")
-        assert lines[1:] == [
-            f"rnnlab: registered tiny-charrnn version {version}: run {best.info.run_id}"
+        assert reg.stdout.strip().splitlines() == [
+            f"{what} tiny-charrnn version 1: run {best.info.run_id} "
+            f"(objective val/loss_warm {objective:.4f})"
         ]
-    mv = client.get_model_version("tiny-charrnn", "2")
+    assert len(client.search_model_versions("name = 'tiny-charrnn'")) == 1
+    mv = client.get_model_version("tiny-charrnn", "1")
     assert mv.run_id == best.info.run_id
     assert mv.source == best.data.tags["rnnlab.model_uri"] or best.info.run_id in mv.source
-    assert mv.tags["rnnlab.sweeps.parent_run"] == parent_id
+    assert mv.tags["rnnlab.sweep"] == parent_id

@@ -17,7 +17,7 @@ from conftest import ROOT
 SCRIPT = """
 import json, sys
 from hydra import compose, initialize_config_dir
-from rnnlab.config import register_configs, to_config
+from rnnlab.sweeps.compose import register_configs, to_config
 from rnnlab.training.tracker import MemoryTracker
 from rnnlab.training.loop import train
 

@@ -24,9 +24,9 @@ from mlflow.tracking import MlflowClient
 from stop_at import StopAt
 
 from rnnlab.config import Config
-from rnnlab.run import CONFIG_DIR
+from rnnlab.sweeps.compose import CONFIG_DIR
 from rnnlab.sweeps.preflight import UserError, preflight
-from rnnlab.tracking.store import latest_checkpoint
+from rnnlab.tracking.store import checkpoint_artifacts
 from rnnlab.training import checkpoint
 from rnnlab.training.loop import Interrupted, train
 from rnnlab.training.tracker import MemoryTracker
@@ -263,7 +263,7 @@ def test_extend_a_finished_run_in_place(finished_run, tmp_path):
     assert "iterations=900" in run.data.tags["rnnlab.resume_1"]  # ... the resume says why
     text = client.download_artifacts(run_id, "config_resume_1.yaml", str(tmp_path))
     assert "iterations: 900" in Path(text).read_text()
-    assert latest_checkpoint(client, run) == "checkpoints/iter_0000900.npz"
+    assert checkpoint_artifacts(client, run)[-1] == "checkpoints/iter_0000900.npz"
 
 
 def test_resume_from_a_checkpoint_file_starts_a_new_run(finished_run, tmp_path):
@@ -365,7 +365,7 @@ def test_a_tmp_artifact_is_never_picked_from_a_run(finished_run, tmp_path):
     leftover = tmp_path / "iter_9999999.npz.tmp"
     leftover.write_bytes(b"half a checkpoint")
     client.log_artifact(run_id, str(leftover), "checkpoints")
-    latest = latest_checkpoint(client, client.get_run(run_id))
+    latest = checkpoint_artifacts(client, client.get_run(run_id))[-1]
     assert latest is not None and not latest.endswith(".tmp")
 
 

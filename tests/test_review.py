@@ -17,9 +17,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from rnnlab import quiet
-from rnnlab.config import register_configs, to_config
-from rnnlab.run import CONFIG_DIR
 from rnnlab.sweeps import leaderboard
+from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
+from rnnlab.tracking import store as stores
 from rnnlab.tracking import ui
 from rnnlab.tracking.job import JobContext, run_job
 from rnnlab.tracking.store import ensure_experiment
@@ -71,16 +71,16 @@ def test_experiments_are_training_kind_with_artifacts_beside_the_store(tmp_path,
     assert list(cwd.iterdir()) == []
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("adder")
-    assert exp.tags[ui.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert exp.tags[stores.EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert exp.artifact_location == (store_dir / "mlruns").as_uri()
     (run,) = client.search_runs([exp.experiment_id])
     assert any((store_dir / "mlruns").rglob("config.yaml"))
     assert run.info.artifact_uri.startswith((store_dir / "mlruns").as_uri())
 
     made_by_hand = client.create_experiment("by-hand")
-    assert ui.EXPERIMENT_KIND_TAG not in client.get_experiment(made_by_hand).tags
+    assert stores.EXPERIMENT_KIND_TAG not in client.get_experiment(made_by_hand).tags
     assert ensure_experiment(client, "by-hand") == made_by_hand
-    kind = client.get_experiment(made_by_hand).tags[ui.EXPERIMENT_KIND_TAG]
+    kind = client.get_experiment(made_by_hand).tags[stores.EXPERIMENT_KIND_TAG]
     assert kind == "custom_model_development"
 
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from gradcheck import FLOOR, REL_TOL, numeric_grad, rel_error
 
-from rnnlab.bench import naive_lossfun
+from rnnlab.bench.references import naive_lossfun
 from rnnlab.engine import rnn
 
 
 def make_problem(head: str, activation: str, B: int, seed: int = 0, T: int = 6, H: int = 5):
-    """Small float64 problem: params (flat, views), inputs, targets and a non-zero hprev."""
+    """Small float64 problem: params (flat, views), inputs, targets, a non-zero hprev
+    (1, 1, B, H) and the one-layer vanilla Spec."""
     rng = np.random.default_rng(seed)
     if head == "xent":
         V = 7
@@ -28,13 +29,13 @@ def make_problem(head: str, activation: str, B: int, seed: int = 0, T: int = 6, 
     flat, params = rnn.init_params(D, H, O, rng, "normal", 0.5, np.float64)
     flat += rng.normal(0.0, 0.1, flat.shape)  # non-zero biases too
     lo = 0.0 if activation == "sigmoid" else -0.9  # hprev in the activation's range
-    hprev = rng.uniform(lo, 0.9, (B, H))
-    return flat, params, xs, ys, hprev
+    hprev = rng.uniform(lo, 0.9, (1, 1, B, H))
+    return flat, params, xs, ys, hprev, rnn.Spec(hidden_size=H, activation=activation)
 
 
-def mean_loss(params, xs, ys, hprev, activation, head) -> float:
+def mean_loss(params, xs, ys, hprev, spec, head) -> float:
     """The quantity loss_and_grads differentiates: the mean over streams of the window loss."""
-    fwd = rnn.forward(params, xs, hprev, activation)
+    fwd = rnn.forward(params, xs, hprev, spec)
     loss, _ = rnn.HEADS[head](fwd.logits, ys)
     return float(loss.mean())
 
@@ -49,12 +50,12 @@ CASES = [
 
 @pytest.mark.parametrize(("head", "activation", "B"), CASES)
 def test_gradients_match_finite_differences(head, activation, B):
-    flat, params, xs, ys, hprev = make_problem(head, activation, B)
+    flat, params, xs, ys, hprev, spec = make_problem(head, activation, B)
     grad_flat, grads = rnn.packed_zeros({k: v.shape for k, v in params.items()}, np.float64)
-    loss, _, _ = rnn.loss_and_grads(params, xs, ys, hprev, activation, head, grads)
+    loss, _, _ = rnn.loss_and_grads(params, xs, ys, hprev, spec, head, grads)
     assert loss.shape == (B,)
 
-    numeric = numeric_grad(lambda: mean_loss(params, xs, ys, hprev, activation, head), flat)
+    numeric = numeric_grad(lambda: mean_loss(params, xs, ys, hprev, spec, head), flat)
     _, num_views = rnn.packed_zeros({k: v.shape for k, v in params.items()}, np.float64)
     num_flat = next(iter(num_views.values())).base
     num_flat[...] = numeric
@@ -72,12 +73,12 @@ def test_gradients_match_finite_differences(head, activation, B):
 
 @pytest.mark.parametrize(("head", "activation", "B"), CASES)
 def test_gradient_wrt_hprev_matches_finite_differences(head, activation, B):
-    _, params, xs, ys, hprev = make_problem(head, activation, B, seed=1)
-    fwd = rnn.forward(params, xs, hprev, activation)
+    _, params, xs, ys, hprev, spec = make_problem(head, activation, B, seed=1)
+    fwd = rnn.forward(params, xs, hprev, spec)
     _, dlogits = rnn.HEADS[head](fwd.logits, ys)
     _, dh0 = rnn.backward(params, fwd, dlogits)
     assert dh0.shape == hprev.shape
-    numeric = numeric_grad(lambda: mean_loss(params, xs, ys, hprev, activation, head), hprev)
+    numeric = numeric_grad(lambda: mean_loss(params, xs, ys, hprev, spec, head), hprev)
     err = rel_error(dh0, numeric)
     print(f"hprev {head}/{activation}/B={B}: {err:.1e}")
     assert err < REL_TOL
@@ -86,10 +87,10 @@ def test_gradient_wrt_hprev_matches_finite_differences(head, activation, B):
 
 def test_float32_gradients_agree_with_float64():
     """float32 runs the same math: gradients agree with float64 to single precision."""
-    flat, params, xs, ys, hprev = make_problem("xent", "tanh", 4, T=25, H=20)
-    g64 = rnn.loss_and_grads(params, xs, ys, hprev, "tanh", "xent")[1]
+    flat, params, xs, ys, hprev, spec = make_problem("xent", "tanh", 4, T=25, H=20)
+    g64 = rnn.loss_and_grads(params, xs, ys, hprev, spec, "xent")[1]
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
-    loss32, g32, h32 = rnn.loss_and_grads(p32, xs, ys, hprev.astype(np.float32), "tanh", "xent")
+    loss32, g32, h32 = rnn.loss_and_grads(p32, xs, ys, hprev.astype(np.float32), spec, "xent")
     assert h32.dtype == np.float32 and all(g.dtype == np.float32 for g in g32.values())
     for k in rnn.PARAM_NAMES:
         scale = np.abs(g64[k]).max()
@@ -104,15 +105,15 @@ def test_float32_gradients_agree_with_float64():
 )
 def test_batch_equals_mean_of_separate_streams(head, activation):
     B = 5
-    _, params, xs, ys, hprev = make_problem(head, activation, B, seed=2, T=12, H=8)
-    loss, grads, h = rnn.loss_and_grads(params, xs, ys, hprev, activation, head)
+    _, params, xs, ys, hprev, spec = make_problem(head, activation, B, seed=2, T=12, H=8)
+    loss, grads, h = rnn.loss_and_grads(params, xs, ys, hprev, spec, head)
     mean_grads = {k: np.zeros_like(v) for k, v in params.items()}
     for b in range(B):
         loss_b, grads_b, h_b = rnn.loss_and_grads(
-            params, xs[:, b : b + 1], ys[:, b : b + 1], hprev[b : b + 1], activation, head
+            params, xs[:, b : b + 1], ys[:, b : b + 1], hprev[:, :, b : b + 1], spec, head
         )
         np.testing.assert_allclose(loss[b], loss_b[0], rtol=1e-10, atol=0)
-        np.testing.assert_allclose(h[b], h_b[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(h[:, :, b], h_b[:, :, 0], rtol=1e-10, atol=1e-12)
         for k in rnn.PARAM_NAMES:
             mean_grads[k] += grads_b[k] / B
     for k in rnn.PARAM_NAMES:
@@ -147,11 +148,16 @@ def test_engine_equals_min_char_rnn_lossfun(scale):
         params["by"][:, None],
     )
     e_loss, e_grads, e_h = rnn.loss_and_grads(
-        params, data[:-1, None], data[1:, None], hprev.T, "tanh", "xent"
+        params,
+        data[:-1, None],
+        data[1:, None],
+        hprev.T[None, None],
+        rnn.Spec(hidden_size=H),
+        "xent",
     )
     naive = {"Wxh": dWxh, "Whh": dWhh, "Why": dWhy, "bh": dbh[:, 0], "by": dby[:, 0]}
     assert abs(e_loss[0] - loss) <= 1e-10 * abs(loss)
-    np.testing.assert_allclose(e_h[0], h[:, 0], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(e_h[0, 0, 0], h[:, 0], rtol=1e-10, atol=1e-14)
     for k in rnn.PARAM_NAMES:
         scale_k = np.abs(naive[k]).max()
         assert np.abs(e_grads[k] - naive[k]).max() <= 1e-10 * scale_k, k
@@ -159,10 +165,10 @@ def test_engine_equals_min_char_rnn_lossfun(scale):
 
 def test_truncated_bptt_carries_state_like_one_long_forward():
     """Two windows with hprev carried give the same states and losses as one long window."""
-    _, params, xs, ys, hprev = make_problem("xent", "tanh", 2, seed=4, T=10)
-    loss_all, _, h_all = rnn.loss_and_grads(params, xs, ys, hprev, "tanh", "xent")
-    loss_a, _, h_mid = rnn.loss_and_grads(params, xs[:4], ys[:4], hprev, "tanh", "xent")
-    loss_b, _, h_end = rnn.loss_and_grads(params, xs[4:], ys[4:], h_mid, "tanh", "xent")
+    _, params, xs, ys, hprev, spec = make_problem("xent", "tanh", 2, seed=4, T=10)
+    loss_all, _, h_all = rnn.loss_and_grads(params, xs, ys, hprev, spec, "xent")
+    loss_a, _, h_mid = rnn.loss_and_grads(params, xs[:4], ys[:4], hprev, spec, "xent")
+    loss_b, _, h_end = rnn.loss_and_grads(params, xs[4:], ys[4:], h_mid, spec, "xent")
     np.testing.assert_allclose(loss_a + loss_b, loss_all, rtol=1e-12)
     np.testing.assert_allclose(h_end, h_all, rtol=1e-12)
 
@@ -231,7 +237,8 @@ def test_out_of_range_symbols_are_refused():
     a bad symbol must raise, never silently read a neighbouring column."""
     rng = np.random.default_rng(5)
     _, params = rnn.init_params(4, 3, 4, rng)
-    h = np.zeros((1, 3))
+    spec = rnn.Spec(hidden_size=3)
+    h = rnn.zero_state(spec, 1, np.float64)
     for bad in (4, -1):
         with pytest.raises(IndexError, match="input symbols must be in"):
-            rnn.forward(params, np.array([[0], [bad]]), h, "tanh")
+            rnn.forward(params, np.array([[0], [bad]]), h, spec)

@@ -13,7 +13,8 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from rnnlab.sample import generate_text, load_weights
+from rnnlab.inference.generate import generate_text
+from rnnlab.inference.weights import load_weights
 from rnnlab.tasks.adder import AdderTask
 from rnnlab.tasks.charrnn import CharTask
 

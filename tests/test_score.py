@@ -14,8 +14,8 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from rnnlab import score
-from rnnlab.sample import SampleError
+from rnnlab import cli, score
+from rnnlab.errors import UserError
 
 
 @pytest.mark.parametrize(
@@ -26,14 +26,14 @@ from rnnlab.sample import SampleError
         (["checkpoint=a.npz", "path=x", "text=y"], "exactly one of path"),
         (["checkpoint=a.npz", "text=y", "unknown=drop"], "unknown='drop'"),
         (["checkpoint=a.npz", "text=y", "warm=yes"], "warm='yes'"),
-        (["checkpoint=a.npz", "text=y", "colour=red"], "'colour=red' is not one of"),
+        (["checkpoint=a.npz", "text=y", "colour=red"], "colour is not a key of rnnlab.score"),
         (["checkpoint=a.npz", "path=/no/such/file.txt"], "not a readable file"),
         (["checkpoint=/no/such.npz", "text=abc"], "no checkpoint at"),
     ],
 )
 def test_bad_arguments_are_one_line(args, message):
-    with pytest.raises(SampleError, match=re.escape(message)):
-        score.main(args)
+    with pytest.raises(UserError, match=re.escape(message)):
+        cli.call(score.COMMAND, score.run, args)
 
 
 def test_cli_exits_2_with_one_line(tmp_path):

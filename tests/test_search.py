@@ -256,8 +256,9 @@ def test_search_configs_compose(tmp_path):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rnnlab.run import CONFIG_DIR
+    from rnnlab.sweeps.compose import CONFIG_DIR, register_configs
 
+    register_configs()
     paths = sorted((ROOT / "conf" / "search").glob("*.yaml"))
     assert len(paths) >= 3
     for i, path in enumerate(paths):

@@ -179,7 +179,7 @@ def test_register_a_sweeps_best_run(tmp_path):
     assert f"registered kafka-best version 1: run {best.info.run_id}" in r.stdout
     (version,) = client.search_model_versions("name = 'kafka-best'")
     assert version.tags["rnnlab.run_id"] == best.info.run_id
-    assert version.tags["rnnlab.sweeps.parent_run"] == parent.info.run_id
+    assert version.tags["rnnlab.sweep"] == parent.info.run_id
 
     r = run_cli(
         ["register", f"sweep={best.info.run_id}", "name=x", f"tracking_uri={store}"],

@@ -16,7 +16,7 @@ from conftest import run_cli, start_model_server, stop_process_group, wait_until
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rnnlab.model import LIMITS, check_limits, serving_limits
+from rnnlab.tracking.pyfunc import LIMITS, check_limits, serving_limits
 
 SMALL = ["hidden_size=24", "seq_length=16", "eval_every=300", "sample_every=300",
          "checkpoint_every=300", "data.val_fraction=0.02", "iterations=300"]  # fmt: skip

@@ -46,7 +46,7 @@ def test_single_run_and_sweep_record_through_the_server(mlflow_server, tmp_path)
         assert run.data.params["task.name"] == "adder"
         assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == {
             "checkpoints/iter_0000200.npz",
-            "checkpoints/best.npz",  # rnnlab.evaluate: the best objective's weights
+            "checkpoints/best.npz",  # rnnlab.training.best: the best objective's weights
         }
         assert len(run.inputs.dataset_inputs) == 1
     # the artifacts really are on the server's side

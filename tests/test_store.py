@@ -15,6 +15,7 @@ import pytest
 from mlflow.entities import Metric, RunStatus
 
 from rnnlab.tracking import store
+from rnnlab.tracking.journal import Journal
 from rnnlab.training import checkpoint, signals
 from rnnlab.training.checkpoint import Checkpoint
 
@@ -72,7 +73,7 @@ def test_dead_runs_are_told_from_live_ones(client):
 def test_a_journal_replays_each_point_once(client, tmp_path):
     run_id = new_run(client)
     client.log_batch(run_id, metrics=[Metric("train/loss", 1.0, 0, s) for s in (10, 20)])
-    journal = store.Journal(tmp_path / "job", run_id, client.tracking_uri)
+    journal = Journal(tmp_path / "job", run_id, client.tracking_uri)
     # 20 is in the store already (a write that timed out but landed): it is not sent again.
     journal.append({"op": "metrics", "points": [["train/loss", 2.0, 1, s] for s in (20, 30)]})
     files = tmp_path / "texts" / "samples"

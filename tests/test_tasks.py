@@ -114,7 +114,9 @@ def test_adder_initial_loss_is_the_loss_of_guessing_half(loss):
     task = AdderTask(adder_config(task_loss=loss, batch_size=4), np.random.default_rng(0))
     _, zeros = rnn.packed_zeros(rnn.param_shapes(2, 3, 1), np.float64)
     xs, ys, _ = task.next_batch()
-    window_loss, _, _ = rnn.loss_and_grads(zeros, xs, ys, np.zeros((4, 3)), "sigmoid", loss)
+    spec = rnn.Spec(hidden_size=3, activation="sigmoid")
+    window_loss, _, _ = rnn.loss_and_grads(zeros, xs, ys, rnn.zero_state(spec, 4, np.float64), spec,
+                                           loss)  # fmt: skip
     np.testing.assert_allclose(window_loss, task.initial_loss(), rtol=1e-14)
     assert task.initial_loss() == pytest.approx(1.0 if loss == "mse" else 8 * math.log(2))
 
@@ -229,7 +231,8 @@ def test_val_loss_is_whole_held_out_text_and_bpc_is_loss_over_ln2(text_file):
     # One forward over the whole 2,000-character held-out text from a zero state (the task
     # reads it in chunks of 1,000 carrying h): same mean nats per character.
     xs, ys = task.val_data[:-1, None], task.val_data[1:, None]
-    fwd = rnn.forward(params, xs, np.zeros((1, 8)), "tanh")
+    spec = rnn.Spec(hidden_size=8)
+    fwd = rnn.forward(params, xs, rnn.zero_state(spec, 1, np.float64), spec)
     loss, _ = rnn.softmax_xent(fwd.logits, ys)
     assert metrics["val/loss"] == pytest.approx(loss[0] / len(ys), rel=1e-12)
     # A model that knows nothing scores ln V nats (log2 V bits) per character.

@@ -139,13 +139,13 @@ class RnnlabOptunaSweeper(Sweeper):
         log.info(f"trial {frozen.number}: {frozen.state.name} {frozen.value} {frozen.params}")
 
     def _tag_parent(self, uri, parent_id, storage, keys, study=None) -> None:
-        from mlflow.tracking import MlflowClient
 
         from rnnlab.sweeps import search
+        from rnnlab.tracking import store
 
-        client = MlflowClient(uri)
+        client = store.client(uri)
         tags = {
-            "rnnlab.sweeps.search": "optuna",  # rnnlab.kind stays "sweep": a search is a sweep
+            "rnnlab.search": "optuna",  # rnnlab.kind stays "sweep": a search is a sweep
             search.TAG_STUDY: self.study_name,
             "rnnlab.optuna_storage": _without_password(storage),
             "rnnlab.search_params": ",".join(keys),

@@ -17,7 +17,7 @@ names, deeper layers add ``_l{k}``: ``diag/whh_rho_l1``, ``diag/saturation_l1/f`
   ``diag/whh_*`` is the candidate's block (GRU's n, LSTM's g: the one a tanh unit reads).
 - **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh; a gated cell's h too)
   or outside [0.01, 0.99] (sigmoid) on the validation pass from the zero state and, for the
-  char-RNN, warm (after the burn-in ``val/loss_warm`` reads, ``rnnlab.evaluate``'s rule);
+  char-RNN, warm (after the burn-in ``val/loss_warm`` reads, ``rnnlab.tasks.charrnn``'s rule);
   for gated cells per gate (``diag/saturation/<gate>``: σ gates outside [0.01, 0.99], the tanh
   candidate at |x| > 0.99).
 
@@ -401,7 +401,7 @@ def char_probe(task, window: int) -> Probe:
     val = task.val_data
     idx = np.arange(window + 1) % len(val)
     seq = val[idx]
-    burn = task.burn_in  # the burn-in val/loss_warm reads (rnnlab.evaluate's rule)
+    burn = task.burn_in  # the burn-in val/loss_warm reads (rnnlab.tasks.charrnn's rule)
     return Probe(
         window_xs=seq[:-1, None],
         window_ys=seq[1:, None],

@@ -19,10 +19,6 @@ CONTEXT_BEFORE = 30
 VOWELS = set("aeiouAEIOUäöüÄÖÜéèàâêîôûÉÈÀ")
 
 
-class InspectError(ValueError):
-    """A request the viewer cannot serve. The message is one line."""
-
-
 # --- features of a text -----------------------------------------------------------------------
 
 
@@ -96,12 +92,11 @@ def top_contexts(text: str, acts: np.ndarray, k: int = TOP_CONTEXTS):
 
 
 def hidden_states(
-    params: rnn.Params, spec: rnn.Spec | str, xs: np.ndarray
+    params: rnn.Params, spec: rnn.Spec, xs: np.ndarray
 ) -> tuple[list[np.ndarray], str]:
     """Every layer's h (T, B, H), float64, read from the zero state, and how h is bounded
     ("tanh" or "sigmoid": the vanilla cell's activation; a gated cell's h = o⊙tanh(c) or a
     blend of tanh candidates lies in (-1, 1))."""
-    spec = rnn.as_spec(spec, params)
     state = rnn.zero_state(spec, xs.shape[1], params["Why"].dtype)
     fwd = rnn.forward(params, xs, state, spec)
     kind = spec.activation if spec.cell == "rnn" else "tanh"
@@ -109,14 +104,11 @@ def hidden_states(
 
 
 def analyse_text(
-    params: rnn.Params, spec: rnn.Spec | str, vocab, text: str, layer: int = -1
+    params: rnn.Params, spec: rnn.Spec, vocab, text: str, layer: int = -1
 ) -> TextAnalysis:
     """Read ``text`` from the zero state and pick the units worth showing, of ``layer`` (default
     the top one, which the output layer reads)."""
-    try:
-        ids = vocab.encode(text, what="text")
-    except ValueError as e:
-        raise InspectError(str(e)) from None
+    ids = vocab.encode(text, what="text")  # PrimeError (a UserError) for unknown characters
     every, activation = hidden_states(params, spec, ids[:, None])
     layer = layer % len(every)
     states = every[layer][:, 0]  # (N, H)
@@ -165,7 +157,7 @@ def carries(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
 
 def analyse_adder(
     params: rnn.Params,
-    spec: rnn.Spec | str,
+    spec: rnn.Spec,
     bits: int,
     a: np.ndarray,
     b: np.ndarray,
@@ -175,7 +167,6 @@ def analyse_adder(
     ``shown`` bit by bit."""
     from rnnlab.tasks.adder import from_bits, to_bits
 
-    spec = rnn.as_spec(spec, params)
     dtype = params["Why"].dtype
     xs = np.stack([to_bits(a, bits), to_bits(b, bits)], axis=-1).astype(dtype)  # (bits, N, 2)
     fwd = rnn.forward(params, xs, rnn.zero_state(spec, a.size, dtype), spec)

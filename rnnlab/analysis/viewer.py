@@ -153,9 +153,9 @@ def text_page(a: TextAnalysis | list[TextAnalysis], title: str) -> str:
     return page(title, "\n".join(parts))
 
 
-def text_analyses(params: rnn.Params, spec: rnn.Spec | str, vocab, text: str) -> list:
+def text_analyses(params: rnn.Params, spec: rnn.Spec, vocab, text: str) -> list:
     """One analysis per layer, the top layer first."""
-    layers = rnn.as_spec(spec, params).layers
+    layers = spec.layers
     return [analyse_text(params, spec, vocab, text, k) for k in reversed(range(layers))]
 
 

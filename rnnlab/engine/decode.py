@@ -52,16 +52,7 @@ def problem(top_k, top_p, greedy, beam) -> tuple[str, object, str] | None:
     return None
 
 
-def check(top_k, top_p, greedy, beam, what: str = "") -> None:
-    """ConfigError for the first bad option (config keys ``what + top_k`` etc.)."""
-    from rnnlab.config import ConfigError
-
-    bad = problem(top_k, top_p, greedy, beam)
-    if bad is not None:
-        raise ConfigError(what + bad[0], bad[1], bad[2])
-
-
-def engine_step(params: rnn.Params, spec: rnn.Spec | str) -> Step:
+def engine_step(params: rnn.Params, spec: rnn.Spec) -> Step:
     """One step of the engine: the single place decoders call into the network."""
 
     def step(state: State, symbols: np.ndarray) -> tuple[np.ndarray, State]:
@@ -127,16 +118,6 @@ def beam_search(
         seqs = np.concatenate([seqs[rows], tokens[:, None]], axis=1)
         state = np.take(state, rows, axis=-2)  # beams continue from their parents' states
     return seqs[0].tolist(), float(scores[0])
-
-
-def log_likelihood(step: Step, state: State, first: int, ids: list[int]) -> float:
-    """log P(ids | first, state) in nats."""
-    total, x = 0.0, first
-    for y in ids:
-        logits, state = step(state, np.array([x]))
-        total += float(log_softmax(logits[0])[y])
-        x = y
-    return total
 
 
 def continue_text(

@@ -11,9 +11,8 @@ dropout on each layer's output, the output head on the top layer, and BPTT with 
 gradient a big GEMM. Inputs arrive either as integer symbols, looked up as columns of ``Wxh`` (never
 a one-hot matmul), or as dense float vectors (the adder's two bits per step). Arrays are time-major
 and batch-second: ``xs`` is (T, B) or (T, B, D); the carried state is (L, S, B, H) — h (and the
-LSTM's c) of every layer — or, for one vanilla layer, today's (B, H). Weights keep min-char-rnn's
-orientation (``Wxh`` is (H, D)) and names; one vanilla layer without dropout is bit for bit the
-engine before gated cells existed.
+LSTM's c) of every layer. Weights keep min-char-rnn's orientation (``Wxh`` is (H, D)) and names;
+one vanilla layer without dropout is bit for bit min-char-rnn's ``lossFun``.
 
 Nothing here does I/O, reads config or keeps state between calls.
 """
@@ -78,18 +77,6 @@ class Spec:
 def spec_of(cfg) -> Spec:
     """The Spec a Config describes."""
     return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout)
-
-
-def as_spec(spec: Spec | str, params: Params) -> Spec:
-    """A Spec, or today's bare activation name for one vanilla layer."""
-    if isinstance(spec, Spec):
-        return spec
-    return _vanilla_spec(spec, params["Whh"].shape[0])
-
-
-@functools.cache
-def _vanilla_spec(activation: str, hidden_size: int) -> Spec:
-    return Spec("rnn", 1, hidden_size, activation, 0.0)
 
 
 def zero_state(spec: Spec, batch: int, dtype) -> np.ndarray:
@@ -203,8 +190,6 @@ class Forward:
     top: np.ndarray | None = None  # (T, B, H) what the head read (top h after dropout)
     masks: list | None = None  # per layer (T, B, H) dropout masks, None when off
     state: np.ndarray | None = None  # (L, S, B, H) final state
-    carry: np.ndarray | None = None  # the final state in the caller's form ((B, H) if given so)
-    legacy: bool = False  # the initial state came as (B, H)
     reference: bool = False  # the gated layers ran the numpy cells (REFERENCE_CELLS)
 
 
@@ -274,18 +259,16 @@ def forward(
     params: Params,
     xs: np.ndarray,
     hprev: np.ndarray,
-    activation: Spec | str,
+    spec: Spec,
     masks: list | None = None,
     dropout_rng: np.random.Generator | None = None,
     reference: bool = False,
 ) -> Forward:
     """Run the network over a window. xs: (T, B) ints or (T, B, D) floats; hprev: the state
-    (L, S, B, H), or (B, H) with a bare activation name for one vanilla layer. Dropout applies
+    (L, S, B, H) (``zero_state`` makes one). Dropout applies
     when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from.
     ``reference``: gated layers through the numpy cells at every B (the kernels' reference)."""
-    spec = as_spec(activation, params)
-    legacy = hprev.ndim == 2
-    state0 = hprev.reshape(1, 1, *hprev.shape) if legacy else hprev  # (L, S, B, H)
+    state0 = hprev  # (L, S, B, H)
     T, B = xs.shape[:2]
     dtype = params["Why"].dtype
     if masks is None and spec.dropout > 0.0 and dropout_rng is not None:
@@ -319,8 +302,6 @@ def forward(
         top=x,
         masks=masks,
         state=state,
-        carry=state[0, 0] if legacy else state,
-        legacy=legacy,
         reference=reference,
     )
 
@@ -336,14 +317,11 @@ def backward(
     """Backpropagation through time over the window, through every layer.
 
     dlogits: (T, B, O), the loss gradient w.r.t. the logits (overwritten). Writes the parameter
-    gradients into ``grads`` (same keys and shapes as ``params``; allocated when None) and
-    returns them with the gradient w.r.t. the initial state, in the form it was given:
-    (L, S, B, H), or dh0 (B, H) for a legacy (B, H) state. ``dh_trace`` (L, T, B, H), when
-    given, receives d loss / d h_t of every layer and step (h_t the layer's output of step t,
-    before dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway.
-    ``dc_trace`` (L, T, B, H), LSTM only, the same for its cell state c_t (through h_t and
-    c_{t+1}).
-    """
+    gradients into ``grads`` (same keys and shapes as ``params``; allocated when None) and returns
+    them with the gradient w.r.t. the initial state, (L, S, B, H). ``dh_trace`` (L, T, B, H), when
+    given, receives d loss / d h_t of every layer and step (h_t the layer's output of step t, before
+    dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway. ``dc_trace``
+    (L, T, B, H), LSTM only, the same for its cell state c_t (through h_t and c_{t+1})."""
     spec = fwd.spec
     _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS)[spec.cell]
     Why = params["Why"]
@@ -393,8 +371,6 @@ def backward(
             np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
         if k > 0:  # into the layer below's outputs
             dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)
-    if fwd.legacy:
-        return grads, dstates[0][0]
     return grads, dstates[0][None] if spec.layers == 1 else np.stack(dstates)
 
 
@@ -548,7 +524,7 @@ def loss_and_grads(
     xs: np.ndarray,
     targets: np.ndarray,
     hprev: np.ndarray,
-    activation: Spec | str,
+    spec: Spec,
     head: str,
     grads: Params | None = None,
     dropout_rng: np.random.Generator | None = None,
@@ -558,39 +534,18 @@ def loss_and_grads(
 
     Returns the loss of each stream summed over the window (B,), the gradients of the mean of
     those losses (written into ``grads`` when given), and the last state to carry into the next
-    window, in the form ``hprev`` came in: (L, S, B, H), or (B, H). ``reference``: as forward.
+    window, (L, S, B, H). ``reference``: as forward.
     """
-    fwd = forward(params, xs, hprev, activation, dropout_rng=dropout_rng, reference=reference)
+    fwd = forward(params, xs, hprev, spec, dropout_rng=dropout_rng, reference=reference)
     loss, dlogits = HEADS[head](fwd.logits, targets)
     grads, _ = backward(params, fwd, dlogits, grads)
-    return loss, grads, fwd.carry.copy() if fwd.legacy else fwd.state
+    return loss, grads, fwd.state
 
 
 def step(
-    params: Params, spec: Spec | str, state: np.ndarray, symbols: np.ndarray
+    params: Params, spec: Spec, state: np.ndarray, symbols: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One step, for decoders: symbols (B,) ints or (B, D) floats, state (L, S, B, H) (or
-    (B, H) with a bare activation) → (logits (B, O), the next state). No dropout."""
+    """One step, for decoders: symbols (B,) ints or (B, D) floats, state (L, S, B, H) →
+    (logits (B, O), the next state). No dropout."""
     fwd = forward(params, np.asarray(symbols)[None], state, spec)
-    return fwd.logits[0], fwd.carry
-
-
-def sample(
-    params: Params,
-    activation: Spec | str,
-    h: np.ndarray,
-    first: int,
-    length: int,
-    temperature: float,
-    rng: np.random.Generator,
-) -> list[int]:
-    """Draw ``length`` symbols, feeding each back as the next input. h: the state before
-    ``first`` is read, (L, S, 1, H) or (1, H). Returns the drawn symbols (not ``first``)."""
-    out, x = [], first
-    for _ in range(length):
-        logits, h = step(params, activation, h, np.array([x]))
-        # float64 so the probabilities sum to 1 closely enough for Generator.choice
-        p = softmax(logits[0].astype(np.float64), temperature)
-        x = int(rng.choice(p.size, p=p))
-        out.append(x)
-    return out
+    return fwd.logits[0], fwd.state

@@ -12,16 +12,29 @@ base rate ``lr``, warm-up ``W``, ``T = iterations`` and floor ``min_lr``:
     warm-up       every schedule × (t + 1) / W while t < W
 
 ``constant`` without warm-up returns ``lr`` itself, so the seeds' runs are unchanged bit for bit.
-The only state (plateau's counters) travels in checkpoints through ``state()``/``load_state()``.
-Not here: the optimizers (``rnnlab.engine.optim``), what the objective is (``rnnlab.evaluate``).
+The only state (plateau's counters) travels in checkpoints through ``state()``/``load_state()``. Not
+here: the optimizers (``rnnlab.engine.optim``), what the objective is (``rnnlab.tasks.judging``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from rnnlab.config import Config, ConfigError, ScheduleConfig
+
+@dataclass
+class ScheduleConfig:
+    """How the learning rate moves (the formulas above); the files in conf/schedule/ set these."""
+
+    name: str = "constant"  # constant | step | exponential | cosine | plateau
+    step_size: int = 10_000  # step: iterations between drops; exponential: iterations per decay
+    gamma: float = 0.5  # step: factor applied every step_size iterations
+    decay_rate: float = 0.95  # exponential: factor per step_size iterations (applied smoothly)
+    min_lr: float = 0.0  # floor of step/exponential/plateau, end point of cosine
+    warmup: int = 0  # iterations of linear warm-up from lr/warmup to the schedule's rate
+    plateau_patience: int = 2  # plateau: evaluations without a new best objective before a drop
+    plateau_factor: float = 0.5  # plateau: factor applied at each drop
 
 
 def _constant(c: ScheduleConfig, lr: float, t: int, total: int, drops: int) -> float:
@@ -92,27 +105,3 @@ class Schedule:
     def load_state(self, state: dict | None) -> None:
         if state:  # checkpoints from before schedules: the defaults are right
             self.drops, self.best, self.stale = state["drops"], state["best"], state["stale"]
-
-
-def check(cfg: Config) -> None:
-    """ConfigError for the first bad schedule.* value."""
-    c = cfg.schedule
-    if c.name not in SCHEDULES:
-        raise ConfigError("schedule.name", c.name, "one of " + ", ".join(SCHEDULES))
-    if c.step_size < 1:
-        raise ConfigError("schedule.step_size", c.step_size, "an integer ≥ 1")
-    if c.warmup < 0:
-        raise ConfigError("schedule.warmup", c.warmup, "an integer ≥ 0")
-    if c.plateau_patience < 1:
-        raise ConfigError("schedule.plateau_patience", c.plateau_patience, "an integer ≥ 1")
-    for key in ("gamma", "decay_rate", "plateau_factor"):
-        v = getattr(c, key)
-        if not (math.isfinite(v) and 0.0 < v <= 1.0):
-            raise ConfigError(f"schedule.{key}", v, "a number in (0, 1]")
-    if not (math.isfinite(c.min_lr) and 0.0 <= c.min_lr <= cfg.learning_rate):
-        raise ConfigError(
-            "schedule.min_lr", c.min_lr, f"a number in [0, learning_rate={cfg.learning_rate:g}]"
-        )
-    wd = cfg.optimizer.weight_decay
-    if not (math.isfinite(wd) and wd >= 0.0):
-        raise ConfigError("optimizer.weight_decay", wd, "a finite number ≥ 0")

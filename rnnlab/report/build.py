@@ -1,6 +1,6 @@
 """``generate``: select → tables → figures → samples → report.html, report.md, runs.csv.
 
-A sweep whose parent is tagged ``rnnlab.sweeps.search=optuna`` also gets its trials
+A sweep whose parent is tagged ``rnnlab.search=optuna`` also gets its trials
 (``rnnlab.sweeps.search.search_trials``): ``trials.csv``, a trials table and the search figures."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def collect_samples(sel: Selection, t: Tables, at: list[int]) -> list[RunSamples
 
 def search_of(sel: Selection) -> tuple[pd.DataFrame, list[str]] | None:
     """(trials, searched keys) when the selection is an Optuna search with trials, else None."""
-    if sel.parent is None or sel.parent.data.tags.get("rnnlab.sweeps.search") != "optuna":
+    if sel.parent is None or sel.parent.data.tags.get("rnnlab.search") != "optuna":
         return None
     from rnnlab.sweeps.search import search_trials
 

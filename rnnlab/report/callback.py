@@ -33,8 +33,8 @@ class ReportCallback(Callback):
     @staticmethod
     def generate(config: DictConfig) -> Path | None:
         from rnnlab.report.build import generate
+        from rnnlab.tracking import store
         from rnnlab.tracking.job import PARENT_RUN_FILE
-        from rnnlab.tracking.store import tracking_uri
 
         launch_dir = Path(os.getcwd())
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -43,4 +43,5 @@ class ReportCallback(Callback):
         if not marker.is_file():
             return None  # no parent run was opened (tracking off, or another sweep callback)
         # reports/<sweep run name>/ in the launch directory (the current one)
-        return generate(tracking_uri(config, launch_dir), sweep=marker.read_text().strip())[0]
+        uri = store.resolve_uri(config.tracking.uri, launch_dir)
+        return generate(uri, sweep=marker.read_text().strip())[0]

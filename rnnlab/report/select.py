@@ -7,7 +7,6 @@ runs are recognised by their ``rnnlab.kind=sweep`` tag and never appear as rows 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tempfile
 import types
@@ -20,7 +19,8 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rnnlab.config import Config
+from rnnlab.config import field_types
+from rnnlab.errors import UserError
 from rnnlab.tracking import store
 
 # Metric histories the report reads, besides each run's latest values.
@@ -29,28 +29,11 @@ HISTORY_KEYS = ("train/smooth_loss", "val/loss", "val/bpc", "val/exact_acc", "pe
 NOT_HYPERPARAMETERS = ("seed", "experiment_name", "resume", "tracking.", "verbose")
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError):
     """Nothing to report on, or the selection names something the store lacks. One line."""
 
 
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    """As ``rnnlab.run``: $MLFLOW_TRACKING_URI, else SQLite in the current directory."""
-    return store.default_uri(None, cwd)
-
-
-def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out |= _field_types(hint, f"{prefix}{f.name}.")
-        else:
-            out[f"{prefix}{f.name}"] = hint
-    return out
-
-
-PARAM_TYPES: dict[str, Any] = _field_types(Config)
+PARAM_TYPES: dict[str, Any] = field_types()
 
 
 def cast_param(key: str, text: str) -> Any:
@@ -200,8 +183,3 @@ def select(
     if not runs:
         raise SelectionError(f"no runs in {description}")
     return Selection(client, uri, name, description, runs, parent)
-
-
-def dead_runs(selection: Selection) -> list[Run]:
-    """The selected runs left RUNNING by a process that is gone (``store.is_dead``)."""
-    return [r for r in selection.runs if store.is_dead(r)]

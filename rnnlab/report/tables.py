@@ -32,10 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rnnlab import evaluate
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
 from rnnlab.sweeps.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
-from rnnlab.tasks import judged
+from rnnlab.tasks import judged, judging
 from rnnlab.tracking.store import describe_status
 
 # Columns of a search's trials (``rnnlab.sweeps.search.search_trials``), after ``status``.
@@ -187,9 +186,9 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
     if task == "charrnn":
         row["final_val_loss"] = m.get("final/val_loss", math.nan)
         row["final_val_loss_warm"] = m.get("final/val_loss_warm", math.nan)
-        gap = evaluate.disagreement(m, "final/val_")
+        gap = judging.disagreement(m, "final/val_")
         row["warm_gap"] = math.nan if gap is None else gap
-        if evaluate.flagged(m, "final/val_"):
+        if judging.flagged(m, "final/val_"):
             flags = ("h=0 fragile (val/loss vs warm)", row["flags"])
             row["flags"] = "; ".join(f for f in flags if f)
         row["best_val_loss"] = _min(sel.history(rid, "val/loss"))
@@ -215,7 +214,7 @@ def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:
     by more than 25%: one such run drags a mean over seeds."""
     if "warm_gap" not in t.runs:
         return []
-    bad = t.runs[t.runs["warm_gap"] > evaluate.DISAGREEMENT]
+    bad = t.runs[t.runs["warm_gap"] > judging.DISAGREEMENT]
     if bad.empty:
         return []
     names = ", ".join(f"{r['run_id'][:8]} ({r['warm_gap']:.0%})" for _, r in bad.iterrows())

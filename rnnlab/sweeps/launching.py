@@ -57,16 +57,16 @@ def fail_dead_job(sweep_dir: Path, job_num: int, reason: str) -> str:
     """Close job ``job_num``'s run of this sweep FAILED with ``error=reason`` if it is still
     RUNNING; returns a few words on what was recorded (empty when the sweep tracks nothing)."""
     from mlflow.entities import RunStatus
-    from mlflow.tracking import MlflowClient
 
     from rnnlab.sweeps import parent_run
+    from rnnlab.tracking import store
     from rnnlab.tracking.job import read_parent_run_id
 
     parent_id = read_parent_run_id(sweep_dir)
     uri = parent_run.open_parent.get("uri")
     if parent_id is None or uri is None:
         return ""
-    client = MlflowClient(uri)
+    client = store.client(uri)
     parent = client.get_run(parent_id)
     runs = client.search_runs(
         [parent.info.experiment_id],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rnnlab.sweeps.search import TAG_STATE
 from rnnlab.tasks import judged
-from rnnlab.tracking import mlflow_view
+from rnnlab.tracking import mlflow_view, store
 from rnnlab.tracking.ui import charts_address, ui_lines
 from rnnlab.training.signals import held
 
@@ -30,7 +30,7 @@ TAG_BEST_RUN = "rnnlab.best_run_id"  # on the parent: the child its metrics and 
 
 def objective_of(run) -> float:
     """The final value of the objective a child minimised, as its task judges it
-    (``rnnlab.evaluate.Judged.final``; nan when it has none)."""
+    (``rnnlab.tasks.judging.Judged.final``; nan when it has none)."""
     task = judged(run.data.tags.get("rnnlab.task") or run.data.params.get("task.name", ""))
     return float(task.final(run)) if task is not None else math.nan
 
@@ -146,9 +146,8 @@ def leaderboard_lines(
 
 def sweep_closing_lines(uri: str, parent_id: str, report: str | None) -> list[str]:
     """``leaderboard_lines`` of sweep ``parent_id``, read from the store ``uri``."""
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    client = store.client(uri)
     parent = client.get_run(parent_id)
     children = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
@@ -165,7 +164,6 @@ def print_sweep_closing(config, report) -> None:
     """Print the closing block of the multirun ``config`` (a Hydra config) ends; one line on
     stderr instead when the store cannot be read."""
     from rnnlab.tracking.job import PARENT_RUN_FILE
-    from rnnlab.tracking.store import tracking_uri
 
     launch_dir = Path(os.getcwd())
     sweep_dir = Path(config.hydra.sweep.dir)
@@ -174,9 +172,8 @@ def print_sweep_closing(config, report) -> None:
         return  # tracking off: no parent run
     with held():  # store reads: a signal meanwhile stops the CLI once the block is out
         try:
-            lines = sweep_closing_lines(
-                tracking_uri(config, launch_dir), marker.read_text().strip(), report and str(report)
-            )
+            uri = store.resolve_uri(config.tracking.uri, launch_dir)
+            lines = sweep_closing_lines(uri, marker.read_text().strip(), report and str(report))
         except Exception as e:
             print(f"rnnlab: no leaderboard: {type(e).__name__}: {e}"[:300], file=sys.stderr)
             return

@@ -25,7 +25,7 @@ import rnnlab
 from rnnlab.sweeps.leaderboard import record_best_on_parent
 from rnnlab.tracking import store
 from rnnlab.tracking.job import PARENT_RUN_FILE, SWEPT_KEYS_FILE, git_tags
-from rnnlab.tracking.store import ensure_experiment, experiment_name, tracking_uri
+from rnnlab.tracking.store import ensure_experiment, experiment_name
 from rnnlab.training.signals import stop_on_signals
 
 # The open parent run of this process, so the CLI can close it KILLED on Ctrl-C.
@@ -39,7 +39,7 @@ class SweepCallback(Callback):
         # Read the few keys needed straight from the composed config: preflight has checked it,
         # and an exception here would only be a warning from Hydra while the jobs start anyway.
         launch_dir = Path(os.getcwd())
-        uri = tracking_uri(config, launch_dir)
+        uri = store.resolve_uri(config.tracking.uri, launch_dir)
         sweep_dir = Path(config.hydra.sweep.dir)  # resolves ${now:...} once; jobs reuse it
         if not sweep_dir.is_absolute():
             sweep_dir = launch_dir / sweep_dir
@@ -98,7 +98,7 @@ def close_parent(status_if_all_finished: int) -> None:
 
 def _close_parent(status_if_all_finished: int) -> None:
     uri, run_id = open_parent.pop("uri"), open_parent.pop("run_id")
-    client = MlflowClient(uri)
+    client = store.client(uri)
     parent = client.get_run(run_id)
     children = store.list_children(client, parent.info.run_id)
     counts: dict[str, int] = {}
@@ -132,7 +132,7 @@ def continue_parent(run_id: str | None, sweep_dir: Path) -> tuple[str, str] | No
     uri, new_id = open_parent["uri"], open_parent["run_id"]
     if not run_id or run_id == new_id:
         return uri, new_id
-    client = MlflowClient(uri)
+    client = store.client(uri)
     try:
         old = client.get_run(run_id)
     except Exception:  # the earlier parent lives in another store, or is gone
@@ -156,3 +156,15 @@ def swept_keys(overrides: list[str], config: DictConfig) -> list[str]:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     keys += [str(k) for k in params if str(k) not in keys]
     return keys
+
+
+def override_key(override: str) -> str:
+    """``+task.init=uniform`` → ``task.init``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | None:
+    """A child is named after the values its sweep varies (``hidden_size=50``); other runs after
+    all their overrides; None lets MLflow pick a name."""
+    chosen = [o for o in overrides if override_key(o) in swept]
+    return ",".join(chosen) or fallback or None

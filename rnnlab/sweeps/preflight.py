@@ -20,14 +20,12 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from rnnlab.config import Config, ConfigError, flatten, flatten_dict, to_config
+from rnnlab.config import Config, flatten, flatten_dict
+from rnnlab.errors import UserError
+from rnnlab.sweeps.compose import register_configs, to_config
 from rnnlab.tasks import check  # the shared keys, then the task's own
 from rnnlab.tasks.charrnn import PrimeError, load_corpus
 from rnnlab.tasks.corpus import CorpusError
-
-
-class UserError(ValueError):
-    """A command-line mistake, described in one line."""
 
 
 def _first_line(text: str) -> str:
@@ -215,7 +213,7 @@ def _preflight_resume(cfg: Config, overrides: list[str], multirun: bool) -> None
 
 
 def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
-    """Raise UserError/ConfigError for the first bad value on this command line."""
+    """Raise UserError (a ConfigError among them) for the first bad value on this command line."""
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return
@@ -227,6 +225,7 @@ def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
         raise UserError(_explain(e, {})) from None
     GlobalHydra.instance().clear()
     try:
+        register_configs()  # the schema config.yaml extends
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             for overrides in variants:
                 by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
@@ -260,6 +259,3 @@ def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
                     raise UserError(str(e)) from None
     finally:
         GlobalHydra.instance().clear()
-
-
-__all__ = ["preflight", "UserError", "ConfigError"]

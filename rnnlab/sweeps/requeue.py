@@ -69,7 +69,8 @@ def run_or_resume(cfg: Config, ctx: JobContext, show_progress: bool = True) -> d
     if job_id is None or not cfg.tracking.enabled or cfg.resume:
         return job.run_job(cfg, ctx, show_progress)
     ctx.extra_tags |= job_tags()
-    client = store.open_store(store.tracking_uri(cfg, ctx.launch_dir), create=True)
+    ctx.tracking_uri = ctx.tracking_uri or store.resolve_uri(cfg.tracking.uri, ctx.launch_dir)
+    client = store.open_store(ctx.tracking_uri, create=True)
     earlier = find_job_run(client, store.experiment_name(cfg), job_id, ctx.sweep_dir)
     if earlier is None:
         return job.run_job(cfg, ctx, show_progress)
@@ -98,15 +99,15 @@ def record_failed_job(
     """Close the child run of SLURM job ``job_id`` FAILED with the job id, its final state and
     the tail of its log in ``error`` (creating the child if the job died before opening it).
     ``config`` is the sweep's composed config."""
-    from mlflow.tracking import MlflowClient
 
     from rnnlab.sweeps import parent_run
+    from rnnlab.tracking import store
     from rnnlab.tracking.store import ensure_experiment, experiment_name
 
     if not parent_run.open_parent:  # tracking off: the launcher's log says it
         return
     uri, parent_id = parent_run.open_parent["uri"], parent_run.open_parent["run_id"]
-    client = MlflowClient(uri)
+    client = store.client(uri)
     error = f"SLURM job {job_id} ended {state} on {node or '?'} without a result. Log tail:\n{tail}"
     run = find_job_run(client, experiment_name(config), job_id, None)
     if run is None or run.data.tags.get("mlflow.parentRunId") != parent_id:

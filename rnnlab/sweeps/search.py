@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnlab.config import Config
-from rnnlab.evaluate import Judged
 from rnnlab.tasks import judged, judged_run
-from rnnlab.training.tracker import Tracker
+from rnnlab.tasks.judging import Judged
+from rnnlab.tracking import store
+from rnnlab.training.tracker import FinishedEarly, Tracker
 
 if TYPE_CHECKING:  # optuna is imported only by searches, never by a plain run
     import optuna
@@ -53,13 +54,13 @@ ATTR_RUN_ID = "rnnlab.mlflow_run_id"  # trial attribute: its child run
 ATTR_URI = "rnnlab.mlflow_uri"
 
 
-class TrialPruned(Exception):
+class TrialPruned(FinishedEarly):
     """The pruner stopped this trial at ``step``; ``metrics["objective"]`` is its last value."""
 
     def __init__(self, number: int, step: int, value: float):
-        super().__init__(f"trial {number} pruned at iteration {step} (objective {value:.4g})")
+        message = f"trial {number} pruned at iteration {step} (objective {value:.4g})"
+        super().__init__(message, {"objective": value, "pruned_at": float(step)})
         self.number, self.step = number, step
-        self.metrics = {"objective": value, "pruned_at": float(step)}
 
 
 # --- the driver's side --------------------------------------------------------------------------
@@ -185,11 +186,10 @@ def trial_env(storage: str, study_name: str, trial_id: int) -> list[str]:
 
 def tag_trial_run(trial: optuna.trial.FrozenTrial, state: str) -> None:
     """Set the trial's state on its MLflow child run, if the job got as far as opening one."""
-    from mlflow.tracking import MlflowClient
 
     run_id, uri = trial.user_attrs.get(ATTR_RUN_ID), trial.user_attrs.get(ATTR_URI)
     if run_id and uri:
-        MlflowClient(uri).set_tag(run_id, TAG_STATE, state)
+        store.client(uri).set_tag(run_id, TAG_STATE, state)
 
 
 # --- the job's side -----------------------------------------------------------------------------
@@ -272,9 +272,8 @@ def search_trials(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     ``param.<key>`` column per searched key (listed in the parent's ``rnnlab.search_params``).
     """
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = store.client(tracking_uri)
     parent = client.get_run(parent_run_id)
     keys = [k for k in parent.data.tags.get("rnnlab.search_params", "").split(",") if k]
     runs = client.search_runs(

@@ -4,34 +4,32 @@ A task owns its data, how windows are cut into batches, its evaluation and its s
 engine and the training loop are the same for both.
 """
 
-from rnnlab import config, evaluate
+from rnnlab import config
 from rnnlab.config import Config, ConfigError
-from rnnlab.engine import decode, schedule
 from rnnlab.tasks.adder import AdderTask
 from rnnlab.tasks.charrnn import CharTask
+from rnnlab.tasks.judging import Judged, check_objective
 
 TASKS = {"charrnn": CharTask, "adder": AdderTask}
 
 
 def check(cfg: Config) -> None:
     """Every value check of a run's config: the task's name, the shared keys
-    (``config.check``), then the task's own; ConfigError on the first bad one."""
+    (``config.check``), the objective, then the task's own; ConfigError on the first bad one."""
     if cfg.task.name not in TASKS:
         raise ConfigError("task.name", cfg.task.name, "one of " + ", ".join(TASKS))
     config.check(cfg)
-    schedule.check(cfg)
-    evaluate.check(cfg, TASKS[cfg.task.name].JUDGED)
-    decode.check(cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam, what="")
+    check_objective(cfg, TASKS[cfg.task.name].JUDGED)
     TASKS[cfg.task.name].check(cfg)
 
 
-def judged(task: str | None) -> evaluate.Judged | None:
+def judged(task: str | None) -> Judged | None:
     """How runs of ``task`` are judged (its ``JUDGED``), None for a name rnnlab does not know."""
     cls = TASKS.get(task or "")
     return cls.JUDGED if cls is not None else None
 
 
-def judged_run(run) -> evaluate.Judged | None:
+def judged_run(run) -> Judged | None:
     """How a recorded MLflow run is judged: by its task (param ``task.name``, tag
     ``rnnlab.task``, the char-RNN for runs that record neither)."""
     task = run.data.params.get("task.name") or run.data.tags.get("rnnlab.task") or "charrnn"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab import evaluate
 from rnnlab.config import Config, ConfigError
 from rnnlab.engine import rnn
+from rnnlab.tasks.judging import Judged
 
 
 def to_bits(values: np.ndarray, bits: int) -> np.ndarray:
@@ -28,10 +28,10 @@ def from_bits(bits: np.ndarray) -> np.ndarray:
 class AdderTask:
     """Learn a + b from their bits; evaluated on a fixed set of operand pairs."""
 
-    # How its runs are judged (rnnlab.evaluate.Judged): by default the share of evaluation sums
+    # How its runs are judged (rnnlab.tasks.judging.Judged): by default the share of evaluation sums
     # still wrong (1 − val/exact_acc); its evaluation sums start from h = 0 by definition, so
     # there is no warm variant.
-    JUDGED = evaluate.Judged(
+    JUDGED = Judged(
         objectives={"val/exact_acc": True, "val/bit_acc": True},
         default="val/exact_acc",
         legacy="val/exact_acc",

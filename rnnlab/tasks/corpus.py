@@ -15,13 +15,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from rnnlab.errors import UserError
+
 # Corpora rnnlab knows how to fetch. Project Gutenberg asks robots to use its cache URLs.
 KNOWN_SOURCES = {
     "kafka": "https://www.gutenberg.org/cache/epub/5200/pg5200.txt",  # Metamorphosis, eBook 5200
 }
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """The corpus cannot be found, fetched or read. The message is one line."""
 
 

@@ -38,19 +38,19 @@ from mlflow.data.dataset_source_registry import get_registered_sources
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 import rnnlab
-from rnnlab.config import Config, flatten
-from rnnlab.evaluate import tag_run
-from rnnlab.model import log_run_model
-from rnnlab.sweeps.search import TrialPruned, trial_tracker
+from rnnlab.config import Config, flatten, to_yaml
 from rnnlab.tasks import check, corpus
+from rnnlab.tasks.judging import disagreement, flagged
 from rnnlab.tracking import resume, store
+from rnnlab.tracking.journal import Journal
 from rnnlab.tracking.mlflow_tracker import MlflowTracker
+from rnnlab.tracking.pyfunc import log_run_model
 from rnnlab.training.checkpoint import latest
 from rnnlab.training.loop import Interrupted, train
 from rnnlab.training.signals import stop_on_signals, stop_requested
+from rnnlab.training.tracker import FinishedEarly, Tracker
 
 PARENT_RUN_FILE = (
     ".rnnlab_parent_run_id"  # the sweep's parent run id, written by rnnlab.sweeps.parent_run
@@ -73,6 +73,9 @@ class JobContext:
     run_name: str | None = None  # None: MLflow picks a name
     sweep_dir: Path | None = None  # set for the jobs of a multirun
     multirun: bool = False
+    tracking_uri: str | None = None  # resolved once (rnnlab.tracking.store.resolve_uri)
+    # wraps the run's tracker (a search's trial reports to Optuna: rnnlab.sweeps.search)
+    tracker_hook: Callable[[Tracker, Config, MlflowClient, str], Tracker] | None = None
     job_num: int | None = None  # the job's index in its sweep
     extra_tags: dict[str, str] = field(default_factory=dict)
 
@@ -165,7 +168,7 @@ def record_inputs(client: MlflowClient, run_id: str, cfg: Config) -> None:
     params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
-    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config.yaml")
+    client.log_text(run_id, to_yaml(cfg), "config.yaml")
     dataset, digest = dataset_of(cfg)
     log_dataset(dataset, digest)
     client.set_tag(run_id, "rnnlab.dataset_sha256", digest)
@@ -197,6 +200,15 @@ def end_leaked_runs() -> None:
         print(f"rnnlab: closed leaked run {run.info.run_id}", file=sys.stderr)
 
 
+def tag_run(client, run_id: str, final: dict[str, float]) -> None:
+    """After training: the tags ``rnnlab.stopped_early`` (the iteration) and
+    ``rnnlab.warm_flag`` (the relative disagreement) when they apply."""
+    if "stopped_early" in final:
+        client.set_tag(run_id, "rnnlab.stopped_early", str(int(final["stopped_early"])))
+    if flagged(final, "final/val_"):
+        client.set_tag(run_id, "rnnlab.warm_flag", f"{disagreement(final, 'final/val_'):.4f}")
+
+
 # --- a job ---------------------------------------------------------------------------------------
 
 
@@ -212,11 +224,16 @@ def make_tracker(
         run_id,
         cfg.tracking.flush_points,
         cfg.tracking.flush_seconds,
-        journal=store.Journal(out_dir, run_id, client.tracking_uri),
+        journal=Journal(out_dir, run_id, client.tracking_uri),
         retry_seconds=cfg.tracking.retry_seconds,
         logged=logged,
         logged_texts=texts,
     )
+
+
+def hooked(ctx: JobContext, tracker: Tracker, cfg: Config, client: MlflowClient, run_id: str):
+    """The tracker training records through: ``ctx.tracker_hook``'s wrapper, else ``tracker``."""
+    return ctx.tracker_hook(tracker, cfg, client, run_id) if ctx.tracker_hook else tracker
 
 
 def run_job(
@@ -230,7 +247,7 @@ def run_job(
     if not cfg.tracking.enabled:
         check(cfg)
         return train(cfg, None, out_dir, resume_from=resume_from, show_progress=show_progress)
-    uri = store.tracking_uri(cfg, ctx.launch_dir)
+    uri = ctx.tracking_uri = ctx.tracking_uri or store.resolve_uri(cfg.tracking.uri, ctx.launch_dir)
     with stop_on_signals(hard_interrupt=False):
         client = store.open_store(uri, create=True)
         mlflow.set_tracking_uri(uri)
@@ -244,7 +261,7 @@ def run_job(
         )
         run_id = run.info.run_id
         tracker = make_tracker(cfg, client, run_id, out_dir)
-        tracked = trial_tracker(tracker, cfg, client, run_id)  # reports to Optuna in a search
+        tracked = hooked(ctx, tracker, cfg, client, run_id)  # a search's trial reports to Optuna
 
         def before_training() -> None:
             check(cfg)  # values a sweeper proposes never went through the CLI's preflight
@@ -267,9 +284,10 @@ def resume_job(
     the run's ``rnnlab.requeue_<n>`` tag, counted in ``rnnlab.requeues`` (not
     ``rnnlab.resumes``)."""
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
-    replay_journal(cfg.resume, store.default_uri(cfg.tracking.uri, ctx.launch_dir))
+    uri = ctx.tracking_uri = ctx.tracking_uri or store.resolve_uri(cfg.tracking.uri, ctx.launch_dir)
+    replay_journal(cfg.resume, uri)
     where = out_dir / "resumed_from"
-    p = resume.plan(cfg, ctx.overrides, ctx.launch_dir, where, requeued is not None)
+    p = resume.plan(cfg, ctx.overrides, uri, where, requeued is not None)
     if requeued is not None:
         note = requeued(p)
         print(f"rnnlab: requeued: continuing run {p.run_id} {note}", file=sys.stderr)
@@ -323,7 +341,7 @@ def replay_journal(target: str | None, uri: str) -> dict[str, int] | None:
     job_dir = run.data.tags.get("rnnlab.job_dir")
     if not job_dir:
         return None
-    journal = store.Journal(Path(job_dir), run.info.run_id, uri)
+    journal = Journal(Path(job_dir), run.info.run_id, uri)
     if not journal.pending or (run.info.status == "RUNNING" and not store.is_dead(run)):
         return None
     counts = journal.replay(client)
@@ -366,9 +384,9 @@ def continue_run(
                                               note[:5000], **moved})  # fmt: skip
         if "error" in tags:  # it described the stop this resume recovers from
             client.delete_tag(run_id, "error")
-        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(p.cfg)),
+        client.log_text(run_id, to_yaml(p.cfg),
                         f"config_{kind}_{n}.yaml")  # fmt: skip
-        tracked = trial_tracker(tracker, p.cfg, client, run_id)  # a requeued search trial
+        tracked = hooked(ctx, tracker, p.cfg, client, run_id)  # a requeued search trial
 
         def before_training() -> None:  # a job killed before its inputs were recorded
             if not run.data.params:
@@ -402,11 +420,11 @@ def _train_and_close(
             line = f"{tracker.unreachable}; once it is back: python -m rnnlab.sync {out_dir}"
             _close(tracker, RunStatus.FINISHED)  # the journal holds it, and the status
             raise StoreUnreachable(line)
-        tag_run(client, run_id, final)  # rnnlab.evaluate: rnnlab.stopped_early, rnnlab.warm_flag
+        tag_run(client, run_id, final)  # rnnlab.stopped_early, rnnlab.warm_flag
         log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
         _close(tracker, RunStatus.FINISHED)
         return final
-    except TrialPruned as e:  # the search stopped this trial early: done, not failed
+    except FinishedEarly as e:  # e.g. a search pruned this trial: done, not failed
         _close(tracker, RunStatus.FINISHED)
         return e.metrics
     except Interrupted as e:

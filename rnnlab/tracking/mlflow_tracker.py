@@ -20,7 +20,8 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rnnlab.tracking.store import Journal, first_line, quiet_artifact_transfers
+from rnnlab.tracking.journal import Journal
+from rnnlab.tracking.store import first_line, quiet_artifact_transfers
 from rnnlab.training.signals import request_stop, shielded
 
 # What a store write raises when the store is away or busy: MLflow's own errors, and the

@@ -3,6 +3,6 @@ instead of unpickling a Python object, so a logged rnnlab model holds no pickle 
 
 from mlflow.models import set_model
 
-from rnnlab.model import CharRNNModel
+from rnnlab.tracking.pyfunc import CharRNNModel
 
 set_model(CharRNNModel())

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnlab.config import Config, ConfigError, flatten
+from rnnlab.errors import UserError
 from rnnlab.tasks import check
 from rnnlab.tracking import store
 from rnnlab.training import checkpoint
@@ -53,7 +54,7 @@ FROZEN: dict[str, str] = {
 }
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError):
     """A resume (or a checkpoint look-up) cannot go ahead. The message is one line."""
 
 
@@ -91,7 +92,7 @@ def overridden_keys(overrides: list[str]) -> list[str]:
 
 
 def plan(
-    cfg: Config, overrides: list[str], launch_dir: Path, workdir: Path, requeued: bool = False
+    cfg: Config, overrides: list[str], uri: str, workdir: Path, requeued: bool = False
 ) -> Plan:
     """Check a ``resume=`` command line and fetch its checkpoint; ResumeError if it cannot go.
 
@@ -100,7 +101,6 @@ def plan(
     requeued cluster job continuing its own run — the process that left it RUNNING is this job's
     earlier start, so gone, and a run without a checkpoint yet trains again from the start."""
     target = str(cfg.resume)
-    uri = store.default_uri(cfg.tracking.uri, launch_dir)
     run_id = status = None
     note = ""
     if store.RUN_ID_PREFIX.match(target) and not Path(target).exists():
@@ -217,4 +217,4 @@ def preflight_resume(
     if multirun:
         raise ResumeError("resume= continues one run: drop -m")
     with tempfile.TemporaryDirectory(prefix="rnnlab-resume-") as tmp:
-        plan(cfg, overrides, launch_dir or Path.cwd(), Path(tmp))
+        plan(cfg, overrides, store.resolve_uri(cfg.tracking.uri, launch_dir), Path(tmp))

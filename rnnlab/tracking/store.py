@@ -8,9 +8,9 @@ checkpoint. Invariants enforced here:
   file lock beside the database, so any number of processes may start at once on an empty
   folder and none ever sees, or leaves, a half-migrated schema.
 - *Bounded server calls:* one call to an HTTP tracking server gives up after about
-  ``CALL_SECONDS`` (MLflow's default retries block ~4 minutes); what a run then could not send
-  goes to its ``Journal``, an append-only file in its job folder, replayed by
-  ``python -m rnnlab.sync`` (or the next ``resume=``) exactly once.
+  about 21 s (``HTTP_ENV``; MLflow's default retries block ~4 minutes); what a run then could not
+  send goes to its ``Journal``, an append-only file in its job folder, replayed by ``python -m
+  rnnlab.sync`` (or the next ``resume=``) exactly once.
 - *A dead run is recognisable:* a run records where it runs (host, pid and that process's
   start time); ``is_dead`` tells a RUNNING run whose process is gone from one still training.
 
@@ -20,20 +20,18 @@ Not here: a job's lifecycle and statuses (``rnnlab.tracking.job``), the bufferin
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnlab.errors import UserError
+from rnnlab.tracking import mlflow_view
 from rnnlab.tracking.names import check_sqlite_file
-from rnnlab.tracking.ui import new_experiment_options, tag_experiment_kind
 
 if TYPE_CHECKING:  # MLflow loads only when a store is opened: preflight and --help stay fast
     from mlflow.entities import Run
@@ -43,7 +41,6 @@ CHECKPOINT_DIR = "checkpoints"  # the artifact folder train() logs checkpoints i
 CHECKPOINT_NAME = re.compile(r"^iter_(\d{7})\.npz$")  # never a *.tmp leftover
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{6,32}$")
-JOURNAL_FILE = "rnnlab_journal.jsonl"
 # One HTTP call: 1 retry, backoff factor 1, 10 s timeout — about 21 s at worst (MLflow: 7 retries,
 # backoff factor 2 and a 120 s timeout, ~4 minutes). A user's own settings win.
 HTTP_ENV = {
@@ -51,26 +48,20 @@ HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-CALL_SECONDS = 21
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """The store, or a run in it, cannot be used as asked. The message is one line."""
 
 
 # --- where the store is --------------------------------------------------------------------------
 
 
-def tracking_uri(cfg: Any, launch_dir: Path) -> str:
-    """tracking.uri, else $MLFLOW_TRACKING_URI, else SQLite in the launch directory (absolute,
-    so every job of a sweep shares one store whatever its working directory). ``cfg`` is a
-    ``Config`` or a composed DictConfig."""
-    return default_uri(cfg.tracking.uri, launch_dir)
-
-
-def default_uri(uri: str | None, launch_dir: Path | None = None) -> str:
-    """``uri``, else $MLFLOW_TRACKING_URI, else ``sqlite:///<launch_dir>/mlflow.db``; a relative
-    SQLite path is made absolute against ``launch_dir`` (default: the current folder)."""
+def resolve_uri(uri: str | None = None, launch_dir: Path | None = None) -> str:
+    """The one rule for where runs are recorded: ``uri`` (``tracking.uri``, ``tracking_uri=``),
+    else $MLFLOW_TRACKING_URI, else ``sqlite:///<launch_dir>/mlflow.db``; a relative SQLite path
+    is made absolute against ``launch_dir`` (default: the current folder), so every job of a
+    sweep shares one store whatever its working directory."""
     launch_dir = Path(launch_dir or Path.cwd()).resolve()
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -89,9 +80,42 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def bound_http_calls() -> None:
-    """Make one call to a tracking server give up within ``CALL_SECONDS`` (see HTTP_ENV)."""
+    """Make one call to a tracking server give up within about 21 s (see HTTP_ENV)."""
     for key, value in HTTP_ENV.items():
         os.environ.setdefault(key, value)
+
+
+# --- experiments ----------------------------------------------------------------------------------
+# The training kind. MLflow 3.17/3.18 ignore it for the landing page (a hard-coded flag makes
+# the page follow ``ui.ML_WORKFLOW``'s switch); set anyway, for the UIs that read it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of store ``uri`` keeps its artifacts: ``mlruns/`` beside a SQLite
+    file; None (MLflow's choice) for a server, which has its own artifact root."""
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlruns").as_uri() if db is not None else None
+
+
+def tag_experiment_kind(client, experiment) -> None:
+    """Mark ``experiment`` (an MLflow Experiment) as training runs and give it rnnlab's chart
+    view of all its runs (``rnnlab.tracking.mlflow_view``), unless already so."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    mlflow_view.write_view(client, experiment, mlflow_view.EXPERIMENT_KEY, mlflow_view.view_state())
+
+
+def new_experiment_options(uri: str) -> dict:
+    """``create_experiment`` keywords for store ``uri``: the training kind, rnnlab's chart view,
+    artifacts beside a SQLite file."""
+    options: dict = {
+        "tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **mlflow_view.experiment_view_tags()}
+    }
+    if (location := artifact_location(uri)) is not None:
+        options["artifact_location"] = location
+    return options
 
 
 # --- opening it ----------------------------------------------------------------------------------
@@ -140,6 +164,15 @@ def open_store(uri: str, create: bool = False) -> MlflowClient:
     except Exception as e:  # noqa: BLE001 — e.g. a file that is not a database
         raise StoreError(f"cannot open the MLflow store {uri}: {first_line(e)[:300]}") from None
     return client
+
+
+def client(uri: str) -> MlflowClient:
+    """A client for a store known to exist (a run or sweep already recorded in it): no checks,
+    no migration. Calls to a server are bounded (``bound_http_calls``)."""
+    from mlflow.tracking import MlflowClient
+
+    bound_http_calls()
+    return MlflowClient(uri)
 
 
 def first_line(e: BaseException) -> str:
@@ -303,12 +336,6 @@ def checkpoint_artifacts(client: MlflowClient, run: Run) -> list[str]:
     return [f"{CHECKPOINT_DIR}/{n}" for n in sorted(n for n in names if CHECKPOINT_NAME.match(n))]
 
 
-def latest_checkpoint(client: MlflowClient, run: Run) -> str | None:
-    """Artifact path of the run's newest checkpoint (highest iteration), or None."""
-    found = checkpoint_artifacts(client, run)
-    return found[-1] if found else None
-
-
 def fetch_checkpoint(client: MlflowClient, run: Run, dest: Path) -> Path:
     """Download the run's newest checkpoint that reads whole into ``dest``: a process killed
     while uploading can leave the newest copy cut short, and then the one before it is used.
@@ -371,88 +398,3 @@ def logged_files(client: MlflowClient, run_id: str, folder: str) -> set[str]:
         return {f.path for f in client.list_artifacts(run_id, folder) if not f.is_dir}
     except (MlflowException, OSError):
         return set()
-
-
-# --- the journal ---------------------------------------------------------------------------------
-
-
-class Journal:
-    """An append-only JSON-lines file of store writes that could not be made, in their order.
-
-    Each line is one operation: ``metrics`` (points as [key, value, timestamp, step]),
-    ``files`` (a local folder to upload into the run's artifact root), ``artifact`` (a local
-    file and its artifact folder), ``tag``, ``end`` (the run's status). Files it names are kept
-    in the job folder until the journal is replayed; a replayed journal is renamed
-    ``*.synced.jsonl``, so replaying twice sends nothing twice."""
-
-    def __init__(self, folder: Path, run_id: str, uri: str):
-        self.folder, self.run_id, self.uri = Path(folder), run_id, uri
-        self.path = self.folder / JOURNAL_FILE
-
-    @property
-    def pending(self) -> bool:
-        return self.path.is_file()
-
-    def append(self, op: dict[str, Any]) -> None:
-        new = not self.path.is_file()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if new:
-                f.write(json.dumps({"op": "run", "run_id": self.run_id, "uri": self.uri}) + "\n")
-            f.write(json.dumps(op, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def keep_files(self, folder: Path) -> Path:
-        """Move a folder of files to upload into the job folder, where it outlives the process."""
-        dest = self.folder / "rnnlab_journal_files" / f"{time.time_ns()}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(folder), dest)
-        return dest
-
-    def operations(self) -> list[dict[str, Any]]:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        ops = []
-        for line in lines:
-            try:
-                ops.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill: everything before it is whole
-                break
-        return ops
-
-    def replay(self, client: MlflowClient) -> dict[str, int]:
-        """Send every operation to the store in order, skipping metric points it already holds;
-        returns counts. Raises whatever the store raises (then nothing is marked replayed)."""
-        from mlflow.entities import Metric
-
-        ops = self.operations()
-        last = logged_steps(client, self.run_id)
-        counts = {"points": 0, "files": 0, "tags": 0}
-        for op in ops:
-            kind = op["op"]
-            if kind == "metrics":
-                points = [Metric(k, v, ts, s) for k, v, ts, s in op["points"]
-                          if s > last.get(k, -1)]  # fmt: skip
-                for i in range(0, len(points), 1000):
-                    client.log_batch(self.run_id, metrics=points[i : i + 1000])
-                for p in points:
-                    last[p.key] = max(last.get(p.key, -1), p.step)
-                counts["points"] += len(points)
-            elif kind == "files" and Path(op["dir"]).is_dir():
-                with quiet_artifact_transfers():
-                    client.log_artifacts(self.run_id, op["dir"])
-                counts["files"] += sum(1 for p in Path(op["dir"]).rglob("*") if p.is_file())
-            elif kind == "artifact" and Path(op["path"]).is_file():
-                with quiet_artifact_transfers():
-                    client.log_artifact(self.run_id, op["path"], op.get("artifact_path"))
-                counts["files"] += 1
-            elif kind == "tag":
-                client.set_tag(self.run_id, op["key"], op["value"])
-                counts["tags"] += 1
-            elif kind == "end":
-                client.set_terminated(self.run_id, op["status"])
-                counts["status"] = op["status"]  # type: ignore[assignment]
-        done = self.path.with_name(f"rnnlab_journal.{time.time_ns()}.synced.jsonl")
-        os.replace(self.path, done)
-        shutil.rmtree(self.folder / "rnnlab_journal_files", ignore_errors=True)
-        return counts

@@ -16,12 +16,9 @@ import shlex
 import time
 from pathlib import Path
 
-from rnnlab.tracking import mlflow_view
+from rnnlab.tasks.judging import disagreement, flagged
+from rnnlab.tracking import mlflow_view, store
 
-# The training kind. MLflow 3.17/3.18 ignore it for the landing page (a hard-coded flag makes
-# the page follow ML_WORKFLOW's switch below); set anyway, for the UIs that read it.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 # MLflow 3.17's UI also keeps a browser-wide GenAI/Model-training switch (GenAI at first) that
 # outranks the experiment's kind on a fresh browser; the addresses rnnlab prints set it.
@@ -31,26 +28,6 @@ ML_WORKFLOW = "workflowType=machine_learning"
 def default_run_name(task: str, now: float | None = None) -> str:
     """A job with no overrides: ``charrnn-20261201-213005`` (task and local start time)."""
     return f"{task}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-def artifact_location(uri: str) -> str | None:
-    """Where a new experiment of store ``uri`` keeps its artifacts: ``mlruns/`` beside a SQLite
-    file; None (MLflow's choice) for a server, which has its own artifact root."""
-    db = sqlite_path(uri)
-    return (db.resolve().parent / "mlruns").as_uri() if db is not None else None
-
-
-def tag_experiment_kind(client, experiment) -> None:
-    """Mark ``experiment`` (an MLflow Experiment) as training runs and give it rnnlab's chart
-    view of all its runs (``rnnlab.tracking.mlflow_view``), unless already so."""
-    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    mlflow_view.write_view(client, experiment, mlflow_view.EXPERIMENT_KEY, mlflow_view.view_state())
 
 
 def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[str]:
@@ -74,7 +51,7 @@ def charts_address(uri: str, experiment_id: str, key: str) -> str:
 
 def is_default_store(uri: str, launch_dir: Path) -> bool:
     """True when ``uri`` is the store a command started in ``launch_dir`` picks by itself."""
-    db = sqlite_path(uri)
+    db = store.sqlite_path(uri)
     return db is not None and db.resolve() == (Path(launch_dir) / "mlflow.db").resolve()
 
 
@@ -106,11 +83,11 @@ def closing_lines(
     return lines
 
 
-def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | None:
-    """(run id, ``closing_lines``) of the MLflow run this process opened last, if any. A run
+def last_run_closing(task: str, launch_dir: Path, uri: str) -> tuple[str, list[str]] | None:
+    """(run id, ``closing_lines``) of the MLflow run this process opened last in store ``uri``,
+    if any. A run
     that is not a sweep's child gets its own chart view first (``rnnlab.tracking.mlflow_view``)."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     try:
         run = mlflow.last_active_run()
@@ -119,11 +96,10 @@ def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | Non
     if run is None:
         return None
     i = run.info
-    uri = mlflow.get_tracking_uri()
     key = None
     if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
         try:
-            if mlflow_view.write_run_view(MlflowClient(uri), i.experiment_id, i.run_id):
+            if mlflow_view.write_run_view(store.client(uri), i.experiment_id, i.run_id):
                 key = mlflow_view.view_key_for_run(i.run_id)
         except Exception:  # no view, no charts: line; the run is recorded all the same
             pass
@@ -131,12 +107,15 @@ def last_run_closing(task: str, launch_dir: Path) -> tuple[str, list[str]] | Non
     return i.run_id, lines
 
 
-def new_experiment_options(uri: str) -> dict:
-    """``create_experiment`` keywords for store ``uri``: the training kind, rnnlab's chart view,
-    artifacts beside a SQLite file."""
-    options: dict = {
-        "tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **mlflow_view.experiment_view_tags()}
-    }
-    if (location := artifact_location(uri)) is not None:
-        options["artifact_location"] = location
-    return options
+def closing_note(final: dict[str, float]) -> str:
+    """What the run's closing line adds: the warm/zero flag and an early stop."""
+    note = ""
+    if "stopped_early" in final:
+        note += f", stopped early at iteration {int(final['stopped_early']):,}"
+    if flagged(final, "final/val_"):
+        note += (
+            f", FLAG: val/loss {final['final/val_loss']:.4f} (from h = 0) and val/loss_warm "
+            f"{final['final/val_loss_warm']:.4f} differ by "
+            f"{100 * disagreement(final, 'final/val_'):.0f}%"
+        )
+    return note

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab.errors import UserError
 from rnnlab.training.checkpoint_checks import check_contents, check_declared_sizes
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file is not a readable rnnlab checkpoint. The message is one line."""
 
 
@@ -107,7 +108,7 @@ class Checkpoint:
     state: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. hprev (L, S, B, H)
     vocab: str | None = None
     # any other named arrays, by their full key: the best weights (best/Wxh, ...) and the
-    # warm-validation burn-in text (eval/burn_in) of rnnlab.evaluate
+    # warm-validation burn-in text (eval/burn_in) of rnnlab.training.best
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -203,25 +204,12 @@ def _as_int(value: Any, what: str) -> int:
 
 
 def config_from_flat(flat: dict[str, Any]):
-    """A checkpoint's flattened config → the typed Config (keys rnnlab no longer has are
-    dropped, keys it gained take their defaults)."""
-    from omegaconf import OmegaConf
+    """A checkpoint's flattened config → the typed Config (``rnnlab.config.from_flat``: keys
+    rnnlab no longer has are dropped, keys it gained take their defaults); CheckpointError for
+    a value of the wrong type (a crafted file)."""
+    from rnnlab.config import from_flat
 
-    from rnnlab.config import Config, flatten
-
-    known = flatten(Config())
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key not in known:
-            continue
-        *parents, leaf = key.split(".")
-        node = nested
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), nested)
-    except Exception as e:  # a crafted file: a wrong type for a key
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"the checkpoint's config is not valid ({why})") from None
-    return OmegaConf.to_object(merged)
+        return from_flat(flat)
+    except ValueError as e:
+        raise CheckpointError(f"the checkpoint's config is not valid ({e})") from None

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import evaluate
 from rnnlab.analysis import diagnostics, viewer
 from rnnlab.config import Config, flatten
 from rnnlab.engine import fused, rnn
@@ -32,7 +31,7 @@ from rnnlab.engine.optim import (
 )
 from rnnlab.engine.schedule import Schedule
 from rnnlab.tasks import TASKS
-from rnnlab.training import checkpoint
+from rnnlab.training import best, checkpoint
 from rnnlab.training.progress import Progress
 from rnnlab.training.signals import shielded, stop_on_signals
 from rnnlab.training.tracker import MemoryTracker, Tracker
@@ -145,7 +144,7 @@ class Trainer:
         self.divergence_limit = cfg.divergence_factor * t.initial_loss()
         self.schedule = Schedule(cfg.schedule, cfg.learning_rate, cfg.iterations)
         # the best objective (as the task judges it), its weights, patience
-        self.best = evaluate.BestTracker(cfg, self.params, t.JUDGED)
+        self.best = best.BestTracker(cfg, self.params, t.JUDGED)
 
     @property
     def h(self) -> np.ndarray:
@@ -175,7 +174,7 @@ class Trainer:
             data=self.task.data_state(),
             state={"hprev": self.carry},  # (L, S, B, H)
             vocab=vocab.chars if vocab is not None else None,
-            extra=evaluate.extra_arrays(self),  # best weights, burn-in text
+            extra=best.extra_arrays(self),  # best weights, burn-in text
         )
 
     def save(self, folder: Path) -> Path:
@@ -246,7 +245,7 @@ class Trainer:
         return window_loss, norm
 
     def evaluate(self, observe=None) -> dict[str, float]:
-        metrics = evaluate.task_metrics(self, observe)  # the task's val/*, warm from the carry
+        metrics = best.task_metrics(self, observe)  # the task's val/*, warm from the carry
         if "val/exact_acc" in metrics and metrics["val/exact_acc"] == 1.0:
             if self.state.iters_to_100 < 0:
                 self.state.iters_to_100 = self.state.iteration
@@ -321,7 +320,7 @@ def train(
                 if it % cfg.eval_every == 0 or it == cfg.iterations:
                     val = trainer.evaluate(diag and diag.observer(it, cfg.iterations))
                     tracker.log_metrics(val, step=it)
-                    stop_early = evaluate.after_evaluation(trainer, val, ckpt_dir, tracker)
+                    stop_early = best.after_evaluation(trainer, val, ckpt_dir, tracker)
 
                 # diagnostics (analysis.diagnostics; saturation counted on the evaluation's pass)
                 if diag is not None and diag.due(it, cfg.iterations):
@@ -359,7 +358,7 @@ def train(
     final |= {"final/" + k.replace("/", "_"): v for k, v in val.items()}
     if s.iters_to_100 > 0:
         final["iters_to_100"] = float(s.iters_to_100)
-    final |= evaluate.finish(trainer, ckpt_dir, tracker)  # test/* from the best weights
+    final |= best.finish(trainer, ckpt_dir, tracker)  # test/* from the best weights
     tracker.log_metrics(final, step=s.iteration)
     tracker.flush()
     final |= trainer.best.metrics()  # logged at the last evaluation already

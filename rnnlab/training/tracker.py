@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Protocol
 
 
+class FinishedEarly(Exception):  # noqa: N818 — a way to end, not an error
+    """Raised by a tracker to end training early as a finished run, not a failed one (a search's
+    pruner stopping its trial): ``metrics`` is what the run returns."""
+
+    def __init__(self, message: str, metrics: dict[str, float]):
+        super().__init__(message)
+        self.metrics = metrics
+
+
 class Tracker(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...

@@ -31,17 +31,9 @@ TASKS = ("charrnn", "adder")
 
 def compose(task: str, overrides: list[str]):
     """The typed config ``python -m rnnlab.run task=<task> <overrides>`` would run."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from rnnlab.sweeps.compose import compose as compose_config
 
-    import rnnlab
-    from rnnlab.config import register_configs, to_config
-
-    register_configs()
-    conf = Path(rnnlab.__file__).parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        composed = hydra_compose(config_name="config", overrides=[f"task={task}", *overrides])
-    return to_config(composed)
+    return compose_config([f"task={task}", *overrides])
 
 
 def diagnostics_figures(

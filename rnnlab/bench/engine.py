@@ -23,29 +23,29 @@ matmul and per-step outer products, batch of one — kept here on purpose as the
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import os
 import platform
-import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from rnnlab import diagnostics_bench
+from rnnlab.bench.references import (
+    CLIP,
+    HIDDEN,
+    LR,
+    SEQ,
+    NaiveCellLoop,
+    NaiveLoop,
+    stream_windows,
+)
 from rnnlab.engine import fused, rnn
 from rnnlab.engine.optim import Adagrad, clip_elementwise
-from rnnlab.tasks import corpus
 
-HIDDEN, SEQ, LR, CLIP = 100, 25, 0.1, 5.0  # min-char-rnn's settings
 ENGINE_CASES = {  # name -> (batch size, dtype)
     "B=1 float64": (1, "float64"),
     "B=1 float32": (1, "float32"),
@@ -53,93 +53,15 @@ ENGINE_CASES = {  # name -> (batch size, dtype)
     "B=128 float32": (128, "float32"),
 }
 NAIVE = "naive B=1 float64"
-TARGETS = {"B=1 float64": 3.0, "B=32 float32": 20.0}  # × naive, from issue 2
-TRACKING_TARGET_PCT = 5.0  # issue 3
+TARGETS = {"B=1 float64": 3.0, "B=32 float32": 20.0}  # × naive
+TRACKING_TARGET_PCT = 5.0  # a tracked run's wall time over an untracked one's
 DEFAULT_ITERATIONS = 100_000  # the char-RNN's default run length
 CADENCES = ("log_every", "eval_every", "sample_every", "checkpoint_every")  # defaults, untouched
-
-
-def naive_lossfun(inputs, targets, hprev, Wxh, Whh, Why, bh, by):
-    """min-char-rnn's lossFun, unchanged in substance: inputs/targets are lists of symbol ids,
-    hprev is (H, 1), biases are column vectors. Returns (loss, dWxh, dWhh, dWhy, dbh, dby, h),
-    gradients *before* clipping."""
-    vocab_size = Wxh.shape[1]
-    xs, hs, ys, ps = {}, {}, {}, {}
-    hs[-1] = np.copy(hprev)
-    loss = 0.0
-    for t in range(len(inputs)):
-        xs[t] = np.zeros((vocab_size, 1))  # one-hot input
-        xs[t][inputs[t]] = 1
-        hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
-        ys[t] = np.dot(Why, hs[t]) + by  # unnormalised log probabilities
-        ps[t] = np.exp(ys[t]) / np.sum(np.exp(ys[t]))
-        loss += -np.log(ps[t][targets[t], 0])
-    dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
-    dbh, dby = np.zeros_like(bh), np.zeros_like(by)
-    dhnext = np.zeros_like(hs[0])
-    for t in reversed(range(len(inputs))):
-        dy = np.copy(ps[t])
-        dy[targets[t]] -= 1  # softmax + cross-entropy gradient
-        dWhy += np.dot(dy, hs[t].T)
-        dby += dy
-        dh = np.dot(Why.T, dy) + dhnext  # into h
-        dhraw = (1 - hs[t] * hs[t]) * dh  # through tanh
-        dbh += dhraw
-        dWxh += np.dot(dhraw, xs[t].T)
-        dWhh += np.dot(dhraw, hs[t - 1].T)
-        dhnext = np.dot(Whh.T, dhraw)
-    return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
 
 
 # --- the loops being timed ----------------------------------------------------------------------
 # Each has ``run(n)``: train on the next n windows, return the characters consumed. Windows are
 # cut before timing, so only the training step is measured.
-
-
-def stream_windows(data: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One pass of (xs, ys), each (T, B), over ``data`` split into B consecutive streams, the way
-    ``CharTask`` reads it."""
-    span = (len(data) - 1) // batch_size
-    starts = np.arange(batch_size) * span
-    out = []
-    for p in range(0, span - SEQ, SEQ):
-        idx = (starts + p)[None, :] + np.arange(SEQ)[:, None]  # (T, B)
-        out.append((data[idx], data[idx + 1]))
-    return out
-
-
-def naive_clip_adagrad(params: list, dparams: list, mems: list) -> None:
-    """min-char-rnn's update, matrix by matrix: clip each gradient, then Adagrad in place."""
-    for dparam in dparams:
-        np.clip(dparam, -CLIP, CLIP, out=dparam)
-    for param, dparam, mem in zip(params, dparams, mems, strict=True):
-        mem += dparam * dparam
-        param += -LR * dparam / np.sqrt(mem + 1e-8)
-
-
-class NaiveLoop:
-    """The seed's training loop: ``naive_lossfun``, ``np.clip`` per matrix, Adagrad per matrix."""
-
-    def __init__(self, data: np.ndarray, vocab_size: int, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        H, V = HIDDEN, vocab_size
-        self.params = [rng.standard_normal(s) * 0.01 for s in ((H, V), (H, H), (V, H))]
-        self.params += [np.zeros((H, 1)), np.zeros((V, 1))]
-        self.mems = [np.zeros_like(p) for p in self.params]
-        self.windows = [
-            (xs[:, 0].tolist(), ys[:, 0].tolist()) for xs, ys in stream_windows(data, 1)
-        ]
-        self.i, self.hprev = 0, np.zeros((H, 1))
-
-    def run(self, n: int) -> int:
-        for _ in range(n):
-            if self.i == len(self.windows):
-                self.i, self.hprev = 0, np.zeros_like(self.hprev)
-            inputs, targets = self.windows[self.i]
-            self.i += 1
-            loss, *dparams, self.hprev = naive_lossfun(inputs, targets, self.hprev, *self.params)
-            naive_clip_adagrad(self.params, dparams, self.mems)
-        return n * SEQ
 
 
 class EngineLoop:
@@ -154,7 +76,8 @@ class EngineLoop:
         )
         self.optimizer = Adagrad(self.flat.size, dtype, LR)
         self.windows = stream_windows(data, batch_size)
-        self.i, self.h = 0, np.zeros((batch_size, HIDDEN), dtype=dtype)
+        self.spec = rnn.Spec(hidden_size=HIDDEN)  # min-char-rnn's: one tanh layer
+        self.i, self.h = 0, rnn.zero_state(self.spec, batch_size, dtype)  # (1, 1, B, H)
 
     def run(self, n: int) -> int:
         for _ in range(n):
@@ -164,11 +87,11 @@ class EngineLoop:
             xs, ys = self.windows[self.i]
             self.i += 1
             _, _, self.h = rnn.loss_and_grads(
-                self.params, xs, ys, self.h, "tanh", "xent", self.grads
+                self.params, xs, ys, self.h, self.spec, "xent", self.grads
             )
             clip_elementwise(self.grad_flat, CLIP)
             self.optimizer.step(self.flat, self.grad_flat)
-        return n * SEQ * self.h.shape[0]
+        return n * SEQ * self.h.shape[2]
 
 
 class GemmLoop:
@@ -211,104 +134,6 @@ class GemmLoop:
 
 
 # --- gated cells: the naive baseline and the engine's step -------------------------------------
-
-
-def _sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def naive_cell_lossfun(cell, inputs, targets, hprev, cprev, Wih, Whh, bih, bhh, Why, by):
-    """A GRU or LSTM lossFun written the seed's way: column vectors, one-hot input matmul,
-    per-step outer products, batch of one, PyTorch's equations. Returns (loss, [dWih, dWhh,
-    dbih, dbhh, dWhy, dby], h, c), gradients *before* clipping (c is None for the GRU)."""
-    V, H = Wih.shape[1], Whh.shape[1]
-    xs, hs, cs, gs, ps = {}, {-1: np.copy(hprev)}, {-1: np.copy(cprev)}, {}, {}
-    loss = 0.0
-    for t in range(len(inputs)):
-        xs[t] = np.zeros((V, 1))  # one-hot input
-        xs[t][inputs[t]] = 1
-        gi, gh = np.dot(Wih, xs[t]) + bih, np.dot(Whh, hs[t - 1]) + bhh  # (G·H, 1) each
-        if cell == "lstm":
-            a = gi + gh
-            i, f, g, o = (
-                _sig(a[:H]),
-                _sig(a[H : 2 * H]),
-                np.tanh(a[2 * H : 3 * H]),
-                _sig(a[3 * H :]),
-            )
-            cs[t] = f * cs[t - 1] + i * g
-            hs[t] = o * np.tanh(cs[t])
-            gs[t] = (i, f, g, o)
-        else:
-            r, z = _sig(gi[:H] + gh[:H]), _sig(gi[H : 2 * H] + gh[H : 2 * H])
-            n = np.tanh(gi[2 * H :] + r * gh[2 * H :])
-            hs[t] = (1 - z) * n + z * hs[t - 1]
-            gs[t] = (r, z, n, gh[2 * H :])
-        ys = np.dot(Why, hs[t]) + by
-        ps[t] = np.exp(ys) / np.sum(np.exp(ys))
-        loss += -np.log(ps[t][targets[t], 0])
-    dWih, dWhh, dbih, dbhh = (np.zeros_like(w) for w in (Wih, Whh, bih, bhh))
-    dWhy, dby = np.zeros_like(Why), np.zeros_like(by)
-    dhnext, dcnext = np.zeros_like(hprev), np.zeros_like(cprev)
-    for t in reversed(range(len(inputs))):
-        dy = np.copy(ps[t])
-        dy[targets[t]] -= 1
-        dWhy += np.dot(dy, hs[t].T)
-        dby += dy
-        dh = np.dot(Why.T, dy) + dhnext
-        if cell == "lstm":
-            i, f, g, o = gs[t]
-            tc = np.tanh(cs[t])
-            dc = dh * o * (1 - tc * tc) + dcnext
-            da = np.vstack([dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f),
-                            dc * i * (1 - g * g), dh * tc * o * (1 - o)])  # fmt: skip
-            dgi = dgh = da
-            dcnext = dc * f
-            dhnext = np.dot(Whh.T, dgh)
-        else:
-            r, z, n, hn = gs[t]
-            dn = dh * (1 - z) * (1 - n * n)
-            dz = dh * (hs[t - 1] - n) * z * (1 - z)
-            dr = dn * hn * r * (1 - r)
-            dgi = np.vstack([dr, dz, dn])
-            dgh = np.vstack([dr, dz, dn * r])
-            dhnext = np.dot(Whh.T, dgh) + dh * z
-        dWih += np.dot(dgi, xs[t].T)
-        dWhh += np.dot(dgh, hs[t - 1].T)
-        dbih += dgi
-        dbhh += dgh
-    last = len(inputs) - 1
-    return loss, [dWih, dWhh, dbih, dbhh, dWhy, dby], hs[last], cs.get(last)
-
-
-class NaiveCellLoop:
-    """The seed's training loop around ``naive_cell_lossfun``: clip and Adagrad per matrix."""
-
-    def __init__(self, data: np.ndarray, vocab_size: int, cell: str, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        H, V, G = HIDDEN, vocab_size, rnn.GATES[cell] * HIDDEN
-        k = 1 / np.sqrt(H)
-        self.cell = cell
-        self.params = [rng.uniform(-k, k, s) for s in ((G, V), (G, H), (G, 1), (G, 1))]
-        self.params += [rng.standard_normal((V, H)) * 0.01, np.zeros((V, 1))]
-        self.mems = [np.zeros_like(p) for p in self.params]
-        self.windows = [
-            (xs[:, 0].tolist(), ys[:, 0].tolist()) for xs, ys in stream_windows(data, 1)
-        ]
-        self.i, self.h, self.c = 0, np.zeros((H, 1)), np.zeros((H, 1))
-
-    def run(self, n: int) -> int:
-        for _ in range(n):
-            if self.i == len(self.windows):
-                self.i, self.h, self.c = 0, np.zeros_like(self.h), np.zeros_like(self.c)
-            inputs, targets = self.windows[self.i]
-            self.i += 1
-            _, dparams, self.h, c = naive_cell_lossfun(
-                self.cell, inputs, targets, self.h, self.c, *self.params
-            )
-            self.c = c if c is not None else self.c
-            naive_clip_adagrad(self.params, dparams, self.mems)
-        return n * SEQ
 
 
 class CellEngineLoop:
@@ -508,7 +333,6 @@ def tracking_figures(corpus_path: Path, iterations: int, rounds: int, workdir: P
     dataset, the final uploads and model); the rest of the difference grows with the run. The
     store and experiment are created before timing, as a sweep creates them once for its jobs.
     """
-    from mlflow.tracking import MlflowClient
 
     from rnnlab.config import Config, DataConfig, TrackingConfig
     from rnnlab.tracking.job import JobContext, run_job
@@ -517,7 +341,9 @@ def tracking_figures(corpus_path: Path, iterations: int, rounds: int, workdir: P
     from rnnlab.training.tracker import MemoryTracker
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    ensure_experiment(MlflowClient(uri), "rnnlab-bench")
+    from rnnlab.tracking import store
+
+    ensure_experiment(store.client(uri), "rnnlab-bench")
     jobs = itertools.count()
 
     def run(tracked: bool, n: int) -> None:
@@ -660,110 +486,3 @@ def print_report(results: dict, file=None) -> None:
                 f"{c['default_run_overhead_pct']:+.1f}%",
                 file=file,
             )
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m rnnlab.bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--corpus", type=Path, help="any UTF-8 text (default: the kafka corpus)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure here")
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run (figures are rough)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 2)")
-    parser.add_argument("--seconds", type=float, help="seconds per timed block (default 0.5)")
-    parser.add_argument(
-        "--tracking-iterations", type=int, help="iterations of the tracked run (default 10000)"
-    )
-    parser.add_argument("--no-tracking", action="store_true", help="skip the MLflow comparison")
-    parser.add_argument("--no-cells", action="store_true", help="skip the GRU/LSTM figures")
-    parser.add_argument(
-        "--cells-only", action="store_true", help="only the GRU/LSTM figures (and the machine's)"
-    )
-    parser.add_argument("--no-diagnostics", action="store_true", help="skip diagnostics on/off")
-    args = parser.parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 7)
-    block = args.seconds or (0.03 if args.quick else 0.5)
-    track_iters = args.tracking_iterations or (200 if args.quick else 10_000)
-    track_rounds = 1 if args.quick else 4
-
-    # MLflow's INFO lines (creating tables, migrations) would interleave with the report: set
-    # before mlflow is first imported (by rnnlab.training.loop).
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    from threadpoolctl import threadpool_limits
-
-    from rnnlab.tasks.charrnn import Vocabulary
-    from rnnlab.training.loop import keep_freed_memory
-
-    malloc_tuned = keep_freed_memory()  # as train() does
-    try:  # a missing or unreadable corpus is one line, exit 2, before any timing
-        corpus_path = Path(args.corpus) if args.corpus else corpus.resolve("kafka")
-        text = corpus.read_text(corpus_path)
-    except corpus.CorpusError as e:
-        print(f"rnnlab.bench: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    vocab = Vocabulary(text)
-    data = vocab.encode(text)
-
-    results: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m rnnlab.bench " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "quick": args.quick,
-        "machine": machine_info(malloc_tuned),
-        "settings": {
-            "corpus": str(corpus_path),
-            "vocab_size": len(vocab),
-            "hidden_size": HIDDEN,
-            "seq_length": SEQ,
-            "rounds": rounds,
-            "block_seconds": block,
-            "blas_threads": 1,
-        },
-    }
-    with threadpool_limits(limits=1, user_api="blas"):
-        if not args.cells_only:
-            results["engine"] = engine_figures(data, len(vocab), rounds, block)
-        if not args.no_cells:
-            results["cells"] = cell_figures(data, len(vocab), rounds, block)
-        if not args.no_tracking and not args.cells_only:
-            workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
-            try:
-                results["tracking"] = tracking_figures(
-                    corpus_path, track_iters, track_rounds, workdir
-                )
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-        if not args.no_diagnostics:  # rnnlab.diagnostics_bench: on vs off, interleaved
-            with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
-                results |= diagnostics_bench.all_figures(  # char-RNN and adder
-                    corpus_path, track_iters, track_rounds, Path(tmp)
-                )
-    results["targets"] = {
-        f"{name} >= {target:g}x naive": results["engine"][name]["vs_naive"] >= target
-        for name, target in TARGETS.items()
-        if "engine" in results
-    }
-    for cell, figs in results.get("cells", {}).items():
-        for name, (field, target) in CELL_TARGETS.items():
-            results["targets"][f"{cell} {name} {field} >= {target:g}"] = figs[name][field] >= target
-    if "tracking" in results:
-        wall = results["tracking"]["wall"]
-        results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (short run)"] = (
-            wall["overhead_pct"] <= TRACKING_TARGET_PCT
-        )
-        results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (default run)"] = (
-            wall["default_run_overhead_pct"] <= TRACKING_TARGET_PCT
-        )
-    results["targets"] |= diagnostics_bench.targets(results)
-    if "engine" in results:
-        print_report(results)
-    if "cells" in results:
-        print_cells(results["cells"])
-    diagnostics_bench.print_all(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""``python -m rnnlab.bench_sweep [parallel|search]``: what parallel and searched sweeps buy.
+"""``python -m rnnlab.bench.sweeps [what=parallel|search|all]``: what parallel and searched
+sweeps buy.
 
 - ``parallel``: the same 8-job sweep run one job at a time (the basic launcher) and on
   ``hydra/launcher=joblib hydra.launcher.n_jobs=2``, side by side; prints both wall times and
@@ -15,7 +16,6 @@ tracking, evaluation. The numbers in the README's "Search and scale" section com
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import subprocess
@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rnnlab import cli
+from rnnlab.errors import UserError
 
 # ~12 s of training per job: joblib's worker start-up (each worker imports rnnlab, Hydra and
 # MLflow, ~3 s) is paid once per worker, so jobs of 2-3 s gain little from it.
@@ -76,11 +79,11 @@ def run_sweep(args: list[str], cwd: Path) -> float:
 def sweep_children(cwd: Path) -> list[dict]:
     """Each child run of the one sweep in ``cwd``'s store: status, trial state, objective and
     the iterations it trained (its last train/loss step)."""
-    from mlflow.tracking import MlflowClient
 
     from rnnlab.tasks import judged_run
+    from rnnlab.tracking import store
 
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    client = store.client(f"sqlite:///{cwd / 'mlflow.db'}")
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string="tags.mlflow.parentRunId != ''",
@@ -166,15 +169,29 @@ def bench_search(seeds: list[int]) -> dict[str, dict]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", choices=["parallel", "search", "all"], default="all")
-    parser.add_argument("--seeds", default="0,1,2", help="sampler seeds of the searches")
-    args = parser.parse_args()
-    if args.what in ("search", "all"):
-        bench_search([int(s) for s in args.seeds.split(",")])
-    if args.what in ("parallel", "all"):
+COMMAND = cli.Command(
+    name="rnnlab.bench.sweeps",
+    summary="what parallel and searched sweeps buy, measured with real sweeps",
+    keys=(
+        cli.Key("what", "which measurement", choices=("parallel", "search", "all"), default="all"),
+        cli.Key("seeds", "sampler seeds of the searches, comma-separated", default="0,1,2"),
+    ),
+)
+
+
+def run(args: dict) -> None:
+    try:
+        seeds = [int(s) for s in args["seeds"].split(",")]
+    except ValueError:
+        raise UserError(f"seeds={args['seeds']!r} is not allowed: integers, e.g. 0,1,2") from None
+    if args["what"] in ("search", "all"):
+        bench_search(seeds)
+    if args["what"] in ("parallel", "all"):
         bench_parallel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(COMMAND, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Using trained weights: load them, generate, score a text, export them."""
