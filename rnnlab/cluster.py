@@ -1,12 +1,12 @@
 """``python -m rnnlab.cluster up|down|env|status [--dir DIR]``: a whole cluster on one machine.
 
-One command starts what a real cluster gives rnnlab: a one-node SLURM cluster (munged,
-slurmctld, slurmd), PostgreSQL 15 on 127.0.0.1 with the databases ``mlflow`` and ``optuna``, and
-an ``mlflow server`` on that PostgreSQL with its own artifact root. Every file (configs, keys,
-spools, databases, logs, PID files) lives under one folder; every daemon runs in its own session
-with its PID recorded, and ``down`` stops exactly those (after cancelling every job) and checks
-none is left. It is the test fixture of ``tests/test_cluster.py`` and the way to try the cluster
-path of ``docs/cluster.md`` on a laptop. It needs Debian's ``slurm-wlm``, ``munge`` and
+One command starts what a real cluster gives rnnlab: a one-node SLURM cluster (munged, slurmctld,
+slurmd), PostgreSQL 15 on 127.0.0.1 with the databases ``mlflow`` and ``optuna``, and an ``mlflow
+server`` on that PostgreSQL with its own artifact root. Every file (configs, keys, spools,
+databases, logs, PID files) lives under one folder; every daemon runs in its own session with its
+PID recorded, and ``down`` stops exactly those (after cancelling every job) and checks none is left.
+It is the test fixture of ``tests/e2e/test_slurm_postgres_cluster.py`` and the way to try the
+cluster path of ``docs/cluster.md`` on a laptop. It needs Debian's ``slurm-wlm``, ``munge`` and
 ``postgresql`` and, for slurmd, root.
 
 Not here: anything a job does (``rnnlab.sweeps.requeue``) or how jobs are launched (the Hydra

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-KAFKA_SHA256 = "836497d1e5a47b1744e68da78822e8af19ddadc565e3a09fde348f300e14ec78"
-
-
-def find_kafka() -> Path | None:
-    for candidate in (ROOT / "data" / "kafka.txt", ROOT.parent / "shared" / "data" / "kafka.txt"):
-        if candidate.is_file():
-            return candidate
-    return None
+from helpers.processes import find_kafka, free_port, server_env, stop_process_group, wait_until_ok
 
 
 @pytest.fixture(scope="session")
@@ -51,81 +40,6 @@ def no_env_store(monkeypatch):
 def store(tmp_path: Path) -> str:
     """A fresh SQLite MLflow store URI in a temp folder."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-def run_cli(
-    args: list[str], cwd: Path, module: str = "rnnlab.run", timeout: float = 600, env=None
-) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> args`` in ``cwd`` the way a user would."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in (env or {}) else None
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM a server started with ``start_new_session=True`` and its workers; SIGKILL if it
-    lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def wait_until_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"server exited: {log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never answered: {log.read_text()[-3000:]}"
-        time.sleep(0.5)
-
-
-def server_env() -> dict[str, str]:
-    """The environment for an ``mlflow server``/``ui`` a test starts: no inherited tracking URI,
-    and no job-execution workers (MLflow 3.x starts seven Huey consumers, ~250 MB each, for
-    GenAI jobs rnnlab never submits: on 2 cores they slowed every server test)."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-def start_model_server(model_uri: str, store: str, cwd: Path, log, env=None) -> tuple:
-    """``mlflow models serve`` of ``model_uri`` on a free 127.0.0.1 port, in its own process
-    group (its workers end with it): (process, base URL). MLflow starts ``uvicorn`` by name
-    through a shell, so the interpreter's own bin folder goes first on PATH: the suite run as
-    ``/path/to/venv/bin/python -m pytest`` without activating the venv serves too."""
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    path = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    full_env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": path, **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-m", model_uri],
-        cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    return proc, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -159,26 +73,38 @@ def mlflow_server(tmp_path_factory) -> tuple[str, Path]:
 END_TO_END_FIXTURES = {"finished_run", "char_run", "empty_run", "adder_run", "model_run"}
 
 
-# The files that take longest, longest first (seconds on one worker in a full run on 2026-12-02
-# at load 3-10; only the order matters). pytest-xdist (`--dist loadfile --no-loadscope-reorder`)
-# hands out whole files in collection order: started first, the long ones run beside each other
-# and the many short files fill the gaps at the end (that run: 1738 s and 1728 s of tests on the
-# two workers). Its default order (most tests first) started the 3-test cluster file last.
-LONGEST_FIRST = {
-    "test_cells_slow.py": 431, "test_resume.py": 361, "test_cluster.py": 285,
-    "test_faults_store.py": 284, "test_faults_parallel.py": 264, "test_sample.py": 190,
-    "test_launchers.py": 187, "test_sweeps.py": 178, "test_report.py": 148,
-    "test_faults.py": 146, "test_faults_server.py": 128, "test_signals.py": 77,
-    "test_review.py": 65, "test_search.py": 63, "test_review_ui.py": 58, "test_serve.py": 56,
-    "test_cli.py": 55, "test_report_files.py": 53, "test_report_search.py": 50,
-    "test_learning.py": 45, "test_score.py": 45, "test_server.py": 37, "test_bad_input.py": 37,
-    "test_diagnostics.py": 34, "test_eval.py": 33, "test_cells_downstream.py": 32,
-}  # fmt: skip
+# The order files start in. pytest-xdist (``--dist loadfile --no-loadscope-reorder``) hands out
+# whole files in collection order, so the longest start first and run beside each other while
+# the many short files fill the gaps at the end; its default order (most tests first) started
+# the long few-test files last and left one worker busy for minutes. Each file's seconds are
+# measured, not typed: ``python -m pytest --store-durations`` writes them to durations.json.
+DURATIONS = Path(__file__).with_name("durations.json")
+_measured: dict[str, float] = defaultdict(float)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help="write each test file's seconds to tests/durations.json (the order files start in)",
+    )
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
     # Stable: the tests of a file keep their order (module fixtures are built once).
-    items.sort(key=lambda item: -LONGEST_FIRST.get(item.path.name, 0))
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+
+
+def pytest_runtest_logreport(report) -> None:
+    _measured[report.nodeid.split("::")[0]] += report.duration  # setup, call and teardown
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if not session.config.getoption("--store-durations") or hasattr(session.config, "workerinput"):
+        return  # only the controller, which hears every worker's reports, writes the file
+    ordered = dict(sorted(_measured.items(), key=lambda kv: -kv[1]))
+    DURATIONS.write_text(json.dumps({k: round(v, 1) for k, v in ordered.items()}, indent=1) + "\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 
 from hydra import compose, initialize_config_dir
@@ -170,8 +169,8 @@ def check_experiment(cfg: Config) -> None:
     """The experiment name fits MLflow, and is not a deleted experiment of a SQLite store
     (read-only SQL: no MLflow import, no store created)."""
     import sqlite3
-    from pathlib import Path
 
+    from rnnlab.tracking import store
     from rnnlab.tracking.names import check_experiment_name
 
     try:
@@ -180,11 +179,8 @@ def check_experiment(cfg: Config) -> None:
         raise UserError(str(e)) from None
     if not cfg.tracking.enabled:
         return
-    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri.removeprefix("sqlite:///"))
-    if not path.is_file():
+    path = store.sqlite_path(store.resolve_uri(cfg.tracking.uri))
+    if path is None or not path.is_file():
         return
     name = cfg.experiment_name or cfg.task.name
     try:
