@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-DIAG_TARGET_PCT = 3.0  # issue 12: at default cadences
+DIAG_TARGET_PCT = 3.0  # at default cadences
 TASKS = ("charrnn", "adder")
 
 
@@ -123,7 +123,7 @@ def diagnostics_figures(
     }
 
 
-# The per-point metrics issue 12 asks for by name (a gated cell adds its per-gate saturation):
+# The per-point metrics a diagnostics point must record (a gated cell adds its per-gate saturation):
 # everything else a point logs (``clip_frac/<param>``, ``grad_flow_last``, the gate blocks'
 # spectra) is rnnlab's own addition.
 ISSUE_METRICS = ("diag/grad_decay", "diag/clip_frac", "diag/whh_sigma_max", "diag/whh_rho",

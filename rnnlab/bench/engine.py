@@ -247,7 +247,7 @@ def engine_figures(data: np.ndarray, vocab_size: int, rounds: int, block: float)
 
 
 GATED = ("gru", "lstm")
-CELL_CASES = {"B=1 float64": (1, "float64"), "B=32 float32": (32, "float32")}  # issue 10
+CELL_CASES = {"B=1 float64": (1, "float64"), "B=32 float32": (32, "float32")}
 CELL_TARGETS = {"B=1 float64": ("vs_naive", 2.5), "B=32 float32": ("fraction_of_gemm_bound", 0.6)}
 KERNEL_CASE = "B=32 float32"  # also timed with the numpy cells (reference=True): the kernels' A/B
 

@@ -36,7 +36,7 @@ FROZEN: dict[str, str] = {
     "task.activation": "the model's nonlinearity",
     "task.loss": "the model's output head",
     "hidden_size": "the model's shape",
-    "cell": "the model's cell",  # cells (issue 10)
+    "cell": "the model's cell",
     "layers": "the model's shape",
     "dtype": "the dtype of every array",
     "data.name": "the corpus, hence the vocabulary",
