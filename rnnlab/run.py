@@ -20,13 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hydra_plugins.rnnlab_joblib_launcher.config import claim_joblib_name
 from rnnlab.errors import UserError
 from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_requested
 from rnnlab.sweeps import launching
 from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
-from rnnlab.sweeps.parent_run import run_name
 from rnnlab.sweeps.preflight import preflight
-from rnnlab.tracking.ui import default_run_name
+from rnnlab.tracking.ui import default_run_name, run_name
 from rnnlab.training.signals import held
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 
 register_configs()
-launching.register()  # hydra/launcher=joblib is rnnlab's; ${rnnlab_sweep_id:} (sweeps.launching)
+claim_joblib_name()  # hydra/launcher=joblib is rnnlab's (hydra_plugins.rnnlab_joblib_launcher)
+launching.register()  # ${rnnlab_sweep_id:} in conf/config.yaml (rnnlab.sweeps.launching)
 
 
 def job_context() -> JobContext:

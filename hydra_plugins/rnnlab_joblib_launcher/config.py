@@ -2,6 +2,7 @@
 points the user-facing name here).
 
 Imported by Hydra's plugin discovery on every start: no rnnlab, no ``from __future__``.
+``rnnlab.run`` calls ``claim_joblib_name`` before Hydra composes a config.
 """
 
 from dataclasses import dataclass
@@ -24,3 +25,19 @@ ConfigStore.instance().store(
     node=RnnlabJoblibLauncherConf,
     provider="rnnlab",
 )
+
+
+def claim_joblib_name() -> None:
+    """Make ``hydra/launcher=joblib`` name hydra_plugins.rnnlab_joblib_launcher.
+
+    hydra-joblib-launcher stores its schema under that name while Hydra scans plugins, in an
+    order that depends on sys.path; scanning first and storing ours after makes ours win
+    whatever the install. (A conf/hydra/launcher/joblib.yaml would shadow it too, but Hydra
+    warns on every start that such a file is "validated against ConfigStore schema".)
+    """
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # the one scan of this process; it never runs again
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="joblib", node=RnnlabJoblibLauncherConf, provider="rnnlab"
+    )

@@ -196,8 +196,8 @@ class RnnlabJoblibLauncher(Launcher):
     def _record_death(self, sweep_dir: Path, job: RunningJob, reason: str) -> None:
         """One line on stderr and the job's run FAILED with ``reason`` as its error tag."""
         from rnnlab.sweeps.launching import fail_dead_job
-        from rnnlab.sweeps.parent_run import run_name
         from rnnlab.tracking.job import read_swept_keys
+        from rnnlab.tracking.ui import run_name
 
         name = run_name(list(job.overrides), read_swept_keys(sweep_dir), "") or "run"
         seconds = time.perf_counter() - job.started

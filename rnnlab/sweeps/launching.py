@@ -1,5 +1,5 @@
-"""How rnnlab's multiruns launch: ``hydra/launcher=joblib`` as rnnlab's launcher, a folder of
-its own for every sweep, and what is recorded when a job's process dies without closing its run.
+"""How rnnlab's multiruns launch: a folder of its own for every sweep, and what is recorded when a
+job's process dies without closing its run.
 
 A worker killed by the kernel (SIGKILL, an OOM kill) cannot close its own MLflow run, so the
 launcher, which saw the process end, closes it: FAILED, with an ``error`` tag saying how the
@@ -13,7 +13,6 @@ from pathlib import Path
 
 def register() -> None:
     """Everything ``rnnlab.run`` needs from this module before Hydra composes a config."""
-    claim_joblib_launcher()
     register_sweep_id()
 
 
@@ -32,25 +31,6 @@ def register_sweep_id() -> None:
 
     if not OmegaConf.has_resolver("rnnlab_sweep_id"):
         OmegaConf.register_new_resolver("rnnlab_sweep_id", sweep_id, use_cache=True)
-
-
-def claim_joblib_launcher() -> None:
-    """Make ``hydra/launcher=joblib`` name hydra_plugins.rnnlab_joblib_launcher.
-
-    hydra-joblib-launcher stores its schema under that name while Hydra scans plugins, in an
-    order that depends on sys.path; scanning first and storing ours after makes ours win
-    whatever the install. (A conf/hydra/launcher/joblib.yaml would shadow it too, but Hydra
-    warns on every start that such a file is "validated against ConfigStore schema".)
-    """
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance()  # the one scan of this process; it never runs again
-    from hydra_plugins.rnnlab_joblib_launcher.config import RnnlabJoblibLauncherConf
-
-    ConfigStore.instance().store(
-        group="hydra/launcher", name="joblib", node=RnnlabJoblibLauncherConf, provider="rnnlab"
-    )
 
 
 def fail_dead_job(sweep_dir: Path, job_num: int, reason: str) -> str:

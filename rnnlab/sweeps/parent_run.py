@@ -156,15 +156,3 @@ def swept_keys(overrides: list[str], config: DictConfig) -> list[str]:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     keys += [str(k) for k in params if str(k) not in keys]
     return keys
-
-
-def override_key(override: str) -> str:
-    """``+task.init=uniform`` → ``task.init``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | None:
-    """A child is named after the values its sweep varies (``hidden_size=50``); other runs after
-    all their overrides; None lets MLflow pick a name."""
-    chosen = [o for o in overrides if override_key(o) in swept]
-    return ",".join(chosen) or fallback or None

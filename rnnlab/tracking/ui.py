@@ -25,6 +25,18 @@ UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 ML_WORKFLOW = "workflowType=machine_learning"
 
 
+def override_key(override: str) -> str:
+    """``+task.init=uniform`` → ``task.init``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_name(overrides: list[str], swept: list[str], fallback: str) -> str | None:
+    """A child is named after the values its sweep varies (``hidden_size=50``); other runs after
+    all their overrides; None lets MLflow pick a name."""
+    chosen = [o for o in overrides if override_key(o) in swept]
+    return ",".join(chosen) or fallback or None
+
+
 def default_run_name(task: str, now: float | None = None) -> str:
     """A job with no overrides: ``charrnn-20261201-213005`` (task and local start time)."""
     return f"{task}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"

@@ -6,6 +6,8 @@ runs it (one command also as a real process)."""
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,18 @@ def test_every_command_module_is_listed():
         if "cli.main(COMMAND" in p.read_text(encoding="utf-8")
     }
     assert found == set(COMMANDS)
+
+
+def test_a_bad_command_line_costs_no_mlflow_import(tmp_path):
+    """The check before any work is cheap: a typo on the training command's line is refused
+    before MLflow (seconds of imports) or a store is touched."""
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['rnnlab.run', 'hidden_size=0']\n"
+        "try:\n    runpy.run_module('rnnlab.run', run_name='__main__')\n"
+        "except SystemExit as e:\n    print(e.code, 'mlflow' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["2", "False"], done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

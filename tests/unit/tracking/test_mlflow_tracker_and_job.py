@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 from rnnlab.config import Config, flatten
 from rnnlab.sweeps import parent_run
 from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
-from rnnlab.sweeps.parent_run import run_name
 from rnnlab.tracking.job import JobContext, run_job
 from rnnlab.tracking.mlflow_tracker import MlflowTracker
 from rnnlab.tracking.pyfunc import LIMITS
+from rnnlab.tracking.ui import run_name
 from rnnlab.training.loop import DivergenceError
 
 CHAR_TINY = ["iterations=60", "log_every=10", "eval_every=20", "sample_every=30",
