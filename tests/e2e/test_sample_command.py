@@ -115,10 +115,10 @@ def empty_run(char_run):
         (["run_id={run}", "temperature=0"], "temperature=0.0 is not allowed"),
         (["run_id={run}", "temperature=-1"], "temperature=-1.0 is not allowed"),
         (["run_id={run}", "length=0"], "length=0 is not allowed"),
-        (["run_id={run}", "length=ten"], "length='ten' is not an integer"),
+        (["run_id={run}", "length=ten"], "length='ten' is not allowed: an integer ≥ 1"),
         (["run_id={run}", "a=3", "b=4"], "a= and b= are for adder runs"),
-        (["run_id={run}", "primer=x"], "'primer=x' is not one of"),
-        (["prime=x"], "give exactly one of run_id=<id> or checkpoint=<path>"),
+        (["run_id={run}", "primer=x"], "primer is not a key of rnnlab.sample; did you mean prime?"),
+        (["prime=x"], "give exactly one of run_id= or checkpoint="),
         (["checkpoint=/nonexistent/iter_0000001.npz"], "no checkpoint at /nonexistent"),
     ],
 )

@@ -168,7 +168,7 @@ def test_register_a_sweeps_best_run(tmp_path):
     (parent,) = [run for run in runs if run.data.tags.get("rnnlab.kind") == "sweep"]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId")]
     assert len(children) == 2
-    best = min(children, key=lambda run: run.data.metrics["final/val_loss"])
+    best = min(children, key=lambda run: run.data.metrics["final/val_loss_warm"])  # the objective
 
     r = run_cli(
         ["register", f"sweep={parent.info.run_id}", "name=kafka-best", f"tracking_uri={store}"],
@@ -186,7 +186,7 @@ def test_register_a_sweeps_best_run(tmp_path):
         cwd=tmp_path,
         module="rnnlab.model",
     )
-    assert r.returncode == 2 and "no FINISHED char-RNN child run" in r.stderr
+    assert r.returncode == 2 and "has no FINISHED child run with a logged model" in r.stderr
 
 
 def test_model_files_hold_no_pickle(model_run, tmp_path):

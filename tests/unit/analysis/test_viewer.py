@@ -124,7 +124,7 @@ def test_cli_writes_the_page_and_refuses_bad_input(char_run):
     for args, message in [
         ([f"checkpoint={ckpt}", "text=\u2603\u2603"], "not in the vocabulary"),
         ([f"checkpoint={ckpt}"], 'needs text="…"'),
-        ([f"checkpoint={ckpt}", "colour=red"], "'colour=red' is not one of"),
+        ([f"checkpoint={ckpt}", "colour=red"], "colour is not a key of rnnlab.inspect"),
         ([f"checkpoint={tmp / 'missing.npz'}", "text=ab"], "missing.npz"),
     ]:
         r = run_cli(args, tmp, "rnnlab.inspect")
