@@ -1,14 +1,15 @@
 """The shared recurrent network: forward pass, output heads and BPTT, as pure numpy functions.
 
-One engine serves both tasks and every cell. The vanilla recurrence (min-char-rnn's) is
+One engine serves every task and every cell. The vanilla recurrence (min-char-rnn's) is
 
     h_t = act(Wxh x_t + Whh h_{t-1} + bh)        y_t = Why h_t + by
 
 with ``act`` tanh (char-RNN) or sigmoid (adder); the gated cells (GRU, LSTM, PyTorch's equations)
 live in ``rnnlab.engine.cells``. This module holds the skeleton they all share: the input projection
 of a window at once, ``Spec.layers`` stacked layers (layer k > 0 reads layer k-1's h), inverted
-dropout on each layer's output, the output head on the top layer, and BPTT with every weight
-gradient a big GEMM. Inputs arrive either as integer symbols, looked up as columns of ``Wxh`` (never
+dropout on each layer's output, the output head on the top layer (its loss weighted per step:
+a task judged at its last step masks the others out), and BPTT with every weight gradient a big
+GEMM. Inputs arrive either as integer symbols, looked up as columns of ``Wxh`` (never
 a one-hot matmul), or as dense float vectors (the adder's two bits per step). Arrays are time-major
 and batch-second: ``xs`` is (T, B) or (T, B, D); the carried state is (L, S, B, H) — h (and the
 LSTM's c) of every layer. Weights keep min-char-rnn's orientation (``Wxh`` is (H, D)) and names;
@@ -452,8 +453,11 @@ def _scatter_columns(sym: np.ndarray, dz: np.ndarray, dWxh: np.ndarray) -> None:
 
 
 # --- output heads -------------------------------------------------------------------------------
-# Each takes logits (T, B, O) and targets, and returns the loss of each stream summed over the
-# window (B,) and d(mean over streams of that loss)/dlogits (T, B, O).
+# Each takes logits (T, B, O), targets and optional per-step weights, and returns the loss of each
+# stream summed over the window (B,) and d(mean over streams of that loss)/dlogits (T, B, O).
+# ``weights`` (anything that broadcasts to (T, B)) scales each step's loss: 0 masks a step out
+# (a task judged at its last step alone), 1/T makes the sum a per-step mean. None is every weight
+# 1, and is bit for bit the unweighted head (x · 1.0 is exact).
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -470,11 +474,21 @@ def _unshifted_limit(dtype: np.dtype, V: int) -> float:
     return 0.5 * math.log(float(np.finfo(dtype).max) / V)
 
 
-def softmax_xent(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def step_weights(weights, T: int, B: int, dtype) -> np.ndarray | None:
+    """Per-step weights as a (T, B) array of ``dtype`` (None stays None)."""
+    if weights is None:
+        return None
+    return np.broadcast_to(np.asarray(weights, dtype=dtype), (T, B))
+
+
+def softmax_xent(
+    logits: np.ndarray, targets: np.ndarray, weights=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cross-entropy of the next symbol. targets: (T, B) ints. Overwrites logits (when they are
     contiguous, as ``forward`` makes them; otherwise works on a copy)."""
     T, B, V = logits.shape
     N = T * B
+    w = step_weights(weights, T, B, logits.dtype)
     z = np.ascontiguousarray(logits.reshape(N, V))  # (N, V); flat indexing below needs C order
     # Softmax is unchanged by a shift of each row. Shifting by the row max keeps e^z finite,
     # but a max along rows of 80 is slow in numpy (a third of this head at B=32) and only
@@ -487,35 +501,68 @@ def softmax_xent(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, n
     e = np.exp(z, out=z)
     total = np.matmul(e, np.ones(V, dtype=e.dtype))  # (N,) row sums (a GEMV: faster than sum)
     # -log p_target = log Σ e^z - z_target, summed over the window per stream.
-    loss = (np.log(total) - z_target).reshape(T, B).sum(axis=0)  # (B,)
-    # d/dlogits of the mean over streams: (p - onehot(target)) / B, with p = e / total.
+    per_step = (np.log(total) - z_target).reshape(T, B)
+    loss = (per_step if w is None else per_step * w).sum(axis=0)  # (B,)
+    # d/dlogits of the mean over streams: w (p - onehot(target)) / B, with p = e / total.
     scale = np.reciprocal(total, out=total)
     scale *= 1.0 / B
-    e *= scale[:, None]
-    e.reshape(-1)[at_target] -= 1.0 / B
+    if w is None:
+        e *= scale[:, None]
+        e.reshape(-1)[at_target] -= 1.0 / B
+    else:
+        wf = w.reshape(N)  # (N,) each row's weight
+        scale *= wf
+        e *= scale[:, None]
+        e.reshape(-1)[at_target] -= wf / B
     return loss, e.reshape(T, B, V)  # logits' own memory unless they were not contiguous
 
 
-def sigmoid_mse(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sigmoid_mse(
+    logits: np.ndarray, targets: np.ndarray, weights=None
+) -> tuple[np.ndarray, np.ndarray]:
     """½ squared error of sigmoid outputs, as iamtrask's adder. targets: (T, B, O) in {0, 1}."""
+    T, B = logits.shape[:2]
+    w = step_weights(weights, T, B, logits.dtype)
     out = _sigmoid(logits)
     err = out - targets
-    loss = 0.5 * (err * err).sum(axis=(0, 2))  # (B,)
-    return loss, err * out * (1.0 - out) / logits.shape[1]
+    per_step = 0.5 * (err * err).sum(axis=2)  # (T, B)
+    loss = (per_step if w is None else per_step * w).sum(axis=0)  # (B,)
+    dlogits = err * out * (1.0 - out) / B
+    return loss, dlogits if w is None else dlogits * w[..., None]
 
 
-def sigmoid_bce(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sigmoid_bce(
+    logits: np.ndarray, targets: np.ndarray, weights=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Binary cross-entropy of sigmoid outputs. targets: (T, B, O) in {0, 1}."""
+    T, B = logits.shape[:2]
+    w = step_weights(weights, T, B, logits.dtype)
     # log(1 + e^z) - t z, written to stay finite for large |z|.
-    per_bit = np.logaddexp(0.0, logits) - targets * logits
-    loss = per_bit.sum(axis=(0, 2))  # (B,)
-    return loss, (_sigmoid(logits) - targets) / logits.shape[1]
+    per_step = (np.logaddexp(0.0, logits) - targets * logits).sum(axis=2)  # (T, B)
+    loss = (per_step if w is None else per_step * w).sum(axis=0)  # (B,)
+    dlogits = (_sigmoid(logits) - targets) / B
+    return loss, dlogits if w is None else dlogits * w[..., None]
 
 
-HEADS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+def linear_squared(
+    logits: np.ndarray, targets: np.ndarray, weights=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared error of linear outputs (a real-valued target: the adding problem's sum).
+    targets: (T, B, O) floats. At one weighted step with O = 1 the mean over streams is the MSE."""
+    T, B = logits.shape[:2]
+    w = step_weights(weights, T, B, logits.dtype)
+    err = logits - targets  # (T, B, O)
+    per_step = (err * err).sum(axis=2)  # (T, B)
+    loss = (per_step if w is None else per_step * w).sum(axis=0)  # (B,)
+    dlogits = err * (2.0 / B)
+    return loss, dlogits if w is None else dlogits * w[..., None]
+
+
+HEADS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "xent": softmax_xent,
     "mse": sigmoid_mse,
     "bce": sigmoid_bce,
+    "squared": linear_squared,
 }
 
 
@@ -529,15 +576,17 @@ def loss_and_grads(
     grads: Params | None = None,
     dropout_rng: np.random.Generator | None = None,
     reference: bool = False,
+    weights=None,
 ) -> tuple[np.ndarray, Params, np.ndarray]:
     """One window of truncated BPTT.
 
-    Returns the loss of each stream summed over the window (B,), the gradients of the mean of
+    Returns the loss of each stream summed over the window (B,), each step's loss scaled by
+    ``weights`` (broadcast to (T, B); None: all 1, see the heads), the gradients of the mean of
     those losses (written into ``grads`` when given), and the last state to carry into the next
     window, (L, S, B, H). ``reference``: as forward.
     """
     fwd = forward(params, xs, hprev, spec, dropout_rng=dropout_rng, reference=reference)
-    loss, dlogits = HEADS[head](fwd.logits, targets)
+    loss, dlogits = HEADS[head](fwd.logits, targets, weights)
     grads, _ = backward(params, fwd, dlogits, grads)
     return loss, grads, fwd.state
 

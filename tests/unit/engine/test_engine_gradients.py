@@ -42,7 +42,7 @@ def mean_loss(params, xs, ys, hprev, spec, head) -> float:
 
 CASES = [
     (head, activation, B)
-    for head in ("xent", "mse", "bce")
+    for head in ("xent", "mse", "bce", "squared")
     for activation in ("tanh", "sigmoid")
     for B in (1, 3)
 ]
