@@ -39,9 +39,10 @@ class ConfigError(UserError):
 class TaskConfig:
     """What the shared RNN learns; the files in conf/task/ set these per task."""
 
-    name: str = "charrnn"  # registry key: charrnn | adder
+    name: str = "charrnn"  # registry key: charrnn | adder | adding | copy | digits
     activation: str = "tanh"  # hidden nonlinearity: tanh | sigmoid
-    loss: str = "xent"  # output head: xent (softmax over symbols) | mse | bce (sigmoid bits)
+    # output head: xent (softmax over symbols) | mse | bce (sigmoid bits) | squared (linear output)
+    loss: str = "xent"
     init: str = (
         "normal"  # weight init: normal = N(0, init_scale²) | uniform = U[-init_scale, init_scale)
     )
@@ -50,6 +51,13 @@ class TaskConfig:
         16384  # adder: full operand grid up to this many pairs, else a fixed sample
     )
     eval_bits: int | None = None  # adder: evaluate on sums of this many bits; null = seq_length
+    length: int = 50  # adding: steps per sequence (T); copy: blank steps before the recall (T)
+    order: str = "pixels"  # digits: pixels (one per step, T = 64) | rows (8 per step, T = 8)
+    # adding, copy: held-out sequences (a fixed draw, the same for every seed); digits: held-out
+    # images (a fixed stratified split of the 1,797)
+    eval_size: int = 1000
+    alphabet: int = 8  # copy: symbols the sequence to remember is drawn from
+    copy_symbols: int = 10  # copy: symbols to remember, then recall after the delimiter
 
 
 @dataclass
@@ -84,6 +92,9 @@ class EarlyStopConfig:
 
     patience: int = 0  # evaluations without an improvement of at least min_delta; 0 = off
     min_delta: float = 0.0  # the smallest decrease of the objective that counts as improving
+    # stop at the first evaluation that meets the task's "solved" criterion (adding:
+    # val/solved_frac ≥ 0.95, copy: val/copy_acc ≥ 0.95; rnnlab.tasks.judging.Judged.solved)
+    solved: bool = False
 
 
 @dataclass
@@ -113,7 +124,7 @@ class Config:
     layers: int = 1  # stacked recurrent layers; layer k > 0 reads layer k-1's h
     dropout: float = 0.0  # inverted dropout on each layer's output while training, in [0, 1)
     hidden_size: int = 100  # units per recurrent layer
-    seq_length: int = 25  # char-RNN: BPTT window in characters; adder: number of bits
+    seq_length: int = 25  # char-RNN: BPTT window in characters; adder: bits (others: task.*)
     learning_rate: float = 0.1  # optimizer step size
     seed: int = 0  # seeds weights, data order and samples (separate streams)
     iterations: int = 100_000  # parameter updates to run
@@ -136,7 +147,8 @@ class Config:
     )
     resume: str | None = None  # a run id or checkpoint path to continue from
     # What sweeps, searches, the best checkpoint and early stopping minimise; null = the task's
-    # default (char-RNN: val/loss_warm, adder: val/exact_acc maximised); rnnlab/tasks/judging.py.
+    # default (char-RNN: val/loss_warm, adder: val/exact_acc maximised, adding: val/mse, copy:
+    # val/loss, digits: val/acc maximised); rnnlab/tasks/judging.py.
     objective: str | None = None
     eval_burn_in: int = 1000  # char-RNN: training characters read before val/loss_warm's text
     model_from: str = "best"  # best | last: the weights the logged model, sample and score use
@@ -257,8 +269,11 @@ def check(cfg: Config) -> None:
     _require(0.0 <= cfg.dropout < 1.0, "dropout", cfg.dropout, "a number in [0, 1)")
     for key in ("layers", "hidden_size", "seq_length", "iterations", "batch_size", "log_every",
                 "eval_every", "sample_every", "sample_length", "checkpoint_every",
-                "task.eval_max_pairs", "tracking.flush_points"):  # fmt: skip
+                "task.eval_max_pairs", "tracking.flush_points", "task.length", "task.eval_size",
+                "task.copy_symbols"):  # fmt: skip
         _positive_int(cfg, key)
+    _require(cfg.task.alphabet >= 2, "task.alphabet", cfg.task.alphabet, "an integer ≥ 2")
+    _require(cfg.task.order in ("pixels", "rows"), "task.order", cfg.task.order, "pixels or rows")
     _require(cfg.diag_every is None or cfg.diag_every >= 1, "diag_every", cfg.diag_every,
              "an integer ≥ 1 or null (the evaluation cadence)")  # fmt: skip
     _require(cfg.diag_window >= 2, "diag_window", cfg.diag_window, "an integer ≥ 2")

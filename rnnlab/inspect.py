@@ -4,9 +4,12 @@ A char-RNN run reads the text from the zero state; the page colours it character
 by one unit's activation — of every layer, the top one first, for every cell — for the units
 most correlated with simple features of the text and the most and least saturated units, each
 with its top-activating contexts. An adder run gets each unit's correlation with the true carry
-bit and the bit-by-bit predictions of a few sums. The same page is logged as the artifact
-``inspect/index.html`` at the end of every run. The analysis is ``rnnlab.analysis.units``, the
-page ``rnnlab.analysis.viewer``. Mistakes cost one line on stderr and exit code 2.
+bit and the bit-by-bit predictions of a few sums; an adding, copy or digits run the units most
+correlated with what its task asks the state to hold (the adding problem: whether a marker has
+been seen, the running sum), each colouring a few held-out sequences step by step. The same page
+is logged as the artifact ``inspect/index.html`` at the end of every run. The analysis is
+``rnnlab.analysis.units``, the page ``rnnlab.analysis.viewer``. Mistakes cost one line on stderr
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rnnlab.analysis import viewer
 from rnnlab.analysis.units import analyse_adder
 from rnnlab.engine import rnn
 from rnnlab.errors import UserError
+from rnnlab.tasks import TASKS
 from rnnlab.tracking.run_weights import weights_of
 
 MAX_CHARS = 20_000  # a page beyond this is too heavy for a browser to colour per character
@@ -59,12 +63,15 @@ def write_page(args: dict) -> Path:
     with tempfile.TemporaryDirectory(prefix="rnnlab-inspect-") as tmp:
         w = weights_of(Path(tmp), **source)
     title = f"rnnlab inspect: {w.source}, iteration {w.iteration}"
-    if w.vocab is None:  # an adder
-        if text is not None:
-            raise UserError(f"{w.source} is an adder: text= and path= are for char-RNN runs")
+    task = w.cfg.task.name
+    if w.vocab is None and text is not None:
+        raise UserError(f"{w.source} is a {task} run: text= and path= are for char-RNN runs")
+    if task == "adder":
         bits = w.cfg.seq_length
         a, b = np.random.default_rng(0).integers(0, 2 ** (bits - 1), (2, 4096))
         page = viewer.adder_page(analyse_adder(w.params, rnn.spec_of(w.cfg), bits, a, b), title)
+    elif w.vocab is None:  # a task that makes its own held-out sequences: the page a run logs
+        page = viewer.page_for_run(TASKS[task](w.cfg, np.random.default_rng(0)), w.params, title)
     else:
         if text is None:
             raise UserError('a char-RNN run needs text="…" or path=<file> to read')

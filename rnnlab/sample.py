@@ -1,4 +1,5 @@
-"""``python -m rnnlab.sample``: text from a char-RNN run, or a sum from an adder run.
+"""``python -m rnnlab.sample``: text from a char-RNN run, a sum from an adder run, or what a copy
+run recalls of the symbols it is given.
 
 Only the checkpoint is needed (its weights, vocabulary and config): not the corpus, not the
 machine that trained it. The same ``seed`` gives the same text. Mistakes cost one line on stderr
@@ -19,6 +20,7 @@ from rnnlab.inference.generate import (
     MIN_TEMPERATURE,
     add_bit_by_bit,
     check_request,
+    copy_recall,
     decoding,
     default_prime,
     generate_text,
@@ -27,7 +29,7 @@ from rnnlab.tracking.run_weights import weights_of
 
 COMMAND = cli.Command(
     name="rnnlab.sample",
-    summary="text from a char-RNN run, or a sum from an adder run, bit by bit",
+    summary="text from a char-RNN run, a sum from an adder run, a copy run's recall",
     keys=cli.WEIGHTS_KEYS
     + (
         cli.Key("prime", "text fed in first (default: the run's prime, else a space)"),
@@ -51,12 +53,14 @@ COMMAND = cli.Command(
         cli.Key("beam", "beam search of this width (0 = sampling)", int, minimum=0),
         cli.Key("a", "adder: first operand", int),
         cli.Key("b", "adder: second operand", int),
+        cli.Key("symbols", "copy: the symbols to remember, e.g. 3141592653"),
     ),
     examples=(
         'python -m rnnlab.sample run_id=<id> prime="One morning" temperature=0.8 length=500',
         "python -m rnnlab.sample checkpoint=outputs/.../iter_0100000.npz length=100",
         "python -m rnnlab.sample run_id=<id> a=77 b=41          # adder: the sum, bit by bit",
         "python -m rnnlab.sample run_id=<id> top_k=5 top_p=0.9 | greedy=true | beam=8",
+        "python -m rnnlab.sample run_id=<id> symbols=3141592653   # copy: what it recalls",
     ),
     details="run_id reads the run's best checkpoint (model_from=best, the run's own setting by "
     "default) or its newest one (model_from=last). Decoding options given here replace the "
@@ -75,6 +79,13 @@ def run(args: dict) -> str:
     with tempfile.TemporaryDirectory(prefix="rnnlab-sample-") as tmp:
         w = weights_of(Path(tmp), **source)
     a, b = args.get("a"), args.get("b")
+    if w.cfg.task.name == "copy" or "symbols" in args:
+        if "symbols" not in args:
+            raise UserError(f"{w.source} is a copy run: give symbols=<the symbols to remember>")
+        return "\n".join(copy_recall(w, args["symbols"]))
+    if w.cfg.task.name in ("adding", "digits"):
+        raise UserError(f"{w.source} is a {w.cfg.task.name} run: nothing to sample; its "
+                        "held-out predictions are the run's samples/ artifacts")  # fmt: skip
     if w.cfg.task.name == "adder" or a is not None or b is not None:
         if a is None or b is None:
             raise UserError(f"{w.source} is an adder: give both a=<int> and b=<int>")

@@ -40,6 +40,7 @@ import numpy as np
 from rnnlab.engine import cells, rnn
 
 ADDER_SUMS = 512  # evaluation sums the adder's saturation is counted on
+SEQUENCE_SAMPLE = 256  # held-out sequences the long-memory tasks' saturation is counted on
 SATURATED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": lambda a: np.abs(a) > 0.99,
     "sigmoid": lambda a: (a < 0.01) | (a > 0.99),
@@ -393,7 +394,7 @@ def curve_csv(curves: np.ndarray, c_curves: np.ndarray | None = None) -> str:
     return head + "\n" + "\n".join(row % r for r in zip(*cols, strict=True)) + "\n"
 
 
-# --- probes for the two tasks -------------------------------------------------------------------
+# --- probes for the tasks -------------------------------------------------------------------
 
 
 def char_probe(task, window: int) -> Probe:
@@ -433,7 +434,25 @@ def adder_probe(task, window: int) -> Probe:
     return Probe(window_xs=xs, window_ys=ys, val_xs=val_xs, burn_xs=None, val_streams=pick)
 
 
-PROBES = {"charrnn": char_probe, "adder": adder_probe}
+def sequence_probe(task, window: int) -> Probe:
+    """The long-memory tasks (adding, copy, digits): the probe window is the first held-out
+    sequence, at the task's own length (``window`` is not used): L_T is then the loss where the
+    task judges it, and d runs back to the sequence's start, every distance the task asks the
+    state to carry. Validation pass: a fixed sample of ``SEQUENCE_SAMPLE`` held-out sequences,
+    picked out of the evaluation's own pass (val_streams)."""
+    xs, ys = task.eval_xs, task.eval_ys  # (T, N[, D]), (T, N[, O])
+    N = xs.shape[1]
+    pick = np.sort(np.random.default_rng([2024, N]).permutation(N)[:SEQUENCE_SAMPLE])
+    return Probe(window_xs=xs[:, :1], window_ys=ys[:, :1], val_xs=xs[:, pick], val_streams=pick)
+
+
+PROBES = {
+    "charrnn": char_probe,
+    "adder": adder_probe,
+    "adding": sequence_probe,
+    "copy": sequence_probe,
+    "digits": sequence_probe,
+}
 
 
 # --- the hook the training loop calls -----------------------------------------------------------

@@ -1,8 +1,10 @@
 """What the hidden units of a trained network track: the analysis behind ``rnnlab.inspect``.
 
-Pure numpy on a network's weights and a text (or sums): states, simple features of the text,
-correlations, saturation, top-activating contexts, and for the adder the carry each state must
-hold. No I/O; ``rnnlab.analysis.viewer`` turns the result into a page.
+Pure numpy on a network's weights and a text (or sums, or sequences): states, simple features of
+the input, correlations, saturation, top-activating contexts; for the adder the carry each state
+must hold, for the long-memory tasks what each task says a state might track (the adding
+problem: whether a marker has been seen, the running sum). No I/O; ``rnnlab.analysis.viewer``
+turns the result into a page.
 """
 
 from __future__ import annotations
@@ -197,3 +199,42 @@ def analyse_adder(
             | {"rows": rows, "unit": best}
         )
     return AdderAnalysis(bits, corr, sums)
+
+
+# --- the long-memory tasks (adding, copy, digits) -----------------------------------------------
+
+
+@dataclass
+class SequenceAnalysis:
+    """Which unit tracks each feature a task names, on a few of its held-out sequences."""
+
+    text: list[str]  # each sequence drawn one character per step
+    states: np.ndarray  # (T, n, H): the layer's h after each step
+    activation: str  # tanh | sigmoid: how activations map onto colours
+    feature_table: list[tuple[str, int, float]]  # (feature, best unit, r)
+    correlations: dict[str, np.ndarray]  # feature -> (H,) r of every unit
+    layer: int = 0
+    layers: int = 1
+
+
+def analyse_sequences(
+    params: rnn.Params,
+    spec: rnn.Spec,
+    xs: np.ndarray,
+    features: dict[str, np.ndarray],
+    text: list[str],
+    layer: int = -1,
+) -> SequenceAnalysis:
+    """Read sequences xs (T, n[, D]) from the zero state; for each feature (T, n) the unit of
+    ``layer`` (default the top one) whose state correlates with it most, over every step."""
+    every, activation = hidden_states(params, spec, xs)
+    layer = layer % len(every)
+    states = every[layer]  # (T, n, H)
+    flat = states.reshape(-1, states.shape[-1])
+    table, corr = [], {}
+    for name, values in features.items():
+        r = correlations(np.asarray(values, dtype=np.float64).reshape(-1), flat)
+        best = int(np.argmax(np.abs(r)))
+        table.append((name, best, float(r[best])))
+        corr[name] = r
+    return SequenceAnalysis(text, states, activation, table, corr, layer, len(every))

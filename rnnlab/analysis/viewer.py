@@ -10,7 +10,14 @@ import html
 
 import numpy as np
 
-from rnnlab.analysis.units import AdderAnalysis, TextAnalysis, analyse_adder, analyse_text
+from rnnlab.analysis.units import (
+    AdderAnalysis,
+    SequenceAnalysis,
+    TextAnalysis,
+    analyse_adder,
+    analyse_sequences,
+    analyse_text,
+)
 from rnnlab.engine import rnn
 
 DEFAULT_CHARS = 2000  # characters of the held-out text shown at the end of a run
@@ -190,14 +197,75 @@ def adder_page(a: AdderAnalysis, title: str) -> str:
     return page(title, "\n".join(parts))
 
 
+SEQUENCES_SHOWN = 6  # held-out sequences a long-memory task's page reads and colours
+
+
+def sequence_page(a: SequenceAnalysis, title: str, what: str) -> str:
+    """The units most correlated with each feature a task names (the adding problem's analogue
+    of the adder's carry neuron), each shown colouring a few sequences step by step, then every
+    unit's correlations."""
+    lo, hi = ("0", "1") if a.activation == "sigmoid" else ("−1", "+1")
+    T, n, H = a.states.shape
+    at = f", layer {a.layer} of {a.layers} (the top one feeds the output)" if a.layers > 1 else ""
+    parts = [
+        f"<p>{esc(what)} {n} held-out sequences of {T} steps read from the zero state; {H} units"
+        f"{esc(at)}. Each step is drawn as one character and coloured by the unit's state after "
+        "reading it.</p>",
+        f'<p class="legend">colour: <span style="background:{colour(-1, "tanh")}">{lo}</span>'
+        f'<span style="background:#fff">middle</span>'
+        f'<span style="background:{colour(1, "tanh")}">{hi}</span></p>',
+        "<h2>Units most correlated with what the task asks the state to hold</h2>"
+        "<table><tr><th>feature</th><th>unit</th><th>r</th></tr>"
+        + "".join(
+            f"<tr><td>{esc(f)}</td><td>{u}</td><td>{r:+.3f}</td></tr>"
+            for f, u, r in a.feature_table
+        )
+        + "</table>",
+    ]
+    for feature, unit, r in a.feature_table:
+        blocks = "".join(coloured(a.text[i], a.states[:, i, unit], a.activation) for i in range(n))
+        parts.append(
+            f'<div class="unit"><h2>unit {unit} — most correlated with “{esc(feature)}” '
+            f"(r = {r:+.2f})</h2>{blocks}</div>"
+        )
+    names = [f for f, _, _ in a.feature_table]
+    order = np.argsort(-np.max(np.abs([a.correlations[f] for f in names]), axis=0), kind="stable")
+    rows = "".join(
+        f"<tr><td>{j}</td>"
+        + "".join(
+            f'<td style="background:{colour(a.correlations[f][j], "tanh")}">'
+            f"{a.correlations[f][j]:+.2f}</td>"
+            for f in names
+        )
+        + "</tr>"
+        for j in order
+    )
+    parts.append(
+        "<h2>Every unit: correlation with each feature</h2><table><tr><th>unit</th>"
+        + "".join(f"<th>{esc(f)}</th>" for f in names)
+        + f"</tr>{rows}</table>"
+    )
+    return page(title, "\n".join(parts))
+
+
+def sequence_analysis(task, params: rnn.Params) -> SequenceAnalysis:
+    """A long-memory task's analysis: its own features on its first held-out sequences."""
+    xs, features, text = task.unit_features(SEQUENCES_SHOWN)
+    return analyse_sequences(params, task.spec, xs, features, text)
+
+
 # --- the page a run logs ----------------------------------------------------------------------
 
 
 def page_for_run(task, params: rnn.Params, title: str = "rnnlab inspect") -> str:
-    """The page logged at the end of a run: held-out text (char-RNN) or evaluation sums."""
+    """The page logged at the end of a run: held-out text (char-RNN), evaluation sums (adder),
+    or held-out sequences (the tasks that name their own features: ``unit_features``)."""
     if hasattr(task, "vocab"):
         text = task.vocab.decode(task.val_data[:DEFAULT_CHARS])
         return text_page(text_analyses(params, task.spec, task.vocab, text), title)
+    if hasattr(task, "unit_features"):
+        what = f"Task {task.name}:"
+        return sequence_page(sequence_analysis(task, params), title, what)
     rng = np.random.default_rng(0)
     pick = rng.permutation(task.eval_a.size)[:4096]
     analysis = analyse_adder(params, task.spec, task.bits, task.eval_a[pick], task.eval_b[pick])

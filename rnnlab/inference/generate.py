@@ -1,4 +1,5 @@
-"""Generating from trained weights: a char-RNN's text, an adder's sum bit by bit.
+"""Generating from trained weights: a char-RNN's text, an adder's sum bit by bit, a copy-memory
+network's recall of the symbols it is given.
 
 Text is decoded exactly as training-time samples are (``CharTask.generate``: the same rng and
 options give the same characters), without needing the corpus. Every bad request is a
@@ -120,3 +121,23 @@ def add_bit_by_bit(w: Weights, a: int, b: int) -> tuple[int, list[str]]:
     verdict = "right" if pred == a + b else f"wrong, {a} + {b} = {a + b}"
     lines.append(f"{a} + {b} = {pred}   ({pred:0{bits}b}; {verdict})")
     return pred, lines
+
+
+def copy_recall(w: Weights, symbols: str) -> list[str]:
+    """What a copy-memory network recalls after the delimiter, given ``symbols`` to remember
+    (as many as it was trained on, from its alphabet): one line per step of the recall."""
+    from rnnlab.tasks.copymemory import CopyTask, show
+
+    if w.cfg.task.name != "copy":
+        raise UserError(f"{w.source} is a {w.cfg.task.name} model; symbols= is for copy runs")
+    task = CopyTask(w.cfg, np.random.default_rng(0))
+    want = task.parse(symbols)  # (S, 1), UserError for a bad string
+    got = task.recall_symbols(w.params, want)[:, 0]
+    lines = [f"{task.symbols} symbols, {task.delay} blanks, a delimiter; then the recall:"]
+    for k, (a, b) in enumerate(zip(want[:, 0], got, strict=True)):
+        mark = "" if a == b else "  ✗"
+        lines.append(f"{k:>3}  {show([a])} -> {show([b]) if b else '· (blank)'}{mark}")
+    right = int((want[:, 0] == got).sum())
+    lines.append(f"{show(want[:, 0])} -> {''.join(show([g]) if g else '·' for g in got)}"
+                 f"   ({right}/{task.symbols} right)")  # fmt: skip
+    return lines

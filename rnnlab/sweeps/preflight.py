@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from rnnlab.config import Config, flatten, flatten_dict
 from rnnlab.errors import UserError
 from rnnlab.sweeps.compose import register_configs, to_config
-from rnnlab.tasks import check  # the shared keys, then the task's own
+from rnnlab.tasks import TASKS, check  # the shared keys, then the task's own
 from rnnlab.tasks.charrnn import PrimeError, load_corpus
 from rnnlab.tasks.corpus import CorpusError
 
@@ -107,15 +107,18 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return variants
 
 
-def memory_estimate(cfg: Config, input_size: int, output_size: int) -> int:
+def memory_estimate(
+    cfg: Config, input_size: int, output_size: int, steps: int | None = None
+) -> int:
     """Bytes a run needs at its peak, roughly: parameters, gradients, the optimizer's memories
     and scratch (one copy each of the P parameters), one window's activations (states, logits,
-    probabilities and their gradients: T·B·(3H + 2V)), and an evaluation chunk (1000 steps of
-    states and logits). Checkpoints and samples are small beside these."""
+    probabilities and their gradients: T·B·(3H + 2V), T = ``steps``, else seq_length), and an
+    evaluation chunk (1000 steps of states and logits). Checkpoints and samples are small beside
+    these."""
     from rnnlab.engine.optim import OPTIMIZERS
     from rnnlab.engine.rnn import param_shapes
 
-    H, T, B = cfg.hidden_size, cfg.seq_length, cfg.batch_size
+    H, T, B = cfg.hidden_size, steps or cfg.seq_length, cfg.batch_size
     itemsize = 4 if cfg.dtype == "float32" else 8
     P = sum(math.prod(s) for s in param_shapes(input_size, H, output_size).values())
     copies = 2 + len(OPTIMIZERS[cfg.optimizer.name].memory_names) + 1  # θ, ∇θ, memories, tmp
@@ -154,14 +157,14 @@ def check_memory(cfg: Config, text: str | None) -> None:
     """Refuse a run whose estimated memory cannot fit, before it allocates anything."""
     if cfg.task.name == "charrnn":
         vocab = len(set(text or ""))
-        sizes = (vocab, vocab)
-    else:
-        sizes = (2, 1)  # the adder: two operand bits in, one sum bit out
+        sizes = (vocab, vocab, cfg.seq_length)
+    else:  # a task that makes its own data knows its shape (the adder: 2 bits in, 1 out)
+        sizes = TASKS[cfg.task.name].shape(cfg)
     need, have = memory_estimate(cfg, *sizes), available_memory()
     if have is not None and need > have:
         raise UserError(
-            f"hidden_size={cfg.hidden_size} (batch_size={cfg.batch_size}, seq_length="
-            f"{cfg.seq_length}) needs about {_bytes(need)} of memory; {_bytes(have)} is available"
+            f"hidden_size={cfg.hidden_size} (batch_size={cfg.batch_size}, {sizes[2]} steps per "
+            f"window) needs about {_bytes(need)} of memory; {_bytes(have)} is available"
         )
 
 

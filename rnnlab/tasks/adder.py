@@ -44,6 +44,7 @@ class AdderTask:
     name = "adder"
     input_size = 2
     output_size = 1
+    weights = None  # every bit weighs the same in the loss
 
     @staticmethod
     def check(cfg: Config) -> None:
@@ -53,6 +54,20 @@ class AdderTask:
             raise ConfigError("task.eval_bits", cfg.task.eval_bits, "null or 1..62 bits")
         if cfg.task.loss not in ("mse", "bce"):
             raise ConfigError("task.loss", cfg.task.loss, "mse or bce for the adder")
+
+    @staticmethod
+    def shape(cfg: Config) -> tuple[int, int, int]:
+        """(inputs per step, outputs per step, steps per example): a bit of each, a sum bit."""
+        return 2, 1, cfg.seq_length
+
+    @staticmethod
+    def fixed_data(cfg: Config) -> tuple[str, bytes, dict[str, str]]:
+        """(name, bytes, generator tags) of the fixed evaluation sums: what a run records as
+        its data (its training sums are drawn fresh every step)."""
+        task = AdderTask(cfg, np.random.default_rng(0))
+        data = np.stack([task.eval_a, task.eval_b]).astype("<i8").tobytes()
+        tags = {"generator": "rnnlab.tasks.adder", "bits": str(task.bits)}
+        return f"adder-{task.bits}bit-eval", data, tags
 
     def __init__(self, cfg: Config, rng: np.random.Generator):
         self.bits = cfg.seq_length

@@ -159,6 +159,7 @@ class CharTask:
     )
 
     name = "charrnn"
+    weights = None  # every character weighs the same in the loss
 
     @staticmethod
     def check(cfg: Config) -> None:

@@ -37,6 +37,17 @@ class Judged:
     # (runs.csv column, axis label, higher is better): what tables, figures and closing lines
     # lead with
     headline: tuple[tuple[str, str, bool], ...]
+    # (val/* metric, threshold): a run is solved once that metric reaches the threshold (or
+    # more); ``iters_to_solve`` records the first such evaluation, ``early_stop.solved`` stops
+    # there. None: the task has no such criterion.
+    solved: tuple[str, float] | None = None
+
+    def is_solved(self, metrics: dict[str, float]) -> bool:
+        """True when these evaluation metrics meet the solved criterion."""
+        if self.solved is None:
+            return False
+        name, threshold = self.solved
+        return metrics.get(name, float("-inf")) >= threshold
 
     def name(self, objective: str | None) -> str:
         """The metric a run with ``objective`` (the config key) minimises."""
@@ -74,10 +85,14 @@ def metric_key(name: str) -> str:
 
 
 def check_objective(cfg: Config, judged: Judged) -> None:
-    """ConfigError when ``objective`` is not one of the task's (``judged``)."""
+    """ConfigError when ``objective`` is not one of the task's (``judged``), or when
+    ``early_stop.solved`` asks for a criterion the task does not have."""
     if cfg.objective is not None and cfg.objective not in judged.objectives:
         allowed = ", ".join(judged.objectives)
         raise ConfigError("objective", cfg.objective, f"for {cfg.task.name}: {allowed}")
+    if cfg.early_stop.solved and judged.solved is None:
+        raise ConfigError("early_stop.solved", True,
+                          f"false for {cfg.task.name}: it has no solved criterion")  # fmt: skip
 
 
 def disagreement(metrics: dict[str, float], prefix: str = "val/") -> float | None:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import get_registered_sources
@@ -41,7 +40,7 @@ from mlflow.tracking import MlflowClient
 
 import rnnlab
 from rnnlab.config import Config, flatten, to_yaml
-from rnnlab.tasks import check, corpus
+from rnnlab.tasks import TASKS, check, corpus
 from rnnlab.tasks.judging import disagreement, flagged
 from rnnlab.tracking import resume, store
 from rnnlab.tracking.journal import Journal
@@ -145,22 +144,18 @@ def _file_source(path: Path) -> DatasetSource:
 
 
 def dataset_of(cfg: Config) -> tuple[MetaDataset, str]:
-    """(dataset, sha256) of what this run learns from: the corpus file for the char-RNN, the
-    fixed evaluation sums for the adder (its training sums are drawn fresh every step)."""
+    """(dataset, sha256) of what this run learns from: the corpus file for the char-RNN; for a
+    task that makes its own data, what its ``fixed_data`` names (the adder's evaluation sums, the
+    adding and copy problems' held-out sequences, digits' images and split): training examples
+    are drawn fresh every step."""
     if cfg.task.name == "charrnn":
         path = corpus.resolve(cfg.data.name, cfg.data.path, cfg.data.url)
         digest = corpus.sha256_of(path)
         name = Path(cfg.data.path).stem if cfg.data.path else cfg.data.name
         return MetaDataset(_file_source(path), name=name, digest=digest[:36]), digest
-    from rnnlab.tasks.adder import AdderTask
-
-    task = AdderTask(cfg, np.random.default_rng(0))  # only its fixed evaluation pairs are used
-    digest = hashlib.sha256(
-        np.stack([task.eval_a, task.eval_b]).astype("<i8").tobytes()
-    ).hexdigest()
-    source = CodeDatasetSource(tags={"generator": "rnnlab.tasks.adder", "bits": str(task.bits)})
-    name = f"adder-{task.bits}bit-eval"
-    return MetaDataset(source, name=name, digest=digest[:36]), digest
+    name, data, tags = TASKS[cfg.task.name].fixed_data(cfg)
+    digest = hashlib.sha256(data).hexdigest()
+    return MetaDataset(CodeDatasetSource(tags=tags), name=name, digest=digest[:36]), digest
 
 
 def record_inputs(client: MlflowClient, run_id: str, cfg: Config) -> None:

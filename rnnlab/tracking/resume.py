@@ -50,6 +50,11 @@ FROZEN: dict[str, str] = {
     "task.init": "the initial weights",
     "task.init_scale": "the initial weights",
     "task.eval_max_pairs": "the evaluation set",
+    "task.length": "the sequences the data stream draws (adding, copy)",
+    "task.order": "how an image is read (digits)",
+    "task.eval_size": "the evaluation set",
+    "task.alphabet": "the model's input and output symbols (copy)",
+    "task.copy_symbols": "the sequences the data stream draws (copy)",
     "objective": "the best checkpoint and early stopping's reference value",
 }
 

@@ -3,7 +3,8 @@
 At every evaluation the loop hands the task's metrics here: the objective (as the task judges
 it, ``rnnlab.tasks.judging``) feeds the plateau schedule, a new best keeps its weights
 (``checkpoints/best.npz``, logged as an artifact) and early stopping counts evaluations without
-an improvement. ``model_checkpoint`` says which checkpoint a run's model is made from
+an improvement (or, with ``early_stop.solved``, stops at the first evaluation that meets the
+task's solved criterion). ``model_checkpoint`` says which checkpoint a run's model is made from
 (``model_from=best|last``).
 
 Not here: the loop (``rnnlab.training.loop``), the metrics themselves (each task's
@@ -118,8 +119,9 @@ def after_evaluation(trainer, metrics: dict[str, float], ckpt_dir: Path, tracker
     if trainer.best.observe(metrics, trainer.params, it):
         write_best(trainer, ckpt_dir, tracker)
     tracker.log_metrics(trainer.best.metrics(), step=it)
-    if trainer.best.should_stop() and it < trainer.cfg.iterations:  # at the end: not early
-        trainer.best.stopped_at = it
+    solved = trainer.cfg.early_stop.solved and trainer.best.judged.is_solved(metrics)
+    if (trainer.best.should_stop() or solved) and it < trainer.cfg.iterations:  # at the end:
+        trainer.best.stopped_at = it  # not early
         return True
     return False
 

@@ -1,4 +1,4 @@
-"""The training loop shared by both tasks: ``train(cfg, tracker)`` → final metrics.
+"""The training loop shared by every task: ``train(cfg, tracker)`` → final metrics.
 
 It reads top to bottom as one loop: batch → forward/backward → clip and update → log →
 evaluate → sample → checkpoint → stop. Everything a run needs to continue bit for bit lives in
@@ -85,6 +85,7 @@ class TrainState:
     iteration: int = 0
     smooth_loss: float = 0.0
     iters_to_100: int = -1  # adder: first evaluation with val/exact_acc = 1.0 (-1: not yet)
+    iters_to_solve: int = -1  # first evaluation meeting the task's JUDGED.solved (-1: not yet)
     interval_loss: float = 0.0  # sum of window losses since the last log point
     interval_count: int = 0
     elapsed: float = 0.0  # training seconds before this process (resumed runs)
@@ -214,8 +215,9 @@ class Trainer:
         self.carry[:, :, reset] = 0.0  # streams that start over forget their state (every layer)
         dropout_rng = self.dropout_rng if self.spec.dropout > 0.0 else None
         loss, _, self.carry = rnn.loss_and_grads(
-            self.params, xs, ys, self.carry, self.spec, task.head, self.grads, dropout_rng
-        )
+            self.params, xs, ys, self.carry, self.spec, task.head, self.grads, dropout_rng,
+            weights=task.weights,  # each step's weight in the loss: the task's (None: all 1)
+        )  # fmt: skip
         window_loss = float(loss.mean())
         if not math.isfinite(window_loss) or window_loss > self.divergence_limit:
             raise DivergenceError(
@@ -249,6 +251,8 @@ class Trainer:
         if "val/exact_acc" in metrics and metrics["val/exact_acc"] == 1.0:
             if self.state.iters_to_100 < 0:
                 self.state.iters_to_100 = self.state.iteration
+        if self.state.iters_to_solve < 0 and self.task.JUDGED.is_solved(metrics):
+            self.state.iters_to_solve = self.state.iteration
         return metrics
 
 
@@ -358,6 +362,8 @@ def train(
     final |= {"final/" + k.replace("/", "_"): v for k, v in val.items()}
     if s.iters_to_100 > 0:
         final["iters_to_100"] = float(s.iters_to_100)
+    if s.iters_to_solve > 0:
+        final["iters_to_solve"] = float(s.iters_to_solve)
     final |= best.finish(trainer, ckpt_dir, tracker)  # test/* from the best weights
     tracker.log_metrics(final, step=s.iteration)
     tracker.flush()

@@ -35,7 +35,10 @@ def refused(args: list[str]) -> str:
     [
         (["seed=-1"], "seed=-1 is not allowed: an integer ≥ 0"),
         ([f"experiment_name={'x' * 600}"], "(600 characters) is not allowed: at most 256"),
-        (["hidden_size=1000000"], "hidden_size=1000000 (batch_size=1, seq_length=8) needs about"),
+        (
+            ["hidden_size=1000000"],
+            "hidden_size=1000000 (batch_size=1, 8 steps per window) needs about",
+        ),
     ],
 )
 def test_a_bad_run_value_is_one_line(args, named, tmp_path, monkeypatch):

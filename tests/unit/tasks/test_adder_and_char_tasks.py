@@ -12,7 +12,7 @@ import pytest
 
 from rnnlab.config import Config, ConfigError, DataConfig, TaskConfig
 from rnnlab.engine import rnn
-from rnnlab.tasks import TASKS, AdderTask, CharTask
+from rnnlab.tasks import TASKS, AdderTask, AddingTask, CharTask, CopyTask, DigitsTask
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError, Vocabulary
 
@@ -292,4 +292,5 @@ def test_char_config_check_rejects_text_too_short_for_the_window(tmp_path):
 
 
 def test_registry():
-    assert TASKS == {"charrnn": CharTask, "adder": AdderTask}
+    assert TASKS == {"charrnn": CharTask, "adder": AdderTask, "adding": AddingTask,
+                     "copy": CopyTask, "digits": DigitsTask}  # fmt: skip
