@@ -65,7 +65,7 @@ def write_page(args: dict) -> Path:
     title = f"rnnlab inspect: {w.source}, iteration {w.iteration}"
     task = w.cfg.task.name
     if w.vocab is None and text is not None:
-        raise UserError(f"{w.source} is a {task} run: text= and path= are for char-RNN runs")
+        raise UserError(f"{w.source} is a run of task {task}: text= and path= are for char-RNN")
     if task == "adder":
         bits = w.cfg.seq_length
         a, b = np.random.default_rng(0).integers(0, 2 ** (bits - 1), (2, 4096))

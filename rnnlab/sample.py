@@ -84,8 +84,8 @@ def run(args: dict) -> str:
             raise UserError(f"{w.source} is a copy run: give symbols=<the symbols to remember>")
         return "\n".join(copy_recall(w, args["symbols"]))
     if w.cfg.task.name in ("adding", "digits"):
-        raise UserError(f"{w.source} is a {w.cfg.task.name} run: nothing to sample; its "
-                        "held-out predictions are the run's samples/ artifacts")  # fmt: skip
+        raise UserError(f"{w.source} is a run of task {w.cfg.task.name}: nothing to sample; "
+                        "its held-out predictions are the run's samples/ artifacts")  # fmt: skip
     if w.cfg.task.name == "adder" or a is not None or b is not None:
         if a is None or b is None:
             raise UserError(f"{w.source} is an adder: give both a=<int> and b=<int>")

@@ -129,7 +129,7 @@ def copy_recall(w: Weights, symbols: str) -> list[str]:
     from rnnlab.tasks.copymemory import CopyTask, show
 
     if w.cfg.task.name != "copy":
-        raise UserError(f"{w.source} is a {w.cfg.task.name} model; symbols= is for copy runs")
+        raise UserError(f"{w.source} is a run of task {w.cfg.task.name}; symbols= is for copy runs")
     task = CopyTask(w.cfg, np.random.default_rng(0))
     want = task.parse(symbols)  # (S, 1), UserError for a bad string
     got = task.recall_symbols(w.params, want)[:, 0]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnlab.report import diagnostics as diag_section
+from rnnlab.report import memory as memory_section
 from rnnlab.report.figures import make_figures, search_figures
 from rnnlab.report.render import Report, RunSamples, to_html, to_markdown
 from rnnlab.report.select import Selection, select
@@ -112,6 +113,7 @@ def generate(
         trial_figures = search_figures(trials, keys, task, out_dir)
     samples = collect_samples(sel, t, samples_at or [])
     diagnostics = diag_section.build(sel, t, out_dir)  # Flags + Diagnostics (diag/ metrics)
+    memory = memory_section.build(sel, t, out_dir)  # Memory horizon: adding/copy over task.length
 
     commands = []
     if sel.parent is not None:
@@ -154,6 +156,7 @@ def generate(
         trials=trials,
         search_figures=trial_figures,
         diagnostics=diagnostics,
+        memory=memory,
     )
     (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
     html_path = out_dir / "report.html"

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from rnnlab.report.figures import CMAP, FigureFile, _order, _save, label, run_label
 from rnnlab.report.select import Selection
 from rnnlab.report.tables import Tables
+from rnnlab.tasks import TASKS
 
 SATURATION_LIMIT = 0.5  # more than half of the validation activations saturated
 WARM_GAP_NATS = 0.1  # |val/loss - val/loss_warm| beyond this: the zero state misleads
@@ -295,7 +296,7 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> DiagnosticsSection:
     def add(fig: Figure, name: str, title: str, caption: str) -> None:
         section.figures.append(FigureFile(name, title, caption, _save(fig, out_dir, name)))
 
-    tasks = [task for task in ("charrnn", "adder") if (t.runs["task"] == task).any()]
+    tasks = [task for task in TASKS if (t.runs["task"] == task).any()]
     for task in tasks:
         runs = t.runs[t.runs["task"] == task]
         s = f"_{task}" if len(tasks) > 1 else ""

@@ -47,6 +47,9 @@ STATES = {
 VAL_CURVES = {
     "charrnn": ("val/loss", "val/loss (nats/char)"),
     "adder": ("val/exact_acc", "val/exact_acc"),
+    "adding": ("val/mse", "val/mse"),
+    "copy": ("val/loss", "val/loss (nats/step)"),
+    "digits": ("val/acc", "val/acc"),
 }
 
 
@@ -225,7 +228,7 @@ def throughput(sel: Selection, t: Tables) -> Figure:
     ax.set_yticks(range(len(runs)), [run_label(r, t.swept) for _, r in runs.iterrows()],
                   fontsize=7)  # fmt: skip
     ax.invert_yaxis()  # rank 1 at the top
-    ax.set_xlabel("chars/s (adder: bits/s)")
+    ax.set_xlabel("chars/s (adder: bits/s; adding, copy, digits: steps/s)")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -413,15 +416,16 @@ def make_figures(
     def add(fig: Figure, name: str, title: str, caption: str) -> None:
         out.append(FigureFile(name, title, caption, _save(fig, out_dir, name)))
 
-    tasks = [task for task in ("charrnn", "adder") if (t.runs["task"] == task).any()]
+    tasks = [task for task in TASKS if (t.runs["task"] == task).any()]
     for task in tasks:
         suffix = f"_{task}" if len(tasks) > 1 else ""
-        add(curves(sel, t, "train/smooth_loss", "train/smooth_loss", task, task == "charrnn"),
+        log_y = task in ("charrnn", "adding")  # losses spanning decades
+        add(curves(sel, t, "train/smooth_loss", "train/smooth_loss", task, log_y),
             f"smooth_loss{suffix}.png", "Smoothed training loss",
             "train/smooth_loss of every run (EMA of the window loss, 0.999), coloured by "
             "the first swept parameter, line style by the second.")  # fmt: skip
         key, ylabel = VAL_CURVES[task]
-        add(curves(sel, t, key, ylabel, task, False), f"val{suffix}.png",
+        add(curves(sel, t, key, ylabel, task, task == "adding"), f"val{suffix}.png",
             f"Validation: {key}", f"{key} at every evaluation of every run.")  # fmt: skip
         runs = t.runs[t.runs["task"] == task]
         for column, ylabel, higher in TASKS[task].JUDGED.headline:

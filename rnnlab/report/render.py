@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from rnnlab.report import diagnostics as diag_section
+from rnnlab.report import memory as memory_section
 from rnnlab.report.figures import FigureFile
 from rnnlab.report.tables import Tables, fmt
 from rnnlab.tasks import TASKS
@@ -45,6 +46,7 @@ class Report:
     trials: pd.DataFrame | None = None  # a search's trials (rnnlab.sweeps.search.search_trials)
     search_figures: list[FigureFile] = field(default_factory=list)
     diagnostics: diag_section.DiagnosticsSection | None = None  # Flags + Diagnostics sections
+    memory: memory_section.MemorySection | None = None  # Memory horizon (task.length swept)
 
 
 def _swept_label(row: pd.Series, swept: list[str]) -> str:
@@ -253,6 +255,7 @@ def to_html(r: Report) -> str:
                             pruned=is_pruned(t)))  # fmt: skip
     parts.append("<h2>Figures</h2>")
     parts += [html_figure(f) for f in r.figures]
+    parts.append(memory_section.to_html(r.memory, html_figure, html_table))
     if r.diagnostics is not None:
         parts.append(diag_section.to_html(r.diagnostics, html_figure))
     if r.samples:
@@ -339,6 +342,7 @@ def to_markdown(r: Report) -> str:
     out += ["## Runs, ranked by the objective", "", md_table(*run_table(t)), ""]
     out += ["## Figures", ""]
     out += [line for f in r.figures for line in md_figure(f)]
+    out += memory_section.to_markdown(r.memory, md_figure, md_table)
     if r.diagnostics is not None:
         out += diag_section.to_markdown(r.diagnostics, md_figure, md_cell)
     if r.samples:

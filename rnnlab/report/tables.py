@@ -15,6 +15,10 @@ when a run of that task is selected):
 ``flags``              text: "h=0 fragile" when warm_gap > 0.25, "stopped early at N"
 ``final_val_exact_acc`` ``final/val_exact_acc``; ``best_val_exact_acc``: max of ``val/exact_acc``
 ``iters_to_100``       first iteration with every evaluation sum right (blank: never)
+``final_val_mse``, ``final_val_solved_frac`` (adding), ``final_val_loss``, ``final_val_copy_acc``
+                       (copy), ``final_val_acc`` (digits): the task's ``JUDGED.headline`` columns,
+                       each ``final/…`` as logged
+``iters_to_solve``     first evaluation that met the task's solved criterion (blank: never)
 ``chars_per_sec``      ``final/chars_per_sec``; ``wall_time_s``: ``final/wall_time_s``
 ``objective``          what sweeps minimise: the final value of the run's ``objective``
 ``trial``, ``trial_state``, ``pruned_at``  only in a search: the Optuna trial number, its state
@@ -53,6 +57,11 @@ METRIC_COLUMNS = (
     ("final_val_exact_acc", "adder"),
     ("best_val_exact_acc", "adder"),
     ("iters_to_100", "adder"),
+    ("final_val_mse", "adding"),
+    ("final_val_solved_frac", "adding"),
+    ("final_val_copy_acc", "copy"),
+    ("final_val_acc", "digits"),
+    ("iters_to_solve", None),
     ("stopped_early", None),
     ("final_smooth_loss", None),
     ("best_smooth_loss", None),
@@ -75,6 +84,11 @@ FORMATS = {
     "final_val_exact_acc": "{:.4f}",
     "best_val_exact_acc": "{:.4f}",
     "iters_to_100": "{:,.0f}",
+    "final_val_mse": "{:.4f}",
+    "final_val_solved_frac": "{:.3f}",
+    "final_val_copy_acc": "{:.3f}",
+    "final_val_acc": "{:.4f}",
+    "iters_to_solve": "{:,.0f}",
     "final_smooth_loss": "{:.4f}",
     "best_smooth_loss": "{:.4f}",
     "chars_per_sec": "{:,.0f}",
@@ -199,8 +213,17 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
         row["final_val_exact_acc"] = m.get("final/val_exact_acc", math.nan)
         row["best_val_exact_acc"] = _max(sel.history(rid, "val/exact_acc"))
         row["iters_to_100"] = m.get("iters_to_100", math.nan)
+    elif (task_judged := judged(task)) is not None:  # the columns the task leads with
+        for column, _, _ in task_judged.headline:
+            row[column] = m.get(headline_metric(column), math.nan)
     row["objective"] = run_objective_value(run)
     return row
+
+
+def headline_metric(column: str) -> str:
+    """A headline column's metric: ``final_val_mse`` → ``final/val_mse``; ``iters_to_solve``
+    is logged under its own name."""
+    return column.replace("final_", "final/", 1) if column.startswith("final_") else column
 
 
 def run_objective_value(run) -> float:
@@ -224,7 +247,8 @@ def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:
 
 def sort_keys(df: pd.DataFrame) -> list[str]:
     """Objective first; ties (e.g. every adder at 100 %) broken by speed, then smooth loss."""
-    return [k for k in ("objective", "iters_to_100", "final_smooth_loss") if k in df]
+    return [k for k in ("objective", "iters_to_100", "iters_to_solve", "final_smooth_loss")
+            if k in df]  # fmt: skip
 
 
 @dataclass

@@ -211,6 +211,23 @@ def _preflight_resume(cfg: Config, overrides: list[str], multirun: bool) -> None
         raise UserError(str(e)) from None
 
 
+def study_params(config_name: str, first: list[str], overrides: list[str]) -> list[str]:
+    """The basic sweeper's ``params`` a config file sets (a study's grid, e.g.
+    conf/study/memory_horizon.yaml) as overrides, leaving out the keys the command line sets
+    (Hydra's basic sweeper lets those win); [] when the file sets none or another sweeper runs.
+    ``first``: one variant of the command line, to compose with."""
+    try:
+        composed = compose(config_name=config_name, overrides=first, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return []  # the variant loop below names the problem
+    sweeper = composed.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    params = sweeper.get("params") or {}
+    return [f"{k}={v}" for k, v in params.items() if str(k) not in given]
+
+
 def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
     """Raise UserError (a ConfigError among them) for the first bad value on this command line."""
     args = get_args_parser().parse_args(argv)
@@ -226,11 +243,18 @@ def preflight(config_dir: str, config_name: str, argv: list[str]) -> None:
     try:
         register_configs()  # the schema config.yaml extends
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            name = args.config_name or config_name
+            grid = study_params(name, variants[0], args.overrides) if args.multirun else []
+            if grid:  # a study's grid (+study=...): its values are checked like the command's
+                try:
+                    variants = expand(grid + args.overrides, True)
+                except OverrideParseException as e:
+                    raise UserError(_explain(e, {})) from None
             for overrides in variants:
                 by_key = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
                 try:
-                    composed = compose(config_name=args.config_name or config_name,
-                                       overrides=overrides, return_hydra_config=True)  # fmt: skip
+                    composed = compose(config_name=name, overrides=overrides,
+                                       return_hydra_config=True)  # fmt: skip
                     composed = without_hydra(composed)  # ${hydra:runtime.cwd} resolves
                     check_keys(composed, by_key)
                     cfg = to_config(composed)

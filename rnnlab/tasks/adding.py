@@ -76,6 +76,12 @@ class AddingTask(SequenceTask):
         return 2, 1, cfg.task.length
 
     @staticmethod
+    def lag(cfg: Config) -> int:
+        """How far back, in steps from the last, an input can decide the target: T − 1 (the
+        first marker may sit at step 0)."""
+        return cfg.task.length - 1
+
+    @staticmethod
     def fixed_data(cfg: Config) -> tuple[str, bytes, dict[str, str]]:
         """(name, bytes, generator tags) of the held-out set: what a run records as its data."""
         T = cfg.task.length

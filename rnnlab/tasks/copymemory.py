@@ -80,6 +80,12 @@ class CopyTask(SequenceTask):
         return t.alphabet + 2, t.alphabet + 1, t.length + 2 * t.copy_symbols
 
     @staticmethod
+    def lag(cfg: Config) -> int:
+        """How far back, in steps from the last, an input decides a target: T + S (the last
+        symbol, at step S − 1, is recalled at the last step, T + 2S − 1)."""
+        return cfg.task.length + cfg.task.copy_symbols
+
+    @staticmethod
     def fixed_data(cfg: Config) -> tuple[str, bytes, dict[str, str]]:
         """(name, bytes, generator tags) of the held-out set: what a run records as its data."""
         t = cfg.task
