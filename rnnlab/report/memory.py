@@ -80,17 +80,17 @@ def needed(share: float, n: int) -> int:
 
 
 def group_keys(sel: Selection, t: Tables, task: str) -> list[str]:
-    """The swept keys that vary between the runs of ``task`` (the cell, in the study) besides
-    the length and the seed: a key that varies only because the task does (task.loss) does not
-    split a task's runs."""
+    """The cell, then the swept keys that vary between the runs of ``task`` besides the length
+    and the seed: a key that varies only because the task does (task.loss) does not split a
+    task's runs."""
     params = [sel.params(r) for r in sel.runs]
     mine = [p for p in params if p.get("task.name") == task]
-    return [k for k in t.swept if k not in FIXED and len({repr(p.get(k)) for p in mine}) > 1]
+    varying = [k for k in t.swept if k not in (*FIXED, "cell")
+               and len({repr(p.get(k)) for p in mine}) > 1]  # fmt: skip
+    return ["cell", *varying]
 
 
 def group_label(params: dict, keys: list[str]) -> str:
-    if not keys:
-        return "all runs"
     if len(keys) == 1:
         return str(params.get(keys[0]))
     return " ".join(f"{k.split('.')[-1]}={params.get(k)}" for k in keys)
