@@ -13,7 +13,8 @@ in the memory-horizon study) and, per group and T:
   it the largest T at which as many seeds beat the baseline (final metric ≤ ``BEATEN`` × the
   baseline): a network that beats it remembers something, one at it remembers nothing;
 - the gradient flow at the first evaluation of the group's runs at its longest T (the curves
-  every run logs under ``diagnostics/``), normalised by its value at d = 1: how much of the loss's
+  every run logs under ``diagnostics/``; the LSTM's cell state c, the others' h), normalised by
+  its value at d = 1: how much of the loss's
   gradient reaches d steps back — in particular back to the horizon's lag, the distance at which
   an input decides the last step's target (the task's ``lag``: T − 1 for adding, T + 10 for
   copy) — and the distance where it falls below ``FADED`` of it.
@@ -48,6 +49,7 @@ from rnnlab.tasks.judging import metric_key
 
 SOLVED_SHARE = 2 / 3  # a T counts as solved by a group when this share of its seeds solved it
 BEATEN = 0.9  # a run beats the baseline when its final metric is at most this share of it
+FLOOR = 1e-24  # the gradient-flow figure's lowest value: far below FADED, the curves are gone
 FADED = 1e-3  # the gradient has faded at d once ‖∂L_T/∂h_{T−d}‖ < FADED · ‖∂L_T/∂h_{T−1}‖
 FIXED = ("task.name", "task.length", "seed")  # what a group's runs may differ in
 
@@ -66,6 +68,8 @@ class TaskHorizon:
     longest: dict[str, int]  # group -> the largest T it ran
     grad: dict[str, np.ndarray] = field(default_factory=dict)  # group -> (d, ratio) (2, W)
     faded: dict[str, int | None] = field(default_factory=dict)  # group -> d where ratio < FADED
+    grad_last: dict[str, np.ndarray] = field(default_factory=dict)  # the same, last evaluation
+    faded_last: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,16 +163,20 @@ def lag_at(task: str, params: dict, T: float | None) -> int | None:
     return int(TASKS[task].lag(cfg))
 
 
-def first_curve(sel: Selection, run_ids: list[str]) -> np.ndarray | None:
-    """(d, ratio) (2, W): the top layer's gradient flow at the first evaluation, each run's
+def flow_curve(sel: Selection, run_ids: list[str], last: bool = False) -> np.ndarray | None:
+    """(d, ratio) (2, W): the top layer's gradient flow at the first (``last``: the last)
+    evaluation, each run's
     normalised by its d = 1 value, geometric mean over the runs (curves that underflow to 0
-    are left out at those d)."""
+    are left out at those d). For the LSTM the curve of its cell state c, where it keeps its
+    memory (‖∂L_T/∂c_(T−d)‖, through h and c); every other cell's h."""
     logs = []
     for rid in run_ids:
-        layers = grad_flow_layers(sel, rid)["h"]
+        flows = grad_flow_layers(sel, rid)
+        layers = flows["c"] or flows["h"]
         if not layers or not layers[-1]:
             continue
-        points = layers[-1][min(layers[-1])]  # {iteration: [(d, g)]}: the first evaluation
+        pick = max if last else min
+        points = layers[-1][pick(layers[-1])]  # {iteration: [(d, g)]}: the first or last one
         d = np.array([p[0] for p in points])
         g = np.array([p[1] for p in points], dtype=np.float64)
         if g[0] <= 0:
@@ -217,12 +225,15 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> MemorySection | None:
             th.lags[group] = lag_at(task, some_run, th.horizons[group])
             th.longest[group] = int(g["T"].max())
             at_longest = mine[(mine["group"] == group) & (mine["T"] == th.longest[group])]
-            th.grad[group] = first_curve(sel, list(at_longest["run_id"]))
+            ids = list(at_longest["run_id"])
+            th.grad[group], th.grad_last[group] = flow_curve(sel, ids), flow_curve(sel, ids, True)
             th.faded[group] = faded_at(th.grad[group])
+            th.faded_last[group] = faded_at(th.grad_last[group])
         section.tasks.append(th)
         rows = rows.assign(task=task, horizon=rows["group"].map(th.horizons),
                            beats_baseline_up_to=rows["group"].map(th.beaten),
-                           gradient_faded_at=rows["group"].map(th.faded))  # fmt: skip
+                           gradient_faded_at=rows["group"].map(th.faded),
+                           gradient_faded_at_last=rows["group"].map(th.faded_last))  # fmt: skip
         tables.append(rows)
         add = _adder(section, out_dir)
         add(_metric_figure(th, colours), f"horizon_{task}.png",
@@ -237,9 +248,11 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> MemorySection | None:
             "a T no seed solved has no point.")  # fmt: skip
         if any(c is not None for c in th.grad.values()):
             add(_grad_figure(th, colours), f"horizon_grad_flow_{task}.png",
-                f"Memory horizon: {task}, gradient flow at the first evaluation",
-                "‖∂L_T/∂h_(T−d)‖ / ‖∂L_T/∂h_(T−1)‖ of each group's runs at its longest T "
-                "(geometric mean over seeds), at the first evaluation; dotted verticals: the lag "
+                f"Memory horizon: {task}, gradient flow at the first and last evaluation",
+                "‖∂L_T/∂h_(T−d)‖ / ‖∂L_T/∂h_(T−1)‖ (the LSTM: its cell state c) of each group's "
+                "runs at its longest T (geometric mean over seeds): solid at the first "
+                "evaluation, dashed at the last (a run stopped once solved: where it solved); "
+                "dotted verticals: the lag "
                 "at each group's horizon (how far back an input decides the last target there); "
                 f"grey: {FADED:g}, where the gradient counts as faded."
                 )  # fmt: skip
@@ -315,20 +328,25 @@ def _grad_figure(th: TaskHorizon, colours: dict) -> Figure:
     fig = Figure(figsize=(7, 3.8))
     ax = fig.add_subplot()
     for group, curve in th.grad.items():
-        if curve is None:
-            continue
-        ok = np.isfinite(curve[1]) & (curve[1] > 0)
         c = colours[group]
-        ax.plot(curve[0, ok], curve[1, ok], color=c, lw=1.3,
-                label=f"{group} (T = {th.longest[group]})")  # fmt: skip
+        for k, (points, style) in enumerate(((curve, "-"), (th.grad_last.get(group), "--"))):
+            if points is None:
+                continue
+            ok = np.isfinite(points[1]) & (points[1] > 0)
+            name = f"{group} (T = {th.longest[group]})" if k == 0 else None
+            ax.plot(points[0, ok], points[1, ok], color=c, lw=1.3, ls=style, label=name)
         if th.lags.get(group):
             ax.axvline(th.lags[group], color=c, ls=":", lw=1.4)
     ax.axhline(FADED, color="0.6", lw=0.8)
+    ax.plot([], [], color="0.3", ls="-", label="first evaluation")
+    ax.plot([], [], color="0.3", ls="--", label="last evaluation")
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, FLOOR), max(hi, 2.0))  # below FLOOR every curve is simply gone
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("steps back from the loss, d")
-    ax.set_ylabel("‖∂L_T/∂h_(T−d)‖ ÷ its value at d = 1")
+    ax.set_ylabel("‖∂L_T/∂h_(T−d)‖ (LSTM: c) ÷ value at d = 1")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, framealpha=0.8)
@@ -361,19 +379,24 @@ def tables(th: TaskHorizon) -> list[tuple[str, list[str], list[list[str]]]]:
     metric_fmt = "{:.4f}" if th.metric.endswith("mse") else "{:.3f}"
     out = []
     head = ["group", "horizon T (solved)", f"beats the baseline (≤ {BEATEN:g}×) up to T",
-            "lag d at the horizon", "gradient left at d (first evaluation, ÷ d = 1)",
-            f"d where it falls below {FADED:g}"]  # fmt: skip
+            "lag d at the horizon", "gradient left at d (÷ d = 1; LSTM: c), first → last "
+            "evaluation", f"d where it falls below {FADED:g}, first → last"]  # fmt: skip
     rows = []
+
+    def left_at(curve, lag) -> str:
+        if curve is None or lag is None or lag > curve[0, -1]:
+            return "–"
+        return f"{curve[1, int(np.searchsorted(curve[0], lag))]:.1e}"
+
+    def fades(curve, d) -> str:
+        return str(d) if d else f"beyond {int(curve[0, -1])}" if curve is not None else "–"
+
     for g in groups:
-        curve, lag = th.grad.get(g), th.lags.get(g)
-        left = "–"
-        if curve is not None and lag is not None and lag <= curve[0, -1]:
-            left = f"{curve[1, int(np.searchsorted(curve[0], lag))]:.1e}"
-        faded = th.faded.get(g)
-        beyond = f"beyond {int(curve[0, -1])}" if curve is not None else "–"
+        first, last, lag = th.grad.get(g), th.grad_last.get(g), th.lags.get(g)
         beat = horizon_text(th, g, th.beaten.get(g)) if th.beaten.get(g) else "none"
-        rows.append([g, horizon_text(th, g), beat, str(lag) if lag else "–", left,
-                     str(faded) if faded else beyond])  # fmt: skip
+        fade = f"{fades(first, th.faded.get(g))} → {fades(last, th.faded_last.get(g))}"
+        rows.append([g, horizon_text(th, g), beat, str(lag) if lag else "–",
+                     f"{left_at(first, lag)} → {left_at(last, lag)}", fade])  # fmt: skip
     out.append((f"{th.task}: horizon and gradient", head, rows))
     head = ["group", *[f"T={T:g}" for T in Ts]]
     rows = []
