@@ -6,13 +6,19 @@ task refuse in one line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from helpers.processes import run_cli
 from helpers.stop_at import StopAt
 from mlflow.tracking import MlflowClient
 
 from rnnlab import inspect, sample, score
+from rnnlab.analysis.viewer import sequence_analysis
+from rnnlab.inference.weights import load_weights
 from rnnlab.sweeps.compose import compose
+from rnnlab.tasks import TASKS
 from rnnlab.training import checkpoint
 from rnnlab.training.loop import Interrupted, train
 from rnnlab.training.tracker import MemoryTracker
@@ -82,10 +88,17 @@ def test_a_tracked_run_records_its_data_diagnostics_and_page(adding_run, capsys)
     assert "diag/grad_decay" in m and "diag/saturation/z" in m  # the GRU's gates too
     artifacts = [f.path for f in client.list_artifacts(run_id, "diagnostics")]
     assert artifacts and all(p.endswith(".csv") for p in artifacts)
-    client.download_artifacts(run_id, "inspect/index.html", str(folder))
-    logged = (folder / "inspect" / "index.html").read_text(encoding="utf-8")
+    local = client.download_artifacts(run_id, "inspect/index.html", str(folder))
+    logged = Path(local).read_text(encoding="utf-8")
     for feature in ("a marker has been seen", "running sum of the marked values"):
         assert f"most correlated with “{feature}”" in logged
+    # the analogue of the adder's carry neuron: units that hold "a marker has been seen" and the
+    # running sum, in a network that solved the task (an unsolved vanilla RNN: |r| ≈ 0.5-0.6)
+    w = load_weights(max(folder.glob("outputs/**/checkpoints/iter_*.npz")))
+    analysis = sequence_analysis(TASKS["adding"](w.cfg, np.random.default_rng(0)), w.params)
+    best = {feature: abs(r) for feature, _, r in analysis.feature_table}
+    print({k: round(v, 3) for k, v in best.items()})
+    assert best["a marker has been seen"] > 0.8 and best["running sum of the marked values"] > 0.8
     # the command writes the page from the run's weights; text= means nothing here
     page = folder / "page.html"
     where = [f"run_id={run_id}", f"tracking_uri={store}"]
