@@ -34,7 +34,7 @@ def test_the_gradient_fades_where_it_first_drops_below_a_thousandth():
 @pytest.mark.slow
 def test_the_study_file_runs_and_its_report_agrees_with_the_runs(tmp_path):
     done = sweep(tmp_path, ["+study=memory_horizon", "task=adding", "task.length=4,8",
-                            "cell=gru", "iterations=400", "eval_every=50",
+                            "cell=gru", "iterations=200", "eval_every=50",
                             "task.eval_size=100"])  # fmt: skip
     out = report_dir(done, tmp_path)
     client, parent = parent_of(tmp_path)
