@@ -1,7 +1,10 @@
-"""The gated cells, one layer at a time: GRU and LSTM recurrences and their BPTT, in numpy.
+"""The recurrent cells in numpy, one layer at a time: the vanilla, GRU and LSTM recurrences and
+their BPTT — the reference every compiled kernel (``rnnlab.engine.fused``) is tested against.
 
-Equations, gate orders and weight layouts are PyTorch's (``torch.nn.GRU`` / ``torch.nn.LSTM``),
-so exported weights mean the same thing there. For a layer with input x_t (D,) and state h (H,):
+The vanilla cell is min-char-rnn's, ``h' = act(W_xh x_t + W_hh h + b_h)`` with act tanh or σ. The
+gated cells' equations, gate orders and weight layouts are PyTorch's (``torch.nn.GRU`` /
+``torch.nn.LSTM``), so exported weights mean the same thing there. For a layer with input x_t (D,)
+and state h (H,):
 
     LSTM  gates i, f, g, o:  [i f g o] = W_ih x_t + b_ih + W_hh h + b_hh      W_ih (4H, D)
           i, f, o = σ(·), g = tanh(·);  c' = f ⊙ c + i ⊙ g;  h' = o ⊙ tanh(c')
@@ -17,11 +20,13 @@ w.r.t. the projected inputs, w.r.t. the recurrent pre-activations ``W_hh h + b_h
 engine makes dW_hh and db_hh), and w.r.t. the initial state. Arrays are time-major (T, B, ·);
 per-gate arrays (T, K, B, H), K gates (see ``_steps``).
 
-Nothing here does I/O, reads config or keeps state between calls.
+Nothing here does I/O, reads config or keeps state between calls. Not here: the compiled kernels
+(``rnnlab.engine.fused``), the skeleton and the heads (``rnnlab.engine.rnn``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +57,25 @@ def project(W: np.ndarray, b: np.ndarray, x: np.ndarray, out: np.ndarray) -> Non
     else:
         np.matmul(x.astype(W.dtype, copy=False), W.T, out=out)
         out += b
+
+
+def _tanh_grad(h: np.ndarray) -> np.ndarray:
+    """tanh'(z) written through h = tanh(z): 1 - h²."""
+    d = np.multiply(h, h)
+    return np.subtract(1.0, d, out=d)  # in place: one temporary, not two
+
+
+def _sigmoid_grad(h: np.ndarray) -> np.ndarray:
+    """sigmoid'(z) written through h = sigmoid(z): h (1 - h)."""
+    d = np.subtract(1.0, h)
+    return np.multiply(d, h, out=d)
+
+
+# the vanilla cell's activation -> (function(z, out), derivative written in terms of the output h)
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "tanh": (np.tanh, _tanh_grad),
+    "sigmoid": (sigmoid, _sigmoid_grad),
+}
 
 
 @dataclass
@@ -172,6 +196,49 @@ def _recurrent_back_views(W: np.ndarray, dgates: np.ndarray, dh: np.ndarray) -> 
     parts = np.empty((K, B, H), dtype=dh.dtype)
     W3 = W.reshape(K, H, H)
     return np.matmul, [(dgates[t], W3, parts) for t in range(T)], parts
+
+
+# --- vanilla -------------------------------------------------------------------------------------
+
+
+def rnn_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> Layer:
+    """One vanilla layer over a window: h_t = act(Wxh x_t + Whh h_{t-1} + bh). x: (T, B) or
+    (T, B, D); state0: (1, B, H); ``b_rec`` unused (the vanilla cell has one bias)."""
+    act, _ = ACTIVATIONS[activation]
+    T, B = x.shape[:2]
+    hs = np.empty((T + 1, B, Whh.shape[0]), dtype=Wxh.dtype)
+    hs[0] = state0[0]
+    # Input projections plus bh for every step at once, written into hs[1:]; the loop then adds
+    # the recurrent term in place.
+    project(Wxh, bh, x, hs[1:])
+    WhhT = np.ascontiguousarray(Whh.T)  # contiguous rows make each step's small GEMM faster
+    z = np.empty_like(hs[0])  # (B, H) pre-activation, reused every step
+    h = list(hs)  # views made once: indexing inside the loop costs as much as the math at B=1
+    for t in range(T):
+        # The sequential part: one (B, H) @ (H, H) product and the nonlinearity per step,
+        # three numpy calls writing into existing buffers (positional ``out``: fewer checks).
+        np.dot(h[t], WhhT, z)
+        np.add(z, h[t + 1], z)  # h[t+1] holds Wxh x_t + bh until overwritten
+        act(z, h[t + 1])
+    return Layer(hs=hs, state=hs[-1][None])
+
+
+def rnn_backward(layer: Layer, Whh, dz, activation, trace=None):
+    """BPTT through one vanilla layer. dz: (T, B, H) gradient at each output h_t from above,
+    turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H)). ``trace`` (T, B, H),
+    when given, receives d loss / d h_t (its output + the future) of every step."""
+    _, dact = ACTIVATIONS[activation]
+    hs = layer.hs
+    T, B, H = dz.shape
+    dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t
+    dhnext = np.zeros((B, H), dtype=hs.dtype)  # gradient arriving at h_t from step t+1
+    dzs, dhdzs = list(dz), list(dhdz)  # per-step views, made once
+    dhs = dzs if trace is None else list(trace)  # without a trace: in place, as before
+    for t in reversed(range(T)):
+        np.add(dzs[t], dhnext, dhs[t])  # backprop into h_t: its output + the future
+        np.multiply(dhs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
+        np.dot(dzs[t], Whh, dhnext)  # into h_{t-1}
+    return dz, dz, dhnext[None]
 
 
 # --- LSTM ---------------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
-"""The gated cells at B > 1 through compiled kernels: the same math, layouts and results as
+"""Every cell's window loop through compiled kernels: the same math, layouts and results as
 ``rnnlab.engine.cells`` (the numpy reference), a window's sequential loop run by numba.
 
-``gru_forward`` / ``gru_backward`` / ``lstm_forward`` / ``lstm_backward`` take and return what
-their namesakes in ``rnnlab.engine.cells`` do, so the engine's skeleton (input projection, layers,
-dropout, head, the weight gradients in ``rnn.backward``) and everything reading a
-``cells.Layer`` (``cells.gate_block``, the diagnostics) are unchanged. At B = 1 they are the
-numpy cells (which meet their speed target there). At B > 1 the per-gate arrays are
-batch-major (T, B, K·H) instead of the numpy cells' gate-major memory: each step's gates are
-one (B, K·H) block for the step's product, and the gate gradients come back as (T, B, G), which
-the engine reads as (T·B, G) rows — one GEMM for dW_hh, the ``scatter_columns`` below for dW_ih.
+``rnn_forward`` / ``rnn_backward`` / ``gru_forward`` / ``gru_backward`` / ``lstm_forward`` /
+``lstm_backward`` take and return what their namesakes in ``rnnlab.engine.cells`` do, so the
+engine's skeleton (input projection, layers, dropout, head, the weight gradients in
+``rnn.backward``) and everything reading a ``cells.Layer`` (``cells.gate_block``, the diagnostics)
+are unchanged. Where the kernels run (``compiled``): every cell at B = 1, where the numpy cells
+spend most of a window in per-call overhead (one small GEMV and a few elementwise calls per
+step); the gated cells at B > 1 too. The vanilla cell at B > 1 stays the numpy cell: three calls
+per step around a (B, H) @ (H, H) product are already near its bound.
+
+The gated kernels keep per-gate arrays batch-major (T, B, K·H) instead of the numpy cells'
+gate-major memory: each step's gates are one (B, K·H) block for the step's product, and the gate
+gradients come back as (T, B, G), which the engine reads as (T·B, G) rows — one GEMM for dW_hh, the
+``scatter_columns`` below for dW_ih. (At B = 1 that is the numpy cells' own step-major layout.)
 ``Layer.saved["acts"]`` is still a (T, K, B, H) view (what ``cells.gate_block`` reads); a
 backward pass must be given the same path's forward (the GRU keeps ``hn`` (T, B, H), W_hn
 h + b_hn, instead of the numpy cell's ``hh`` and ``hmn``).
@@ -19,8 +24,10 @@ float32 uses a rational approximation of tanh (``fused_kernels.fast_tanh``, |err
 tested over a dense grid), so it agrees with the numpy cells to ~1e-6 relative after a window.
 Deterministic: the same inputs give the same bits on every run.
 
-numba is imported on the first call at B > 1 (~0.2 s CPU, plus compiling or loading the cached
-kernels): a vanilla run, every CLI start and every B = 1 gated run never pay for it.
+numba is imported on a process's first window through a kernel: ~0.2 s CPU plus loading the
+cached kernels (``cache=True``, under ``__pycache__``; compiling them the first time costs a
+cold process more, see docs/benchmarks.md). A process that trains nothing (every CLI start
+before its first window, the report) never pays for it.
 """
 
 from __future__ import annotations
@@ -117,31 +124,44 @@ def _batch_major(a: np.ndarray) -> np.ndarray:
     return a.transpose(0, 2, 1, 3).reshape(T, B, K * H)  # a view: the memory is this order
 
 
+SCATTER_INTO_COLUMNS = 48  # below this many steps (measured), scatter into dW's columns directly
+
+
 def scatter_columns(sym: np.ndarray, dz: np.ndarray, dW: np.ndarray, db: np.ndarray) -> None:
     """dW[:, s] = sum of dz[n] over the steps n whose input symbol was s (0 for unseen s) and
     db = the sum of every dz[n]. sym: (N,) ints, dz: (N, G), dW: (G, V), db (G,), written in
     place (``rnn._scatter_columns`` and the bias's GEMV, in one compiled pass over the rows)."""
     V, G = dW.shape[1], dz.shape[1]
+    sym, dz = np.ascontiguousarray(sym, dtype=np.intp), np.ascontiguousarray(dz)
+    if sym.shape[0] < SCATTER_INTO_COLUMNS and dW.flags.c_contiguous and db.flags.c_contiguous:
+        kernels().scatter_columns(sym, dz, dW, db)
+        return
     dWT, total = np.empty((V, G), dtype=dz.dtype), np.empty(G, dtype=dz.dtype)
-    kernels().scatter_rows(
-        np.ascontiguousarray(sym, dtype=np.intp), np.ascontiguousarray(dz), dWT, total
-    )
+    kernels().scatter_rows(sym, dz, dWT, total)
     dW[...] = dWT.T
     db[...] = total
 
 
+KERNEL_CELLS = ("rnn", "gru", "lstm")  # the cells with compiled window loops
+
+
+def compiled(cell: str, batch_size: int) -> bool:
+    """Whether ``cell``'s layers run through the kernels here at this batch size (the engine's
+    default path; ``reference=True`` runs the numpy cells regardless)."""
+    return cell in KERNEL_CELLS and (batch_size == 1 or cell != "rnn")
+
+
 def clip_and_update(spec, batch_size: int, optimizer, clip, clip_norm):
-    """For a training step that runs the kernels (a gated cell at B > 1) with elementwise
-    clipping and Adagrad (min-char-rnn's update, the char-RNN's default): a function
-    ``update(params, grad)`` doing ``optim.clip_elementwise`` then ``optimizer.step`` in one
-    compiled pass, with the same bits (tested); None for every other step, which keeps the
-    numpy calls (the vanilla cell never loads numba). ~80 µs → ~20 µs for a GRU's 62,680
-    float32 parameters, ~3% of its B=32 window."""
+    """For a training step with elementwise clipping and Adagrad (min-char-rnn's update, the
+    char-RNN's default) on a cell the kernels run: a function ``update(params, grad)`` doing
+    ``optim.clip_elementwise`` then ``optimizer.step`` in one compiled pass, with the same bits
+    (tested); None for every other step, which keeps the numpy calls. ~80 µs → ~20 µs for a
+    GRU's 62,680 float32 parameters, ~3% of its B=32 window; at B = 1 float64 a vanilla
+    window's clip and update cost about as much as its steps."""
     from rnnlab.engine.optim import Adagrad
 
     if (
-        spec.cell == "rnn"
-        or batch_size == 1
+        not compiled(spec.cell, batch_size)
         or type(optimizer) is not Adagrad
         or optimizer.weight_decay
         or clip is None
@@ -160,18 +180,88 @@ def clip_and_update(spec, batch_size: int, optimizer, clip, clip_norm):
     return update
 
 
+# --- one stream (B = 1) --------------------------------------------------------------------------
+
+
+def _one_stream_inputs(W: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The B = 1 kernels' (Wx, rows): step t's input pre-activation is Wx[:, rows[t]] + b. x:
+    (T, 1) int symbols, read as columns of W (G, V) itself, or (T, 1, D) floats, whose (T, G)
+    projection (one GEMM) is read through its transpose."""
+    T = x.shape[0]
+    if x.dtype.kind in "iu":
+        rows = np.ascontiguousarray(x[:, 0], dtype=np.intp)
+        if not kernels().rows_in_range(rows, W.shape[1]):
+            V = W.shape[1]
+            raise IndexError(f"input symbols must be in [0, {V}); got {x.min()}..{x.max()}")
+        return W, rows
+    proj = np.matmul(x.reshape(T, -1).astype(W.dtype, copy=False), W.T)  # (T, G)
+    return proj.T, np.arange(T, dtype=np.intp)
+
+
+def _one_stream_states(state0: np.ndarray, T: int, H: int, dt) -> np.ndarray:
+    """(S, T+1, 1, H): each of the S state arrays of one stream over a window, step 0 set from
+    state0 (S, 1, H)."""
+    states = np.empty((state0.shape[0], T + 1, 1, H), dtype=dt)
+    states[:, 0] = state0
+    return states
+
+
+# --- vanilla ------------------------------------------------------------------------------------
+
+
+def rnn_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Layer:
+    """cells.rnn_forward, through the kernel at B = 1."""
+    T, B = x.shape[:2]
+    if B > 1:
+        return cells.rnn_forward(Wxh, bh, Whh, b_rec, x, state0, activation)
+    H = Whh.shape[0]
+    dt = Wxh.dtype
+    (hs,) = _one_stream_states(state0, T, H, dt)
+    kernels().rnn_forward1(
+        *_one_stream_inputs(Wxh, x), bh, np.ascontiguousarray(Whh), hs.reshape(T + 1, H),
+        np.empty(H, dt), activation == "tanh",
+    )  # fmt: skip
+    return cells.Layer(hs=hs, state=hs[-1][None])
+
+
+def rnn_backward(layer: cells.Layer, Whh: np.ndarray, dz: np.ndarray, activation, trace=None):
+    """cells.rnn_backward, through the kernel at B = 1 (given this module's forward)."""
+    T, B, H = dz.shape
+    if B > 1:
+        return cells.rnn_backward(layer, Whh, dz, activation, trace)
+    work = _writable(dz, (T, 1, H))
+    out = work if trace is None else _writable(trace, (T, 1, H))
+    dhnext = np.zeros((1, 1, H), dtype=dz.dtype)
+    kernels().rnn_backward1(
+        layer.hs.reshape(T + 1, H), np.ascontiguousarray(Whh), work.reshape(T, H),
+        trace is not None, out.reshape(T, H), dhnext.reshape(H), activation == "tanh",
+    )  # fmt: skip
+    if work is not dz:
+        dz[...] = work
+    if trace is not None and out is not trace:
+        trace[...] = out
+    return dz, dz, dhnext
+
+
 # --- GRU ----------------------------------------------------------------------------------------
 
 
 def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.Layer:
-    """cells.gru_forward, through the kernel at B > 1."""
+    """cells.gru_forward, through the kernels."""
     T, B = x.shape[:2]
-    if B == 1:
-        return cells.gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation)
     H = W_hh.shape[1]
     dt = W_hh.dtype
     b = b_ih.copy()
     b[: 2 * H] += b_hh[: 2 * H]  # b_hr, b_hz add outside r ⊙ (...): fold them in once
+    if B == 1:
+        (hs,) = _one_stream_states(state0, T, H, dt)
+        acts, hn = np.empty((T, 1, 3 * H), dtype=dt), np.empty((T, 1, H), dtype=dt)
+        kernels().gru_forward1(
+            *_one_stream_inputs(W_ih, x), b, np.ascontiguousarray(W_hh), b_hh[2 * H :].copy(),
+            hs.reshape(T + 1, H), acts.reshape(T, 3 * H), hn.reshape(T, H), np.empty(3 * H, dt),
+        )  # fmt: skip
+        saved = {"acts": _per_gate(acts, 3), "hn": hn}
+        return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved=saved)
     blocks = ((0, 2 * H, 0.5), (2 * H, 3 * H, 1.0))  # σ(a) = ½ + ½ tanh(a/2): r, z rows halved
     table, rows = _input_rows(W_ih, b, blocks, x)
     WT = _transposed(W_hh, blocks)  # (H, 3H)
@@ -187,11 +277,9 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.Lay
 
 
 def gru_backward(layer: cells.Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None):
-    """cells.gru_backward, through the kernel at B > 1 (given this module's forward); the
-    gradients come back batch-major, (T, B, 3H) each."""
+    """cells.gru_backward, through the kernel (given this module's forward); the gradients come
+    back batch-major, (T, B, 3H) each."""
     T, B, H = dh.shape
-    if B == 1:
-        return cells.gru_backward(layer, W_hh, dh, activation, trace)
     dt = dh.dtype
     dh = cells.backward_buffer(dh, trace)
     dproj, drec = np.empty((T, B, 3 * H), dtype=dt), np.empty((T, B, 3 * H), dtype=dt)
@@ -211,12 +299,23 @@ def gru_backward(layer: cells.Layer, W_hh: np.ndarray, dh: np.ndarray, activatio
 
 
 def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.Layer:
-    """cells.lstm_forward, through the kernel at B > 1."""
+    """cells.lstm_forward, through the kernels."""
     T, B = x.shape[:2]
-    if B == 1:
-        return cells.lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation)
     H = W_hh.shape[1]
     dt = W_hh.dtype
+    if B == 1:
+        (hs, cs), acts = _one_stream_states(state0, T, H, dt), np.empty((T, 1, 4 * H), dtype=dt)
+        kernels().lstm_forward1(
+            *_one_stream_inputs(W_ih, x), b_ih + b_hh, np.ascontiguousarray(W_hh),
+            hs.reshape(T + 1, H), cs.reshape(T + 1, H), acts.reshape(T, 4 * H),
+            np.empty(4 * H, dt),
+        )  # fmt: skip
+        return cells.Layer(
+            hs=hs,
+            state=np.stack([hs[-1], cs[-1]]),  # (2, 1, H)
+            saved={"acts": _per_gate(acts, 4), "cs": cs},  # o i f g, as the kernels at B > 1
+            gate_order=(1, 2, 3, 0),
+        )
     blocks = tuple(cells._lstm_rows(H, 0.5))  # the internal gate order o i f g, σ rows halved
     table, rows = _input_rows(W_ih, b_ih + b_hh, blocks, x)
     # W_hh^T's o i and f g columns (σ halved), (H, 2H) each
@@ -241,11 +340,9 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.La
 def lstm_backward(
     layer: cells.Layer, W_hh: np.ndarray, dh: np.ndarray, activation=None, trace=None, c_trace=None
 ):
-    """cells.lstm_backward, through the kernel at B > 1; the gate gradients come back
-    batch-major, (T, B, 4H) in PyTorch's order i f g o."""
+    """cells.lstm_backward, through the kernel; the gate gradients come back batch-major,
+    (T, B, 4H) in PyTorch's order i f g o."""
     T, B, H = dh.shape
-    if B == 1:
-        return cells.lstm_backward(layer, W_hh, dh, activation, trace, c_trace)
     dt = dh.dtype
     dh = cells.backward_buffer(dh, trace)
     dG = np.empty((T, B, 4 * H), dtype=dt)
@@ -256,12 +353,20 @@ def lstm_backward(
     else:  # the kernel writes all of it when keep (one trace asked for), none of it otherwise
         c_out = np.empty((T, B, H if keep else 1), dtype=dt)
     acts = _batch_major(layer.saved["acts"])
-    W_if, W_go = np.ascontiguousarray(W_hh[: 2 * H]), np.ascontiguousarray(W_hh[2 * H :])
     work = _writable(dh, (T, B, H))
-    kernels().lstm_backward(
-        acts, layer.saved["cs"], W_if, W_go, work, keep, dG, dhnext, dcnext, c_out,
-        np.empty((B, 2 * H), dtype=dt), np.empty((B, 2 * H), dtype=dt), np.empty((B, H), dtype=dt),
-    )  # fmt: skip
+    if B == 1:
+        kernels().lstm_backward1(
+            acts.reshape(T, 4 * H), layer.saved["cs"].reshape(T + 1, H),
+            np.ascontiguousarray(W_hh), work.reshape(T, H), keep, dG.reshape(T, 4 * H),
+            dhnext.reshape(H), dcnext.reshape(H), c_out.reshape(T, -1),
+        )  # fmt: skip
+    else:
+        W_if, W_go = np.ascontiguousarray(W_hh[: 2 * H]), np.ascontiguousarray(W_hh[2 * H :])
+        kernels().lstm_backward(
+            acts, layer.saved["cs"], W_if, W_go, work, keep, dG, dhnext, dcnext, c_out,
+            np.empty((B, 2 * H), dtype=dt), np.empty((B, 2 * H), dtype=dt),
+            np.empty((B, H), dtype=dt),
+        )  # fmt: skip
     if work is not dh:
         dh[...] = work
     if c_trace is not None and c_out is not c_trace:

@@ -329,6 +329,179 @@ def lstm_backward(acts, cs, W_if, W_go, dh, keep, dG, dhnext, dcnext, c_trace, d
         dhnext += back
 
 
+# --- one stream (B = 1) --------------------------------------------------------------------------
+# At B = 1 a step's product is a GEMV on the weights as the engine keeps them (PyTorch's rows, W
+# (G, H)): no transposed or row-permuted copy per window, which at this size costs as much as the
+# window's steps. The σ gates are halved after the product instead of before: ½(a + W h) is the
+# numpy cells' ½a + (½W) h bit for bit (halving is exact). The input pre-activations are read
+# inside the step loop as columns: step t's is Wx[:, rows[t]] + b — for symbols Wx is W_ih
+# (G, V) and rows the symbols (no window-wide gather), for dense inputs Wx is the (G, T)
+# transpose of their projections and rows 0..T-1. The GRU's backward pass is ``gru_backward``
+# above (its (1, ·) products are GEMVs at B = 1).
+
+
+@numba.njit(**_JIT)
+def rows_in_range(rows, R):
+    """Whether every rows[t] is a column of an (·, R) array (the kernels do not check bounds)."""
+    for t in range(rows.shape[0]):
+        if rows[t] < 0 or rows[t] >= R:
+            return False
+    return True
+
+
+@numba.njit(**_JIT)
+def _column(Wx, s, b, x):
+    """x = Wx[:, s] + b: a step's input pre-activations, gathered (a strided read for W_ih's
+    columns) into contiguous memory first, so the step's elementwise loop vectorizes."""
+    for j in range(x.shape[0]):
+        x[j] = Wx[j, s] + b[j]
+
+
+@numba.njit(**_JIT)
+def rnn_forward1(Wx, rows, b, W, hs, z, tanh):
+    """One stream's vanilla window: Wx[:, rows[t]] + b (H,) the input pre-activation of step t;
+    W (H, H) W_hh; hs (T+1, H) with hs[0] the initial h gets h_t = act(W_hh h_{t-1} + W_xh x_t +
+    b_h), act tanh when ``tanh``, else σ = ½ tanh(·/2) + ½; z (H,) scratch."""
+    T, H = hs.shape[0] - 1, hs.shape[1]
+    half = hs.dtype.type(0.5)
+    x = np.empty(H, dtype=hs.dtype)
+    for t in range(T):
+        np.dot(W, hs[t], z)  # (H,) = W_hh h_{t-1}
+        _column(Wx, rows[t], b, x)
+        h = hs[t + 1]
+        if tanh:
+            for j in range(H):
+                h[j] = fast_tanh(z[j] + x[j])
+        else:
+            for j in range(H):
+                h[j] = half * fast_tanh(half * (z[j] + x[j])) + half
+
+
+@numba.njit(**_JIT)
+def rnn_backward1(hs, W, dz, keep, trace, dhnext, tanh):
+    """hs (T+1, H) as rnn_forward1 left them; W (H, H) W_hh; dz (T, H) the loss gradient at each
+    h_t from above, turned in place into d loss / d z_t; when ``keep``, trace (T, H) receives
+    d loss / d h_t (its output + the future); dhnext (H,) zero on entry, → d loss / d h_0."""
+    T, H = dz.shape
+    one = dz.dtype.type(1.0)
+    for t in range(T - 1, -1, -1):
+        d_t, h, tr = dz[t], hs[t + 1], trace[t]
+        for j in range(H):
+            d = d_t[j] + dhnext[j]  # into h_t: its output + the future
+            if keep:
+                tr[j] = d
+            hj = h[j]
+            if tanh:
+                d_t[j] = d * (one - hj * hj)  # through the nonlinearity: d loss / d z_t
+            else:
+                d_t[j] = d * ((one - hj) * hj)
+        np.dot(d_t, W, dhnext)  # into h_{t-1}: (H,) @ (H, H)
+
+
+@numba.njit(**_JIT)
+def gru_forward1(Wx, rows, b, W, b_hn, hs, acts, hn, g):
+    """One stream's GRU window: Wx[:, rows[t]] + b (3H,) step t's W_ih x_t + b_ih (+ b_hr, b_hz
+    on the r and z rows), PyTorch's order r z n; W (3H, H) W_hh; b_hn (H,); hs (T+1, H) with
+    hs[0] set gets every h_t; acts (T, 3H) gets the gates r z n; hn (T, H) gets W_hn h_{t-1} +
+    b_hn; g (3H,) scratch."""
+    T, H = hn.shape
+    x = np.empty(3 * H, dtype=hs.dtype)
+    for t in range(T):
+        np.dot(W, hs[t], g)  # (3H,) = W_hh h_{t-1}
+        _column(Wx, rows[t], b, x)
+        _gru_forward_row1(x, g, b_hn, hs[t], acts[t], hn[t], hs[t + 1])
+
+
+@numba.njit(**_JIT)
+def _gru_forward_row1(x, g, b_hn, h_prev, gates, hn, h):
+    """gru_forward1's step after its product: x, g (3H,) the step's input and recurrent
+    pre-activations (not halved) → gates (3H,) r z n, hn (H,), h (H,). A function of its own:
+    inline in the step loop LLVM vectorized it less well (as ``_gru_forward_row``)."""
+    H = h.shape[0]
+    half = h.dtype.type(0.5)
+    for j in range(H):
+        r = half * fast_tanh(half * (x[j] + g[j])) + half  # σ = ½ tanh(·/2) + ½
+        z = half * fast_tanh(half * (x[H + j] + g[H + j])) + half
+        hn_ = g[2 * H + j] + b_hn[j]
+        n = fast_tanh(x[2 * H + j] + r * hn_)
+        gates[j] = r
+        gates[H + j] = z
+        gates[2 * H + j] = n
+        hn[j] = hn_
+        h[j] = n + z * (h_prev[j] - n)  # (1 − z) n + z h_{t-1}
+
+
+@numba.njit(**_JIT)
+def lstm_forward1(Wx, rows, b, W, hs, cs, acts, g):
+    """One stream's LSTM window: Wx[:, rows[t]] + b (4H,) step t's W_ih x_t + b_ih + b_hh in
+    PyTorch's order i f g o; W (4H, H) W_hh; hs, cs (T+1, H) with hs[0], cs[0] set get every
+    h_t, c_t; acts (T, 4H) gets the gates in the kernels' internal order o i f g (as
+    ``lstm_forward``); g (4H,) scratch."""
+    T, H = hs.shape[0] - 1, hs.shape[1]
+    x = np.empty(4 * H, dtype=hs.dtype)
+    for t in range(T):
+        np.dot(W, hs[t], g)  # (4H,) = W_hh h_{t-1}, i f g o
+        _column(Wx, rows[t], b, x)
+        _lstm_forward_row1(x, g, cs[t], acts[t], cs[t + 1], hs[t + 1])
+
+
+@numba.njit(**_JIT)
+def _lstm_forward_row1(x, g, c_prev, gates, c, h):
+    """lstm_forward1's step after its product: x, g (4H,) the step's input and recurrent
+    pre-activations in PyTorch's order (not halved), c_prev (H,) → gates (4H,) o i f g, c, h
+    (H,). A function of its own, as ``_gru_forward_row1``."""
+    H = h.shape[0]
+    half = h.dtype.type(0.5)
+    for j in range(H):
+        i = half * fast_tanh(half * (x[j] + g[j])) + half
+        f = half * fast_tanh(half * (x[H + j] + g[H + j])) + half
+        gg = fast_tanh(x[2 * H + j] + g[2 * H + j])
+        o = half * fast_tanh(half * (x[3 * H + j] + g[3 * H + j])) + half
+        cj = f * c_prev[j] + i * gg  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        gates[j] = o
+        gates[H + j] = i
+        gates[2 * H + j] = f
+        gates[3 * H + j] = gg
+        c[j] = cj
+        h[j] = o * fast_tanh(cj)  # h_t = o ⊙ tanh(c_t)
+
+
+@numba.njit(**_JIT)
+def lstm_backward1(acts, cs, W, dh, keep, dG, dhnext, dcnext, c_trace):
+    """One stream's LSTM window back: acts (T, 4H) the gates o i f g, cs (T+1, H) as
+    lstm_forward1 left them; W (4H, H) W_hh; dh (T, H) loss gradient at each h_t; writes dG
+    (T, 4H) the gate pre-activations' gradients in PyTorch's order i f g o, dhnext, dcnext (H,)
+    w.r.t. h_0, c_0 (zero on entry), and, when keep, d loss / d h_t into dh and d loss / d c_t
+    into c_trace (T, H). One GEMV per step, (4H,) @ (4H, H): at B = 1 the two halves
+    ``lstm_backward`` splits the product into cost more than one."""
+    T = dh.shape[0]
+    for t in range(T - 1, -1, -1):
+        _lstm_backward_row1(acts[t], cs[t + 1], cs[t], dh[t], dhnext, dcnext, dG[t], c_trace[t],
+                            keep)  # fmt: skip
+        np.dot(dG[t], W, dhnext)  # into h_{t-1}: Σ_gates (H,) @ (H, H)
+
+
+@numba.njit(**_JIT)
+def _lstm_backward_row1(gates, c, c_prev, dh, dhnext, dcnext, dg, dc_out, keep):
+    """lstm_backward1's step before its product: as ``_lstm_backward_row`` with dG (4H,) in
+    PyTorch's order i f g o and no copies of its halves."""
+    H = dh.shape[0]
+    one = dh.dtype.type(1.0)
+    for j in range(H):
+        o, i, f, g = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+        tcj = fast_tanh(c[j])  # as the forward pass computed it
+        d = dh[j] + dhnext[j]  # into h_t: its output + the future
+        dc = d * (o * (one - tcj * tcj)) + dcnext[j]  # into c_t: through h_t and c_{t+1}
+        if keep:
+            dh[j] = d
+            dc_out[j] = dc
+        dg[j] = dc * (((one - i) * i) * g)
+        dg[H + j] = dc * (((one - f) * f) * c_prev[j])
+        dg[2 * H + j] = dc * ((one - g * g) * i)
+        dg[3 * H + j] = d * (((one - o) * o) * tcj)
+        dcnext[j] = dc * f  # into c_{t-1}
+
+
 # --- the input weights' gradient ----------------------------------------------------------------
 
 
@@ -341,6 +514,21 @@ def scatter_rows(sym, d, dWT, db):
     db[:] = 0.0
     for n in range(sym.shape[0]):
         _add_row(d[n], dWT[sym[n]], db)
+
+
+@numba.njit(**_JIT)
+def scatter_columns(sym, d, dW, db):
+    """dW[:, s] = the sum of the rows d[n] (N, G) whose input symbol sym[n] (N,) was s, dW
+    (G, V), and db (G,) the sum of all rows, both zeroed first; in the order of n, as
+    ``scatter_rows``. Straight into dW's columns: for a window of few steps cheaper than
+    ``scatter_rows`` and a transposed copy (a B = 1 window, N = 25)."""
+    dW[:] = 0.0
+    db[:] = 0.0
+    for n in range(sym.shape[0]):
+        s, row = sym[n], d[n]
+        for c in range(row.shape[0]):
+            dW[c, s] += row[c]
+            db[c] += row[c]
 
 
 @numba.njit(**_JIT)

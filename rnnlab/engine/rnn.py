@@ -34,25 +34,8 @@ PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 
 
 _sigmoid = cells.sigmoid  # 1 / (1 + e^-z), optionally in place
-
-
-def _tanh_grad(h: np.ndarray) -> np.ndarray:
-    """tanh'(z) written through h = tanh(z): 1 - h²."""
-    d = np.multiply(h, h)
-    return np.subtract(1.0, d, out=d)  # in place: one temporary, not two
-
-
-def _sigmoid_grad(h: np.ndarray) -> np.ndarray:
-    """sigmoid'(z) written through h = sigmoid(z): h (1 - h)."""
-    d = np.subtract(1.0, h)
-    return np.multiply(d, h, out=d)
-
-
-# activation -> (function(z, out), derivative written in terms of the output h)
-ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "tanh": (np.tanh, _tanh_grad),
-    "sigmoid": (_sigmoid, _sigmoid_grad),
-}
+# activation -> (function(z, out), derivative written in terms of the output h): the vanilla cell's
+ACTIVATIONS = cells.ACTIVATIONS
 
 
 CELL_NAMES = ("rnn", "gru", "lstm")
@@ -194,54 +177,17 @@ class Forward:
     reference: bool = False  # the gated layers ran the numpy cells (REFERENCE_CELLS)
 
 
-def _rnn_layer_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Layer:
-    """One vanilla layer over a window: h_t = act(Wxh x_t + Whh h_{t-1} + bh)."""
-    act, _ = ACTIVATIONS[activation]
-    T, B = x.shape[:2]
-    hs = np.empty((T + 1, B, Whh.shape[0]), dtype=Wxh.dtype)
-    hs[0] = state0[0]
-    # Input projections plus bh for every step at once, written into hs[1:]; the loop then adds
-    # the recurrent term in place.
-    cells.project(Wxh, bh, x, hs[1:])
-    WhhT = np.ascontiguousarray(Whh.T)  # contiguous rows make each step's small GEMM faster
-    z = np.empty_like(hs[0])  # (B, H) pre-activation, reused every step
-    h = list(hs)  # views made once: indexing inside the loop costs as much as the math at B=1
-    for t in range(T):
-        # The sequential part: one (B, H) @ (H, H) product and the nonlinearity per step,
-        # three numpy calls writing into existing buffers (positional ``out``: fewer checks).
-        np.dot(h[t], WhhT, z)
-        np.add(z, h[t + 1], z)  # h[t+1] holds Wxh x_t + bh until overwritten
-        act(z, h[t + 1])
-    return cells.Layer(hs=hs, state=hs[-1][None])
-
-
-def _rnn_layer_backward(layer: cells.Layer, Whh, dz, activation, trace=None):
-    """BPTT through one vanilla layer. dz: (T, B, H) gradient at each output h_t from above,
-    turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H)). ``trace`` (T, B, H),
-    when given, receives d loss / d h_t (its output + the future) of every step."""
-    _, dact = ACTIVATIONS[activation]
-    hs = layer.hs
-    T, B, H = dz.shape
-    dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t
-    dhnext = np.zeros((B, H), dtype=hs.dtype)  # gradient arriving at h_t from step t+1
-    dzs, dhdzs = list(dz), list(dhdz)  # per-step views, made once
-    dhs = dzs if trace is None else list(trace)  # without a trace: in place, as before
-    for t in reversed(range(T)):
-        np.add(dzs[t], dhnext, dhs[t])  # backprop into h_t: its output + the future
-        np.multiply(dhs[t], dhdzs[t], dzs[t])  # through the nonlinearity: d loss / d z_t
-        np.dot(dzs[t], Whh, dhnext)  # into h_{t-1}
-    return dz, dz, dhnext[None]
-
-
-# cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared. The
-# gated cells run through compiled kernels at B > 1 (rnnlab.engine.fused), the numpy cells at B = 1.
+# cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared. Every
+# cell runs through compiled window loops (rnnlab.engine.fused) at B = 1, the gated cells at B > 1
+# too; the vanilla cell at B > 1 is the numpy cell (BLAS-bound there already).
 CELLS: dict[str, tuple[Callable, Callable]] = {
-    "rnn": (_rnn_layer_forward, _rnn_layer_backward),
+    "rnn": (fused.rnn_forward, fused.rnn_backward),
     "gru": (fused.gru_forward, fused.gru_backward),
     "lstm": (fused.lstm_forward, fused.lstm_backward),
 }
 # the numpy cells at every B: the reference the kernels are tested against (``reference=True``)
-REFERENCE_CELLS: dict[str, tuple[Callable, Callable]] = CELLS | {
+REFERENCE_CELLS: dict[str, tuple[Callable, Callable]] = {
+    "rnn": (cells.rnn_forward, cells.rnn_backward),
     "gru": (cells.gru_forward, cells.gru_backward),
     "lstm": (cells.lstm_forward, cells.lstm_backward),
 }
@@ -340,9 +286,9 @@ def backward(
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
     dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
     dstates = [None] * spec.layers
-    # a gated layer's kernels at B > 1 (engine.fused) scatter dW_ih (and sum b_ih) compiled too;
-    # the vanilla cell and B = 1 keep the numpy scatter
-    kernels = spec.cell != "rnn" and B > 1 and not fwd.reference
+    # where the layers ran through the kernels (engine.fused), dW_ih is scattered (and b_ih
+    # summed) compiled too; the numpy cells keep the numpy scatter
+    kernels = fused.compiled(spec.cell, B) and not fwd.reference
     for k in reversed(range(spec.layers)):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         layer, x = fwd.layers[k], fwd.inputs[k]

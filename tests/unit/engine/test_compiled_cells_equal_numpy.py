@@ -1,7 +1,8 @@
-"""The compiled gated cells (rnnlab.engine.fused) compute what the numpy cells compute: every
-output, gradient, carried state and trace, for both cells, one and two layers, both dtypes, with and
-without dropout; their tanh stays within its stated error; they are the engine's default path at B >
-1 only, and a vanilla or B = 1 run never imports numba."""
+"""The compiled cells (rnnlab.engine.fused) compute what the numpy cells compute: every output,
+gradient, carried state and trace, for every cell, one stream and several, one and two layers, both
+dtypes, with and without dropout; their tanh stays within its stated error; they are the engine's
+default path wherever ``fused.compiled`` says, and a process that runs no window through them never
+imports numba."""
 
 import subprocess
 import sys
@@ -24,9 +25,9 @@ def _close(got, want, dtype, what):
     assert err <= TOLERANCE[dtype], f"{what}: relative error {err:.2e}"
 
 
-def _window(cell, layers, dtype, dropout, dense, seed=0):
+def _window(cell, layers, dtype, dropout, dense, seed=0, B=B, activation="tanh"):
     rng = np.random.default_rng(seed)
-    spec = rnn.Spec(cell, layers, H, dropout=dropout)
+    spec = rnn.Spec(cell, layers, H, activation, dropout=dropout)
     D = 3 if dense else V
     _, params = rnn.init_params(D, H, V, rng, "normal", 0.5, dtype, spec)
     if dense:  # the adder's kind of input: floats, one GEMM, no column lookup
@@ -44,21 +45,14 @@ def _run(spec, params, xs, ys, state0, masks, head, reference):
     logits = fwd.logits.copy()
     loss, dlogits = rnn.HEADS[head](fwd.logits, ys)
     dt = logits.dtype
+    T, B = xs.shape[:2]
     dh_trace = np.zeros((spec.layers, T, B, H), dt)
     dc_trace = np.zeros((spec.layers, T, B, H), dt) if spec.cell == "lstm" else None
     grads, dstate = rnn.backward(params, fwd, dlogits, dh_trace=dh_trace, dc_trace=dc_trace)
     return fwd, logits, loss, grads, dstate, dh_trace, dc_trace
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_equals_the_numpy_cells(cell, layers, dtype, dropout):
-    window = _window(cell, layers, dtype, dropout, dense=False)
-    ref = _run(*window, "xent", reference=True)
-    got = _run(*window, "xent", reference=False)
-    assert "tc" not in got[0].layers[0].saved and "hh" not in got[0].layers[0].saved  # kernels
+def _compare(ref, got, cell, layers, dtype):
     for what, a, b in [
         ("logits", got[1], ref[1]),
         ("loss", got[2], ref[2]),
@@ -69,34 +63,68 @@ def test_fused_equals_the_numpy_cells(cell, layers, dtype, dropout):
         _close(a, b, dtype, what)
     for name in ref[3]:
         _close(got[3][name], ref[3][name], dtype, name)
-    for k in range(layers):  # what the diagnostics read: PyTorch's gates, and h
-        for j in range(rnn.GATES[cell]):
+    for k in range(layers):  # what the diagnostics read: every layer's h, PyTorch's gates
+        _close(got[0].layers[k].hs, ref[0].layers[k].hs, dtype, f"h of layer {k}")
+        for j in range(rnn.GATES[cell] if cell != "rnn" else 0):
             want = cells.gate_block(ref[0].layers[k], j, H)
             _close(cells.gate_block(got[0].layers[k], j, H), want, dtype, f"gate {j}")
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_fused_equals_the_numpy_cells_on_dense_inputs(cell):
-    """The adder's float inputs (one GEMM for the projection) and its bce head."""
-    window = _window(cell, 2, np.float64, 0.0, dense=True)
+KEPT_BY_NUMPY = {"gru": "hh", "lstm": "tc"}  # what only the numpy gated cells keep
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("batch", [1, B])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_equals_the_numpy_cells(cell, batch, layers, dtype, dropout):
+    window = _window(cell, layers, dtype, dropout, dense=False, B=batch)
+    ref = _run(*window, "xent", reference=True)
+    got = _run(*window, "xent", reference=False)
+    if cell in KEPT_BY_NUMPY:  # the gated layers ran the kernels
+        assert KEPT_BY_NUMPY[cell] not in got[0].layers[0].saved
+    _compare(ref, got, cell, layers, dtype)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("batch", [1, B])
+def test_fused_equals_the_numpy_cells_on_dense_inputs(cell, batch):
+    """The adder's float inputs (one GEMM for the projection), its bce head and, for the
+    vanilla cell, its sigmoid."""
+    activation = "sigmoid" if cell == "rnn" else "tanh"
+    window = _window(cell, 2, np.float64, 0.0, dense=True, B=batch, activation=activation)
     ref, got = _run(*window, "bce", reference=True), _run(*window, "bce", reference=False)
-    _close(got[1], ref[1], np.float64, "logits")
-    _close(got[4], ref[4], np.float64, "d state0")
-    for name in ref[3]:
-        _close(got[3][name], ref[3][name], np.float64, name)
+    _compare(ref, got, cell, 2, np.float64)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_kernels_are_deterministic_and_leave_the_inputs_alone(cell):
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_a_carried_state_stays_equal_over_many_windows(cell):
+    """One stream carried through 40 windows (the training loop's truncated BPTT): the kernels'
+    state stays within float rounding of the numpy cells' (the recurrence does not amplify the
+    last bits over a thousand steps at these weights)."""
+    spec, params, *_ = _window(cell, 1, np.float64, 0.0, dense=False, B=1)
+    rng = np.random.default_rng(5)
+    states = {ref: rnn.zero_state(spec, 1, np.float64) for ref in (True, False)}
+    for _ in range(40):
+        xs = rng.integers(0, V, (25, 1))
+        for ref in states:
+            states[ref] = rnn.forward(params, xs, states[ref], spec, reference=ref).state
+    _close(states[False], states[True], np.float64, "state after 1,000 steps")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("batch", [1, B])
+def test_kernels_are_deterministic_and_leave_the_inputs_alone(cell, batch):
     """Bit for bit the same on a second run (what resume relies on); non-contiguous traces are
     written through a copy."""
-    spec, params, xs, ys, state0, masks = _window(cell, 2, np.float32, 0.3, dense=False)
+    spec, params, xs, ys, state0, masks = _window(cell, 2, np.float32, 0.3, False, B=batch)
     before = {k: v.copy() for k, v in params.items()}
     runs = []
     for _ in range(2):
         fwd = rnn.forward(params, xs, state0, spec, masks=masks)
         _, dlogits = rnn.softmax_xent(fwd.logits, ys)
-        trace = np.zeros((H, B, T, 2), np.float32).T  # (2, T, B, H), not C-contiguous
+        trace = np.zeros((H, batch, T, 2), np.float32).T  # (2, T, B, H), not C-contiguous
         grads, dstate = rnn.backward(params, fwd, dlogits, dh_trace=trace)
         runs.append(
             (fwd.state.copy(), dstate, trace.copy(), {k: v.copy() for k, v in grads.items()})
@@ -129,10 +157,11 @@ def test_tanh_error_bound():
     assert ulps.max() <= 4.0
 
 
-def test_numba_only_when_a_gated_layer_runs_at_b_above_1():
-    """A vanilla run and a B = 1 gated run never import numba (no import or compile cost); the
-    first B > 1 gated window does, and the kernels' BLAS (SciPy's) inherits the caller's
-    one-thread pin although it was loaded after the pin."""
+def test_numba_only_when_a_window_runs_through_a_kernel():
+    """Importing the engine and running the vanilla cell at B > 1 (the numpy cell) never import
+    numba; the first window through a kernel does (here: the vanilla cell at B = 1), and the
+    kernels' BLAS (SciPy's) inherits the caller's one-thread pin although it was loaded after
+    the pin."""
     code = """
 import sys
 import numpy as np
@@ -146,10 +175,8 @@ def window(cell, B):
     rnn.loss_and_grads(p, xs, xs, rnn.zero_state(spec, B, np.float32), spec, "xent")
 with threadpool_limits(limits=1, user_api="blas"):
     window("rnn", 32)
-    window("gru", 1)
-    window("lstm", 1)
-    assert "numba" not in sys.modules, "numba imported without a gated layer at B > 1"
-    window("gru", 3)
+    assert "numba" not in sys.modules, "numba imported without a window through a kernel"
+    window("rnn", 1)
     assert "numba" in sys.modules
     threads = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()}
     assert len(threads) >= 2 and set(threads.values()) == {1}, threads
@@ -157,17 +184,22 @@ with threadpool_limits(limits=1, user_api="blas"):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_one_stream_and_vanilla_stay_on_numpy(cell):
-    """B = 1 runs the numpy cells (step-major, their own speed target); the vanilla cell never
-    touches the kernels."""
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_kernels_are_the_default_path_where_compiled_says(cell):
+    """B = 1 runs the kernels for every cell, B > 1 for the gated cells; the vanilla cell at
+    B > 1 is the numpy cell; ``reference=True`` is the numpy cells everywhere."""
+    assert fused.compiled(cell, 1) and fused.compiled(cell, B) == (cell != "rnn")
+    assert not fused.compiled("a cell without kernels", 1)
+    assert rnn.CELLS[cell] != rnn.REFERENCE_CELLS[cell]
+    if cell == "rnn":
+        assert rnn.REFERENCE_CELLS[cell] == (cells.rnn_forward, cells.rnn_backward)
+        return
     spec, params, xs, ys, state0, _ = _window(cell, 1, np.float64, 0.0, dense=False)
-    one = rnn.forward(params, xs[:, :1], state0[:, :, :1], spec)
-    numpy_keeps = {"gru": "hh", "lstm": "tc"}  # what only the numpy cells keep
-    assert numpy_keeps[cell] in one.layers[0].saved
-    batch = rnn.forward(params, xs, state0, spec)
-    assert numpy_keeps[cell] not in batch.layers[0].saved
-    assert rnn.CELLS["rnn"] == rnn.REFERENCE_CELLS["rnn"]
+    for batch in (1, B):
+        got = rnn.forward(params, xs[:, :batch], state0[:, :, :batch], spec)
+        ref = rnn.forward(params, xs[:, :batch], state0[:, :, :batch], spec, reference=True)
+        assert KEPT_BY_NUMPY[cell] not in got.layers[0].saved
+        assert KEPT_BY_NUMPY[cell] in ref.layers[0].saved
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -200,18 +232,19 @@ def test_clip_and_adagrad_in_one_pass_give_the_numpy_bits(dtype):
 
 
 def test_the_compiled_update_only_where_the_kernels_run_with_clip_and_adagrad():
-    """The vanilla cell, B = 1, another optimizer, weight decay, no clip or a norm clip: the
-    numpy update (None); a gated cell at B > 1 with elementwise clip + Adagrad: the pass."""
+    """The vanilla cell at B > 1, another optimizer, weight decay, no clip or a norm clip: the
+    numpy update (None); a cell the kernels run (any at B = 1, a gated one at B > 1) with
+    elementwise clip + Adagrad: the pass."""
     from rnnlab.engine.optim import SGD, Adagrad, Adam
 
     gru, rnn1 = rnn.Spec("gru", 1, H), rnn.Spec("rnn", 1, H)
     adagrad = Adagrad(10, np.float32, 0.1)
-    assert fused.clip_and_update(gru, 32, adagrad, 5.0, None) is not None
+    for spec, b in [(gru, 32), (gru, 1), (rnn1, 1)]:
+        assert fused.clip_and_update(spec, b, adagrad, 5.0, None) is not None
     decayed = Adagrad(10, np.float32, 0.1)
     decayed.weight_decay = 0.01
     for spec, b, opt, clip, clip_norm in [
         (rnn1, 32, adagrad, 5.0, None),
-        (gru, 1, adagrad, 5.0, None),
         (gru, 32, SGD(10, np.float32, 0.1), 5.0, None),
         (gru, 32, Adam(10, np.float32, 0.1), 5.0, None),
         (gru, 32, decayed, 5.0, None),
