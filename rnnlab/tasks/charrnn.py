@@ -104,7 +104,7 @@ def stream_loss(
         ys = ids[start + 1 : start + CHUNK + 1][:, None]
         xs = xs[: len(ys)]
         logits, h = _logits_and_state(params, spec, xs, h, observe)
-        loss, _ = rnn.softmax_xent(logits.astype(np.float64), ys)
+        loss, _ = rnn.softmax_xent(logits.astype(np.float64, copy=False), ys)  # overwrites them
         total, count = total + float(loss[0]), count + len(ys)
     return total, count
 
@@ -217,6 +217,7 @@ class CharTask:
         self.span = len(self.train_data) // self.batch_size
         self.starts = np.arange(self.batch_size) * self.span
         self.pointers = np.zeros(self.batch_size, dtype=np.int64)
+        self._steps = np.arange(self.seq_length + 1)[:, None]  # (T+1, 1) offsets of a window
         self.fresh = True  # the first window starts every stream from zero, as the seed's n == 0
         self.prime = cfg.prime or text[0]
         self.sample_length, self.temperature = cfg.sample_length, cfg.temperature
@@ -230,14 +231,16 @@ class CharTask:
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(xs (T, B), targets (T, B), reset (B,)): the next window of every stream."""
         T = self.seq_length
-        reset = self.pointers + T + 1 >= self.span  # the seed's `p+seq_length+1 >= len(data)`
+        reset = self.pointers + (T + 1) >= self.span  # the seed's `p+seq_length+1 >= len(data)`
         if self.fresh:
             reset[:] = True
             self.fresh = False
-        self.pointers[reset] = 0
-        idx = (self.starts + self.pointers)[None, :] + np.arange(T)[:, None]  # (T, B)
+        if reset.any():
+            self.pointers[reset] = 0
+        # one gather of T+1 characters per stream: the inputs and, one later, the targets
+        window = self.train_data[self._steps + (self.starts + self.pointers)]  # (T+1, B)
         self.pointers += T
-        return self.train_data[idx], self.train_data[idx + 1], reset
+        return window[:-1], window[1:], reset
 
     def evaluate(
         self, params: rnn.Params, observe=None, warm_start: np.ndarray | None = None

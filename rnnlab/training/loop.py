@@ -212,13 +212,14 @@ class Trainer:
         """One update. Returns (mean window loss over streams, gradient norm before clipping)."""
         cfg, task = self.cfg, self.task
         xs, ys, reset = task.next_batch()
-        self.carry[:, :, reset] = 0.0  # streams that start over forget their state (every layer)
+        if reset.any():  # streams that start over forget their state (every layer)
+            self.carry[:, :, reset] = 0.0
         dropout_rng = self.dropout_rng if self.spec.dropout > 0.0 else None
         loss, _, self.carry = rnn.loss_and_grads(
             self.params, xs, ys, self.carry, self.spec, task.head, self.grads, dropout_rng,
             weights=task.weights,  # each step's weight in the loss: the task's (None: all 1)
         )  # fmt: skip
-        window_loss = float(loss.mean())
+        window_loss = float(loss.sum()) / loss.shape[0]  # the mean (np.mean's own calls cost more)
         if not math.isfinite(window_loss) or window_loss > self.divergence_limit:
             raise DivergenceError(
                 f"loss diverged to {window_loss:.4g} at iteration {self.state.iteration + 1} "
