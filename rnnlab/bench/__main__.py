@@ -1,7 +1,13 @@
-"""``python -m rnnlab.bench [key=value ...]``: how fast the engine trains, side by side in one run.
+"""``python -m rnnlab.bench [key=value ...]``: how fast rnnlab trains, measured side by side in one
+run, recorded in the results file the docs' benchmark page is rendered from.
 
-See ``rnnlab.bench.engine`` for what is measured and how. Timings are never asserted by a
-test; this command prints them as ratios measured in the same run.
+Three sections, each its own module: the engine's rates per cell against the seed's loop, the GEMM
+bound and the numpy cells (``rnnlab.bench.engine``); what MLflow tracking costs a char-RNN run
+(``rnnlab.bench.tracking``); what diagnostics cost each task's default run, as whole
+``python -m rnnlab.run`` processes (``rnnlab.bench.diagnostics``). Every run appends its figures
+to the results file and re-renders the page (``rnnlab.bench.history``). Targets are judged only
+on a run long enough to support them: never on ``quick=true``, whose figures are rough.
+Timings are never asserted by a test.
 """
 
 from __future__ import annotations
@@ -16,120 +22,206 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rnnlab import cli
-from rnnlab.bench import diagnostics
-from rnnlab.bench.engine import (
-    CELL_TARGETS,
-    HIDDEN,
-    SEQ,
-    TARGETS,
-    TRACKING_TARGET_PCT,
-    cell_figures,
-    engine_figures,
-    machine_info,
-    print_cells,
-    print_report,
-    tracking_figures,
-)
-from rnnlab.tasks import corpus
+from rnnlab.bench import diagnostics, engine, history, tracking
+from rnnlab.bench.references import HIDDEN, SEQ
+from rnnlab.errors import UserError
+
+# what a run must have done for its verdicts to count
+FULL = {"rounds": 5, "block_seconds": 0.25, "tracking_iterations": 10_000, "diag_rounds": 3}
+QUICK = {"rounds": 2, "block_seconds": 0.03, "tracking_iterations": 200, "diag_rounds": 1,
+         "diag_iterations": 200}  # fmt: skip
 
 COMMAND = cli.Command(
     name="rnnlab.bench",
-    summary="how fast the engine trains, measured side by side in one run",
+    summary="how fast rnnlab trains, measured side by side in one run and recorded",
     keys=(
+        cli.Key("quick", "a fast smoke run: rough figures, no verdicts", bool, False),
         cli.Key("corpus", "any UTF-8 text (default: the kafka corpus)"),
-        cli.Key("json", "write every figure to this file"),
-        cli.Key("quick", "a fast smoke run (figures are rough)", bool, False),
-        cli.Key("rounds", "interleaved rounds (default 7; quick 2)", int, minimum=1),
-        cli.Key("seconds", "seconds per timed block (default 0.5)", float, above=0.0),
+        cli.Key("cells", "the cells whose engine rates to time, comma-separated (default: all)"),
+        cli.Key("engine", "the engine's rates per cell", bool, True),
+        cli.Key("startup", "what a fresh process pays for the kernels (cold, warm)", bool, True),
+        cli.Key("tracking", "the MLflow tracking overhead", bool, True),
+        cli.Key("diagnostics", "diagnostics on against off, whole processes", bool, True),
+        cli.Key(
+            "rounds",
+            "interleaved rounds of the engine's cases (default 7; quick 2)",
+            int,
+            minimum=1,
+        ),  # fmt: skip
+        cli.Key("seconds", "seconds per timed block (default 0.5; quick 0.03)", float, above=0.0),
         cli.Key(
             "tracking_iterations", "iterations of the tracked run (default 10000)", int, minimum=1
-        ),
-        cli.Key("tracking", "the MLflow tracking comparison", bool, True),
-        cli.Key("cells", "the GRU/LSTM figures", bool, True),
-        cli.Key("cells_only", "only the GRU/LSTM figures (and the machine's)", bool, False),
-        cli.Key("diagnostics", "diagnostics on against off", bool, True),
-    ),  # fmt: skip
-    examples=("python -m rnnlab.bench", "python -m rnnlab.bench quick=true json=bench.json"),
+        ),  # fmt: skip
+        cli.Key(
+            "diag_rounds",
+            "on/off pairs of whole runs per task (default 3; quick 1)",
+            int,
+            minimum=1,
+        ),  # fmt: skip
+        cli.Key("json", "write every figure to this file too"),
+        cli.Key(
+            "history",
+            "the results file to append to (default: docs/benchmarks/"
+            "history.jsonl in this checkout)",
+        ),  # fmt: skip
+        cli.Key(
+            "page",
+            "the docs page to re-render from it (default: docs/benchmarks.md "
+            "with the default history)",
+        ),  # fmt: skip
+        cli.Key(
+            "render", "only re-render the page from the results file, measure nothing", bool, False
+        ),  # fmt: skip
+    ),
+    examples=(
+        "python -m rnnlab.bench",
+        "python -m rnnlab.bench quick=true",
+        "python -m rnnlab.bench cells=rnn tracking=false diagnostics=false",
+        "python -m rnnlab.bench render=true",
+    ),
 )
 
 
+def settings_of(args: dict) -> dict:
+    """Rounds, block length, run lengths: the defaults (or a quick run's), as ``args`` set."""
+    quick = args["quick"]
+    return {
+        "rounds": args.get("rounds") or (QUICK["rounds"] if quick else 7),
+        "block_seconds": args.get("seconds") or (QUICK["block_seconds"] if quick else 0.5),
+        "tracking_iterations": args.get("tracking_iterations")
+        or (QUICK["tracking_iterations"] if quick else 10_000),
+        "tracking_rounds": 1 if quick else 4,
+        "diag_rounds": args.get("diag_rounds") or (QUICK["diag_rounds"] if quick else 3),
+        "diag_iterations": QUICK["diag_iterations"] if quick else None,  # None: the defaults
+    }
+
+
+def full_run(args: dict, s: dict) -> tuple[bool, str]:
+    """(whether the run is long enough to judge its targets, why not)."""
+    if args["quick"]:
+        return False, "a quick run"
+    short = [f"{k}={s[k]} < {v}" for k, v in FULL.items() if s[k] < v]
+    return (False, "too short to judge: " + ", ".join(short)) if short else (True, "")
+
+
+def the_corpus(args: dict) -> tuple[Path, str]:
+    """(path, the text a char-RNN run trains on: the corpus as ``data.path`` reads it, a Project
+    Gutenberg header and footer stripped). One line and exit 2 when it cannot be read."""
+    from rnnlab.config import DataConfig
+    from rnnlab.tasks import corpus
+
+    path = Path(args["corpus"]) if "corpus" in args else corpus.resolve("kafka")
+    text = corpus.read_text(path)
+    if DataConfig().strip_gutenberg:  # as charrnn.load_corpus reads it for a run
+        text = corpus.strip_gutenberg(text)
+    return path, text
+
+
+def what_it_measures(results: dict, s: dict, full: bool, why: str) -> str:
+    m, st = results["machine"], results["settings"]
+    load = history.load_average()
+    lines = [
+        f"rnnlab.bench {results['date']}  commit {history.commit()}  "
+        f"{history.machine_name(m)}, one BLAS thread, load {history._load(load)}",
+        f"engine: chars/s of the char-RNN training step (forward, xent, BPTT, clip + Adagrad) "
+        f"on one layer of hidden {HIDDEN}, windows of {SEQ}, vocabulary {st['vocab_size']} "
+        f"(the run's: {Path(st['corpus']).name} as data.path reads it); medians of "
+        f"{s['rounds']} interleaved rounds of ~{s['block_seconds']:g} s blocks. × naive: over "
+        "the seed's per-step loop; of bound: over the window's matrix products alone; × numpy "
+        "cells: over the same step through the numpy cells.",
+    ]
+    if not full:
+        lines.append(f"no verdicts: {why}; figures only (a full `python -m rnnlab.bench` "
+                     "judges the targets)")  # fmt: skip
+    return "\n".join(lines)
+
+
 def measure(args: dict, argv: list[str]) -> dict:
-    """Every figure ``args`` asks for, printed and returned."""
-    rounds = args.get("rounds") or (2 if args["quick"] else 7)
-    block = args.get("seconds") or (0.03 if args["quick"] else 0.5)
-    track_iters = args.get("tracking_iterations") or (200 if args["quick"] else 10_000)
-    track_rounds = 1 if args["quick"] else 4
+    """Every figure ``args`` asks for: printed, recorded, returned."""
+    s = settings_of(args)
+    full, why = full_run(args, s)
+    cells = args["cells"].split(",") if "cells" in args else list(engine.ROWS)
+    unknown = [c for c in cells if c not in engine.ROWS]
+    if unknown:
+        raise UserError(f"cells={args['cells']!r}: no rows for {', '.join(unknown)}; "
+                        f"cells with rows: {', '.join(engine.ROWS)}")  # fmt: skip
+    default_history = "history" not in args
+    history_path = Path(args.get("history") or history.HISTORY)
+    page = Path(args["page"]) if "page" in args else (history.PAGE if default_history else None)
+    if args["render"]:
+        if page is None:
+            raise UserError("render=true with history= needs page= too")
+        history.render_page(history_path, page)
+        print(f"rendered {page} from {history_path}")
+        return {}
 
     # MLflow's INFO lines (creating tables, migrations) would interleave with the report: set
-    # before mlflow is first imported (by rnnlab.training.loop).
+    # before mlflow is first imported.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from threadpoolctl import threadpool_limits
 
     from rnnlab.tasks.charrnn import Vocabulary
     from rnnlab.training.loop import keep_freed_memory
 
+    load_before = history.load_average()
     malloc_tuned = keep_freed_memory()  # as train() does
-    # a missing or unreadable corpus is a CorpusError: one line, exit 2, before any timing
-    corpus_path = Path(args["corpus"]) if "corpus" in args else corpus.resolve("kafka")
-    text = corpus.read_text(corpus_path)
+    corpus_path, text = the_corpus(args)  # a corpus it cannot read: one line, before any timing
     vocab = Vocabulary(text)
     data = vocab.encode(text)
-
     results: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m rnnlab.bench " + shlex.join(argv),
         "quick": args["quick"],
-        "machine": machine_info(malloc_tuned),
+        "machine": history.machine_info() | {"malloc_tuned": malloc_tuned},
         "settings": {
             "corpus": str(corpus_path),
             "vocab_size": len(vocab),
             "hidden_size": HIDDEN,
             "seq_length": SEQ,
-            "rounds": rounds,
-            "block_seconds": block,
             "blas_threads": 1,
-        },
+            **s,
+        },  # fmt: skip
     }
+    print(what_it_measures(results, s, full, why), flush=True)
     with threadpool_limits(limits=1, user_api="blas"):
-        if not args["cells_only"]:
-            results["engine"] = engine_figures(data, len(vocab), rounds, block)
-        if args["cells"]:
-            results["cells"] = cell_figures(data, len(vocab), rounds, block)
-        if args["tracking"] and not args["cells_only"]:
+        if args["engine"]:
+            results["engine"] = engine.engine_figures(
+                data, len(vocab), s["rounds"], s["block_seconds"], cells
+            )
+            engine.print_engine(results["engine"])
+        if args["startup"]:
+            results["startup"] = engine.startup_figures()
+            engine.print_startup(results["startup"])
+        if args["tracking"]:
             workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
             try:
-                results["tracking"] = tracking_figures(
-                    corpus_path, track_iters, track_rounds, workdir
+                results["tracking"] = tracking.tracking_figures(
+                    corpus_path, s["tracking_iterations"], s["tracking_rounds"], workdir
                 )
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-        if args["diagnostics"]:  # rnnlab.bench.diagnostics: on vs off, interleaved
-            with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
-                results |= diagnostics.all_figures(  # char-RNN and adder
-                    corpus_path, track_iters, track_rounds, Path(tmp)
-                )
-    results["targets"] = {
-        f"{name} >= {target:g}x naive": results["engine"][name]["vs_naive"] >= target
-        for name, target in TARGETS.items()
-        if "engine" in results
-    }
-    for cell, figs in results.get("cells", {}).items():
-        for name, (field, target) in CELL_TARGETS.items():
-            results["targets"][f"{cell} {name} {field} >= {target:g}"] = figs[name][field] >= target
-    if "tracking" in results:
-        wall = results["tracking"]["wall"]
-        results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (short run)"] = (
-            wall["overhead_pct"] <= TRACKING_TARGET_PCT
-        )
-        results["targets"][f"tracking overhead <= {TRACKING_TARGET_PCT:g}% (default run)"] = (
-            wall["default_run_overhead_pct"] <= TRACKING_TARGET_PCT
-        )
-    results["targets"] |= diagnostics.targets(results)
-    if "engine" in results:
-        print_report(results)
-    if "cells" in results:
-        print_cells(results["cells"])
-    diagnostics.print_all(results)
+            tracking.print_tracking(results["tracking"])
+    if args["diagnostics"]:  # whole processes, each pinning its own BLAS
+        with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
+            results["diagnostics"] = diagnostics.all_figures(
+                s["diag_rounds"], Path(tmp), s["diag_iterations"],
+                corpus_path if "corpus" in args else None,
+            )  # fmt: skip
+        diagnostics.print_diagnostics(results["diagnostics"])
+
+    line = history.record(results, load_before, full)
+    results |= {"full": full, "targets": line["targets"], "met": line.get("met", {})}
+    if full:
+        for t in line["targets"]:
+            value = line["figures"][t["figure"]]
+            verdict = "met" if line["met"][t["figure"]] else "MISSED"
+            print(f"target {history.shown_target(t)}: {history.shown(t['figure'], value)} "
+                  f"{verdict}")  # fmt: skip
+    history.append(history_path, line)
+    print(f"recorded in {history_path}")
+    if page is not None and page.is_file():
+        history.render_page(history_path, page)
+        print(f"rendered {page}")
     if "json" in args:
         out = Path(args["json"])
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -485,12 +485,12 @@ def test_the_adder_counts_saturation_on_its_evaluation_pass():
     """At an evaluation the adder's saturation is counted on the probe's 512 sums picked out of
     the evaluation's own forward calls (two here: 20,000 sums in chunks of 16,384): the same
     entries, and the same share, as the probe's own pass over those sums."""
-    from rnnlab.bench.diagnostics import compose
+    from rnnlab.sweeps.compose import compose
     from rnnlab.training.loop import Trainer
 
     over = ["tracking.enabled=false", "seq_length=10", "task.eval_max_pairs=20000",
             "task.init_scale=4.0", "iterations=100"]  # fmt: skip
-    cfg = compose("adder", over)
+    cfg = compose(["task=adder", *over])
     trainer = Trainer(cfg)
     diag = D.start(cfg, trainer, MemoryTracker())
     picked = diag.probe.val_streams
@@ -530,24 +530,6 @@ def test_bad_diagnostics_settings_are_one_line(tmp_path):
     for key, value, allowed in (("diag_every", 0, "null"), ("diag_window", 1, "≥ 2")):
         with pytest.raises(ConfigError, match=allowed):
             check(tiny_config(tmp_path, **{key: value}))
-
-
-@pytest.mark.slow
-def test_bench_prints_the_overhead_ratio(tmp_path, kafka_path, capsys):
-    from rnnlab.bench.diagnostics import diagnostics_figures, print_diagnostics, targets
-
-    d = diagnostics_figures(kafka_path, 200, 1, tmp_path, task="adder")
-    print_diagnostics(d)
-    out = capsys.readouterr().out
-    # a short run's ratio is shown only beside the estimate for the task's own default length
-    assert d["default_iterations"] == 10_000  # task=adder's default, not the char-RNN's 100k
-    assert "diagnostics (wall, adder, rnn): a 10,000-iteration (default) run: ratio" in out
-    assert "estimated from 200 iterations" in out and "target diagnostics overhead" in out
-    assert d["wall"]["on_seconds"] > 0 and d["cpu"]["ratio"] > 0
-    assert list(targets({"diagnostics_adder": d, "diagnostics_adder_mlflow": d})) == [
-        "diagnostics overhead <= 3% (adder, default run)",
-        "diagnostics overhead <= 3% (adder, mlflow, default run)",
-    ]
 
 
 def naive_gates(params, net: rnn.Spec, xs: np.ndarray, state0: np.ndarray) -> list[dict]:
