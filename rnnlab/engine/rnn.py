@@ -541,6 +541,8 @@ def step(
     params: Params, spec: Spec, state: np.ndarray, symbols: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """One step, for decoders: symbols (B,) ints or (B, D) floats, state (L, S, B, H) →
-    (logits (B, O), the next state). No dropout."""
-    fwd = forward(params, np.asarray(symbols)[None], state, spec)
+    (logits (B, O), the next state). No dropout. Through the numpy cells: at T = 1 a kernel's
+    per-call cost buys nothing, and a process that only decodes (sampling, the served model)
+    then never imports numba."""
+    fwd = forward(params, np.asarray(symbols)[None], state, spec, reference=True)
     return fwd.logits[0], fwd.state

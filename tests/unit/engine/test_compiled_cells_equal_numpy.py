@@ -158,8 +158,9 @@ def test_tanh_error_bound():
 
 
 def test_numba_only_when_a_window_runs_through_a_kernel():
-    """Importing the engine and running the vanilla cell at B > 1 (the numpy cell) never import
-    numba; the first window through a kernel does (here: the vanilla cell at B = 1), and the
+    """Importing the engine, running the vanilla cell at B > 1 (the numpy cell) and decoding
+    (``rnn.step``: sampling, the served model) never import numba; the first window through a
+    kernel does (here: the vanilla cell at B = 1), and the
     kernels' BLAS (SciPy's) inherits the caller's one-thread pin although it was loaded after
     the pin."""
     code = """
@@ -175,6 +176,10 @@ def window(cell, B):
     rnn.loss_and_grads(p, xs, xs, rnn.zero_state(spec, B, np.float32), spec, "xent")
 with threadpool_limits(limits=1, user_api="blas"):
     window("rnn", 32)
+    for cell in ("rnn", "gru", "lstm"):  # decoding, one step at a time: the numpy cells
+        spec = rnn.Spec(cell, 2, 8)
+        _, p = rnn.init_params(5, 8, 5, rng, "normal", 0.1, np.float32, spec)
+        rnn.step(p, spec, rnn.zero_state(spec, 1, np.float32), np.array([3]))
     assert "numba" not in sys.modules, "numba imported without a window through a kernel"
     window("rnn", 1)
     assert "numba" in sys.modules
