@@ -58,6 +58,7 @@ COMMAND = cli.Command(
             int,
             minimum=1,
         ),  # fmt: skip
+        cli.Key("diag_tasks", "the tasks whose diagnostics to time, comma-separated (default all)"),
         cli.Key("json", "write every figure to this file too"),
         cli.Key(
             "history",
@@ -145,6 +146,10 @@ def measure(args: dict, argv: list[str]) -> dict:
     if unknown:
         raise UserError(f"cells={args['cells']!r}: no rows for {', '.join(unknown)}; "
                         f"cells with rows: {', '.join(engine.ROWS)}")  # fmt: skip
+    tasks = args["diag_tasks"].split(",") if "diag_tasks" in args else list(diagnostics.TASKS)
+    if [t for t in tasks if t not in diagnostics.TASKS]:
+        allowed = ", ".join(diagnostics.TASKS)
+        raise UserError(f"diag_tasks={args['diag_tasks']!r} is not allowed: some of {allowed}")
     default_history = "history" not in args
     history_path = Path(args.get("history") or history.HISTORY)
     page = Path(args["page"]) if "page" in args else (history.PAGE if default_history else None)
@@ -205,7 +210,7 @@ def measure(args: dict, argv: list[str]) -> dict:
         with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
             results["diagnostics"] = diagnostics.all_figures(
                 s["diag_rounds"], Path(tmp), s["diag_iterations"],
-                corpus_path if "corpus" in args else None,
+                corpus_path if "corpus" in args else None, tasks,
             )  # fmt: skip
         diagnostics.print_diagnostics(results["diagnostics"])
 
