@@ -117,12 +117,16 @@ def process_figures(
 
 
 def all_figures(
-    rounds: int, workdir: Path, iterations: int | None = None, corpus: Path | None = None
+    rounds: int,
+    workdir: Path,
+    iterations: int | None = None,
+    corpus: Path | None = None,
+    tasks=TASKS,
 ) -> dict[str, dict]:
-    """{task: figures} for every task; ``iterations`` shortens the runs (a quick run: no
+    """{task: figures} for each of ``tasks``; ``iterations`` shortens the runs (a quick run: no
     untimed run first), ``corpus`` is the char-RNN's text (default: the kafka corpus)."""
     out = {}
-    for task in TASKS:
+    for task in tasks:
         overrides = [f"iterations={iterations}"] if iterations else []
         if corpus is not None and task == "charrnn":
             overrides.append(f"data.path={corpus}")
