@@ -257,3 +257,36 @@ def test_the_compiled_update_only_where_the_kernels_run_with_clip_and_adagrad():
         (gru, 32, adagrad, 5.0, 1.0),
     ]:
         assert fused.clip_and_update(spec, b, opt, clip, clip_norm) is None
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_evaluation_through_the_kernels_gives_the_numpy_cells_numbers(cell):
+    """val/loss and val/loss_warm (the char-RNN's evaluation: a held-out text of several chunks
+    read as one stream, from zero and after a burn-in from a carried state) equal what the numpy
+    cells give, chunk by chunk through the same head, to float rounding."""
+    from rnnlab.tasks import charrnn
+
+    rng = np.random.default_rng(11)
+    spec = rnn.Spec(cell, 2, H)
+    _, params = rnn.init_params(V, H, V, rng, "normal", 0.5, np.float64, spec)
+    ids = rng.integers(0, V, 2 * charrnn.CHUNK + 37)  # three chunks, the last one short
+    burn_in = rng.integers(0, V, 300)
+    warm_start = 0.5 * rng.normal(size=(2, spec.state_size, 1, H))
+    got = charrnn.char_metrics(params, spec, ids, burn_in, "val", warm_start)
+
+    def numpy_stream(h):  # stream_loss through the numpy cells
+        total = 0.0
+        for start in range(0, len(ids) - 1, charrnn.CHUNK):
+            xs = ids[start : start + charrnn.CHUNK][:, None]
+            ys = ids[start + 1 : start + charrnn.CHUNK + 1][:, None]
+            fwd = rnn.forward(params, xs[: len(ys)], h, spec, reference=True)
+            total += float(rnn.softmax_xent(fwd.logits, ys)[0][0])
+            h = fwd.state
+        return total / (len(ids) - 1)
+
+    warm = rnn.forward(params, burn_in[:, None], warm_start, spec, reference=True).state
+    want = {"val/loss": numpy_stream(rnn.zero_state(spec, 1, np.float64)),
+            "val/loss_warm": numpy_stream(warm)}  # fmt: skip
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12, abs=0), name
+    assert got["val/loss"] != got["val/loss_warm"]  # two different passes
