@@ -128,7 +128,10 @@ class Trainer:
             cfg.task.init_scale,
             self.dtype,
             self.spec,
+            rnn.cell_options(cfg),
         )
+        # after every update (the IndRNN's bound on |u|; None for the other cells)
+        self.constrain = rnn.constraint(self.spec, rnn.cell_options(cfg))
         self.grad_flat, self.grads = rnn.packed_zeros(
             {k: v.shape for k, v in self.params.items()}, self.dtype
         )
@@ -239,6 +242,8 @@ class Trainer:
             if cfg.optimizer.clip_norm is not None:
                 clip_global_norm(self.grad_flat, cfg.optimizer.clip_norm, norm)
             self.optimizer.step(self.flat, self.grad_flat)
+        if self.constrain is not None:
+            self.constrain(self.params)
         s = self.state
         s.iteration += 1
         s.smooth_loss = 0.999 * s.smooth_loss + 0.001 * window_loss
