@@ -339,7 +339,7 @@ def _check_cells(cfg: Config) -> None:
     h = cfg.indrnn.horizon
     _require(h is None or h >= 1, "indrnn.horizon", h, "an integer ≥ 1 or null (seq_length)")
     m = cfg.indrnn.magnitude
-    _require(math.isfinite(m) and m > 1.0, "indrnn.magnitude", m, "a finite number > 1")
+    _require(math.isfinite(m) and m >= 1.0, "indrnn.magnitude", m, "a finite number ≥ 1")
     o = cfg.lru
     _require(0.0 <= o.r_min < 1.0, "lru.r_min", o.r_min, "a number in [0, 1)")
     _require(o.r_min < o.r_max <= 1.0, "lru.r_max", o.r_max, f"a number in (r_min={o.r_min:g}, 1]")

@@ -32,7 +32,9 @@ class IndRNNConfig:
     """IndRNN's recurrent-weight bound (``cell=indrnn`` only)."""
 
     horizon: int | None = None  # T of the bound |u| ≤ magnitude^(1/T); null: seq_length
-    magnitude: float = 2.0  # γ: how much a gradient may grow over the horizon (the paper's 2)
+    # γ: how much a gradient may grow over the horizon (the paper's 2); 1: |u| ≤ 1, so a state
+    # carried from window to window (the char-RNN's) can never grow
+    magnitude: float = 2.0
 
     def u_max(self, window: int) -> float:
         """The bound γ^(1/T) on |u|, T = horizon or else ``window``."""
@@ -74,7 +76,7 @@ def forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool = False) ->
     for t in range(T):
         np.multiply(u, h[t], tmp)
         np.add(h[t + 1], tmp, h[t + 1])  # h[t+1] held W_ih x_t + b_ih
-        np.maximum(h[t + 1], 0.0, h[t + 1])
+        np.maximum(h[t + 1], 0.0, out=h[t + 1])
     return cells.Layer(hs=hs, state=hs[-1][None].copy())
 
 
