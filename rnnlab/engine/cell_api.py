@@ -19,6 +19,7 @@ Nothing here does I/O, reads config or keeps state between calls.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,8 +54,7 @@ class CellType:
 
     def names(self, k: int) -> dict[str, str]:
         """Layer k's parameter names by role, in the flat buffer's order."""
-        roles = ["W_ih", *(["b_ih"] if self.bias else []), *self.own(1)]
-        return {role: f"{role}_l{k}" for role in roles}
+        return _names(self, k)
 
     def shapes(self, k: int, D: int, H: int) -> dict[str, tuple]:
         """Layer k's parameter shapes by name; D its input width."""
@@ -65,6 +65,12 @@ class CellType:
     def layer(self, params: dict[str, np.ndarray], k: int) -> LayerParams:
         """Layer k's parameters (or their gradients) by role."""
         return {role: params[name] for role, name in self.names(k).items()}
+
+
+@functools.cache
+def _names(cell: CellType, k: int) -> dict[str, str]:
+    roles = ["W_ih", *(["b_ih"] if cell.bias else []), *cell.own(1)]
+    return {role: f"{role}_l{k}" for role in roles}
 
 
 def project(W: np.ndarray, b: np.ndarray | None, x: np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ def forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool) -> cells.L
     x0 = np.empty((B, H), dtype=ct)
     x0.real, x0.imag = state0[0], state0[1]
     xs = np.empty((T + 1, B, H), dtype=ct)
-    scan.forward(lam, b, x0, xs, use_scan)
+    scan.forward(lam, b, x0, xs, scan.method(use_scan))
     Cv = _output_map(lp)
     xv = xs.view(proj.dtype).reshape((T + 1) * B, 2 * H)  # (Re, Im) interleaved
     hs = np.matmul(xv, Cv.T).reshape(T + 1, B, H)  # Re(C x_t)
@@ -121,7 +121,7 @@ def backward(layer: cells.Layer, lp, dy: np.ndarray, use_scan: bool, trace, grad
     dy2 = dy.reshape(N, H)
     # into x_t from y_t: ∂y/∂Re x = C_re, ∂y/∂Im x = −C_im, i.e. dy @ Cv interleaved (Re, Im)
     G = np.matmul(dy2, Cv).view(xs.dtype).reshape(T, B, H)
-    dx0 = scan.backward(lam, G, use_scan)  # G becomes each step's total gradient
+    dx0 = scan.backward(lam, G, scan.method(use_scan))  # G becomes each step's total gradient
     if trace is not None:
         np.abs(G, out=trace)
     xv = xs[1:].view(dt).reshape(N, 2 * H)

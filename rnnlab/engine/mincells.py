@@ -11,8 +11,14 @@ with input x_t and the log-space form's activation g(z) = z + ½ (z ≥ 0), σ(z
              h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t                       W_ih = [W_f; W_i; W_h] (3H, D)
 
 i.e. h_t = a_t ⊙ h_{t-1} + b_t with a_t = 1 − z_t (f'_t) and b_t = z_t ⊙ h̃_t (i'_t ⊙ h̃_t).
-Everything but that recurrence is computed for the whole window at once, on either path.
-No recurrent weights: the gradient reaching h_{t-1} from h_t is a_t ⊙ (its gradient). Weights
+No recurrent weights: the gradient reaching h_{t-1} from h_t is a_t ⊙ (its gradient). Two paths,
+equal to 1e-10 in float64:
+
+- ``scan=True``: nothing depends on h but the linear recurrence, so the layer's whole window is
+  one compiled pass each way (``scan_kernels.mingru_forward`` ...: every step's gates and the
+  scan of the recurrence forward; the reverse scan and every gate's gradient backward).
+- ``scan=False``: the papers' sequential mode in numpy: the gates for the whole window at once,
+  then the recurrence one step at a time (``rnnlab.engine.scan``, two numpy calls per step). Weights
 start as PyTorch's ``nn.Linear``: U(±1/√D), D the layer's input width.
 
 Nothing here does I/O, reads config or keeps state between calls.
@@ -26,6 +32,21 @@ import numpy as np
 
 from rnnlab.engine import cells, scan
 from rnnlab.engine.cell_api import CellType, g, g_grad, sigmoid
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """What a kernel writes for ``a``: a itself when C-contiguous, else a copy (``_copy_back``)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _consts(a: np.ndarray) -> np.ndarray:
+    """(0, ½, 1) in a's dtype, for the kernels (``scan_kernels``)."""
+    return np.array([0.0, 0.5, 1.0], dtype=a.dtype)
+
+
+def _copy_back(work: np.ndarray, a: np.ndarray) -> None:
+    if work is not a:
+        a[...] = work
 
 
 def _no_params(H: int) -> dict[str, tuple]:
@@ -42,16 +63,26 @@ def _init(lp, rng: np.random.Generator, D: int, H: int, top: bool, options=None)
 # --- minGRU -------------------------------------------------------------------------------------
 
 
+def _buffers(T: int, B: int, H: int, dt, n: int) -> list[np.ndarray]:
+    return [np.empty((T, B, H), dtype=dt) for _ in range(n)]
+
+
 def mingru_forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool) -> cells.Layer:
     """One minGRU layer over a window: proj (T, B, 2H) = W_ih x + b_ih, state0 (1, B, H)."""
     T, B, G = proj.shape
     H = G // 2
+    if use_scan:  # the window in one compiled pass
+        hs = np.empty((T + 1, B, H), dtype=proj.dtype)
+        hs[0] = state0[0]
+        z, a, ht = _buffers(T, B, H, proj.dtype, 3)
+        scan.kernels().mingru_forward(np.ascontiguousarray(proj), hs, z, a, ht, _consts(proj))
+        return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved={"z": z, "ht": ht, "a": a})
     z = sigmoid(proj[..., :H])  # (T, B, H) update gate
     ht = g(proj[..., H:])  # (T, B, H) candidate
     a = np.subtract(1.0, z)  # what h_{t-1} keeps
     b = np.multiply(z, ht)
     hs = np.empty((T + 1, B, H), dtype=proj.dtype)
-    scan.forward(a, b, state0[0], hs, use_scan)
+    scan.forward(a, b, state0[0], hs, "step")
     return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved={"z": z, "ht": ht, "a": a})
 
 
@@ -60,8 +91,14 @@ def mingru_backward(layer: cells.Layer, lp, dh: np.ndarray, use_scan: bool, trac
     z, ht, a = layer.saved["z"], layer.saved["ht"], layer.saved["a"]
     T, B, H = dh.shape
     G = cells.backward_buffer(dh, trace)  # becomes each step's total gradient d loss / d h_t
-    dh0 = scan.backward(a, G, use_scan)
     dproj = np.empty((T, B, 2 * H), dtype=dh.dtype)
+    if use_scan:  # the window in one compiled pass
+        dh0 = np.empty((B, H), dtype=dh.dtype)
+        work = _contiguous(G)
+        scan.kernels().mingru_backward(z, a, ht, layer.hs, work, dproj, dh0, _consts(dh))
+        _copy_back(work, G)
+        return dproj, dh0[None]
+    dh0 = scan.backward(a, G, "step")
     # d z_t = G ⊙ (h̃_t − h_{t-1}) (z enters as z h̃ and as 1 − z), through σ' = z (1 − z)
     dz = np.subtract(ht, layer.hs[:-1], out=dproj[..., :H])
     dz *= G
@@ -93,6 +130,13 @@ def minlstm_forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool) ->
     """One minLSTM layer over a window: proj (T, B, 3H) = W_ih x + b_ih, state0 (1, B, H)."""
     T, B, G = proj.shape
     H = G // 3
+    if use_scan:  # the window in one compiled pass
+        hs = np.empty((T + 1, B, H), dtype=proj.dtype)
+        hs[0] = state0[0]
+        f, i, fn, ht = _buffers(T, B, H, proj.dtype, 4)
+        scan.kernels().minlstm_forward(np.ascontiguousarray(proj), hs, f, i, fn, ht, _consts(proj))
+        saved = {"f": f, "i": i, "a": fn, "ht": ht}
+        return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved=saved)
     f = sigmoid(proj[..., :H])  # (T, B, H) forget gate
     i = sigmoid(proj[..., H : 2 * H])  # input gate
     ht = g(proj[..., 2 * H :])  # candidate
@@ -101,7 +145,7 @@ def minlstm_forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool) ->
     b = np.subtract(1.0, fn)  # i' = 1 − f'
     b *= ht
     hs = np.empty((T + 1, B, H), dtype=proj.dtype)
-    scan.forward(fn, b, state0[0], hs, use_scan)
+    scan.forward(fn, b, state0[0], hs, "step")
     saved = {"f": f, "i": i, "a": fn, "ht": ht}  # a: the recurrence's multiplier, f'
     return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved=saved)
 
@@ -111,8 +155,14 @@ def minlstm_backward(layer: cells.Layer, lp, dh: np.ndarray, use_scan: bool, tra
     f, i, fn, ht = (layer.saved[k] for k in ("f", "i", "a", "ht"))
     T, B, H = dh.shape
     G = cells.backward_buffer(dh, trace)
-    dh0 = scan.backward(fn, G, use_scan)
     dproj = np.empty((T, B, 3 * H), dtype=dh.dtype)
+    if use_scan:  # the window in one compiled pass
+        dh0 = np.empty((B, H), dtype=dh.dtype)
+        work = _contiguous(G)
+        scan.kernels().minlstm_backward(f, i, fn, ht, layer.hs, work, dproj, dh0, _consts(dh))
+        _copy_back(work, G)
+        return dproj, dh0[None]
+    dh0 = scan.backward(fn, G, "step")
     # d f'_t = G ⊙ (h_{t-1} − h̃_t) (f' enters as f' h and as (1 − f') h̃); with s = f + i,
     # ∂f'/∂f = i/s² and ∂f'/∂i = −f/s², i.e. f' i' / f and −f' i' / i; then σ' = σ (1 − σ)
     dfn = np.subtract(layer.hs[:-1], ht)

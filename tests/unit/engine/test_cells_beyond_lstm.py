@@ -150,8 +150,9 @@ def naive_reverse(a, dh):
 @pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 7, 9, 16, 23, 25, 40, 200])
 @pytest.mark.parametrize("kind", ["real", "complex constant", "real constant"])
 def test_scan_equals_a_plain_loop_forward_and_backward(T, kind):
-    """scan.forward/backward on both paths = a plain Python loop over the recurrence, to 1e-12,
-    for window lengths with and without a short last chunk, time-varying and constant a."""
+    """scan.forward/backward by every method (numpy step by step, the numpy blocked scan, the
+    compiled kernels) = a plain Python loop over the recurrence, to 1e-12, for window lengths
+    with and without a short last chunk, time-varying and constant a, real and complex."""
     rng = np.random.default_rng(T)
     shape = (T, 3, 5)
     if kind == "real":
@@ -166,12 +167,12 @@ def test_scan_equals_a_plain_loop_forward_and_backward(T, kind):
     dh = rng.normal(size=shape) + (1j * rng.normal(size=shape) if cplx else 0.0)
     want = naive_recurrence(a, b, h0)
     want_G, want_d0 = naive_reverse(a, dh)
-    for use_scan in (True, False):
+    for how in scan.METHODS:
         hs = np.empty((T + 1, *shape[1:]), dtype=b.dtype)
-        scan.forward(a, b, h0, hs, use_scan)
+        scan.forward(a, b, h0, hs, how)
         np.testing.assert_allclose(hs, want, rtol=1e-12, atol=1e-12)
         G = dh.copy()
-        d0 = scan.backward(a, G, use_scan)
+        d0 = scan.backward(a, G, how)
         np.testing.assert_allclose(G, want_G, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(d0, want_d0, rtol=1e-12, atol=1e-12)
 
@@ -185,10 +186,11 @@ def test_scan_is_finite_where_a_underflows():
     a[10:30] = 1e-300
     a[35, 0] = 0.0
     b = rng.normal(size=(T, 2, 4))
-    hs = np.empty((T + 1, 2, 4))
-    scan.forward(a, b, np.ones((2, 4)), hs, True)
-    assert np.all(np.isfinite(hs))
-    np.testing.assert_allclose(hs, naive_recurrence(a, b, np.ones((2, 4))), rtol=1e-12)
+    for how in ("blocked", "compiled"):
+        hs = np.empty((T + 1, 2, 4))
+        scan.forward(a, b, np.ones((2, 4)), hs, how)
+        assert np.all(np.isfinite(hs))
+        np.testing.assert_allclose(hs, naive_recurrence(a, b, np.ones((2, 4))), rtol=1e-12)
 
 
 @pytest.mark.parametrize("cell", LINEAR)
@@ -378,3 +380,19 @@ def test_lru_ring_initialisation():
     assert abs(np.mean(r2) - (0.16 + 0.81) / 2) < 0.01  # uniform in |λ|²
     assert np.angle(lam).min() >= 0 and np.angle(lam).max() <= np.pi / 10
     np.testing.assert_allclose(np.exp(p["gamma_log_l0"]), np.sqrt(1 - r2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_benchmarks_naive_cell_is_the_engines_math(cell):
+    """bench.new_cells.naive_lossfun (the per-step baseline) computes the engine's loss,
+    gradients and state, so the benchmark compares like with like."""
+    from rnnlab.bench.new_cells import naive_lossfun
+
+    spec, _, params, xs, ys, state0 = make_problem(cell, 1, "xent", 1, T=7)
+    loss, grads, state = rnn.loss_and_grads(params, xs, ys, state0, spec, "xent")
+    nloss, dparams, final = naive_lossfun(cell, list(xs[:, 0]), list(ys[:, 0]), state0[0, :, 0],
+                                          params)  # fmt: skip
+    assert nloss == pytest.approx(loss[0], rel=1e-12)
+    for name, d in dparams.items():
+        np.testing.assert_allclose(d, grads[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(final, state[0, :, 0], rtol=1e-12)
