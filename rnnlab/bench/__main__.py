@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rnnlab import cli
-from rnnlab.bench import diagnostics
+from rnnlab.bench import diagnostics, new_cells
 from rnnlab.bench.engine import (
     CELL_TARGETS,
     HIDDEN,
@@ -47,6 +47,7 @@ COMMAND = cli.Command(
         cli.Key("tracking", "the MLflow tracking comparison", bool, True),
         cli.Key("cells", "the GRU/LSTM figures", bool, True),
         cli.Key("cells_only", "only the GRU/LSTM figures (and the machine's)", bool, False),
+        cli.Key("new_cells", "IRNN, IndRNN, minGRU, minLSTM, LRU (scan and step)", bool, True),
         cli.Key("diagnostics", "diagnostics on against off", bool, True),
     ),  # fmt: skip
     examples=("python -m rnnlab.bench", "python -m rnnlab.bench quick=true json=bench.json"),
@@ -95,6 +96,8 @@ def measure(args: dict, argv: list[str]) -> dict:
             results["engine"] = engine_figures(data, len(vocab), rounds, block)
         if args["cells"]:
             results["cells"] = cell_figures(data, len(vocab), rounds, block)
+        if args["new_cells"]:  # rnnlab.bench.new_cells
+            results["new_cells"] = new_cells.figures(data, len(vocab), rounds, block)
         if args["tracking"] and not args["cells_only"]:
             workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
             try:
@@ -125,10 +128,14 @@ def measure(args: dict, argv: list[str]) -> dict:
             wall["default_run_overhead_pct"] <= TRACKING_TARGET_PCT
         )
     results["targets"] |= diagnostics.targets(results)
+    if "new_cells" in results:
+        results["targets"] |= new_cells.targets(results["new_cells"])
     if "engine" in results:
         print_report(results)
     if "cells" in results:
         print_cells(results["cells"])
+    if "new_cells" in results:
+        new_cells.print_figures(results["new_cells"])
     diagnostics.print_all(results)
     if "json" in args:
         out = Path(args["json"])
