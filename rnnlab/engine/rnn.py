@@ -367,7 +367,8 @@ def forward(
         if typed is not None:  # the window's projections here, the cell's sequential part there
             lp = typed.layer(params, k)
             proj = cell_api.project(lp["W_ih"], lp.get("b_ih"), x)  # (T, B, K·H)
-            layer = typed.forward(lp, proj, state0[k], spec.scan)
+            # reference: the numpy cells, here the step path (scan=False), at every B
+            layer = typed.forward(lp, proj, state0[k], spec.scan and not reference)
         else:
             layer = layer_forward(
                 params[W_in], params[b_in], params[W_rec], params.get(b_rec), x, state0[k],
@@ -442,8 +443,9 @@ def backward(
         # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
         trace = None if dh_trace is None else dh_trace[k]
         if typed is not None:  # its own parameters' gradients written by the cell
+            scan = spec.scan and not fwd.reference  # as the forward ran
             dproj, dstates[k] = typed.backward(
-                layer, typed.layer(params, k), dh, spec.scan, trace, typed.layer(grads, k)
+                layer, typed.layer(params, k), dh, scan, trace, typed.layer(grads, k)
             )
             drec = None
         else:

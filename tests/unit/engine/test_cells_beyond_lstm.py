@@ -396,3 +396,17 @@ def test_the_benchmarks_naive_cell_is_the_engines_math(cell):
     for name, d in dparams.items():
         np.testing.assert_allclose(d, grads[name], rtol=1e-9, atol=1e-12, err_msg=name)
     np.testing.assert_allclose(final, state[0, :, 0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell", LINEAR)
+def test_the_reference_path_is_the_step_path(cell):
+    """``reference=True`` (the numpy cells: what decoding and the kernels' tests run) is the
+    step path, whatever ``Spec.scan`` says: the same losses and states bit for bit, the same
+    gradients but for the order the input weights' sums are taken in (the numpy scatter)."""
+    spec, _, params, xs, ys, state0 = make_problem(cell, 2, "xent", 3, T=9)
+    step = rnn.Spec(cell, 2, spec.hidden_size, "tanh", 0.0, False)
+    ref = rnn.loss_and_grads(params, xs, ys, state0, spec, "xent", reference=True)
+    plain = rnn.loss_and_grads(params, xs, ys, state0, step, "xent")
+    assert np.array_equal(ref[0], plain[0]) and np.array_equal(ref[2], plain[2])
+    for k in params:
+        np.testing.assert_allclose(ref[1][k], plain[1][k], rtol=1e-13, atol=1e-15, err_msg=k)
