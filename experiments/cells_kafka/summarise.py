@@ -29,7 +29,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rnnlab.engine import rnn
-from rnnlab.tracking.store import default_uri, open_store
+from rnnlab.tracking.store import open_store, resolve_uri
 
 HERE = Path(__file__).resolve().parent
 VOCAB = 62  # kafka.txt's symbols (the report's runs log the same)
@@ -243,7 +243,7 @@ def bpc_figure(runs: list[dict], title: str, out: Path) -> None:
 
 def main(argv: list[str]) -> None:
     args = dict(a.partition("=")[::2] for a in argv)
-    client = open_store(default_uri(args.get("tracking_uri") or None))
+    client = open_store(resolve_uri(args.get("tracking_uri") or None))
     md, frames = ["# cells_kafka: summary (written by summarise.py)", ""], []
     for study, name in EXPERIMENTS.items():
         runs = load(client, name)
