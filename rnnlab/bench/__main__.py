@@ -97,7 +97,11 @@ def measure(args: dict, argv: list[str]) -> dict:
         if args["cells"]:
             results["cells"] = cell_figures(data, len(vocab), rounds, block)
         if args["new_cells"]:  # rnnlab.bench.new_cells
+            load = new_cells.load_average()
             results["new_cells"] = new_cells.figures(data, len(vocab), rounds, block)
+            if not args["quick"]:  # a full run: the results file and its page block
+                new_cells.record(results["new_cells"], results["command"], results["date"],
+                                 results["machine"]["cpu"], rounds, block, load)  # fmt: skip
         if args["tracking"] and not args["cells_only"]:
             workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
             try:

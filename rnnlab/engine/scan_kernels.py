@@ -22,7 +22,10 @@ import numpy as np
 
 from rnnlab.engine.fused_kernels import fast_tanh
 
-_JIT = {"cache": True, "fastmath": {"nnan", "ninf", "nsz", "contract"}, "nogil": True}
+# error_model="numpy": a division by zero gives inf instead of raising, which lets LLVM vectorize
+# the minLSTM's f / (f + i) (the check would stop it: 3.5x slower measured)
+_JIT = {"cache": True, "fastmath": {"nnan", "ninf", "nsz", "arcp", "contract"},
+        "error_model": "numpy", "nogil": True}  # fmt: skip
 
 
 @numba.njit(**_JIT)
