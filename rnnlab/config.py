@@ -337,7 +337,7 @@ def _check_cells(cfg: Config) -> None:
     """irnn.*, indrnn.* and lru.* (checked whatever the cell, so a sweep fails before any run)."""
     _positive_finite("irnn.identity_scale", cfg.irnn.identity_scale)
     h = cfg.indrnn.horizon
-    _require(h is None or h >= 1, "indrnn.horizon", h, "an integer ≥ 1 or null (seq_length)")
+    _require(h is None or h >= 1, "indrnn.horizon", h, "an integer ≥ 1 or null (BPTT's window)")
     m = cfg.indrnn.magnitude
     _require(math.isfinite(m) and m >= 1.0, "indrnn.magnitude", m, "a finite number ≥ 1")
     o = cfg.lru

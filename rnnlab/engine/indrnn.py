@@ -31,7 +31,8 @@ from rnnlab.engine.cell_api import CellType
 class IndRNNConfig:
     """IndRNN's recurrent-weight bound (``cell=indrnn`` only)."""
 
-    horizon: int | None = None  # T of the bound |u| ≤ magnitude^(1/T); null: seq_length
+    horizon: int | None = None  # T of |u| ≤ magnitude^(1/T); null: BPTT's window (seq_length,
+    # or a sequence task's whole sequence)
     # γ: how much a gradient may grow over the horizon (the paper's 2); 1: |u| ≤ 1, so a state
     # carried from window to window (the char-RNN's) can never grow
     magnitude: float = 2.0

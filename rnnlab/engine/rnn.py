@@ -103,14 +103,15 @@ def spec_of(cfg) -> Spec:
     return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout, cfg.scan)
 
 
-def cell_options(cfg):
+def cell_options(cfg, window: int):
     """What a Config says about its cell's initialisation and constraint, in the engine's terms
     (``init_params``' and ``constraint``'s ``options``): the IRNN's identity scale, the IndRNN's
-    bound on |u|, the LRU's ring; None for the other cells."""
+    bound on |u| (``window``: the steps BPTT runs over, the bound's horizon unless
+    ``indrnn.horizon`` sets one), the LRU's ring; None for the other cells."""
     if cfg.cell == "irnn":
         return cfg.irnn.identity_scale
     if cfg.cell == "indrnn":
-        return cfg.indrnn.u_max(cfg.seq_length)
+        return cfg.indrnn.u_max(window)
     if cfg.cell == "lru":
         return cfg.lru
     return None

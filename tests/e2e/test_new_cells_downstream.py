@@ -99,6 +99,20 @@ def test_the_indrnn_bound_holds_through_training(kafka_path):
     assert max(np.abs(t.params[f"u_l{k}"]).max() for k in range(2)) == pytest.approx(u_max)
 
 
+def test_the_indrnn_horizon_is_a_sequence_tasks_whole_sequence():
+    """On the adding problem BPTT runs over whole sequences of task.length steps: the bound's
+    horizon, and the top layer's u drawn in [2^(-1/T), 2^(1/T)]."""
+    from rnnlab.sweeps.compose import compose
+
+    cfg = compose(["task=adding", "task.length=16", "cell=indrnn", "layers=2",
+                   "tracking.enabled=false"])  # fmt: skip
+    t = Trainer(cfg)
+    u_max = 2 ** (1 / 16)
+    assert np.abs(t.params["u_l0"]).max() <= u_max and t.params["u_l0"].min() >= 0
+    assert t.params["u_l1"].min() >= 1 / u_max and t.params["u_l1"].max() <= u_max
+    assert t.params["u_l1"].max() > 2 ** (1 / 25)  # not the char-RNN's 25-step window
+
+
 def docs_forward():
     """The numpy reference forward docs/cells.md shows, as a namespace (run as written)."""
     text = (ROOT / "docs" / "cells.md").read_text(encoding="utf-8")
