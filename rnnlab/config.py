@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlab.engine import decode
+from rnnlab.engine.indrnn import IndRNNConfig
+from rnnlab.engine.irnn import IRNNConfig
+from rnnlab.engine.lru import LRUConfig
 from rnnlab.engine.optim import OPTIMIZERS
 from rnnlab.engine.rnn import ACTIVATIONS, CELL_NAMES, HEADS
 from rnnlab.engine.schedule import SCHEDULES, ScheduleConfig
@@ -120,7 +123,14 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
-    cell: str = "rnn"  # recurrent cell: rnn (min-char-rnn's) | gru | lstm (PyTorch's equations)
+    irnn: IRNNConfig = field(default_factory=IRNNConfig)  # cell=irnn's initialisation
+    indrnn: IndRNNConfig = field(default_factory=IndRNNConfig)  # cell=indrnn's bound on |u|
+    lru: LRUConfig = field(default_factory=LRUConfig)  # cell=lru's ring of eigenvalues
+
+    # recurrent cell: rnn (min-char-rnn's) | gru | lstm (PyTorch's equations) | irnn | indrnn |
+    # mingru | minlstm | lru (their papers' equations; docs/cells.md)
+    cell: str = "rnn"
+    scan: bool = True  # mingru, minlstm, lru: the window's recurrence by a scan (false: per step)
     layers: int = 1  # stacked recurrent layers; layer k > 0 reads layer k-1's h
     dropout: float = 0.0  # inverted dropout on each layer's output while training, in [0, 1)
     hidden_size: int = 100  # units per recurrent layer
@@ -267,6 +277,7 @@ def check(cfg: Config) -> None:
     calls this, then the objective and the task's own); raise ConfigError on the first bad one."""
     _require(cfg.cell in CELL_NAMES, "cell", cfg.cell, "one of " + ", ".join(CELL_NAMES))
     _require(0.0 <= cfg.dropout < 1.0, "dropout", cfg.dropout, "a number in [0, 1)")
+    _check_cells(cfg)
     for key in ("layers", "hidden_size", "seq_length", "iterations", "batch_size", "log_every",
                 "eval_every", "sample_every", "sample_length", "checkpoint_every",
                 "task.eval_max_pairs", "tracking.flush_points", "task.length", "task.eval_size",
@@ -320,6 +331,19 @@ def check(cfg: Config) -> None:
         raise ConfigError(*bad)
     # task.name, the objective and the task's own checks: rnnlab.tasks.check (the tasks import
     # this module)
+
+
+def _check_cells(cfg: Config) -> None:
+    """irnn.*, indrnn.* and lru.* (checked whatever the cell, so a sweep fails before any run)."""
+    _positive_finite("irnn.identity_scale", cfg.irnn.identity_scale)
+    h = cfg.indrnn.horizon
+    _require(h is None or h >= 1, "indrnn.horizon", h, "an integer ≥ 1 or null (BPTT's window)")
+    m = cfg.indrnn.magnitude
+    _require(math.isfinite(m) and m >= 1.0, "indrnn.magnitude", m, "a finite number ≥ 1")
+    o = cfg.lru
+    _require(0.0 <= o.r_min < 1.0, "lru.r_min", o.r_min, "a number in [0, 1)")
+    _require(o.r_min < o.r_max <= 1.0, "lru.r_max", o.r_max, f"a number in (r_min={o.r_min:g}, 1]")
+    _positive_finite("lru.max_phase", o.max_phase)
 
 
 def _check_evaluation(cfg: Config) -> None:

@@ -1,7 +1,8 @@
 """``python -m rnnlab.export``: a run's weights as a PyTorch state dict in an ``.npz``.
 
 The file holds the state dict of ``torch.nn.ModuleDict({"rnn": RNN|GRU|LSTM(...), "fc":
-Linear(H, V)})`` fed one-hot inputs; see ``rnnlab.inference.export`` for the layout. Nothing here
+Linear(H, V)})`` fed one-hot inputs, or for a cell PyTorch has no module for its parameters and
+equations (docs/cells.md); see ``rnnlab.inference.export`` for the layout. Nothing here
 needs PyTorch. Also ``python -m rnnlab.model export ...``. Mistakes cost one line on stderr and
 exit code 2.
 """
@@ -14,12 +15,12 @@ from pathlib import Path
 from rnnlab import cli
 from rnnlab.engine import rnn
 from rnnlab.errors import UserError
-from rnnlab.inference.export import TORCH_CLASS, export
+from rnnlab.inference.export import describe, export
 from rnnlab.tracking.run_weights import weights_of
 
 COMMAND = cli.Command(
     name="rnnlab.export",
-    summary="a run's weights as a PyTorch state dict (.npz)",
+    summary="a run's weights as a PyTorch state dict, or a cell's parameters and equations (.npz)",
     keys=cli.WEIGHTS_KEYS
     + (cli.Key("out", "the file to write, ending in .npz", default=cli.REQUIRED),),
     examples=(
@@ -37,11 +38,7 @@ def run(args: dict) -> str:
     with tempfile.TemporaryDirectory(prefix="rnnlab-export-") as tmp:
         w = weights_of(Path(tmp), **source)
         path = export(w, Path(args["out"]))
-    spec = rnn.spec_of(w.cfg)
-    return (
-        f"wrote {path}: torch.nn.{TORCH_CLASS[spec.cell]}(hidden_size={spec.hidden_size}, "
-        f"num_layers={spec.layers}) + Linear, from {w.source}"
-    )
+    return f"wrote {path}: {describe(rnn.spec_of(w.cfg))}, from {w.source}"
 
 
 def main(argv: list[str] | None = None) -> None:

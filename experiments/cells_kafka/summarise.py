@@ -9,9 +9,14 @@
   six configurations' mean ``val/bpc`` changed, and whether each seed ranks them the same way;
 - the hidden-100 study's learning claim: ``train/smooth_loss`` at 10,000 iterations per seed, and
   from which iteration on each gated cell stays below the vanilla cell (same seed), plus
-  ``h100_smooth_loss.png`` (mean over seeds, shaded min..max).
+  ``h100_smooth_loss.png`` (mean over seeds, shaded min..max);
+- the every-cell study (``run.sh every``): the same table and ranking for all eight cells,
+  input-only gating (minGRU, minLSTM) against state-dependent gating (GRU, LSTM) seed by seed,
+  and ``every/val_bpc.png``.
 
-Writes ``summary.md`` and ``summary.csv`` beside this file and prints the markdown.
+Writes ``summary.md`` and ``summary.csv`` beside this file (h100, params, b1) and
+``every/summary.md``, ``every/summary.csv`` (every), each only for the studies its store holds, and
+prints the markdown.
 """
 
 from __future__ import annotations
@@ -24,12 +29,23 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rnnlab.engine import rnn
-from rnnlab.tracking.store import default_uri, open_store
+from rnnlab.tracking.store import open_store, resolve_uri
 
 HERE = Path(__file__).resolve().parent
 VOCAB = 62  # kafka.txt's symbols (the report's runs log the same)
-EXPERIMENTS = {"h100": "cells_kafka_h100", "params": "cells_kafka", "b1": "cells_kafka_b1"}
-COLOURS = {"rnn": "tab:blue", "gru": "tab:green", "lstm": "tab:purple"}
+EXPERIMENTS = {"h100": "cells_kafka_h100", "params": "cells_kafka", "b1": "cells_kafka_b1",
+               "every": "cells_kafka_all"}  # fmt: skip
+COLOURS = {
+    "rnn": "tab:blue",
+    "gru": "tab:green",
+    "lstm": "tab:purple",
+    "irnn": "tab:cyan",
+    "indrnn": "tab:olive",
+    "mingru": "tab:orange",
+    "minlstm": "tab:red",
+    "lru": "tab:brown",
+}
+GATING = (("mingru", "gru"), ("minlstm", "lstm"))  # input-only gates against state-dependent ones
 
 
 def n_params(cell: str, layers: int, hidden: int) -> int:
@@ -70,6 +86,8 @@ def load(client, name: str) -> list[dict]:
             "best_at": int(bpc.idxmin()),
             "final_smooth_loss": r.data.metrics["final/smooth_loss"],
             "wall_time_s": r.data.metrics.get("final/wall_time_s", np.nan),
+            "chars_per_sec": r.data.metrics.get("final/chars_per_sec", np.nan),
+            "learning_rate": float(p["learning_rate"]),
             "bpc": bpc, "smooth": history(client, r.info.run_id, "train/smooth_loss"),
         })  # fmt: skip
     return sorted(out, key=lambda d: (d["layers"], list(COLOURS).index(d["cell"]), d["seed"]))
@@ -77,12 +95,13 @@ def load(client, name: str) -> list[dict]:
 
 def config_table(runs: list[dict]) -> tuple[list[str], pd.DataFrame]:
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("bpc", "smooth")} for r in runs])
-    lines = ["| cell | layers | hidden | parameters | seeds | final val/bpc | best val/bpc | "
-             "best at (iteration) | final smooth loss | wall time, s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for (layers, cell, hidden), g in df.groupby(["layers", "cell", "hidden_size"], sort=False):
+    lines = ["| cell | layers | hidden | parameters | learning rate | seeds | final val/bpc | "
+             "best val/bpc | best at (iteration) | final smooth loss | wall time, s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    keys = ["layers", "cell", "hidden_size", "learning_rate"]
+    for (layers, cell, hidden, lr), g in df.groupby(keys, sort=False):
         lines.append(
-            f"| {cell} | {layers} | {hidden} | {g['params'].iloc[0]:,} | {len(g)} | "
+            f"| {cell} | {layers} | {hidden} | {g['params'].iloc[0]:,} | {lr:g} | {len(g)} | "
             f"{pm(g['final_val_bpc'])} | {pm(g['best_val_bpc'])} | "
             f"{', '.join(f'{v:,}' for v in g['best_at'])} | "
             f"{pm(g['final_smooth_loss'], '{:.2f}')} | {pm(g['wall_time_s'], '{:.0f}')} |"
@@ -123,6 +142,39 @@ def ranking_lines(runs: list[dict]) -> list[str]:
         best_b = min(r["final_val_bpc"] for r in runs if (r["cell"], r["layers"]) == b)
         lines.append(f"- {label(a)} worst run {worst_a:.3f} vs {label(b)} best run {best_b:.3f}: "
                      + ("separated" if worst_a < best_b else "overlap"))  # fmt: skip
+    return lines
+
+
+def at_main_rate(runs: list[dict]) -> list[dict]:
+    """Each configuration's runs at its learning rate with the most finished seeds (ties: the
+    larger rate)."""
+    keep = []
+    for key in {(r["cell"], r["layers"]) for r in runs}:
+        mine = [r for r in runs if (r["cell"], r["layers"]) == key]
+        rates = {r["learning_rate"] for r in mine}
+        best = max(rates, key=lambda lr: (sum(r["learning_rate"] == lr for r in mine), lr))
+        keep += [r for r in mine if r["learning_rate"] == best]
+    return sorted(keep, key=lambda d: (d["layers"], list(COLOURS).index(d["cell"]), d["seed"]))
+
+
+def gating_lines(runs: list[dict]) -> list[str]:
+    """Input-only gating (minGRU, minLSTM) against state-dependent gating (GRU, LSTM), seed by
+    seed: best and final val/bpc and throughput."""
+    lines = ["| seed | cell | best val/bpc | against | best val/bpc | difference | final: cell | "
+             "against | chars/s: cell | against |",
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for mine, theirs in GATING:
+        for seed in sorted({r["seed"] for r in runs}):
+            a = next((r for r in runs if r["cell"] == mine and r["seed"] == seed), None)
+            b = next((r for r in runs if r["cell"] == theirs and r["seed"] == seed), None)
+            if a is None or b is None:
+                continue
+            lines.append(
+                f"| {seed} | {mine} | {a['best_val_bpc']:.3f} | {theirs} | "
+                f"{b['best_val_bpc']:.3f} | {a['best_val_bpc'] - b['best_val_bpc']:+.3f} | "
+                f"{a['final_val_bpc']:.3f} | {b['final_val_bpc']:.3f} | "
+                f"{a['chars_per_sec']:,.0f} | {b['chars_per_sec']:,.0f} |"
+            )
     return lines
 
 
@@ -171,7 +223,7 @@ def figure(runs: list[dict], out: Path) -> None:
 
 def bpc_figure(runs: list[dict], title: str, out: Path) -> None:
     """Mean val/bpc over seeds per configuration (solid: 1 layer, dashed: 2)."""
-    fig = Figure(figsize=(7.5, 4.0), dpi=100)
+    fig = Figure(figsize=(7.5, 4.5 if len({r["cell"] for r in runs}) > 3 else 4.0), dpi=100)
     ax = fig.add_subplot()
     for layers, style in ((1, "-"), (2, "--")):
         for cell, colour in COLOURS.items():
@@ -191,13 +243,29 @@ def bpc_figure(runs: list[dict], title: str, out: Path) -> None:
 
 def main(argv: list[str]) -> None:
     args = dict(a.partition("=")[::2] for a in argv)
-    client = open_store(default_uri(args.get("tracking_uri") or None))
+    client = open_store(resolve_uri(args.get("tracking_uri") or None))
     md, frames = ["# cells_kafka: summary (written by summarise.py)", ""], []
     for study, name in EXPERIMENTS.items():
         runs = load(client, name)
         if not runs:
             continue
         table, df = config_table(runs)
+        if study == "every":  # a folder of its own, beside its report
+            main_runs = at_main_rate(runs)
+            every = ["# cells_kafka, every cell: summary (written by summarise.py)", "",
+                     f"Experiment `{name}`, {len(runs)} finished runs (a sweep's failed runs are "
+                     "in its report).", "", *table, "",
+                     "Ranking (each cell at its learning rate with the most finished seeds):", "",
+                     *ranking_lines(main_runs), "", "Input-only against state-dependent gating:",
+                     "", *gating_lines(main_runs), ""]  # fmt: skip
+            (HERE / "every").mkdir(exist_ok=True)
+            bpc_figure(main_runs, "Kafka, every cell, ~36.7k parameters, B = 32: val/bpc",
+                       HERE / "every" / "val_bpc.png")  # fmt: skip
+            df.assign(study=study).to_csv(HERE / "every" / "summary.csv", index=False,
+                                          float_format="%.5g")  # fmt: skip
+            (HERE / "every" / "summary.md").write_text("\n".join(every) + "\n")
+            print("\n".join(every))
+            continue
         frames.append(df.assign(study=study))
         md += [f"## {study} (experiment `{name}`, {len(runs)} runs)", "", *table, ""]
         if study in ("params", "b1"):
@@ -209,9 +277,10 @@ def main(argv: list[str]) -> None:
                    "logged iteration after the last one where the gated cell was not below):", "",
                    *claim_lines(runs), ""]  # fmt: skip
             figure(runs, HERE / "h100_smooth_loss.png")
-    pd.concat(frames).to_csv(HERE / "summary.csv", index=False, float_format="%.5g")
-    (HERE / "summary.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    if frames:
+        pd.concat(frames).to_csv(HERE / "summary.csv", index=False, float_format="%.5g")
+        (HERE / "summary.md").write_text("\n".join(md) + "\n")
+        print("\n".join(md))
 
 
 if __name__ == "__main__":

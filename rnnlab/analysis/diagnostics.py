@@ -1,6 +1,6 @@
 """Learning diagnostics: how a run learns, measured at every evaluation and logged under ``diag/``.
 
-What is measured, for every cell (rnn, gru, lstm) and every layer k (layer 0 keeps the plain
+What is measured, for every cell (``rnn.CELL_NAMES``) and every layer k (layer 0 keeps the plain
 names, deeper layers add ``_l{k}``: ``diag/whh_rho_l1``, ``diag/saturation_l1/f``):
 
 - **gradient flow** on a fixed probe window of ``diag_window`` steps: ‖∂L_T/∂h^k_t‖ for every
@@ -8,18 +8,25 @@ names, deeper layers add ``_l{k}``: ``diag/whh_rho_l1``, ``diag/saturation_l1/f`
   One forward and one backward pass of the engine: its BPTT hands back d L / d h_t at every step
   (``rnn.backward(..., dh_trace=)``), so no private backward pass exists here. Summarised as
   ``diag/grad_decay``, the least-squares slope of log ‖∂L_T/∂h_{T-d}‖ against d: < 0
-  vanishing, > 0 exploding. For the LSTM the gradient is w.r.t. h with c held.
+  vanishing, > 0 exploding. For the LSTM the gradient is w.r.t. h with c held; for the LRU it is
+  w.r.t. its carried complex state x (Re and Im together), which is not its output.
 - **per parameter**: norm of the gradient the optimizer applied at this step (after clipping),
   the update-to-weight ratio ‖Δθ‖/‖θ‖ of one step of the real optimizer on a copy, and the share
   of entries clipping changed (``diag/clip_frac``).
 - **recurrent spectrum**: largest singular value and spectral radius of each layer's recurrent
   matrix; for a gated cell of each (H, H) gate block of W_hh (``diag/whh_<gate>_rho``), and
-  ``diag/whh_*`` is the candidate's block (GRU's n, LSTM's g: the one a tanh unit reads).
+  ``diag/whh_*`` is the candidate's block (GRU's n, LSTM's g: the one a tanh unit reads). A
+  diagonal recurrence's matrix is diag(d), whose spectral radius and largest singular value are
+  both max_j |d_j|: IndRNN's d = u, the LRU's d = λ (complex: |λ_j|). minGRU and minLSTM have
+  no recurrent weights; their step t multiplies h_{t-1} by diag(a_t) (a = 1 − z, or f'), set by
+  the input: ``diag/whh_rho`` is max_j a_{t,j} averaged over the probe window's steps.
 - **saturation**: share of (step, unit) activations at |h| > 0.99 (tanh; a gated cell's h too)
   or outside [0.01, 0.99] (sigmoid) on the validation pass from the zero state and, for the
   char-RNN, warm (after the burn-in ``val/loss_warm`` reads, ``rnnlab.tasks.charrnn``'s rule);
   for gated cells per gate (``diag/saturation/<gate>``: σ gates outside [0.01, 0.99], the tanh
-  candidate at |x| > 0.99).
+  candidate at |x| > 0.99). Only where a cell saturates: the h of ReLU cells (IRNN, IndRNN), of
+  minGRU/minLSTM (g is unbounded above) and the LRU's output (linear) have no
+  ``diag/saturation``; minGRU's z and minLSTM's f and i gates do.
 
 Everything runs inline in the training process. The saturation counts at an evaluation point
 are taken on the evaluation's own validation passes (``Diagnostics.observer``): a pass of its
@@ -56,19 +63,33 @@ class CellView:
     and ``rnn.backward``; a view names what is inside a layer).
 
     gates: (name, kind) per row block of the layer's recurrent matrix, in the engine's order
-    (empty for the vanilla cell); kind in ``SATURATED``. candidate: the block whose spectrum is
+    (empty for the vanilla cell); kind in ``SATURATED``; for a ``diagonal`` cell, gates its
+    forward pass keeps by name (``Layer.saved``). candidate: the block whose spectrum is
     ``diag/whh_sigma_max`` / ``diag/whh_rho`` (the one feeding the tanh candidate, GRU's n and
     LSTM's g; the vanilla cell's whole Whh); every block also gets ``diag/whh_<gate>_*``.
+    h: how the layer's output saturates (a ``SATURATED`` kind; "activation": the vanilla cell's
+    own; None: it does not, and has no ``diag/saturation``). diagonal: where a diagonal
+    recurrence's d is read ("u": the IndRNN's weight, "lambda": the LRU's eigenvalues, "a": the
+    per-step multiplier the forward pass keeps); None: a full matrix. state_slots: which of the
+    carried state's S arrays are h (the LRU's Re and Im).
     """
 
     gates: tuple[tuple[str, str], ...] = ()
     candidate: str | None = None
+    h: str | None = "tanh"
+    diagonal: str | None = None
+    state_slots: tuple[int, ...] = (0,)
 
 
 CELLS: dict[str, CellView] = {  # keyed as the config's ``cell``
-    "rnn": CellView(),
+    "rnn": CellView(h="activation"),
     "gru": CellView((("r", "sigmoid"), ("z", "sigmoid"), ("n", "tanh")), "n"),
     "lstm": CellView((("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid")), "g"),
+    "irnn": CellView(h=None),  # relu
+    "indrnn": CellView(h=None, diagonal="u"),
+    "mingru": CellView((("z", "sigmoid"),), h=None, diagonal="a"),
+    "minlstm": CellView((("f", "sigmoid"), ("i", "sigmoid")), h=None, diagonal="a"),
+    "lru": CellView(h=None, diagonal="lambda", state_slots=(0, 1)),
 }
 
 
@@ -93,7 +114,8 @@ def suffix(k: int) -> str:
 
 def recurrent(params: rnn.Params, net: rnn.Spec, k: int) -> dict[str, np.ndarray]:
     """Layer k's recurrent matrices by metric stem: "whh" (the candidate block, or Whh) and, for
-    a gated cell, "whh_<gate>" for each (H, H) row block of W_hh."""
+    a gated cell, "whh_<gate>" for each (H, H) row block of W_hh. Not for diagonal cells
+    (``diagonal_radius``)."""
     W = params[rnn.layer_names(net, k)[1]]
     view, H = CELLS[net.cell], net.hidden_size
     if not view.gates:
@@ -102,15 +124,35 @@ def recurrent(params: rnn.Params, net: rnn.Spec, k: int) -> dict[str, np.ndarray
     return {"whh": blocks[f"whh_{view.candidate}"], **blocks}
 
 
+def diagonal_radius(params: rnn.Params, net: rnn.Spec, k: int, layer: cells.Layer) -> float:
+    """A diagonal recurrence's spectral radius = largest singular value, max_j |d_j| (``CellView``
+    ``diagonal``); for a per-step d_t (minGRU, minLSTM), its mean over the window's steps.
+    ``layer``: layer k of a forward pass (the probe window's)."""
+    view = CELLS[net.cell]
+    if view.diagonal == "a":  # (T, B, H) per step
+        a = layer.saved["a"]
+        return float(np.abs(a).max(axis=-1).mean())
+    if view.diagonal == "lambda":
+        lp = rnn.TYPED[net.cell].layer(params, k)
+        return float(np.exp(-np.exp(lp["nu_log"].astype(np.float64))).max())  # |λ| = e^(−e^ν)
+    return float(np.abs(params[rnn.layer_names(net, k)[1]]).max())
+
+
 def activations(fwd: rnn.Forward, k: int) -> dict[str, tuple[np.ndarray, str]]:
-    """Layer k's named activations (T, B, H) with their kind: "h" and, for gated cells, each gate
-    (the gates' values after σ / tanh, as the cell's forward pass keeps them)."""
+    """Layer k's named activations (T, B, H) with their kind: "h" where it saturates and, for
+    gated cells, each gate (the gates' values after σ / tanh, as the cell's forward pass keeps
+    them)."""
     net = fwd.spec
     layer = fwd.layers[k]
     view, H = CELLS[net.cell], net.hidden_size
-    out = {"h": (layer.hs[1:], net.activation if not view.gates else "tanh")}  # o⊙tanh(c) too
+    out = {}
+    if view.h is not None:  # a gated cell's o⊙tanh(c) or blend of tanh candidates: tanh
+        out["h"] = (layer.hs[1:], net.activation if view.h == "activation" else view.h)
     for j, (g, kind) in enumerate(view.gates):
-        out[g] = (cells.gate_block(layer, j, H).transpose(0, 2, 1), kind)  # PyTorch's gate j
+        if view.diagonal is not None:  # kept by name
+            out[g] = (layer.saved[g], kind)
+        else:
+            out[g] = (cells.gate_block(layer, j, H).transpose(0, 2, 1), kind)  # PyTorch's gate j
     return out
 
 
@@ -138,6 +180,13 @@ def grad_flows(
     """``grad_flow``'s curves (L, T) under "h" and, for the LSTM, ‖∂L_T/∂c^k_{T-d}‖ under "c"
     (the total gradient reaching the cell state c_t, through h_t and c_{t+1}; d = T: the
     initial c), from the same forward and backward pass (``dc_trace``)."""
+    return _grad_flows(params, spec, xs, ys, state0)[0]
+
+
+def _grad_flows(
+    params: rnn.Params, spec: EngineSpec, xs: np.ndarray, ys: np.ndarray, state0: np.ndarray
+) -> tuple[dict[str, np.ndarray], rnn.Forward]:
+    """``grad_flows`` and the forward pass it ran."""
     net = spec.net(params)
     T = xs.shape[0]
     state0 = state0.reshape(net.layers, net.state_size, 1, -1)
@@ -149,15 +198,17 @@ def grad_flows(
     c_trace = np.empty(shape, dtype=fwd.logits.dtype) if net.cell == "lstm" else None
     _, dstate0 = rnn.backward(params, fwd, dlogits, dh_trace=trace, dc_trace=c_trace)
     out = {}
-    for name, tr, s in (("h", trace, 0), ("c", c_trace, 1)):
+    h_slots = list(CELLS[net.cell].state_slots)  # the LRU's h: (Re x, Im x)
+    for name, tr, s in (("h", trace, h_slots), ("c", c_trace, [1])):
         if tr is None:
             continue
         # tr[k, t] is d L_T / d (layer k's state after 0-based step t); d = T - (t+1)
         norms = np.empty((net.layers, T))
         norms[:, : T - 1] = np.linalg.norm(tr[:, T - 2 :: -1, 0], axis=-1) if T > 1 else 0.0
-        norms[:, T - 1] = np.linalg.norm(dstate0[:, s, 0], axis=-1)  # d = T: the initial state
+        d0 = dstate0[:, s, 0].reshape(net.layers, -1)  # d = T: the initial state
+        norms[:, T - 1] = np.linalg.norm(d0, axis=-1)
         out[name] = norms
-    return out
+    return out, fwd
 
 
 def grad_decay(norms: np.ndarray) -> float:
@@ -278,19 +329,25 @@ def _probe(
     net = spec.net(params)
     dtype = params["Why"].dtype
     out: dict[str, float] = {}
-    flows = grad_flows(
+    flows, fwd = _grad_flows(
         params, spec, probe.window_xs, probe.window_ys, rnn.zero_state(net, 1, dtype)
     )
     blocks: dict[str, np.ndarray] = {}  # metric stem with its layer suffix -> (H, H) block
+    diagonal = CELLS[net.cell].diagonal is not None
     for k in range(net.layers):
         s = suffix(k)
         for state, c in flows.items():
             at = "" if state == "h" else f"_{state}"  # the LSTM's c: diag/grad_decay_c
             out[f"diag/grad_decay{at}{s}"] = grad_decay(c[k])
             out[f"diag/grad_flow_last{at}{s}"] = float(c[k, -1])  # what reaches the start
-        blocks |= {f"{name}{{}}{s}": m for name, m in recurrent(params, net, k).items()}
+        if diagonal:  # diag(d): σ_max = ρ = max |d_j|
+            rho = diagonal_radius(params, net, k, fwd.layers[k])
+            out[f"diag/whh_sigma_max{s}"] = out[f"diag/whh_rho{s}"] = rho
+        else:
+            blocks |= {f"{name}{{}}{s}": m for name, m in recurrent(params, net, k).items()}
     # every layer's blocks in one stack (the candidate's "whh" block twice for gated cells)
-    for name, sigma, rho in zip(blocks, *spectra(np.stack(list(blocks.values()))), strict=True):
+    stacked = spectra(np.stack(list(blocks.values()))) if blocks else ((), ())
+    for name, sigma, rho in zip(blocks, *stacked, strict=True):
         out[f"diag/{name.format('_sigma_max')}"] = float(sigma)
         out[f"diag/{name.format('_rho')}"] = float(rho)
     return out, flows
@@ -301,7 +358,8 @@ def saturation_metrics(counts: dict[str, list[SaturationCount]]) -> dict[str, fl
     out: dict[str, float] = {}
     for label, layers in counts.items():
         for k, count in enumerate(layers):
-            out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
+            if "h" in count.saturated:  # cells whose h saturates
+                out[f"diag/saturation{label}{suffix(k)}"] = count.share("h")
             for name in count.saturated:
                 if name != "h":  # gates of a gated cell
                     out[f"diag/saturation{label}{suffix(k)}/{name}"] = count.share(name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlab.analysis.diagnostics import SATURATED
+from rnnlab.analysis.diagnostics import CELLS, SATURATED
 from rnnlab.engine import rnn
 
 TOP_CONTEXTS = 5
@@ -75,13 +75,14 @@ class UnitView:
 class TextAnalysis:
     text: str
     states: np.ndarray  # (N, H): the state after reading each character
-    activation: str  # tanh | sigmoid: how activations map onto colours
+    activation: str  # tanh | sigmoid | unbounded: how activations map onto colours
     units: list[UnitView]
     feature_table: list[tuple[str, int, float]]  # (feature, best unit, r)
     saturation: np.ndarray  # (H,) share of characters at which each unit is saturated
     contexts: dict[int, list[tuple[str, str, float]]]  # every unit's top contexts
     layer: int = 0  # which layer's h
     layers: int = 1  # of how many
+    scale: float = 1.0  # |h| shown at full colour: 1, or an unbounded layer's largest |h|
 
 
 def top_contexts(text: str, acts: np.ndarray, k: int = TOP_CONTEXTS):
@@ -98,10 +99,12 @@ def hidden_states(
 ) -> tuple[list[np.ndarray], str]:
     """Every layer's h (T, B, H), float64, read from the zero state, and how h is bounded
     ("tanh" or "sigmoid": the vanilla cell's activation; a gated cell's h = o⊙tanh(c) or a
-    blend of tanh candidates lies in (-1, 1))."""
+    blend of tanh candidates lies in (-1, 1); "unbounded": ReLU cells, minGRU/minLSTM, the
+    LRU's output)."""
     state = rnn.zero_state(spec, xs.shape[1], params["Why"].dtype)
     fwd = rnn.forward(params, xs, state, spec)
-    kind = spec.activation if spec.cell == "rnn" else "tanh"
+    kind = CELLS[spec.cell].h or "unbounded"
+    kind = spec.activation if kind == "activation" else kind
     return [layer.hs[1:].astype(np.float64) for layer in fwd.layers], kind
 
 
@@ -115,7 +118,10 @@ def analyse_text(
     layer = layer % len(every)
     states = every[layer][:, 0]  # (N, H)
     H = states.shape[1]
-    saturation = SATURATED[activation](states).mean(axis=0)  # (H,)
+    if activation in SATURATED:
+        saturation = SATURATED[activation](states).mean(axis=0)  # (H,)
+    else:  # h does not saturate
+        saturation = np.zeros(H)
     units: list[UnitView] = []
     table = []
     for name, values in text_features(text).items():
@@ -131,8 +137,9 @@ def analyse_text(
     contexts = {j: top_contexts(text, states[:, j]) for j in range(H)}
     for u in units:
         u.contexts = contexts[u.unit]
+    scale = 1.0 if activation in SATURATED else float(np.abs(states).max()) or 1.0
     return TextAnalysis(
-        text, states, activation, units, table, saturation, contexts, layer, len(every)
+        text, states, activation, units, table, saturation, contexts, layer, len(every), scale
     )
 
 

@@ -64,9 +64,12 @@ def shown_char(c: str) -> str:
     return esc(c)
 
 
-def coloured(text: str, acts: np.ndarray, activation: str) -> str:
+def coloured(text: str, acts: np.ndarray, activation: str, scale: float = 1.0) -> str:
+    """The text, each character on its activation's colour (``acts`` / ``scale``: an unbounded
+    layer's values shown against its largest |h|)."""
     spans = (
-        f'<span style="background:{colour(a, activation)}" title="{a:+.3f}">{shown_char(c)}</span>'
+        f'<span style="background:{colour(a / scale, activation)}" title="{a:+.3f}">'
+        f"{shown_char(c)}</span>"
         for c, a in zip(text, acts, strict=True)
     )
     return '<div class="text">' + "".join(spans) + "</div>"
@@ -98,6 +101,8 @@ def text_page(a: TextAnalysis | list[TextAnalysis], title: str) -> str:
     many = len(analyses) > 1
     first = analyses[0]
     lo, hi = ("0", "1") if first.activation == "sigmoid" else ("−1", "+1")
+    if first.activation not in ("sigmoid", "tanh"):  # unbounded: each layer's own largest |h|
+        lo, hi = "−max |h|", "+max |h|"
     options = ['<option value="all">all units below</option>']
     for x in analyses:
         group = "".join(
@@ -136,14 +141,16 @@ def text_page(a: TextAnalysis | list[TextAnalysis], title: str) -> str:
             parts.append(
                 f'<div class="unit" data-key="{x.layer}-{k}"><h2>{at}unit {u.unit} — '
                 f"{esc(u.why)}</h2>"
-                + coloured(x.text, x.states[:, u.unit], x.activation)
+                + coloured(x.text, x.states[:, u.unit], x.activation, x.scale)
                 + "<p>top-activating contexts:</p>"
                 + contexts_table(u.contexts)
                 + "</div>"
             )
     for x in analyses:
+        bounded = x.activation in ("sigmoid", "tanh")  # an unbounded h never saturates
         rows = "".join(
-            f'<tr><td>{j}</td><td>{x.saturation[j]:.0%}</td><td class="ctx">'
+            f"<tr><td>{j}</td><td>{f'{x.saturation[j]:.0%}' if bounded else '–'}</td>"
+            '<td class="ctx">'
             + " · ".join(
                 f"{esc(b[-12:].replace(chr(10), '↵'))}"
                 f'<span class="hit">{esc(c.replace(chr(10), "↵"))}</span>'

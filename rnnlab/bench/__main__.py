@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rnnlab import cli
-from rnnlab.bench import diagnostics, engine, history, tracking
+from rnnlab.bench import diagnostics, engine, history, new_cells, tracking
 from rnnlab.bench.references import HIDDEN, SEQ
 from rnnlab.errors import UserError
 
@@ -40,6 +40,7 @@ COMMAND = cli.Command(
         cli.Key("cells", "the cells whose engine rates to time, comma-separated (default: all)"),
         cli.Key("engine", "the engine's rates per cell", bool, True),
         cli.Key("startup", "what a fresh process pays for the kernels (cold, warm)", bool, True),
+        cli.Key("new_cells", "IRNN, IndRNN, minGRU, minLSTM, LRU (scan and step)", bool, True),
         cli.Key("tracking", "the MLflow tracking overhead", bool, True),
         cli.Key("diagnostics", "diagnostics on against off, whole processes", bool, True),
         cli.Key(
@@ -197,6 +198,15 @@ def measure(args: dict, argv: list[str]) -> dict:
         if args["startup"]:
             results["startup"] = engine.startup_figures()
             engine.print_startup(results["startup"])
+        if args["new_cells"]:  # their own results file and page block (rnnlab.bench.new_cells)
+            results["new_cells"] = new_cells.figures(
+                data, len(vocab), s["rounds"], s["block_seconds"]
+            )
+            new_cells.print_figures(results["new_cells"])
+            if full:
+                new_cells.record(results["new_cells"], results["command"], results["date"],
+                                 results["machine"]["cpu"], s["rounds"], s["block_seconds"],
+                                 load_before)  # fmt: skip
         if args["tracking"]:
             workdir = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
             try:

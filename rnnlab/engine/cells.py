@@ -71,11 +71,21 @@ def _sigmoid_grad(h: np.ndarray) -> np.ndarray:
     return np.multiply(d, h, out=d)
 
 
+def _relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.maximum(z, 0.0, out=out)
+
+
+def _relu_grad(h: np.ndarray) -> np.ndarray:
+    """relu'(z) written through h = relu(z): 1 where h > 0."""
+    return (h > 0.0).astype(h.dtype)
+
+
 # the vanilla cell's activation -> (function(z, out), derivative written in terms of the output h)
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     "tanh": (np.tanh, _tanh_grad),
     "sigmoid": (sigmoid, _sigmoid_grad),
 }
+_VANILLA_ACTIVATIONS = ACTIVATIONS | {"relu": (_relu, _relu_grad)}  # relu: the IRNN's only
 
 
 @dataclass
@@ -203,8 +213,9 @@ def _recurrent_back_views(W: np.ndarray, dgates: np.ndarray, dh: np.ndarray) -> 
 
 def rnn_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> Layer:
     """One vanilla layer over a window: h_t = act(Wxh x_t + Whh h_{t-1} + bh). x: (T, B) or
-    (T, B, D); state0: (1, B, H); ``b_rec`` unused (the vanilla cell has one bias)."""
-    act, _ = ACTIVATIONS[activation]
+    (T, B, D); state0: (1, B, H); ``b_rec`` unused (the vanilla cell has one bias). ``activation``
+    tanh or sigmoid, or relu for the IRNN."""
+    act, _ = _VANILLA_ACTIVATIONS[activation]
     T, B = x.shape[:2]
     hs = np.empty((T + 1, B, Whh.shape[0]), dtype=Wxh.dtype)
     hs[0] = state0[0]
@@ -227,7 +238,7 @@ def rnn_backward(layer: Layer, Whh, dz, activation, trace=None):
     """BPTT through one vanilla layer. dz: (T, B, H) gradient at each output h_t from above,
     turned in place into d loss / d z_t. Returns (dz, dz, dh0 (1, B, H)). ``trace`` (T, B, H),
     when given, receives d loss / d h_t (its output + the future) of every step."""
-    _, dact = ACTIVATIONS[activation]
+    _, dact = _VANILLA_ACTIVATIONS[activation]
     hs = layer.hs
     T, B, H = dz.shape
     dhdz = dact(hs[1:])  # (T, B, H): act'(z_t) written through h_t

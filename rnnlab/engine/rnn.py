@@ -15,6 +15,11 @@ and batch-second: ``xs`` is (T, B) or (T, B, D); the carried state is (L, S, B, 
 LSTM's c) of every layer. Weights keep min-char-rnn's orientation (``Wxh`` is (H, D)) and names;
 one vanilla layer without dropout is bit for bit min-char-rnn's ``lossFun``.
 
+The cells after those (docs/cells.md): the IRNN is the vanilla layer with ReLU and Whh = I at init
+(Le et al. 2015); IndRNN, minGRU, minLSTM and the LRU live in their own modules, each described by
+a ``cell_api.CellType`` (its own parameters, init and sequential part) and run through the same
+skeleton; the LRU carries (Re x, Im x) as its state.
+
 Nothing here does I/O, reads config or keeps state between calls.
 """
 
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlab.engine import cells, fused
+from rnnlab.engine import cell_api, cells, fused, indrnn, irnn, lru, mincells
 
 Params = dict[str, np.ndarray]
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
@@ -37,30 +42,67 @@ _sigmoid = cells.sigmoid  # 1 / (1 + e^-z), optionally in place
 # activation -> (function(z, out), derivative written in terms of the output h): the vanilla cell's
 ACTIVATIONS = cells.ACTIVATIONS
 
-
-CELL_NAMES = ("rnn", "gru", "lstm")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # rows of W_ih per hidden unit
+# the cells described by a CellType (cell_api): their own parameters and sequential part
+TYPED: dict[str, cell_api.CellType] = {
+    c.name: c for c in (indrnn.CELL, mincells.MINGRU, mincells.MINLSTM, lru.CELL)
+}
+VANILLA = ("rnn", "irnn")  # min-char-rnn's weights and names, the vanilla layer functions
+CELL_NAMES = ("rnn", "gru", "lstm", "irnn", *TYPED)
+GATES = {"rnn": 1, "gru": 3, "lstm": 4, "irnn": 1}  # rows of W_hh per hidden unit
 
 
 @dataclass(frozen=True)
 class Spec:
     """What a network is, besides its sizes in and out: the cell, the depth, the width."""
 
-    cell: str = "rnn"  # rnn (min-char-rnn's) | gru | lstm (PyTorch's equations)
+    cell: str = "rnn"  # one of CELL_NAMES (docs/cells.md)
     layers: int = 1  # stacked layers; layer k > 0 reads layer k-1's h
     hidden_size: int = 100  # units per layer
     activation: str = "tanh"  # the vanilla cell's nonlinearity (gated cells use σ and tanh)
     dropout: float = 0.0  # inverted dropout on each layer's output, training only
+    scan: bool = True  # mingru, minlstm, lru: the window's recurrence by a scan (else per step)
 
     @property
     def state_size(self) -> int:
-        """S: arrays per layer in the carried state, h (and c for the LSTM)."""
+        """S: arrays per layer in the carried state, h (and c for the LSTM; Re, Im for the
+        LRU)."""
+        if self.cell in TYPED:
+            return TYPED[self.cell].state_size
         return 2 if self.cell == "lstm" else 1
 
 
 def spec_of(cfg) -> Spec:
     """The Spec a Config describes."""
-    return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout)
+    return Spec(cfg.cell, cfg.layers, cfg.hidden_size, cfg.task.activation, cfg.dropout, cfg.scan)
+
+
+def cell_options(cfg, window: int):
+    """What a Config says about its cell's initialisation and constraint, in the engine's terms
+    (``init_params``' and ``constraint``'s ``options``): the IRNN's identity scale, the IndRNN's
+    bound on |u| (``window``: the steps BPTT runs over, the bound's horizon unless
+    ``indrnn.horizon`` sets one), the LRU's ring; None for the other cells."""
+    if cfg.cell == "irnn":
+        return cfg.irnn.identity_scale
+    if cfg.cell == "indrnn":
+        return cfg.indrnn.u_max(window)
+    if cfg.cell == "lru":
+        return cfg.lru
+    return None
+
+
+def constraint(spec: Spec, options=None) -> Callable[[Params], None] | None:
+    """What to do to the parameters after every update: the IndRNN clips |u| ≤ its bound
+    (``options``, as ``cell_options`` gives it); None for every other cell."""
+    if spec.cell != "indrnn":
+        return None
+    u_max = options or indrnn.IndRNNConfig().u_max(indrnn.DEFAULT_WINDOW)
+    names = [TYPED["indrnn"].names(k)["u"] for k in range(spec.layers)]
+
+    def clip(params: Params) -> None:
+        for name in names:
+            indrnn.constrain(params[name], u_max)
+
+    return clip
 
 
 def zero_state(spec: Spec, batch: int, dtype) -> np.ndarray:
@@ -74,10 +116,14 @@ def layer_names(spec: Spec, k: int) -> tuple[str, str, str, str | None]:
 
 
 @functools.cache
-def _layer_names(cell: str, k: int) -> tuple[str, str, str, str | None]:
-    if cell == "rnn":  # min-char-rnn's names, one bias; deeper layers get a suffix
+def _layer_names(cell: str, k: int) -> tuple[str, str | None, str | None, str | None]:
+    if cell in VANILLA:  # min-char-rnn's names, one bias; deeper layers get a suffix
         s = "" if k == 0 else f"_l{k}"
         return f"Wxh{s}", f"Whh{s}", f"bh{s}", None
+    if cell in TYPED:  # W_ih_l{k}, the recurrent weight if the cell has one, b_ih_l{k} if any
+        c = TYPED[cell]
+        names = c.names(k)
+        return names["W_ih"], names.get(c.recurrent), names.get("b_ih"), None
     return f"W_ih_l{k}", f"W_hh_l{k}", f"b_ih_l{k}", f"b_hh_l{k}"  # PyTorch's
 
 
@@ -87,16 +133,21 @@ def param_shapes(
     """Shapes of every parameter, in min-char-rnn's (= PyTorch's) orientation: W is (out, in).
     The order is the flat buffer's; one vanilla layer keeps today's Wxh, Whh, Why, bh, by."""
     spec = spec or Spec(hidden_size=hidden_size)
-    H, G = hidden_size, GATES[spec.cell] * hidden_size
+    H = hidden_size
     ins = [input_size] + [H] * (spec.layers - 1)
     shapes: dict[str, tuple] = {}
-    if spec.cell == "rnn":
+    if spec.cell in TYPED:
+        for k, D in enumerate(ins):
+            shapes |= TYPED[spec.cell].shapes(k, D, H)
+        shapes["Why"] = (output_size, H)
+    elif spec.cell in VANILLA:
         for k, D in enumerate(ins):
             W_in, W_rec, _, _ = layer_names(spec, k)
             shapes |= {W_in: (H, D), W_rec: (H, H)}
         shapes["Why"] = (output_size, H)
         shapes |= {layer_names(spec, k)[2]: (H,) for k in range(spec.layers)}
     else:
+        G = GATES[spec.cell] * H
         for k, D in enumerate(ins):
             W_in, W_rec, b_in, b_rec = layer_names(spec, k)
             shapes |= {W_in: (G, D), W_rec: (G, H), b_in: (G,), b_rec: (G,)}
@@ -129,10 +180,12 @@ def init_params(
     scale: float = 0.01,
     dtype: str | np.dtype = np.float64,
     spec: Spec | None = None,
+    options=None,
 ) -> tuple[np.ndarray, Params]:
     """Fresh weights as (flat buffer, named views). ``normal``: N(0, scale²) as min-char-rnn;
     ``uniform``: U[-scale, scale) as iamtrask's adder (scale 1); vanilla biases start at zero.
-    Gated layers initialise as PyTorch does, every weight and bias U(-1/√H, 1/√H); ``init``
+    Gated layers initialise as PyTorch does, every weight and bias U(-1/√H, 1/√H); the IRNN and
+    the CellType cells as their papers (docs/cells.md; ``options``: ``cell_options``); ``init``
     then selects the output layer's Why."""
     spec = spec or Spec(hidden_size=hidden_size)
     shapes = param_shapes(input_size, hidden_size, output_size, spec)
@@ -145,7 +198,18 @@ def init_params(
             return (2.0 * rng.random(shape) - 1.0) * scale
         raise ValueError(f"unknown init {init!r}; allowed: normal, uniform")
 
-    if spec.cell == "rnn":
+    ins = [input_size] + [hidden_size] * (spec.layers - 1)
+    if spec.cell == "irnn":  # Le et al.: Whh = I (scaled), bh = 0, Wxh ~ N(0, 0.001²)
+        for k in range(spec.layers):
+            W_in, W_rec, b_in, _ = layer_names(spec, k)
+            irnn.init(params[W_in], params[W_rec], params[b_in], rng, options)
+        params["Why"][...] = draw(params["Why"].shape)
+    elif spec.cell in TYPED:
+        c = TYPED[spec.cell]
+        for k, D in enumerate(ins):
+            c.init(c.layer(params, k), rng, D, hidden_size, k == spec.layers - 1, options)
+        params["Why"][...] = draw(params["Why"].shape)
+    elif spec.cell == "rnn":
         # Wxh, Whh, Why first, in this order: one layer draws exactly today's numbers
         names = ["Wxh", "Whh", "Why"]
         names += [n for k in range(1, spec.layers) for n in layer_names(spec, k)[:2]]
@@ -177,17 +241,30 @@ class Forward:
     reference: bool = False  # the gated layers ran the numpy cells (REFERENCE_CELLS)
 
 
+def _irnn_layer_forward(Wxh, bh, Whh, b_rec, x, state0, activation=None) -> cells.Layer:
+    """One IRNN layer: the vanilla layer with relu, whatever the task's activation."""
+    return cells.rnn_forward(Wxh, bh, Whh, b_rec, x, state0, "relu")
+
+
+def _irnn_layer_backward(layer: cells.Layer, Whh, dz, activation=None, trace=None):
+    return cells.rnn_backward(layer, Whh, dz, "relu", trace)
+
+
 # cell -> (one layer's forward, its backward); the skeleton in forward/backward is shared. Every
-# cell runs through compiled window loops (rnnlab.engine.fused) at B = 1, the gated cells at B > 1
-# too; the vanilla cell at B > 1 is the numpy cell (BLAS-bound there already).
+# classic cell runs through compiled window loops (rnnlab.engine.fused) at B = 1, the gated cells
+# at B > 1 too; the vanilla cell at B > 1 is the numpy cell (BLAS-bound there already), as is the
+# IRNN at every B. The CellType cells (TYPED) are not here: their layers run through their own
+# forward and backward (scan kernels or per-step numpy).
 CELLS: dict[str, tuple[Callable, Callable]] = {
     "rnn": (fused.rnn_forward, fused.rnn_backward),
+    "irnn": (_irnn_layer_forward, _irnn_layer_backward),
     "gru": (fused.gru_forward, fused.gru_backward),
     "lstm": (fused.lstm_forward, fused.lstm_backward),
 }
 # the numpy cells at every B: the reference the kernels are tested against (``reference=True``)
 REFERENCE_CELLS: dict[str, tuple[Callable, Callable]] = {
     "rnn": (cells.rnn_forward, cells.rnn_backward),
+    "irnn": (_irnn_layer_forward, _irnn_layer_backward),
     "gru": (cells.gru_forward, cells.gru_backward),
     "lstm": (cells.lstm_forward, cells.lstm_backward),
 }
@@ -220,15 +297,22 @@ def forward(
     dtype = params["Why"].dtype
     if masks is None and spec.dropout > 0.0 and dropout_rng is not None:
         masks = dropout_masks(spec, T, B, dtype, dropout_rng)
-    layer_forward, _ = (REFERENCE_CELLS if reference else CELLS)[spec.cell]
+    typed = TYPED.get(spec.cell)
+    layer_forward, _ = (REFERENCE_CELLS if reference else CELLS).get(spec.cell, (None, None))
     x, layers, inputs = xs, [], []
     for k in range(spec.layers):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         inputs.append(x)
-        layer = layer_forward(
-            params[W_in], params[b_in], params[W_rec], params.get(b_rec), x, state0[k],
-            spec.activation,
-        )  # fmt: skip
+        if typed is not None:  # the window's projections here, the cell's sequential part there
+            lp = typed.layer(params, k)
+            proj = cell_api.project(lp["W_ih"], lp.get("b_ih"), x)  # (T, B, K·H)
+            # reference: the numpy cells, here the step path (scan=False), at every B
+            layer = typed.forward(lp, proj, state0[k], spec.scan and not reference)
+        else:
+            layer = layer_forward(
+                params[W_in], params[b_in], params[W_rec], params.get(b_rec), x, state0[k],
+                spec.activation,
+            )  # fmt: skip
         layers.append(layer)
         x = layer.hs[1:]  # (T, B, H) this layer's outputs
         if masks is not None:
@@ -270,7 +354,8 @@ def backward(
     dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway. ``dc_trace``
     (L, T, B, H), LSTM only, the same for its cell state c_t (through h_t and c_{t+1})."""
     spec = fwd.spec
-    _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS)[spec.cell]
+    typed = TYPED.get(spec.cell)
+    _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS).get(spec.cell, (None, None))
     Why = params["Why"]
     T, B = fwd.logits.shape[:2]
     H = spec.hidden_size
@@ -286,9 +371,9 @@ def backward(
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
     dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
     dstates = [None] * spec.layers
-    # where the layers ran through the kernels (engine.fused), dW_ih is scattered (and b_ih
-    # summed) compiled too; the numpy cells keep the numpy scatter
-    kernels = fused.compiled(spec.cell, B) and not fwd.reference
+    # where the layers ran through the kernels (engine.fused), and for the CellType cells at B > 1,
+    # dW_ih is scattered (and b_ih summed) compiled too; the numpy cells keep the numpy scatter
+    kernels = (fused.compiled(spec.cell, B) or (typed is not None and B > 1)) and not fwd.reference
     for k in reversed(range(spec.layers)):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         layer, x = fwd.layers[k], fwd.inputs[k]
@@ -296,25 +381,37 @@ def backward(
             dh *= fwd.masks[k]  # through the dropout on this layer's output
         # d input pre-activations (N, G), d recurrent pre-activations (N, G), d initial state
         trace = None if dh_trace is None else dh_trace[k]
-        more = {} if dc_trace is None else {"c_trace": dc_trace[k]}  # the LSTM's d loss / d c_t
-        dproj, drec, dstates[k] = layer_backward(
-            layer, params[W_rec], dh, spec.activation, trace, **more
-        )
-        if dproj.ndim == 4 and B > 1:  # a gated cell's (T, K, B, H), gate-major in memory
-            dh = _gate_major_grads(params, grads, spec, k, x, layer.hs, dproj, drec, ones)
-            continue
+        if typed is not None:  # its own parameters' gradients written by the cell
+            scan = spec.scan and not fwd.reference  # as the forward ran
+            dproj, dstates[k] = typed.backward(
+                layer, typed.layer(params, k), dh, scan, trace, typed.layer(grads, k)
+            )
+            drec = None
+        else:
+            more = {} if dc_trace is None else {"c_trace": dc_trace[k]}  # the LSTM's dL/dc_t
+            dproj, drec, dstates[k] = layer_backward(
+                layer, params[W_rec], dh, spec.activation, trace, **more
+            )
+            if dproj.ndim == 4 and B > 1:  # a gated cell's (T, K, B, H), gate-major in memory
+                dh = _gate_major_grads(params, grads, spec, k, x, layer.hs, dproj, drec, ones)
+                continue
         dprojf = dproj.reshape(N, -1)  # (N, G): batch-major (a gated cell's at B = 1 too)
-        drecf = dprojf if drec is dproj else drec.reshape(N, -1)
-        np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
+        if drec is not None:
+            drecf = dprojf if drec is dproj else drec.reshape(N, -1)
+            np.matmul(drecf.T, layer.hs[:-1].reshape(N, H), out=grads[W_rec])  # (G, H)
         if b_rec is not None:
             np.matmul(ones, drecf, out=grads[b_rec])  # (G,)
+        # the LRU's projection has no bias: its sum goes to a scratch array
+        db_in = grads[b_in] if b_in is not None else np.empty(dprojf.shape[1], dtype=dtype)
         if kernels and x.dtype.kind in "iu":  # the compiled scatter sums b_in on its way
-            fused.scatter_columns(x.reshape(N), dprojf, grads[W_in], grads[b_in])
+            fused.scatter_columns(x.reshape(N), dprojf, grads[W_in], db_in)
         elif x.dtype.kind in "iu":  # integer symbols
-            np.matmul(ones, dprojf, out=grads[b_in])  # (G,) = sum over the N rows
+            if b_in is not None:
+                np.matmul(ones, dprojf, out=db_in)  # (G,) = sum over the N rows
             _scatter_columns(x.reshape(N), dprojf, grads[W_in])
         else:
-            np.matmul(ones, dprojf, out=grads[b_in])
+            if b_in is not None:
+                np.matmul(ones, dprojf, out=db_in)
             np.matmul(dprojf.T, x.reshape(N, -1).astype(dtype, copy=False), out=grads[W_in])
         if k > 0:  # into the layer below's outputs
             dh = np.matmul(dprojf, params[W_in]).reshape(T, B, H)

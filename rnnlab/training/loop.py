@@ -119,6 +119,8 @@ class Trainer:
         self.spec = rnn.spec_of(cfg)
         self.task = TASKS[cfg.task.name](cfg, self.data_rng)
         t = self.task
+        # the cell's init and constraint; BPTT's window: a sequence task's whole sequence
+        options = rnn.cell_options(cfg, getattr(t, "steps", cfg.seq_length))
         self.flat, self.params = rnn.init_params(
             t.input_size,
             cfg.hidden_size,
@@ -128,7 +130,10 @@ class Trainer:
             cfg.task.init_scale,
             self.dtype,
             self.spec,
+            options,
         )
+        # after every update (the IndRNN's bound on |u|; None for the other cells)
+        self.constrain = rnn.constraint(self.spec, options)
         self.grad_flat, self.grads = rnn.packed_zeros(
             {k: v.shape for k, v in self.params.items()}, self.dtype
         )
@@ -240,6 +245,8 @@ class Trainer:
             if cfg.optimizer.clip_norm is not None:
                 clip_global_norm(self.grad_flat, cfg.optimizer.clip_norm, norm)
             self.optimizer.step(self.flat, self.grad_flat)
+        if self.constrain is not None:
+            self.constrain(self.params)
         s = self.state
         s.iteration += 1
         s.smooth_loss = 0.999 * s.smooth_loss + 0.001 * window_loss

@@ -146,7 +146,11 @@ def test_adder_eval_bits_reports_longer_sums(kafka_path):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("cell=transformer", "cell='transformer' is not allowed: one of rnn, gru, lstm"),
+        (
+            "cell=transformer",
+            "cell='transformer' is not allowed: one of rnn, gru, lstm, irnn, "
+            "indrnn, mingru, minlstm, lru",
+        ),
         ("layers=0", "layers=0 is not allowed: an integer ≥ 1"),
         ("dropout=1.0", "dropout=1.0 is not allowed: a number in [0, 1)"),
         ("dropout=-0.1", "dropout=-0.1 is not allowed: a number in [0, 1)"),
