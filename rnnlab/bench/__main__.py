@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rnnlab import cli
+from rnnlab import cli, files
 from rnnlab.bench import diagnostics
 from rnnlab.bench.engine import (
     CELL_TARGETS,
@@ -131,9 +131,7 @@ def measure(args: dict, argv: list[str]) -> dict:
         print_cells(results["cells"])
     diagnostics.print_all(results)
     if "json" in args:
-        out = Path(args["json"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        files.write_text(Path(args["json"]), json.dumps(results, indent=2) + "\n")
     return results
 
 

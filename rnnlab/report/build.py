@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rnnlab import files
 from rnnlab.report import diagnostics as diag_section
 from rnnlab.report import memory as memory_section
 from rnnlab.report.figures import make_figures, search_figures
@@ -102,13 +103,14 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t = build_tables(sel)
-    t.runs.to_csv(out_dir / "runs.csv", index=False)
+    files.write_text(out_dir / "runs.csv", t.runs.to_csv(index=False))
     search = search_of(sel)
     figures = make_figures(sel, t, out_dir, search=search is not None)
     trials, trial_figures = None, []
     if search is not None:
         trials, keys = search
-        trials.drop(columns="intermediate").to_csv(out_dir / "trials.csv", index=False)
+        table = trials.drop(columns="intermediate").to_csv(index=False)
+        files.write_text(out_dir / "trials.csv", table)
         task = str(t.runs["task"].iloc[0])
         trial_figures = search_figures(trials, keys, task, out_dir)
     samples = collect_samples(sel, t, samples_at or [])
@@ -158,9 +160,8 @@ def generate(
         diagnostics=diagnostics,
         memory=memory,
     )
-    (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(to_html(report), encoding="utf-8")
+    files.write_text(out_dir / "report.md", to_markdown(report))
+    html_path = files.write_text(out_dir / "report.html", to_html(report))
     if sel.parent is not None and log_to_parent:
         sel.client.log_artifacts(sel.parent.info.run_id, str(out_dir), "report")
     return html_path, sel

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
+from rnnlab import files
 from rnnlab.sweeps.leaderboard import record_best_on_parent
 from rnnlab.tracking import store
 from rnnlab.tracking.job import PARENT_RUN_FILE, SWEPT_KEYS_FILE, git_tags
@@ -67,8 +68,8 @@ class SweepCallback(Callback):
             raise SystemExit(1) from None
         name_dead_runs(client, experiment_id)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEPT_KEYS_FILE).write_text("".join(f"{k}\n" for k in swept))
-        (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+        files.write_text(sweep_dir / SWEPT_KEYS_FILE, "".join(f"{k}\n" for k in swept))
+        files.write_text(sweep_dir / PARENT_RUN_FILE, run.info.run_id)  # jobs read it whole
         open_parent.update(uri=uri, run_id=run.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -141,7 +142,7 @@ def continue_parent(run_id: str | None, sweep_dir: Path) -> tuple[str, str] | No
         return uri, new_id
     client.update_run(run_id, status="RUNNING")
     client.delete_run(new_id)
-    (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
+    files.write_text(sweep_dir / PARENT_RUN_FILE, run_id)
     open_parent["run_id"] = run_id
     return uri, run_id
 

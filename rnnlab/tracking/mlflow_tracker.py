@@ -20,6 +20,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from rnnlab import files
 from rnnlab.tracking.journal import Journal
 from rnnlab.tracking.store import first_line, quiet_artifact_transfers
 from rnnlab.training.signals import request_stop, shielded
@@ -110,9 +111,7 @@ class MlflowTracker:
             return
         if self._texts is None:
             self._texts = Path(tempfile.mkdtemp(prefix="rnnlab-texts-"))
-        path = self._texts / artifact_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        files.write_text(self._texts / artifact_file, text)
 
     def log_artifact(self, path: Path, artifact_path: str) -> None:
         self.flush()  # write-ahead: everything before this checkpoint is in the store first
