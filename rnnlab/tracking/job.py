@@ -436,7 +436,7 @@ def _train_and_close(
         on_interrupted(e, client, run_id)  # a SLURM job being requeued stays RUNNING and exits
         _close(tracker, RunStatus.KILLED, f"interrupted: {e}")
         raise
-    except KeyboardInterrupt:  # a second Ctrl-C inside the loop: no new checkpoint
+    except KeyboardInterrupt:  # not from the loop's stop path (which always checkpoints)
         last = latest(Path(out_dir) / "checkpoints")
         why = f"interrupted at once; last checkpoint {last.name}" if last else "interrupted"
         _close(tracker, RunStatus.KILLED, why if last else "interrupted before a checkpoint")

@@ -120,16 +120,24 @@ def test_checkpoint_structure_round_trips_every_character_and_reads_the_first_la
 
 
 def test_no_signal_cuts_a_shielded_block_in_half():
-    """Two real SIGINTs inside a shielded block: the block completes, then the second one
-    interrupts (as it would between two iterations)."""
+    """Two real SIGINTs inside a shielded block within an interruptible part (an evaluation):
+    the block completes, then the second one interrupts. Outside an interruptible part (a
+    training step, a checkpoint) a second SIGINT is only recorded: nothing is cut half-way."""
     done = []
     with pytest.raises(KeyboardInterrupt), signals.stop_on_signals() as requested:
-        with signals.shielded():
+        with signals.interruptible(), signals.shielded():
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # the handlers run here, inside the block
             done.append("whole")
     assert done == ["whole"] and requested == []  # cleared when the outer block ended
+    with signals.stop_on_signals() as requested:  # the loop, outside its evaluation
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert requested == ["SIGINT", "SIGINT"]
+        with signals.interruptible():  # a later interruptible part is not cut by the old one
+            time.sleep(0.01)
     with signals.stop_on_signals(hard_interrupt=False) as requested:  # a job closing its run
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
