@@ -42,7 +42,7 @@ import rnnlab
 from rnnlab.config import Config, flatten, to_yaml
 from rnnlab.tasks import TASKS, check, corpus
 from rnnlab.tasks.judging import disagreement, flagged
-from rnnlab.tracking import resume, store
+from rnnlab.tracking import lease, resume, store
 from rnnlab.tracking.journal import Journal
 from rnnlab.tracking.mlflow_tracker import MlflowTracker
 from rnnlab.tracking.pyfunc import log_run_model
@@ -252,7 +252,7 @@ def run_job(
             experiment_id=experiment_id,
             run_name=ctx.run_name,
             parent_run_id=read_parent_run_id(ctx.sweep_dir),
-            tags=run_tags(cfg, ctx, out_dir),
+            tags=run_tags(cfg, ctx, out_dir) | lease.creation_tags(lease.me()),  # its writer
         )
         run_id = run.info.run_id
         tracker = make_tracker(cfg, client, run_id, out_dir)
@@ -280,9 +280,18 @@ def resume_job(
     ``rnnlab.resumes``)."""
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
     uri = ctx.tracking_uri = ctx.tracking_uri or store.resolve_uri(cfg.tracking.uri, ctx.launch_dir)
-    replay_journal(cfg.resume, uri)
-    where = out_dir / "resumed_from"
-    p = resume.plan(cfg, ctx.overrides, uri, where, requeued is not None)
+    claimed = None
+    if resume.names_a_run(cfg.resume):  # at most one writer: take the run's lease first
+        claimed = resume.claim(str(cfg.resume), uri, requeued is not None)
+    try:
+        if claimed is not None:
+            replay_journal(claimed.run_id, uri)
+        where = out_dir / "resumed_from"
+        p = resume.plan(cfg, ctx.overrides, uri, where, requeued is not None, claimed)
+    except BaseException:  # refused before writing anything: the run is as it was
+        if claimed is not None:
+            claimed.give_back(uri)
+        raise
     if requeued is not None:
         note = requeued(p)
         print(f"rnnlab: requeued: continuing run {p.run_id} {note}", file=sys.stderr)
@@ -324,20 +333,16 @@ def resume_run(
     return resume_job(cfg, ctx, show_progress)
 
 
-def replay_journal(target: str | None, uri: str) -> dict[str, int] | None:
-    """``resume=<run_id>`` first sends what the run's journal holds (see ``rnnlab.sync``)."""
-    if not target or not store.RUN_ID_PREFIX.match(str(target)) or Path(str(target)).exists():
-        return None
-    try:
-        client = store.open_store(uri)
-        run = store.get_run(client, str(target), uri)
-    except store.StoreError:
-        return None  # resume.plan says why, in one line
+def replay_journal(run_id: str, uri: str) -> dict[str, int] | None:
+    """A resume first sends what the run's journal holds (see ``rnnlab.sync``); the caller
+    holds the run's lease."""
+    client = store.open_store(uri)
+    run = client.get_run(run_id)
     job_dir = run.data.tags.get("rnnlab.job_dir")
     if not job_dir:
         return None
     journal = Journal(Path(job_dir), run.info.run_id, uri)
-    if not journal.pending or (run.info.status == "RUNNING" and not store.is_dead(run)):
+    if not journal.pending:
         return None
     counts = journal.replay(client)
     print(f"rnnlab: replayed the journal of run {run.info.run_id}: {counts}", file=sys.stderr)
