@@ -80,6 +80,19 @@ def search_fact(sel: Selection, trials: pd.DataFrame) -> str:
                    f"run {longest:,})")  # fmt: skip
 
 
+def sweep_status(sel: Selection) -> str:
+    """The parent's status, told apart when its process is gone, and the jobs that never
+    started: "RUNNING (dead: its process is gone); 2 of 4 jobs never started"."""
+    from rnnlab.sweeps.parent_run import never_started
+    from rnnlab.tracking import store
+
+    line = store.describe_status(sel.parent)
+    children = store.list_children(sel.client, sel.parent.info.run_id)
+    if (counts := never_started(sel.parent, children)) is not None and counts[0]:
+        line += f"; {counts[0]} of {counts[1]} jobs never started"
+    return line
+
+
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("_") or "report"
 
@@ -135,7 +148,7 @@ def generate(
         ("runs", f"{len(t.runs)} (" + ", ".join(f"{n} {s}" for s, n in statuses.items()) + ")"),
     ]
     if sel.parent is not None:
-        facts.append(("sweep status", sel.parent.info.status))
+        facts.append(("sweep status", sweep_status(sel)))
         if launcher := sel.parent.data.tags.get("rnnlab.launcher"):  # not in sweep_overrides
             facts.append(("launcher", launcher))
     if trials is not None:
