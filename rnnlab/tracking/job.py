@@ -46,6 +46,7 @@ from rnnlab.tracking import lease, resume, store
 from rnnlab.tracking.journal import Journal
 from rnnlab.tracking.mlflow_tracker import MlflowTracker
 from rnnlab.tracking.pyfunc import log_run_model
+from rnnlab.training import memory
 from rnnlab.training.checkpoint import latest
 from rnnlab.training.loop import Interrupted, train
 from rnnlab.training.signals import stop_on_signals, stop_requested
@@ -239,6 +240,9 @@ def run_job(
     if cfg.resume and resume_from is None:  # resume=<run id | checkpoint>
         return resume_job(cfg, ctx, show_progress)
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
+    # A sweeper's proposal never went through the CLI's preflight: a run that cannot fit in
+    # memory is refused here, in one line, before a run is opened
+    memory.check(cfg)
     if not cfg.tracking.enabled:
         check(cfg)
         return train(cfg, None, out_dir, resume_from=resume_from, show_progress=show_progress)
@@ -288,6 +292,7 @@ def resume_job(
             replay_journal(claimed.run_id, uri)
         where = out_dir / "resumed_from"
         p = resume.plan(cfg, ctx.overrides, uri, where, requeued is not None, claimed)
+        memory.check(p.cfg)  # the checkpoint's network on this machine
     except BaseException:  # refused before writing anything: the run is as it was
         if claimed is not None:
             claimed.give_back(uri)
