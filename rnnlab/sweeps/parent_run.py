@@ -132,7 +132,7 @@ def close_dead(client: MlflowClient, run: Run, found_by: str) -> str:
     where = f"process {tags.get('rnnlab.pid', '?')} on {tags.get('rnnlab.host', '?')}"
     uri = client.tracking_uri
     try:
-        lease.take(uri, run_id, tags.get(lease.WRITER_TAG), lease.me())
+        lease.take(uri, run_id, tags.get(lease.WRITER_TAG), lease.me(), "RUNNING")
     except lease.LeaseLost:
         return ""
     if tags.get("rnnlab.kind") != "sweep":

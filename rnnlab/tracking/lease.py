@@ -6,10 +6,12 @@ names the process that may write (``<host> <pid> <pid start> <token>``; the toke
 two takers in one process). A new run is created holding it. Taking it is one transaction in
 the store's own database: the tag moves from the value the taker read to its own only if it
 still holds that value (``UPDATE … WHERE value = :read``, or ``INSERT … ON CONFLICT DO
-NOTHING`` for a run that never had one), and in the same transaction the run becomes RUNNING
-and records where it now runs (``rnnlab.host``, ``rnnlab.pid``, ``rnnlab.pid_start``). Of two
-takers released at the same instant, exactly one statement changes a row; the other changes
-none and stops with one line naming the writer that won.
+NOTHING`` for a run that never had one) and the run still has the status the taker read (two
+reads of a run are not one snapshot: the status and the tag must be compared together), and in
+the same transaction the run becomes RUNNING and records where it now runs (``rnnlab.host``,
+``rnnlab.pid``, ``rnnlab.pid_start``). Of two takers released at the same instant, exactly one
+statement changes a row; the other changes none and stops with one line naming the writer
+that won.
 
 Why the database and not a lock file: the store is what every taker shares — on a cluster they
 run on different machines, with no common file system for a lock to be trusted on; a row update
@@ -107,14 +109,22 @@ class LeaseLost(store.StoreError):
     """Another process took the run's lease first. The message is one line naming it."""
 
 
-def take(uri: str, run_id: str, read: str | None, writer: Writer, status: str = "RUNNING") -> None:
+def take(
+    uri: str,
+    run_id: str,
+    read: str | None,
+    writer: Writer,
+    read_status: str,
+    status: str = "RUNNING",
+) -> None:
     """Move run ``run_id``'s lease from ``read`` (the ``rnnlab.writer`` value the caller read,
     None for a run without one) to ``writer`` and mark the run ``status`` where it now runs — all
-    or nothing. LeaseLost (one line naming the winner) when the lease no longer holds ``read``."""
+    or nothing, and only while the run still has ``read_status``. LeaseLost (one line naming
+    the winner) when either changed since the caller read them."""
     if uri.startswith(SQL_SCHEMES):
-        won = _take_sql(uri, run_id, read, writer.encode(), store.where_tags(), status)
+        won = _take_sql(uri, run_id, read, read_status, writer.encode(), store.where_tags(), status)
     else:
-        won = _take_rest(uri, run_id, read, writer.encode(), status)
+        won = _take_rest(uri, run_id, read, read_status, writer.encode(), status)
     if not won:
         holder = Writer.decode(store.client(uri).get_run(run_id).data.tags.get(WRITER_TAG))
         raise LeaseLost(
@@ -164,25 +174,27 @@ def _engine(uri: str):
     return create_engine(uri, poolclass=NullPool, connect_args=args)
 
 
-def _take_sql(uri: str, run_id: str, read: str | None, mine: str, where: dict, status: str):
+def _take_sql(
+    uri: str, run_id: str, read: str | None, read_status: str, mine: str, where: dict, status: str
+) -> bool:
     from sqlalchemy import text
 
     upsert = text(
         "INSERT INTO tags (key, value, run_uuid) VALUES (:k, :v, :r) "
         "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value"
     )
+    same_status = "(SELECT status FROM runs WHERE run_uuid = :r) = :s"
+    values = {"k": WRITER_TAG, "v": mine, "r": run_id, "s": read_status, "read": read}
     with _engine(uri).begin() as con:  # one transaction: lease, status and where, or nothing
         if read is None:
             moved = con.execute(
-                text("INSERT INTO tags (key, value, run_uuid) VALUES (:k, :v, :r) "
-                     "ON CONFLICT (key, run_uuid) DO NOTHING"),
-                {"k": WRITER_TAG, "v": mine, "r": run_id},
+                text("INSERT INTO tags (key, value, run_uuid) SELECT :k, :v, :r WHERE "
+                     f"{same_status} ON CONFLICT (key, run_uuid) DO NOTHING"), values,
             ).rowcount  # fmt: skip
         else:
             moved = con.execute(
                 text("UPDATE tags SET value = :v WHERE key = :k AND run_uuid = :r "
-                     "AND value = :read"),
-                {"k": WRITER_TAG, "v": mine, "r": run_id, "read": read},
+                     f"AND value = :read AND {same_status}"), values,
             ).rowcount  # fmt: skip
         if moved != 1:
             return False
@@ -195,10 +207,13 @@ def _take_sql(uri: str, run_id: str, read: str | None, mine: str, where: dict, s
     return True
 
 
-def _take_rest(uri: str, run_id: str, read: str | None, mine: str, status: str) -> bool:
+def _take_rest(
+    uri: str, run_id: str, read: str | None, read_status: str, mine: str, status: str
+) -> bool:
     """Set, settle, read back (see the module: narrows the race, cannot close it)."""
     client = store.client(uri)
-    if client.get_run(run_id).data.tags.get(WRITER_TAG) != read:
+    run = client.get_run(run_id)
+    if run.data.tags.get(WRITER_TAG) != read or run.info.status != read_status:
         return False
     client.set_tag(run_id, WRITER_TAG, mine)
     time.sleep(SETTLE_SECONDS)

@@ -158,7 +158,7 @@ def claim(
         raise ResumeError(f"run {run.info.run_id} is not an rnnlab training run")
     writer, read = lease.me(), run.data.tags.get(lease.WRITER_TAG)
     try:
-        lease.take(uri, run.info.run_id, read, writer)
+        lease.take(uri, run.info.run_id, read, writer, run.info.status)
     except lease.LeaseLost as e:
         raise ResumeError(str(e)) from None
     return Claim(run.info.run_id, writer, read, run.info.status, note)

@@ -38,7 +38,7 @@ def race(uri: str, run_id: str, takers: int, jitter: list[float]) -> list:
         barrier.wait()
         threading.Event().wait(jitter[i])
         try:
-            lease.take(uri, run_id, read, writer)
+            lease.take(uri, run_id, read, writer, "KILLED")
             results[i] = writer
         except lease.LeaseLost as e:
             results[i] = str(e)
@@ -75,19 +75,21 @@ def test_giving_back_restores_only_what_the_taker_read(run):
     uri, run_id = run
     client = MlflowClient(uri)
     first = lease.me()
-    lease.take(uri, run_id, None, first)  # a run from before the lease: no tag yet
+    lease.take(uri, run_id, None, first, "KILLED")  # a run from before the lease: no tag yet
     lease.give_back(uri, run_id, first, None, "KILLED")
     after = client.get_run(run_id)
     assert lease.WRITER_TAG not in after.data.tags and after.info.status == "KILLED"
-    lease.take(uri, run_id, None, first)
+    lease.take(uri, run_id, None, first, "KILLED")
     second = lease.me()
-    lease.take(uri, run_id, first.encode(), second)  # the first one's process ended
+    lease.take(uri, run_id, first.encode(), second, "RUNNING")  # the first one's process ended
     lease.give_back(uri, run_id, first, None, "KILLED")  # not its lease any more: no change
     after = client.get_run(run_id)
     assert after.data.tags[lease.WRITER_TAG] == second.encode()
     assert after.info.status == "RUNNING"
     with pytest.raises(lease.LeaseLost, match=f"taken by process {second.pid}"):
-        lease.take(uri, run_id, first.encode(), lease.me())  # read before the second took it
+        lease.take(uri, run_id, first.encode(), lease.me(), "RUNNING")  # read before it moved
+    with pytest.raises(lease.LeaseLost):  # the tag it read, but not the status: no
+        lease.take(uri, run_id, second.encode(), lease.me(), "KILLED")
 
 
 def test_a_writer_is_alive_only_while_its_process_is():
