@@ -118,7 +118,7 @@ def estimate(cfg: Config, corpus: Corpus | None = None) -> Estimate:
         library += LIBRARIES["compiled"]
     text = 0
     if corpus is not None:  # the text, its ids, one chunk's code points and ids being encoded
-        text = corpus.chars * (corpus.width + 8) + ENCODE_CHUNK * 16
+        text = corpus.chars * (corpus.width + 8) + min(corpus.chars, ENCODE_CHUNK) * 16
     return Estimate(
         libraries=library,
         parameters=copies * P * itemsize,

@@ -58,7 +58,7 @@ def test_memory_is_estimated_from_the_run_and_refused_only_past_what_is_availabl
     # memory, the diagnostics' trial step (θ, ∇θ, memory): 8 copies of 23,165 float64
     P = 100 * 65 + 100 * 100 + 65 * 100 + 100 + 65
     assert small.parameters == 8 * P * 8
-    assert small.corpus == 100_000 * 9 + (1 << 20) * 16
+    assert small.corpus == 100_000 * 9 + 100_000 * 16  # the text, its ids, one chunk encoding
     cfg.cell, cfg.layers, cfg.hidden_size = "lstm", 4, 8000  # was sized as one vanilla layer
     big = memory.estimate(cfg, corpus)
     assert big.parameters > 8 * (4 * 4 * 8000 * 8000) * 8  # 8 copies of 4 W_hh blocks alone
