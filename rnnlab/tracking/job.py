@@ -35,7 +35,7 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import get_registered_sources
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 import rnnlab
@@ -44,7 +44,7 @@ from rnnlab.tasks import TASKS, check, corpus
 from rnnlab.tasks.judging import disagreement, flagged
 from rnnlab.tracking import lease, resume, store
 from rnnlab.tracking.journal import Journal
-from rnnlab.tracking.mlflow_tracker import MlflowTracker
+from rnnlab.tracking.mlflow_tracker import STORE_ERRORS, MlflowTracker
 from rnnlab.tracking.pyfunc import log_run_model
 from rnnlab.training import memory
 from rnnlab.training.checkpoint import latest
@@ -159,15 +159,17 @@ def dataset_of(cfg: Config) -> tuple[MetaDataset, str]:
     return MetaDataset(CodeDatasetSource(tags=tags), name=name, digest=digest[:36]), digest
 
 
-def record_inputs(client: MlflowClient, run_id: str, cfg: Config) -> None:
-    """Params, the resolved config and the dataset: what made this run."""
-    params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i : i + 100])
-    client.log_text(run_id, to_yaml(cfg), "config.yaml")
+def record_inputs(tracker: MlflowTracker, cfg: Config) -> None:
+    """Params, the resolved config and the dataset: what made this run (through the tracker,
+    so a store that refuses them has them journalled)."""
+    tracker.log_params({k: str(v) for k, v in flatten(cfg).items()})
+    tracker.log_text(to_yaml(cfg), "config.yaml")
     dataset, digest = dataset_of(cfg)
-    log_dataset(dataset, digest)
-    client.set_tag(run_id, "rnnlab.dataset_sha256", digest)
+    try:
+        log_dataset(dataset, digest)
+    except STORE_ERRORS as e:  # the dataset entry is MLflow's own; the digest is journalled
+        tracker.set_tag("rnnlab.dataset_error", f"{type(e).__name__}: {e}"[:5000])
+    tracker.set_tag("rnnlab.dataset_sha256", digest)
 
 
 def log_dataset(dataset, digest: str, attempts: int = 3) -> None:
@@ -196,13 +198,13 @@ def end_leaked_runs() -> None:
         print(f"rnnlab: closed leaked run {run.info.run_id}", file=sys.stderr)
 
 
-def tag_run(client, run_id: str, final: dict[str, float]) -> None:
+def tag_run(tracker: MlflowTracker, final: dict[str, float]) -> None:
     """After training: the tags ``rnnlab.stopped_early`` (the iteration) and
     ``rnnlab.warm_flag`` (the relative disagreement) when they apply."""
     if "stopped_early" in final:
-        client.set_tag(run_id, "rnnlab.stopped_early", str(int(final["stopped_early"])))
+        tracker.set_tag("rnnlab.stopped_early", str(int(final["stopped_early"])))
     if flagged(final, "final/val_"):
-        client.set_tag(run_id, "rnnlab.warm_flag", f"{disagreement(final, 'final/val_'):.4f}")
+        tracker.set_tag("rnnlab.warm_flag", f"{disagreement(final, 'final/val_'):.4f}")
 
 
 # --- a job ---------------------------------------------------------------------------------------
@@ -264,7 +266,7 @@ def run_job(
 
         def before_training() -> None:
             check(cfg)  # values a sweeper proposes never went through the CLI's preflight
-            record_inputs(client, run_id, cfg)
+            record_inputs(tracker, cfg)
 
         return _train_and_close(
             cfg, client, run_id, tracker, tracked, out_dir, resume_from, show_progress,
@@ -389,13 +391,12 @@ def continue_run(
                                               note[:5000], **moved})  # fmt: skip
         if "error" in tags:  # it described the stop this resume recovers from
             client.delete_tag(run_id, "error")
-        client.log_text(run_id, to_yaml(p.cfg),
-                        f"config_{kind}_{n}.yaml")  # fmt: skip
+        tracker.log_text(to_yaml(p.cfg), f"config_{kind}_{n}.yaml")
         tracked = hooked(ctx, tracker, p.cfg, client, run_id)  # a requeued search trial
 
         def before_training() -> None:  # a job killed before its inputs were recorded
             if not run.data.params:
-                record_inputs(client, run_id, p.cfg)
+                record_inputs(tracker, p.cfg)
 
         return _train_and_close(
             p.cfg, client, run_id, tracker, tracked, out_dir, p.checkpoint, show_progress,
@@ -425,9 +426,11 @@ def _train_and_close(
             line = f"{tracker.unreachable}; once it is back: python -m rnnlab.sync {out_dir}"
             _close(tracker, RunStatus.FINISHED)  # the journal holds it, and the status
             raise StoreUnreachable(line)
-        tag_run(client, run_id, final)  # rnnlab.stopped_early, rnnlab.warm_flag
-        log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
+        tag_run(tracker, final)  # rnnlab.stopped_early, rnnlab.warm_flag
+        log_run_model(cfg, tracker, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
         _close(tracker, RunStatus.FINISHED)
+        if tracker.waiting:  # the store refused some writes; the journal holds them, in order
+            print(f"rnnlab: {waiting_line(tracker, out_dir)}", file=sys.stderr)
         return final
     except FinishedEarly as e:  # e.g. a search pruned this trial: done, not failed
         _close(tracker, RunStatus.FINISHED)
@@ -454,6 +457,15 @@ def _train_and_close(
     except Exception as e:
         _close(tracker, RunStatus.FAILED, f"{type(e).__name__}: {e}"[:5000])
         raise
+
+
+def waiting_line(tracker: MlflowTracker, out_dir: Path) -> str:
+    """What a run that ended with writes in its journal says: the outage, and how to send them."""
+    outage = tracker.outage
+    since = f" since {outage.began:%H:%M:%S} ({outage.error})" if outage is not None else ""
+    return (f"the tracking store has refused writes{since}: the rest of this run, its status "
+            f"included, waits in {tracker.journal.path}; once the store takes writes again: "
+            f"python -m rnnlab.sync {out_dir}")  # fmt: skip
 
 
 def _close(tracker: MlflowTracker, status: int, error: str | None = None) -> None:

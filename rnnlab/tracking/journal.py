@@ -33,8 +33,9 @@ class Journal:
     """An append-only JSON-lines file of store writes that could not be made, in their order.
 
     Each line is one operation: ``metrics`` (points as [key, value, timestamp, step]),
-    ``files`` (a local folder to upload into the run's artifact root), ``artifact`` (a local
-    file and its artifact folder), ``tag``, ``end`` (the run's status). Files it names are kept
+    ``params`` ([key, value] pairs), ``files`` (a local folder to upload into the run's artifact
+    root), ``artifact`` (a local file and its artifact folder), ``tag``, ``end`` (the run's
+    status). Files it names are kept
     in the job folder until the journal is replayed; a replayed journal is renamed
     ``*.synced.jsonl``, so replaying twice sends nothing twice."""
 
@@ -76,7 +77,7 @@ class Journal:
     def replay(self, client: MlflowClient) -> dict[str, int]:
         """Send every operation to the store in order, skipping metric points it already holds;
         returns counts. Raises whatever the store raises (then nothing is marked replayed)."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, Param
 
         ops = self.operations()
         last = logged_steps(client, self.run_id)
@@ -102,6 +103,10 @@ class Journal:
             elif kind == "tag":
                 client.set_tag(self.run_id, op["key"], op["value"])
                 counts["tags"] += 1
+            elif kind == "params":
+                params = [Param(k, v) for k, v in op["params"]]
+                for i in range(0, len(params), 100):
+                    client.log_batch(self.run_id, params=params[i : i + 100])
             elif kind == "end":
                 counts["status"] = op["status"]  # type: ignore[assignment]
         done = self.path.with_name(f"rnnlab_journal.{time.time_ns()}.synced.jsonl")

@@ -268,9 +268,10 @@ def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
             )
 
 
-def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
+def log_run_model(cfg, tracker, out_dir: Path) -> None:
     """End-of-training hook for ``job.run_job``: a char-RNN run logs its model. A failure here
-    never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead."""
+    never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead, and
+    every tag goes through the run's tracker (journalled when the store refuses it)."""
     if cfg.task.name != "charrnn":
         return
     from rnnlab.training.best import model_checkpoint
@@ -280,9 +281,13 @@ def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
         path = model_checkpoint(cfg, Path(out_dir) / "checkpoints")  # model_from=best|last
         if path is None:
             raise FileNotFoundError(f"no checkpoint in {out_dir}/checkpoints")
+        if tracker.waiting:  # the store refuses writes: the model's files would not land
+            raise OSError(f"the store refuses writes; the weights are in {path}")
+        tracker.flush()
         info = log_model(path)
-        client.set_tag(run_id, "rnnlab.model_uri", info.model_uri)
-        client.set_tag(run_id, "rnnlab.model_log_seconds", f"{time.perf_counter() - started:.2f}")
-    except Exception as e:  # noqa: BLE001 — the weights are safe in the checkpoint artifacts
-        client.set_tag(run_id, "rnnlab.model_error", f"{type(e).__name__}: {e}"[:5000])
-        print(f"rnnlab: could not log the model: {type(e).__name__}: {e}", file=sys.stderr)
+        tracker.set_tag("rnnlab.model_uri", info.model_uri)
+        tracker.set_tag("rnnlab.model_log_seconds", f"{time.perf_counter() - started:.2f}")
+    except Exception as e:  # noqa: BLE001 — the weights are safe in the checkpoints
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        tracker.set_tag("rnnlab.model_error", f"{type(e).__name__}: {e}"[:5000])
+        print(f"rnnlab: could not log the model ({why[:300]}); the run goes on", file=sys.stderr)
