@@ -8,12 +8,18 @@ power cut. A process killed at any moment (SIGKILL, OOM, a full disk) leaves eit
 that was there before or the complete new one, plus at most a hidden ``.<name>.*.tmp`` beside
 it, which no reader picks up.
 
+The folders rnnlab names after what a user typed (a sweep job's overrides, a report's sweep
+or experiment) go through ``safe_name``: always one folder inside its parent, never ``..`` or a
+path, whatever the overrides hold.
+
 Not here: what goes into the files (each writer), uploads to the tracking store (MLflow's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,3 +87,30 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --- names of the folders rnnlab makes ----------------------------------------------------------
+
+NAME_BYTES = 200  # a file name may hold 255 bytes; room for a suffix
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
+
+
+def safe_name(text: str, fallback: str = "run") -> str:
+    """One folder name for ``text`` (an override list, a sweep's or experiment's name): path
+    separators, control and other characters become ``_``, a name of only dots gets a ``_``
+    before it, and a long one is cut to ``NAME_BYTES`` with a hash of the whole, so it is never
+    ``..``, never a path, never too long, and two different texts stay two names."""
+    name = _UNSAFE.sub("_", text).strip("_") or fallback
+    if set(name) <= {"."}:
+        name = "_" + name
+    if len(name.encode()) > NAME_BYTES:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        name = name[: NAME_BYTES - 13] + "_" + digest
+    return name
+
+
+def inside(parent: Path | str, name: str) -> Path:
+    """``parent / safe_name(name)``: always a folder directly inside ``parent``."""
+    path = Path(parent) / safe_name(name)
+    assert path.resolve().parent == Path(parent).resolve(), path
+    return path

@@ -5,7 +5,6 @@ A sweep whose parent is tagged ``rnnlab.search=optuna`` also gets its trials
 
 from __future__ import annotations
 
-import re
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,10 +92,6 @@ def sweep_status(sel: Selection) -> str:
     return line
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("_") or "report"
-
-
 def generate(
     uri: str,
     sweep: str | None = None,
@@ -110,7 +105,7 @@ def generate(
     (the CLI registers its sweep's best run). With a sweep selected (and ``log_to_parent``), the
     folder is also logged to its parent run."""
     sel = select(uri, sweep, experiment, filter_string)
-    out_dir = Path(out) if out is not None else Path("reports") / safe_name(sel.name)
+    out_dir = Path(out) if out is not None else files.inside("reports", sel.name)
     # The folder may be the user's: the report overwrites only the files it writes now and
     # deletes nothing (report.html names only this run's figures; an older one's stay unread).
     out_dir.mkdir(parents=True, exist_ok=True)
