@@ -240,6 +240,15 @@ class CharTask:
         self.decoding = decode.Options(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam)
         self.tokens_per_iteration = self.seq_length * self.batch_size
 
+    def baseline(self) -> dict[str, float]:
+        """The val/* metrics of a constant predictor — every next character from the training
+        text's character frequencies (add-one), whatever came before — what a run that learned
+        nothing beats. Nats (and bits) per held-out character, as ``val/loss`` counts them."""
+        counts = np.bincount(self.train_data, minlength=len(self.vocab)) + 1.0
+        nats = float(-np.log(counts / counts.sum())[self.val_data[1:]].mean())
+        bits = nats / math.log(2.0)
+        return {"val/loss": nats, "val/loss_warm": nats, "val/bpc": bits, "val/bpc_warm": bits}
+
     def initial_loss(self) -> float:
         """-ln(1/V) · seq_length: the loss of a uniform guess, where the smooth loss starts."""
         return -math.log(1.0 / len(self.vocab)) * self.seq_length

@@ -47,6 +47,7 @@ from rnnlab.tracking.journal import Journal
 from rnnlab.tracking.mlflow_tracker import STORE_ERRORS, MlflowTracker
 from rnnlab.tracking.pyfunc import log_run_model
 from rnnlab.training import memory
+from rnnlab.training.best import no_better_than_baseline
 from rnnlab.training.checkpoint import latest
 from rnnlab.training.loop import Interrupted, train
 from rnnlab.training.signals import stop_on_signals, stop_requested
@@ -198,13 +199,19 @@ def end_leaked_runs() -> None:
         print(f"rnnlab: closed leaked run {run.info.run_id}", file=sys.stderr)
 
 
+TAG_BASELINE = "rnnlab.no_better_than_baseline"  # objective ≥ a constant predictor's
+
+
 def tag_run(tracker: MlflowTracker, final: dict[str, float]) -> None:
-    """After training: the tags ``rnnlab.stopped_early`` (the iteration) and
-    ``rnnlab.warm_flag`` (the relative disagreement) when they apply."""
+    """After training: the tags ``rnnlab.stopped_early`` (the iteration), ``rnnlab.warm_flag``
+    (the relative disagreement) and ``rnnlab.no_better_than_baseline`` when they apply."""
     if "stopped_early" in final:
         tracker.set_tag("rnnlab.stopped_early", str(int(final["stopped_early"])))
     if flagged(final, "final/val_"):
         tracker.set_tag("rnnlab.warm_flag", f"{disagreement(final, 'final/val_'):.4f}")
+    if no_better_than_baseline(final):  # it learned nothing: the report flags it
+        line = f"objective {final['objective']:.6g} ≥ {final['baseline_objective']:.6g}"
+        tracker.set_tag(TAG_BASELINE, line)
 
 
 # --- a job ---------------------------------------------------------------------------------------

@@ -403,7 +403,9 @@ def train(
     if s.iters_to_solve > 0:
         final["iters_to_solve"] = float(s.iters_to_solve)
     final |= best.finish(trainer, ckpt_dir, tracker)  # test/* from the best weights
-    tracker.log_metrics(final, step=s.iteration)
+    final |= best.baseline(trainer)  # what a constant predictor scores: did the run learn?
+    tracker.log_metrics({k: v for k, v in final.items() if k != "baseline_objective"},
+                        step=s.iteration)  # fmt: skip
     tracker.flush()
     final |= trainer.best.metrics()  # logged at the last evaluation already
     final["objective"] = trainer.best.objective(val)
