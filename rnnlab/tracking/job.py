@@ -397,7 +397,7 @@ def continue_run(
         mlflow.start_run(run_id=run_id, tags={f"rnnlab.{kind}s": str(n), f"rnnlab.{kind}_{n}":
                                               note[:5000], **moved})  # fmt: skip
         if "error" in tags:  # it described the stop this resume recovers from
-            client.delete_tag(run_id, "error")
+            tracker.delete_tag("error")
         tracker.log_text(to_yaml(p.cfg), f"config_{kind}_{n}.yaml")
         tracked = hooked(ctx, tracker, p.cfg, client, run_id)  # a requeued search trial
 

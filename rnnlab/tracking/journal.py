@@ -34,8 +34,8 @@ class Journal:
 
     Each line is one operation: ``metrics`` (points as [key, value, timestamp, step]),
     ``params`` ([key, value] pairs), ``files`` (a local folder to upload into the run's artifact
-    root), ``artifact`` (a local file and its artifact folder), ``tag``, ``end`` (the run's
-    status). Files it names are kept
+    root), ``artifact`` (a local file and its artifact folder), ``tag``, ``delete_tag``, ``end``
+    (the run's status). Files it names are kept
     in the job folder until the journal is replayed; a replayed journal is renamed
     ``*.synced.jsonl``, so replaying twice sends nothing twice."""
 
@@ -103,6 +103,9 @@ class Journal:
             elif kind == "tag":
                 client.set_tag(self.run_id, op["key"], op["value"])
                 counts["tags"] += 1
+            elif kind == "delete_tag":
+                if op["key"] in client.get_run(self.run_id).data.tags:
+                    client.delete_tag(self.run_id, op["key"])
             elif kind == "params":
                 params = [Param(k, v) for k, v in op["params"]]
                 for i in range(0, len(params), 100):

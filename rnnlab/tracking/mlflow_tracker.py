@@ -179,6 +179,18 @@ class MlflowTracker:
                     self._failed(e)
             self._journal({"op": "tag", "key": key, "value": value})
 
+    def delete_tag(self, key: str) -> None:
+        """Remove a tag (e.g. the ``error`` a resume recovers from), in order with the rest."""
+        self.flush()
+        with shielded():
+            if self._store_ready():
+                try:
+                    self.client.delete_tag(self.run_id, key)
+                    return
+                except STORE_ERRORS as e:
+                    self._failed(e)
+            self._journal({"op": "delete_tag", "key": key})
+
     def end(self, status: str) -> bool:
         """Close the run with ``status`` after a last flush; False if it went to the journal."""
         self.flush()

@@ -235,3 +235,25 @@ def test_resume_run_continues_a_run_inside_this_process(tmp_path):
     client.set_tag(run.info.run_id, "rnnlab.host", socket.gethostname())
     with pytest.raises(resume.ResumeError, match="still alive"):
         job.resume_run(run.info.run_id, uri, {"iterations": 120}, tmp_path / "c")
+
+
+def test_a_runs_writes_go_through_its_journalled_tracker():
+    """The class of "a full disk while logging the model left the run RUNNING": once a run is
+    open, its job writes to the store only through its ``MlflowTracker`` (which journals what
+    the store refuses), never through a client of its own."""
+    import ast
+
+    from helpers.processes import ROOT
+
+    writes = {"set_tag", "delete_tag", "log_batch", "log_text", "log_artifact", "log_artifacts",
+              "set_terminated", "log_param", "log_metric", "log_dict", "update_run"}  # fmt: skip
+    found = []
+    for name in ("job.py", "pyfunc.py"):
+        tree = ast.parse((ROOT / "rnnlab" / "tracking" / name).read_text())
+        for node in ast.walk(tree):
+            f = getattr(node, "func", None)
+            if isinstance(f, ast.Attribute) and f.attr in writes:
+                owner = f.value.id if isinstance(f.value, ast.Name) else ""
+                if owner != "tracker":
+                    found.append(f"{name}:{node.lineno} {owner}.{f.attr}")
+    assert found == []
