@@ -111,8 +111,7 @@ def never_started(parent: Run, children: list[Run]) -> tuple[int, int] | None:
     planned = parent.data.tags.get(TAG_PLANNED, "")
     if not planned.isdigit():
         return None
-    opened = {c.data.tags.get("rnnlab.job_num", c.info.run_id) for c in children}
-    return max(int(planned) - len(opened), 0), int(planned)
+    return max(int(planned) - len(children), 0), int(planned)
 
 
 def close_dead_runs(client: MlflowClient, experiment_ids: list[str], found_by: str) -> list[str]:
