@@ -243,8 +243,8 @@ def baseline_facts(t: Tables) -> list[tuple[str, str]]:
     if bad.empty:
         return []
     names = ", ".join(f"{r['run_id'][:8]}" for _, r in bad.head(10).iterrows())
-    return [("flag", f"{len(bad)} run(s) no better than a constant predictor (each bit its "
-             f"most frequent value, each character its frequency): {names}")]  # fmt: skip
+    return [("flag", f"{len(bad)} run(s) no better than a constant predictor on their "
+             f"objective (baseline/<objective>): {names}")]  # fmt: skip
 
 
 def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:

@@ -100,7 +100,7 @@ class AdderTask:
         pairs = fixed.permutation(pairs)[:max_pairs]
         return pairs[:, 0], pairs[:, 1]
 
-    def baseline(self) -> dict[str, float]:
+    def constant_predictor(self) -> dict[str, float]:
         """The val/* metrics of a constant predictor — every bit its most frequent value over
         the evaluation sums — what a run that learned nothing reaches."""
         bits = to_bits(self.eval_a + self.eval_b, self.bits)  # (bits, N)

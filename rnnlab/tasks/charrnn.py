@@ -240,7 +240,7 @@ class CharTask:
         self.decoding = decode.Options(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam)
         self.tokens_per_iteration = self.seq_length * self.batch_size
 
-    def baseline(self) -> dict[str, float]:
+    def constant_predictor(self) -> dict[str, float]:
         """The val/* metrics of a constant predictor — every next character from the training
         text's character frequencies (add-one), whatever came before — what a run that learned
         nothing beats. Nats (and bits) per held-out character, as ``val/loss`` counts them."""

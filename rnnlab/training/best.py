@@ -146,12 +146,12 @@ def finish(trainer, ckpt_dir: Path, tracker) -> dict[str, float]:
 
 def baseline(trainer) -> dict[str, float]:
     """``baseline/<objective>`` — what a constant predictor scores on the run's objective metric
-    (the task's ``baseline()``) — and ``baseline_objective``, the same as an objective (lower
-    is better); empty for a task without one."""
-    of_task = getattr(trainer.task, "baseline", None)
-    if of_task is None:
+    (the task's ``constant_predictor()``) — and ``baseline_objective``, the same as an objective
+    (lower is better); empty for a task or objective without one."""
+    of_task = getattr(trainer.task, "constant_predictor", None)
+    metrics, name = (of_task() if of_task is not None else {}), trainer.best.name
+    if name not in metrics:
         return {}
-    metrics, name = of_task(), trainer.best.name
     return {f"baseline/{metric_key(name)}": metrics[name],
             "baseline_objective": trainer.best.judged.value(name, metrics)}  # fmt: skip
 
