@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import cli
+from rnnlab import cli, files
 from rnnlab.analysis import viewer
 from rnnlab.analysis.units import analyse_adder
 from rnnlab.engine import rnn
@@ -77,7 +77,7 @@ def write_page(args: dict) -> Path:
             raise UserError('a char-RNN run needs text="…" or path=<file> to read')
         analyses = viewer.text_analyses(w.params, rnn.spec_of(w.cfg), w.vocab, text)
         page = viewer.text_page(analyses, title)
-    out.write_text(page, encoding="utf-8")
+    files.write_text(out, page)  # the old page or the new one, never half
     return out
 
 

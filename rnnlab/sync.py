@@ -6,24 +6,58 @@ Once the store is back, this replays the journal in order — each metric step o
 store already holds — and marks the run's true status: the one the journal recorded, else (its
 process died before closing it) FAILED. A run whose process is still alive replays its journal
 itself and is left alone. ``resume=<run_id>`` replays the journal first, too.
+
+Given a sweep's folder (or its parent run's id), it does that for every child with a journal
+waiting and closes the parent when the sweep's process is gone (killed outright), with the jobs
+that never started counted (``rnnlab.sweeps.parent_run.sync_sweep``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rnnlab import cli
+from rnnlab.sweeps.parent_run import is_sweep_target, sync_sweep
+from rnnlab.tracking import store
 from rnnlab.tracking.journal import sync
 
 COMMAND = cli.Command(
     name="rnnlab.sync",
-    summary="send a run's journal (what it could not send while its store was away)",
-    target=cli.Key("job folder | run id", "the run's job folder, or its run id"),
+    summary="send a run's journal (what it could not send while its store was away); "
+    "close a sweep whose process is gone",
+    target=cli.Key(
+        "job folder | run id", "the run's job folder or id; a sweep's folder or parent run id"
+    ),
     keys=(cli.Key("tracking_uri", "the store (default: the journal's own, else the usual)"),),
-    examples=("python -m rnnlab.sync outputs/charrnn/2026-12-07_10-00-00",),
+    examples=(
+        "python -m rnnlab.sync outputs/charrnn/2026-12-07_10-00-00_4242",
+        "python -m rnnlab.sync multirun/adder/2026-12-07_10-00-00_4242      # a whole sweep",
+    ),
 )
 
 
+def run(args: dict) -> str:
+    """What the command prints: one line per run it sent or closed."""
+    target, uri = args["job folder | run id"], args.get("tracking_uri")
+    if is_sweep_target(target) or is_parent_id(target, uri):
+        return sync_sweep(target, uri)
+    return sync(target, uri)
+
+
+def is_parent_id(target: str, uri: str | None) -> bool:
+    """True when ``target`` is the id of a sweep's parent run in the store."""
+    if not store.RUN_ID_PREFIX.match(target) or Path(target).exists():
+        return False
+    try:
+        resolved = store.resolve_uri(uri)
+        run = store.get_run(store.open_store(resolved), target, resolved)
+    except store.StoreError:
+        return False
+    return run.data.tags.get("rnnlab.kind") == "sweep"
+
+
 def main(argv: list[str] | None = None) -> None:
-    cli.main(COMMAND, lambda a: sync(a["job folder | run id"], a.get("tracking_uri")), argv)
+    cli.main(COMMAND, run, argv)
 
 
 if __name__ == "__main__":

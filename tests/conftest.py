@@ -6,11 +6,32 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from helpers.processes import find_kafka, free_port, server_env, stop_process_group, wait_until_ok
+from helpers.processes import (
+    TEST_TAG,
+    find_kafka,
+    free_port,
+    kill_tagged,
+    server_env,
+    stop_process_group,
+    wait_until_ok,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(monkeypatch):
+    """Whatever a test starts carries its tag (``helpers.processes.TEST_TAG``); anything still
+    alive when the test ends — it failed before its own clean-up, or a worker lost its parent —
+    is killed here. Module-scoped servers start before this and carry no tag."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TEST_TAG, tag)
+    yield
+    if left := kill_tagged(tag):
+        print(f"killed {len(left)} process(es) the test left running: {left}")
 
 
 @pytest.fixture(scope="session")

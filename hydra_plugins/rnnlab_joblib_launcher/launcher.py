@@ -39,7 +39,27 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def job_process(payload: bytes, conn: Connection) -> None:
+WATCH_SECONDS = 0.5  # how often a job checks that its launcher is still there
+
+
+def stop_when_orphaned(launcher_pid: int, idx: int) -> None:
+    """A daemon thread of the job's process: once the launcher is gone — killed outright, so it
+    could forward nothing — the job's parent changes (to init or a subreaper), and the job
+    SIGTERMs itself: its training loop writes a stop checkpoint and ends the run KILLED, as
+    for any SIGTERM. No worker outlives its sweep, whatever killed the launcher."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(WATCH_SECONDS)
+        print(f"rnnlab: job {idx}: the sweep's process {launcher_pid} is gone; stopping with "
+              f"a checkpoint", file=sys.stderr, flush=True)  # fmt: skip
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rnnlab-orphan-watch", daemon=True).start()
+
+
+def job_process(payload: bytes, conn: Connection, launcher_pid: int, idx: int) -> None:
     """The body of one job's process: run Hydra's joblib ``execute_job`` and send back
     ("done", JobReturn) or ("interrupted", message)."""
     import pickle
@@ -50,6 +70,7 @@ def job_process(payload: bytes, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)  # until the training loop installs its own
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the launcher at start
+    stop_when_orphaned(launcher_pid, idx)
     try:
         from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
@@ -134,7 +155,9 @@ class RnnlabJoblibLauncher(Launcher):
                  singleton_state)
             )  # fmt: skip
             ours, theirs = context.Pipe(duplex=False)
-            process = context.Process(target=job_process, args=(payload, theirs), daemon=False)
+            process = context.Process(
+                target=job_process, args=(payload, theirs, os.getpid(), idx), daemon=False
+            )
             # Blocked across the start, so a signal arriving now is neither lost nor delivered
             # to a job that has not left the terminal's process group yet.
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

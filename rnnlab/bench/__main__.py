@@ -21,7 +21,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rnnlab import cli
+from rnnlab import cli, files
 from rnnlab.bench import diagnostics, engine, history, new_cells, tracking
 from rnnlab.bench.references import HIDDEN, SEQ
 from rnnlab.errors import UserError
@@ -238,9 +238,7 @@ def measure(args: dict, argv: list[str]) -> dict:
         history.render_page(history_path, page)
         print(f"rendered {page}")
     if "json" in args:
-        out = Path(args["json"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        files.write_text(Path(args["json"]), json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab import files
 from rnnlab.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout rnnlab runs from
@@ -191,9 +192,11 @@ def record(results: dict, load_before, full: bool) -> dict:
 
 
 def append(path: Path, line: dict) -> None:
+    """Add ``line`` to the results file: the whole file rewritten atomically (it is small), so a
+    run killed while writing leaves the old file or the new, never a cut line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    files.write_text(path, old + json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def read(path: Path) -> list[dict]:
@@ -305,4 +308,4 @@ def render_page(history: Path, page: Path) -> None:
     """Rewrite ``page``'s generated blocks from the results file ``history``."""
     if not page.is_file():
         raise UserError(f"no benchmark page at {page}")
-    page.write_text(render(page.read_text(encoding="utf-8"), read(history)), encoding="utf-8")
+    files.write_text(page, render(page.read_text(encoding="utf-8"), read(history)))

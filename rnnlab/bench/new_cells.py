@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab import files
 from rnnlab.bench import engine as classic
 from rnnlab.bench.engine import interleaved, paired_ratio
 from rnnlab.bench.references import CLIP, HIDDEN, SEQ, stream_windows
@@ -477,7 +478,7 @@ def record(
     run = {"date": date, "command": command, "cpu": cpu, "rounds": rounds,
            "block_seconds": block, "load_average": load_before, "figures": figs}  # fmt: skip
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(run, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    files.write_text(results, json.dumps(run, indent=1, ensure_ascii=False) + "\n")
     render_page(results, page)
 
 
@@ -491,4 +492,4 @@ def render_page(results: Path = RESULTS, page: Path = PAGE) -> None:
         return
     run = json.loads(results.read_text(encoding="utf-8"))
     body = markdown(run)
-    page.write_text(text[: a + len(MARKERS[0])] + "\n" + body + "\n" + text[b:], encoding="utf-8")
+    files.write_text(page, text[: a + len(MARKERS[0])] + "\n" + body + "\n" + text[b:])

@@ -108,16 +108,22 @@ def beam_search(
     after ``first``, and its log-likelihood (nats)."""
     tokens = np.array([first])  # (b,) each beam's last symbol; one beam to start
     scores = np.zeros(1)  # (b,) log-likelihood of each beam so far
-    seqs = np.zeros((1, 0), dtype=np.intp)  # (b, t)
+    # each step's (parent beam, symbol) of every beam: the best sequence is read back at the
+    # end, so a step costs O(b·V), not a copy of every sequence so far (O(b·t) a step)
+    chosen: list[tuple[np.ndarray, np.ndarray]] = []
     for _ in range(length):
         logits, state = step(state, tokens)  # (b, V); state of each beam after its last symbol
         total = (scores[:, None] + log_softmax(logits)).reshape(-1)  # (b·V,) every extension
         best = np.argsort(-total, kind="stable")[:width]
         rows, tokens = np.divmod(best, logits.shape[-1])
         scores = total[best]
-        seqs = np.concatenate([seqs[rows], tokens[:, None]], axis=1)
+        chosen.append((rows, tokens))
         state = np.take(state, rows, axis=-2)  # beams continue from their parents' states
-    return seqs[0].tolist(), float(scores[0])
+    out, beam = [], 0
+    for rows, symbols in reversed(chosen):  # the best beam's symbols, last to first
+        out.append(int(symbols[beam]))
+        beam = int(rows[beam])
+    return out[::-1], float(scores[0])
 
 
 def continue_text(

@@ -28,6 +28,7 @@ import numpy as np
 
 from rnnlab.engine import rnn
 from rnnlab.errors import UserError
+from rnnlab.files import atomic_file
 from rnnlab.inference.weights import Weights
 
 TORCH_CLASS = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM", "irnn": "RNN"}
@@ -139,6 +140,6 @@ def export(weights: Weights, out: Path) -> Path:
     if weights.vocab is not None:
         arrays["vocab"] = np.array(list(weights.vocab.chars))
     out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    with atomic_file(out) as f:  # a kill mid-write leaves the earlier export whole
+        np.savez(f, **arrays)
     return out

@@ -17,12 +17,10 @@ import numpy as np
 from rnnlab.config import Config
 from rnnlab.engine import decode, rnn
 from rnnlab.errors import UserError
+from rnnlab.inference.requests import MIN_TEMPERATURE, deadline_step
 from rnnlab.inference.weights import Weights
 from rnnlab.tasks.adder import from_bits, to_bits
 from rnnlab.tasks.charrnn import PrimeError
-
-# Logits over a temperature below this can overflow to inf, and the softmax becomes NaN.
-MIN_TEMPERATURE = 1e-3
 
 
 def check_request(
@@ -50,9 +48,11 @@ def generate_text(
     top_p: float = 1.0,
     greedy: bool = False,
     beam: int = 0,
+    deadline: float | None = None,
 ) -> str:
     """``prime`` followed by ``length`` decoded characters — what ``CharTask.generate`` draws
-    with the same rng and options, without needing the corpus."""
+    with the same rng and options, without needing the corpus. ``deadline``
+    (``time.monotonic()``): decoding stops there with ``RequestTimeout``."""
     if w.vocab is None:
         raise UserError(f"{w.source} is a {w.cfg.task.name} model, not a char-RNN")
     check_request(length=length, temperature=temperature)
@@ -66,7 +66,7 @@ def generate_text(
         raise UserError(str(e)) from None
     spec = rnn.spec_of(w.cfg)
     opts = decode.Options(temperature, top_k, top_p, greedy, beam)
-    step = decode.engine_step(w.params, spec)
+    step = deadline_step(decode.engine_step(w.params, spec), deadline)  # checked every step
     drawn = decode.continue_text(
         step, rnn.zero_state(spec, 1, w.params["Why"].dtype), ids, length, opts, rng
     )

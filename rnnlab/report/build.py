@@ -5,19 +5,19 @@ A sweep whose parent is tagged ``rnnlab.search=optuna`` also gets its trials
 
 from __future__ import annotations
 
-import re
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from rnnlab import files
 from rnnlab.report import diagnostics as diag_section
 from rnnlab.report import memory as memory_section
 from rnnlab.report.figures import make_figures, search_figures
 from rnnlab.report.render import Report, RunSamples, to_html, to_markdown
 from rnnlab.report.select import Selection, select
-from rnnlab.report.tables import Tables, build_tables, warm_flag_facts
+from rnnlab.report.tables import Tables, baseline_facts, build_tables, warm_flag_facts
 
 ADDER_SAMPLE_LINES = 4  # per section (wrong / right) of an adder sample
 
@@ -79,8 +79,17 @@ def search_fact(sel: Selection, trials: pd.DataFrame) -> str:
                    f"run {longest:,})")  # fmt: skip
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=,-]+", "_", name).strip("_") or "report"
+def sweep_status(sel: Selection) -> str:
+    """The parent's status, told apart when its process is gone, and the jobs that never
+    started: "RUNNING (dead: its process is gone); 2 of 4 jobs never started"."""
+    from rnnlab.sweeps.parent_run import never_started
+    from rnnlab.tracking import store
+
+    line = store.describe_status(sel.parent)
+    children = store.list_children(sel.client, sel.parent.info.run_id)
+    if (counts := never_started(sel.parent, children)) is not None and counts[0]:
+        line += f"; {counts[0]} of {counts[1]} jobs never started"
+    return line
 
 
 def generate(
@@ -96,19 +105,20 @@ def generate(
     (the CLI registers its sweep's best run). With a sweep selected (and ``log_to_parent``), the
     folder is also logged to its parent run."""
     sel = select(uri, sweep, experiment, filter_string)
-    out_dir = Path(out) if out is not None else Path("reports") / safe_name(sel.name)
+    out_dir = Path(out) if out is not None else files.inside("reports", sel.name)
     # The folder may be the user's: the report overwrites only the files it writes now and
     # deletes nothing (report.html names only this run's figures; an older one's stay unread).
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t = build_tables(sel)
-    t.runs.to_csv(out_dir / "runs.csv", index=False)
+    files.write_text(out_dir / "runs.csv", t.runs.to_csv(index=False))
     search = search_of(sel)
     figures = make_figures(sel, t, out_dir, search=search is not None)
     trials, trial_figures = None, []
     if search is not None:
         trials, keys = search
-        trials.drop(columns="intermediate").to_csv(out_dir / "trials.csv", index=False)
+        table = trials.drop(columns="intermediate").to_csv(index=False)
+        files.write_text(out_dir / "trials.csv", table)
         task = str(t.runs["task"].iloc[0])
         trial_figures = search_figures(trials, keys, task, out_dir)
     samples = collect_samples(sel, t, samples_at or [])
@@ -133,7 +143,7 @@ def generate(
         ("runs", f"{len(t.runs)} (" + ", ".join(f"{n} {s}" for s, n in statuses.items()) + ")"),
     ]
     if sel.parent is not None:
-        facts.append(("sweep status", sel.parent.info.status))
+        facts.append(("sweep status", sweep_status(sel)))
         if launcher := sel.parent.data.tags.get("rnnlab.launcher"):  # not in sweep_overrides
             facts.append(("launcher", launcher))
     if trials is not None:
@@ -142,6 +152,7 @@ def generate(
                   "runs from before the key: val/loss; adder: 1 − val/exact_acc; ties: fewer "
                   "iterations to 100 %); lower ranks first"))  # fmt: skip
     facts += warm_flag_facts(t)  # rnnlab.report.tables: runs whose val/loss and warm disagree
+    facts += baseline_facts(t)  # runs that learned nothing
     report = Report(
         title=f"rnnlab report: {sel.name}",
         description=sel.description,
@@ -158,9 +169,8 @@ def generate(
         diagnostics=diagnostics,
         memory=memory,
     )
-    (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(to_html(report), encoding="utf-8")
+    files.write_text(out_dir / "report.md", to_markdown(report))
+    html_path = files.write_text(out_dir / "report.html", to_html(report))
     if sel.parent is not None and log_to_parent:
         sel.client.log_artifacts(sel.parent.info.run_id, str(out_dir), "report")
     return html_path, sel

@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from rnnlab import files  # noqa: E402
 from rnnlab.report.select import Selection  # noqa: E402
 from rnnlab.report.tables import Tables  # noqa: E402
 from rnnlab.tasks import TASKS  # noqa: E402
@@ -115,7 +116,8 @@ def _order(v):
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
     path = out_dir / name
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    with files.atomic_file(path) as f:  # a kill mid-write leaves the earlier figure whole
+        fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".") or "png")
     return path
 
 

@@ -39,6 +39,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from rnnlab import files
 from rnnlab.config import from_flat
 from rnnlab.report.diagnostics import grad_flow_layers
 from rnnlab.report.figures import CMAP, FigureFile, _order, _save
@@ -258,7 +259,7 @@ def build(sel: Selection, t: Tables, out_dir: Path) -> MemorySection | None:
                 )  # fmt: skip
     if not section.tasks:
         return None
-    pd.concat(tables).to_csv(out_dir / "horizon.csv", index=False)
+    files.write_text(out_dir / "horizon.csv", pd.concat(tables).to_csv(index=False))
     return section
 
 

@@ -197,6 +197,9 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
     stopped = tags.get("rnnlab.stopped_early")
     row["stopped_early"] = float(stopped) if stopped else math.nan
     row["flags"] = f"stopped early at {int(stopped):,}" if stopped else ""
+    if tags.get("rnnlab.no_better_than_baseline"):  # it learned nothing
+        flags = ("no better than a constant predictor", row["flags"])
+        row["flags"] = "; ".join(f for f in flags if f)
     if task == "charrnn":
         row["final_val_loss"] = m.get("final/val_loss", math.nan)
         row["final_val_loss_warm"] = m.get("final/val_loss_warm", math.nan)
@@ -230,6 +233,18 @@ def run_objective_value(run) -> float:
     """The final value of the objective the run minimised (NaN when it has none)."""
     task = judged(run.data.tags.get("rnnlab.task", run.data.params.get("task.name")))
     return task.final(run) if task is not None else math.nan
+
+
+def baseline_facts(t: Tables) -> list[tuple[str, str]]:
+    """A line under the title naming the runs no better than a constant predictor."""
+    if "flags" not in t.runs:
+        return []
+    bad = t.runs[t.runs["flags"].str.contains("no better than a constant predictor")]
+    if bad.empty:
+        return []
+    names = ", ".join(f"{r['run_id'][:8]}" for _, r in bad.head(10).iterrows())
+    return [("flag", f"{len(bad)} run(s) no better than a constant predictor on their "
+             f"objective (baseline/<objective>): {names}")]  # fmt: skip
 
 
 def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:

@@ -14,6 +14,21 @@ from pathlib import Path
 def register() -> None:
     """Everything ``rnnlab.run`` needs from this module before Hydra composes a config."""
     register_sweep_id()
+    register_folder_name()
+
+
+def register_folder_name() -> None:
+    """``${rnnlab_folder:...}`` in conf/config.yaml: a job's folder named after its overrides
+    through ``rnnlab.files.safe_name``, so ``data.path=../x.txt`` can never put it outside its
+    sweep's folder (a second, identical sweep then reused it and overwrote its checkpoints)."""
+    from omegaconf import OmegaConf
+
+    from rnnlab.files import safe_name
+
+    if not OmegaConf.has_resolver("rnnlab_folder"):
+        OmegaConf.register_new_resolver(
+            "rnnlab_folder", lambda text="": safe_name(str(text), "job")
+        )
 
 
 def sweep_id() -> str:

@@ -8,7 +8,6 @@ allowed (``UserError``); the CLI prints it and exits 2.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 
 from hydra import compose, initialize_config_dir
@@ -22,9 +21,10 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from rnnlab.config import Config, flatten, flatten_dict
 from rnnlab.errors import UserError
 from rnnlab.sweeps.compose import register_configs, to_config
-from rnnlab.tasks import TASKS, check  # the shared keys, then the task's own
+from rnnlab.tasks import check  # the shared keys, then the task's own
 from rnnlab.tasks.charrnn import PrimeError, load_corpus
 from rnnlab.tasks.corpus import CorpusError
+from rnnlab.training import memory
 
 
 def _first_line(text: str) -> str:
@@ -107,65 +107,10 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return variants
 
 
-def memory_estimate(
-    cfg: Config, input_size: int, output_size: int, steps: int | None = None
-) -> int:
-    """Bytes a run needs at its peak, roughly: parameters, gradients, the optimizer's memories
-    and scratch (one copy each of the P parameters), one window's activations (states, logits,
-    probabilities and their gradients: T·B·(3H + 2V), T = ``steps``, else seq_length), and an
-    evaluation chunk (1000 steps of states and logits). Checkpoints and samples are small beside
-    these."""
-    from rnnlab.engine.optim import OPTIMIZERS
-    from rnnlab.engine.rnn import param_shapes
-
-    H, T, B = cfg.hidden_size, steps or cfg.seq_length, cfg.batch_size
-    itemsize = 4 if cfg.dtype == "float32" else 8
-    P = sum(math.prod(s) for s in param_shapes(input_size, H, output_size).values())
-    copies = 2 + len(OPTIMIZERS[cfg.optimizer.name].memory_names) + 1  # θ, ∇θ, memories, tmp
-    window = T * B * (3 * H + 2 * max(input_size, output_size))
-    evaluation = 1000 * (H + output_size)
-    return (copies * P + window + evaluation) * itemsize
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: MemAvailable, or a smaller cgroup limit."""
-    found = []
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
-        if limit.isdigit():
-            found.append(int(limit))
-    except OSError:
-        pass
-    return min(found) if found else None
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} TB"
-
-
 def check_memory(cfg: Config, text: str | None) -> None:
-    """Refuse a run whose estimated memory cannot fit, before it allocates anything."""
-    if cfg.task.name == "charrnn":
-        vocab = len(set(text or ""))
-        sizes = (vocab, vocab, cfg.seq_length)
-    else:  # a task that makes its own data knows its shape (the adder: 2 bits in, 1 out)
-        sizes = TASKS[cfg.task.name].shape(cfg)
-    need, have = memory_estimate(cfg, *sizes), available_memory()
-    if have is not None and need > have:
-        raise UserError(
-            f"hidden_size={cfg.hidden_size} (batch_size={cfg.batch_size}, {sizes[2]} steps per "
-            f"window) needs about {_bytes(need)} of memory; {_bytes(have)} is available"
-        )
+    """Refuse a run whose estimated peak memory cannot fit (``rnnlab.training.memory``), before
+    it allocates anything."""
+    memory.check(cfg, memory.Corpus.of(text) if text is not None else None)
 
 
 def check_experiment(cfg: Config) -> None:

@@ -100,6 +100,13 @@ class AdderTask:
         pairs = fixed.permutation(pairs)[:max_pairs]
         return pairs[:, 0], pairs[:, 1]
 
+    def constant_predictor(self) -> dict[str, float]:
+        """The val/* metrics of a constant predictor — every bit its most frequent value over
+        the evaluation sums — what a run that learned nothing reaches."""
+        bits = to_bits(self.eval_a + self.eval_b, self.bits)  # (bits, N)
+        right = bits == (bits.mean(axis=1, keepdims=True) > 0.5)
+        return {"val/bit_acc": float(right.mean()), "val/exact_acc": float(right.all(0).mean())}
+
     def initial_loss(self) -> float:
         """The loss of predicting ½ for every bit: where the smooth loss starts."""
         return self.bits * (0.125 if self.head == "mse" else float(np.log(2.0)))

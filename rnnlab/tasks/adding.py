@@ -125,6 +125,11 @@ class AddingTask(SequenceTask):
             "val/mse_baseline": BASELINE_MSE,
         }
 
+    def constant_predictor(self) -> dict[str, float]:
+        """val/mse of the best constant prediction (1/6): what a run that learned nothing
+        reaches (``rnnlab.training.best.baseline``)."""
+        return {"val/mse": BASELINE_MSE}
+
     def sample(self, params: rnn.Params, rng: np.random.Generator, count: int = 5) -> str:
         """Up to ``count`` wrong and ``count`` right held-out sums, as text."""
         pred = self.predict(params, self.eval_xs)

@@ -25,6 +25,9 @@ class PrimeError(UserError):
     """A priming string uses characters the model never saw. The message is one line."""
 
 
+ENCODE_CHUNK = 1 << 20  # characters encoded at a time
+
+
 class Vocabulary:
     """Characters ↔ symbol ids, sorted for reproducibility."""
 
@@ -36,11 +39,25 @@ class Vocabulary:
         return len(self.chars)
 
     def encode(self, text: str, what: str = "text") -> np.ndarray:
-        missing = sorted({c for c in text if c not in self.index})
+        """The symbol ids of ``text`` (N,), a chunk of code points at a time through a lookup
+        table: a corpus costs its ids and a chunk, not a Python list of N ints (8 more bytes a
+        character, and minutes for hundreds of MB)."""
+        codes = np.frombuffer(self.chars.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        table = np.full(int(codes.max()) + 2, -1, dtype=np.int32)  # code point → id; last: -1
+        table[codes] = np.arange(len(codes), dtype=np.int32)
+        ids = np.empty(len(text), dtype=np.intp)
+        missing: set[str] = set()
+        for start in range(0, len(text), ENCODE_CHUNK):
+            piece = text[start : start + ENCODE_CHUNK]
+            cps = np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+            found = table[np.minimum(cps, table.size - 1)]  # beyond the table: unknown
+            if (found < 0).any():
+                missing |= {piece[i] for i in np.flatnonzero(found < 0)}
+            ids[start : start + len(piece)] = found
         if missing:
-            shown = ", ".join(repr(c) for c in missing[:10])
+            shown = ", ".join(repr(c) for c in sorted(missing)[:10])
             raise PrimeError(f"{what} has characters not in the vocabulary: {shown}")
-        return np.array([self.index[c] for c in text], dtype=np.intp)
+        return ids
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -223,6 +240,15 @@ class CharTask:
         self.sample_length, self.temperature = cfg.sample_length, cfg.temperature
         self.decoding = decode.Options(cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy, cfg.beam)
         self.tokens_per_iteration = self.seq_length * self.batch_size
+
+    def constant_predictor(self) -> dict[str, float]:
+        """The val/* metrics of a constant predictor — every next character from the training
+        text's character frequencies (add-one), whatever came before — what a run that learned
+        nothing beats. Nats (and bits) per held-out character, as ``val/loss`` counts them."""
+        counts = np.bincount(self.train_data, minlength=len(self.vocab)) + 1.0
+        nats = float(-np.log(counts / counts.sum())[self.val_data[1:]].mean())
+        bits = nats / math.log(2.0)
+        return {"val/loss": nats, "val/loss_warm": nats, "val/bpc": bits, "val/bpc_warm": bits}
 
     def initial_loss(self) -> float:
         """-ln(1/V) · seq_length: the loss of a uniform guess, where the smooth loss starts."""

@@ -110,6 +110,11 @@ class CopyTask(SequenceTask):
     def _sizes(self) -> tuple[int, int, int]:
         return self.delay, self.symbols, self.alphabet
 
+    def constant_predictor(self) -> dict[str, float]:
+        """val/loss of the memoryless strategy: what a run that learned nothing reaches
+        (``rnnlab.training.best.baseline``)."""
+        return {"val/loss": self.baseline}
+
     def initial_loss(self) -> float:
         """log(A + 1) nats per step: a uniform guess over the outputs, where the loss starts."""
         return math.log(self.alphabet + 1)

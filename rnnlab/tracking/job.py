@@ -35,17 +35,19 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import get_registered_sources
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 import rnnlab
 from rnnlab.config import Config, flatten, to_yaml
 from rnnlab.tasks import TASKS, check, corpus
 from rnnlab.tasks.judging import disagreement, flagged
-from rnnlab.tracking import resume, store
+from rnnlab.tracking import lease, resume, store
 from rnnlab.tracking.journal import Journal
-from rnnlab.tracking.mlflow_tracker import MlflowTracker
+from rnnlab.tracking.mlflow_tracker import STORE_ERRORS, MlflowTracker
 from rnnlab.tracking.pyfunc import log_run_model
+from rnnlab.training import memory
+from rnnlab.training.best import no_better_than_baseline
 from rnnlab.training.checkpoint import latest
 from rnnlab.training.loop import Interrupted, train
 from rnnlab.training.signals import stop_on_signals, stop_requested
@@ -158,15 +160,17 @@ def dataset_of(cfg: Config) -> tuple[MetaDataset, str]:
     return MetaDataset(CodeDatasetSource(tags=tags), name=name, digest=digest[:36]), digest
 
 
-def record_inputs(client: MlflowClient, run_id: str, cfg: Config) -> None:
-    """Params, the resolved config and the dataset: what made this run."""
-    params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i : i + 100])
-    client.log_text(run_id, to_yaml(cfg), "config.yaml")
+def record_inputs(tracker: MlflowTracker, cfg: Config) -> None:
+    """Params, the resolved config and the dataset: what made this run (through the tracker,
+    so a store that refuses them has them journalled)."""
+    tracker.log_params({k: str(v) for k, v in flatten(cfg).items()})
+    tracker.log_text(to_yaml(cfg), "config.yaml")
     dataset, digest = dataset_of(cfg)
-    log_dataset(dataset, digest)
-    client.set_tag(run_id, "rnnlab.dataset_sha256", digest)
+    try:
+        log_dataset(dataset, digest)
+    except STORE_ERRORS as e:  # the dataset entry is MLflow's own; the digest is journalled
+        tracker.set_tag("rnnlab.dataset_error", f"{type(e).__name__}: {e}"[:5000])
+    tracker.set_tag("rnnlab.dataset_sha256", digest)
 
 
 def log_dataset(dataset, digest: str, attempts: int = 3) -> None:
@@ -195,13 +199,19 @@ def end_leaked_runs() -> None:
         print(f"rnnlab: closed leaked run {run.info.run_id}", file=sys.stderr)
 
 
-def tag_run(client, run_id: str, final: dict[str, float]) -> None:
-    """After training: the tags ``rnnlab.stopped_early`` (the iteration) and
-    ``rnnlab.warm_flag`` (the relative disagreement) when they apply."""
+TAG_BASELINE = "rnnlab.no_better_than_baseline"  # objective ≥ a constant predictor's
+
+
+def tag_run(tracker: MlflowTracker, final: dict[str, float]) -> None:
+    """After training: the tags ``rnnlab.stopped_early`` (the iteration), ``rnnlab.warm_flag``
+    (the relative disagreement) and ``rnnlab.no_better_than_baseline`` when they apply."""
     if "stopped_early" in final:
-        client.set_tag(run_id, "rnnlab.stopped_early", str(int(final["stopped_early"])))
+        tracker.set_tag("rnnlab.stopped_early", str(int(final["stopped_early"])))
     if flagged(final, "final/val_"):
-        client.set_tag(run_id, "rnnlab.warm_flag", f"{disagreement(final, 'final/val_'):.4f}")
+        tracker.set_tag("rnnlab.warm_flag", f"{disagreement(final, 'final/val_'):.4f}")
+    if no_better_than_baseline(final):  # it learned nothing: the report flags it
+        line = f"objective {final['objective']:.6g} ≥ {final['baseline_objective']:.6g}"
+        tracker.set_tag(TAG_BASELINE, line)
 
 
 # --- a job ---------------------------------------------------------------------------------------
@@ -239,6 +249,9 @@ def run_job(
     if cfg.resume and resume_from is None:  # resume=<run id | checkpoint>
         return resume_job(cfg, ctx, show_progress)
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
+    # A sweeper's proposal never went through the CLI's preflight: a run that cannot fit in
+    # memory is refused here, in one line, before a run is opened
+    memory.check(cfg)
     if not cfg.tracking.enabled:
         check(cfg)
         return train(cfg, None, out_dir, resume_from=resume_from, show_progress=show_progress)
@@ -252,7 +265,7 @@ def run_job(
             experiment_id=experiment_id,
             run_name=ctx.run_name,
             parent_run_id=read_parent_run_id(ctx.sweep_dir),
-            tags=run_tags(cfg, ctx, out_dir),
+            tags=run_tags(cfg, ctx, out_dir) | lease.creation_tags(lease.me()),  # its writer
         )
         run_id = run.info.run_id
         tracker = make_tracker(cfg, client, run_id, out_dir)
@@ -260,7 +273,7 @@ def run_job(
 
         def before_training() -> None:
             check(cfg)  # values a sweeper proposes never went through the CLI's preflight
-            record_inputs(client, run_id, cfg)
+            record_inputs(tracker, cfg)
 
         return _train_and_close(
             cfg, client, run_id, tracker, tracked, out_dir, resume_from, show_progress,
@@ -280,9 +293,19 @@ def resume_job(
     ``rnnlab.resumes``)."""
     out_dir = ctx.output_dir or Path(tempfile.mkdtemp(prefix="rnnlab-"))
     uri = ctx.tracking_uri = ctx.tracking_uri or store.resolve_uri(cfg.tracking.uri, ctx.launch_dir)
-    replay_journal(cfg.resume, uri)
-    where = out_dir / "resumed_from"
-    p = resume.plan(cfg, ctx.overrides, uri, where, requeued is not None)
+    claimed = None
+    if resume.names_a_run(cfg.resume):  # at most one writer: take the run's lease first
+        claimed = resume.claim(str(cfg.resume), uri, requeued is not None)
+    try:
+        if claimed is not None:
+            replay_journal(claimed.run_id, uri)
+        where = out_dir / "resumed_from"
+        p = resume.plan(cfg, ctx.overrides, uri, where, requeued is not None, claimed)
+        memory.check(p.cfg)  # the checkpoint's network on this machine
+    except BaseException:  # refused before writing anything: the run is as it was
+        if claimed is not None:
+            claimed.give_back(uri)
+        raise
     if requeued is not None:
         note = requeued(p)
         print(f"rnnlab: requeued: continuing run {p.run_id} {note}", file=sys.stderr)
@@ -324,20 +347,16 @@ def resume_run(
     return resume_job(cfg, ctx, show_progress)
 
 
-def replay_journal(target: str | None, uri: str) -> dict[str, int] | None:
-    """``resume=<run_id>`` first sends what the run's journal holds (see ``rnnlab.sync``)."""
-    if not target or not store.RUN_ID_PREFIX.match(str(target)) or Path(str(target)).exists():
-        return None
-    try:
-        client = store.open_store(uri)
-        run = store.get_run(client, str(target), uri)
-    except store.StoreError:
-        return None  # resume.plan says why, in one line
+def replay_journal(run_id: str, uri: str) -> dict[str, int] | None:
+    """A resume first sends what the run's journal holds (see ``rnnlab.sync``); the caller
+    holds the run's lease."""
+    client = store.open_store(uri)
+    run = client.get_run(run_id)
     job_dir = run.data.tags.get("rnnlab.job_dir")
     if not job_dir:
         return None
     journal = Journal(Path(job_dir), run.info.run_id, uri)
-    if not journal.pending or (run.info.status == "RUNNING" and not store.is_dead(run)):
+    if not journal.pending:
         return None
     counts = journal.replay(client)
     print(f"rnnlab: replayed the journal of run {run.info.run_id}: {counts}", file=sys.stderr)
@@ -378,14 +397,13 @@ def continue_run(
         mlflow.start_run(run_id=run_id, tags={f"rnnlab.{kind}s": str(n), f"rnnlab.{kind}_{n}":
                                               note[:5000], **moved})  # fmt: skip
         if "error" in tags:  # it described the stop this resume recovers from
-            client.delete_tag(run_id, "error")
-        client.log_text(run_id, to_yaml(p.cfg),
-                        f"config_{kind}_{n}.yaml")  # fmt: skip
+            tracker.delete_tag("error")
+        tracker.log_text(to_yaml(p.cfg), f"config_{kind}_{n}.yaml")
         tracked = hooked(ctx, tracker, p.cfg, client, run_id)  # a requeued search trial
 
         def before_training() -> None:  # a job killed before its inputs were recorded
             if not run.data.params:
-                record_inputs(client, run_id, p.cfg)
+                record_inputs(tracker, p.cfg)
 
         return _train_and_close(
             p.cfg, client, run_id, tracker, tracked, out_dir, p.checkpoint, show_progress,
@@ -415,9 +433,11 @@ def _train_and_close(
             line = f"{tracker.unreachable}; once it is back: python -m rnnlab.sync {out_dir}"
             _close(tracker, RunStatus.FINISHED)  # the journal holds it, and the status
             raise StoreUnreachable(line)
-        tag_run(client, run_id, final)  # rnnlab.stopped_early, rnnlab.warm_flag
-        log_run_model(cfg, client, run_id, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
+        tag_run(tracker, final)  # rnnlab.stopped_early, rnnlab.warm_flag
+        log_run_model(cfg, tracker, out_dir)  # rnnlab.model: a char-RNN run's pyfunc
         _close(tracker, RunStatus.FINISHED)
+        if tracker.waiting:  # the store refused some writes; the journal holds them, in order
+            print(f"rnnlab: {waiting_line(tracker, out_dir)}", file=sys.stderr)
         return final
     except FinishedEarly as e:  # e.g. a search pruned this trial: done, not failed
         _close(tracker, RunStatus.FINISHED)
@@ -436,7 +456,7 @@ def _train_and_close(
         on_interrupted(e, client, run_id)  # a SLURM job being requeued stays RUNNING and exits
         _close(tracker, RunStatus.KILLED, f"interrupted: {e}")
         raise
-    except KeyboardInterrupt:  # a second Ctrl-C inside the loop: no new checkpoint
+    except KeyboardInterrupt:  # not from the loop's stop path (which always checkpoints)
         last = latest(Path(out_dir) / "checkpoints")
         why = f"interrupted at once; last checkpoint {last.name}" if last else "interrupted"
         _close(tracker, RunStatus.KILLED, why if last else "interrupted before a checkpoint")
@@ -444,6 +464,15 @@ def _train_and_close(
     except Exception as e:
         _close(tracker, RunStatus.FAILED, f"{type(e).__name__}: {e}"[:5000])
         raise
+
+
+def waiting_line(tracker: MlflowTracker, out_dir: Path) -> str:
+    """What a run that ended with writes in its journal says: the outage, and how to send them."""
+    outage = tracker.outage
+    since = f" since {outage.began:%H:%M:%S} ({outage.error})" if outage is not None else ""
+    return (f"the tracking store has refused writes{since}: the rest of this run, its status "
+            f"included, waits in {tracker.journal.path}; once the store takes writes again: "
+            f"python -m rnnlab.sync {out_dir}")  # fmt: skip
 
 
 def _close(tracker: MlflowTracker, status: int, error: str | None = None) -> None:

@@ -33,8 +33,9 @@ class Journal:
     """An append-only JSON-lines file of store writes that could not be made, in their order.
 
     Each line is one operation: ``metrics`` (points as [key, value, timestamp, step]),
-    ``files`` (a local folder to upload into the run's artifact root), ``artifact`` (a local
-    file and its artifact folder), ``tag``, ``end`` (the run's status). Files it names are kept
+    ``params`` ([key, value] pairs), ``files`` (a local folder to upload into the run's artifact
+    root), ``artifact`` (a local file and its artifact folder), ``tag``, ``delete_tag``, ``end``
+    (the run's status). Files it names are kept
     in the job folder until the journal is replayed; a replayed journal is renamed
     ``*.synced.jsonl``, so replaying twice sends nothing twice."""
 
@@ -76,7 +77,7 @@ class Journal:
     def replay(self, client: MlflowClient) -> dict[str, int]:
         """Send every operation to the store in order, skipping metric points it already holds;
         returns counts. Raises whatever the store raises (then nothing is marked replayed)."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, Param
 
         ops = self.operations()
         last = logged_steps(client, self.run_id)
@@ -102,12 +103,20 @@ class Journal:
             elif kind == "tag":
                 client.set_tag(self.run_id, op["key"], op["value"])
                 counts["tags"] += 1
+            elif kind == "delete_tag":
+                if op["key"] in client.get_run(self.run_id).data.tags:
+                    client.delete_tag(self.run_id, op["key"])
+            elif kind == "params":
+                params = [Param(k, v) for k, v in op["params"]]
+                for i in range(0, len(params), 100):
+                    client.log_batch(self.run_id, params=params[i : i + 100])
             elif kind == "end":
-                client.set_terminated(self.run_id, op["status"])
                 counts["status"] = op["status"]  # type: ignore[assignment]
         done = self.path.with_name(f"rnnlab_journal.{time.time_ns()}.synced.jsonl")
         os.replace(self.path, done)
         shutil.rmtree(self.folder / "rnnlab_journal_files", ignore_errors=True)
+        if "status" in counts:  # last: a closed run's lease may be taken again at once
+            client.set_terminated(self.run_id, counts["status"])
         return counts
 
 
@@ -132,7 +141,10 @@ def find_journal(target: str, tracking_uri: str | None) -> store.Journal:
 
 
 def sync(target: str, tracking_uri: str | None = None) -> str:
-    """Replay the journal ``target`` names; returns the line the CLI prints."""
+    """Replay the journal ``target`` names; returns the line the CLI prints. Two at once send
+    nothing twice: each first takes the run's lease (``rnnlab.tracking.lease``)."""
+    from rnnlab.tracking import resume
+
     journal = find_journal(target, tracking_uri)
     try:
         client = store.open_store(journal.uri)
@@ -142,23 +154,24 @@ def sync(target: str, tracking_uri: str | None = None) -> str:
     except Exception as e:  # noqa: BLE001 — the server is still away
         why = store.first_line(e)
         raise UserError(f"the store {journal.uri} is still unreachable: {why}") from None
-    if run.info.status == "RUNNING" and not store.is_dead(run):
-        raise UserError(
-            f"run {run.info.run_id} is still running (process {run.data.tags.get('rnnlab.pid')}"
-            f"); it replays its journal itself"
-        )
+    advice = "it writes the run, and sends its journal, itself: let it end"
+    claimed = resume.claim(run.info.run_id, journal.uri, what="syncing", advice=advice)
+    if not journal.pending:  # another rnnlab.sync held the lease first and sent it
+        claimed.give_back(journal.uri)
+        return f"rnnlab: run {run.info.run_id}: nothing to send, its journal was sent already"
     try:
         counts = journal.replay(client)
     except Exception as e:  # noqa: BLE001 — nothing is marked replayed; run it again later
+        claimed.give_back(journal.uri)
         why = store.first_line(e)
         raise UserError(f"the store {journal.uri} refused the replay: {why}") from None
     status = counts.get("status")
-    if status is None and client.get_run(run.info.run_id).info.status == "RUNNING":
+    if status is None and claimed.status in ("RUNNING", "SCHEDULED"):
         status = "FAILED"
         why = "its process ended without closing it; rnnlab.sync sent its journal"
         client.set_tag(run.info.run_id, "error", why)
-        client.set_terminated(run.info.run_id, status)
-    status = status or client.get_run(run.info.run_id).info.status
+    status = status or claimed.status
+    client.set_terminated(run.info.run_id, status)
     return (
         f"rnnlab: synced run {run.info.run_id}: {counts['points']} metric points, "
         f"{counts['files']} files, {counts['tags']} tags; status {status}"

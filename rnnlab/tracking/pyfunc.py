@@ -9,11 +9,26 @@ Signature: ``prime`` (str), ``length`` (long), ``temperature`` (double), ``seed`
 only ``prime`` is required. The weights are the run's best checkpoint (``model_from=best``) or
 its last one (``model_from=last``).
 
-A served request is bounded before any work: ``length`` ≤ ``max_length``, ``prime`` ≤
-``max_prime`` characters, at most ``max_rows`` rows (``LIMITS``; set them with the environment
-variables ``RNNLAB_SERVE_MAX_LENGTH`` / ``_MAX_PRIME`` / ``_MAX_ROWS`` of ``mlflow models serve``,
-or ``load_model(uri, model_config={"max_length": ...})``). Anything over is an HTTP 400 naming the
-limit: unbounded, one request could hold a worker for hours or take gigabytes.
+A served request is bounded before any work (``rnnlab.inference.requests``): the type and
+limit of every decoding knob — rows, prime, length, beam, and the request's work Σ max(beam, 1)
+× (length + prime) × vocabulary — are checked as the values arrived, before anything converts
+them; anything else is an HTTP 400 naming the field. Set the limits with the environment
+variables ``RNNLAB_SERVE_MAX_LENGTH`` (… ``_MAX_PRIME``, ``_MAX_ROWS``, ``_MAX_BEAM``,
+``_MAX_WORK``) of ``mlflow models serve``, or ``load_model(uri, model_config={"max_length":
+...})``.
+
+A request's work stops when its time is up. ``mlflow models serve -t T`` (the variable
+``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``, 60 s by default) answers 504 after T seconds, but its
+timeout only abandons the request's coroutine (``asyncio.wait_for`` in
+``mlflow.pyfunc.scoring_server.init``): ``predict`` runs in a worker thread
+(``asyncio.to_thread``), which nothing can cancel. So the model takes the same T as its own
+deadline, counted from when the request arrived, and checks it at every decoding step
+(``requests.deadline_step``). Inside the scoring server (``load_context`` sees its model-path
+variable), ``install_request_guard`` wraps two of its functions: ``init``, to stamp each
+request's arrival (a middleware; the stamp reaches the worker thread in its context), and
+``invocations``, to refuse before MLflow parses anything a body over what the limits allow,
+JSON nested too deep for Python's parser (a 500 otherwise), non-finite numbers (``NaN``:
+pandas would make them "missing") and any bad field.
 
     mlflow.pyfunc.load_model("runs:/<run_id>/model").predict(pd.DataFrame([{"prime": "One"}]))
     mlflow models serve --env-manager local -h 127.0.0.1 -p 5001 -m runs:/<run_id>/model
@@ -21,6 +36,8 @@ limit: unbounded, one request could hold a worker for hours or take gigabytes.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import os
 import sys
 import tempfile
@@ -34,58 +51,35 @@ import numpy as np
 import pandas as pd
 
 import rnnlab
+from rnnlab.inference.requests import Limits, NonFinite, RequestError, RequestTimeout, check_rows
 from rnnlab.tracking.store import quiet_artifact_transfers
 
 MODEL_NAME = "model"  # runs:/<run_id>/model
 
-
 DEFAULTS = {"length": 200, "temperature": 1.0, "seed": 0}
+LIMITS = Limits()
+TIMEOUT_ENV = "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"  # mlflow models serve -t sets it
+ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("arrived", default=None)
 
 
-# Measured on this machine: sampling costs 0.1-0.6 ms a character (hidden 100-256, idle to
-# loaded), reading a prime 0.1 ms and 3 KB a character; so a request at these limits takes about
-# a second (a few under load) and well under 100 MB.
-LIMITS = {"max_length": 5000, "max_prime": 10000, "max_rows": 4}
-
-
-def serving_limits(model_config: dict | None = None) -> dict[str, int]:
+def serving_limits(model_config: dict | None = None) -> Limits:
     """``LIMITS``, overridden by ``RNNLAB_SERVE_<NAME>`` in the environment, then by the
-    pyfunc's ``model_config``. ValueError (one line) for a limit that is not an integer ≥ 1."""
-    limits = dict(LIMITS)
-    for name in LIMITS:
-        given = (model_config or {}).get(name)  # None: not set when loading
-        if given is None:
-            given = os.environ.get(f"RNNLAB_SERVE_{name.upper()}")
-        if given is None:
-            continue
-        try:
-            limits[name] = int(given)
-        except (TypeError, ValueError):
-            limits[name] = 0
-        if limits[name] < 1 or str(given).strip() != str(limits[name]):
-            raise ValueError(f"serving limit {name}={given!r} is not allowed: an integer ≥ 1")
-    return limits
+    pyfunc's ``model_config``; inside ``mlflow models serve`` the timeout is the server's.
+    ValueError (one line) for a limit that is not a positive number."""
+    given: dict = {}
+    if os.environ.get(TIMEOUT_ENV):
+        given["timeout_seconds"] = os.environ[TIMEOUT_ENV]
+    for name in Limits.names():
+        if (value := os.environ.get(f"RNNLAB_SERVE_{name.upper()}")) is not None:
+            given[name] = value
+    given |= {k: v for k, v in (model_config or {}).items() if v is not None}
+    return LIMITS.with_values(given)
 
 
-def check_limits(rows: list[dict], limits: dict[str, int]) -> None:
-    """Refuse a whole request over a limit before generating anything (ValueError naming it)."""
-    if len(rows) > limits["max_rows"]:
-        raise ValueError(
-            f"{len(rows)} rows in one request is over the limit max_rows={limits['max_rows']}"
-        )
-    for row in rows:
-        length = row.get("length")
-        if length is not None and length == length and length > limits["max_length"]:
-            raise ValueError(f"length={length} is over the limit max_length={limits['max_length']}")
-        prime = str(row.get("prime") or "")
-        if len(prime) > limits["max_prime"]:
-            raise ValueError(
-                f"a prime of {len(prime)} characters is over the limit "
-                f"max_prime={limits['max_prime']}"
-            )
+def _bad_request(message: str):
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
-
-DECODING = {"top_k": (int, 0), "top_p": (float, 1.0), "greedy": (bool, False), "beam": (int, 0)}
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 class CharRNNModel(mlflow.pyfunc.PythonModel):
@@ -96,40 +90,132 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
 
         self.weights = load_weights(Path(context.artifacts["weights"]))
         self.limits = serving_limits(getattr(context, "model_config", None))
+        install_request_guard(self)
+
+    def check(self, rows: list[dict]) -> list:
+        """The rows as checked requests (RequestError naming the first bad field)."""
+        assert self.weights.vocab is not None
+        limits = getattr(self, "limits", LIMITS)
+        return check_rows(rows, limits, len(self.weights.vocab), DEFAULTS)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
 
         from rnnlab.errors import UserError
-        from rnnlab.inference.generate import check_request, generate_text
+        from rnnlab.inference.generate import generate_text
 
-        texts = []
-        rows = model_input.to_dict("records")
+        limits = getattr(self, "limits", LIMITS)
+        started = ARRIVED.get() or time.monotonic()  # the server stamps a request's arrival
+        deadline = started + limits.timeout_seconds if limits.timeout_seconds else None
         try:
-            check_limits(rows, getattr(self, "limits", LIMITS))
-        except ValueError as e:
-            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
-        for row in rows:
-            opts = {k: row.get(k) for k in DEFAULTS}
-            opts = {k: DEFAULTS[k] if v is None or v != v else v for k, v in opts.items()}
-            dec = {k: row.get(k) for k in DECODING}
-            dec = {k: DECODING[k][1] if v is None or v != v else DECODING[k][0](v)
-                   for k, v in dec.items()}  # fmt: skip
-            try:
-                check_request(seed=int(opts["seed"]))
-                texts.append(
-                    generate_text(
-                        self.weights,
-                        str(row.get("prime") or ""),
-                        int(opts["length"]),
-                        float(opts["temperature"]),
-                        np.random.default_rng(int(opts["seed"])),
-                        **dec,
-                    )
-                )
-            except UserError as e:
-                raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+            if len(model_input) > limits.max_rows:  # before converting a single row
+                raise RequestError(f"{len(model_input)} rows in one request is over the limit "
+                                   f"max_rows={limits.max_rows}")  # fmt: skip
+            requests = self.check(model_input.to_dict("records"))
+            texts = [
+                generate_text(self.weights, r.prime, r.length, r.temperature,
+                              np.random.default_rng(r.seed), r.top_k, r.top_p, r.greedy,
+                              r.beam, deadline=deadline)
+                for r in requests
+            ]  # fmt: skip
+        except UserError as e:
+            raise _bad_request(str(e)) from None
+        except RequestTimeout as e:
+            raise MlflowException(str(e), error_code=DEADLINE_EXCEEDED) from None
         return pd.DataFrame({"text": texts})
+
+
+# --- inside mlflow models serve: refuse before MLflow parses, stamp arrivals ---------------------
+
+
+def max_body(limits: Limits) -> int:
+    """The largest body a request within ``limits`` can need: every row with a prime of
+    ``max_prime`` characters, each escaped at worst (``\\uXXXX\\uXXXX``: 12 bytes), plus
+    room for the other fields."""
+    return limits.max_rows * (limits.max_prime * 12 + 4096) + 4096
+
+
+def raw_rows(payload) -> list | None:
+    """The rows of a JSON request in MLflow's formats (``dataframe_records``,
+    ``dataframe_split``, ``instances``, ``inputs``), as they arrived; None for another shape
+    (MLflow answers those itself)."""
+    if not isinstance(payload, dict):
+        return None
+    if isinstance(records := payload.get("dataframe_records"), list):
+        return records
+    if isinstance(split := payload.get("dataframe_split"), dict):
+        columns, data = split.get("columns"), split.get("data")
+        if isinstance(columns, list) and isinstance(data, list):
+            if not all(isinstance(row, list) and len(row) == len(columns) for row in data):
+                raise RequestError("dataframe_split: every row of data needs one value a column")
+            return [dict(zip(columns, row, strict=True)) for row in data]
+    for key in ("instances", "inputs"):
+        value = payload.get(key)
+        if isinstance(value, list) and all(isinstance(r, dict) for r in value):
+            return value
+        if isinstance(value, dict):  # columns of values
+            columns = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+            sizes = {len(v) for v in columns.values()}
+            if len(sizes) != 1:
+                raise RequestError(f"{key}: every field needs the same number of values")
+            n = sizes.pop()
+            return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    return None
+
+
+def check_raw(model: CharRNNModel, data: bytes | str, content_type: str | None) -> None:
+    """RequestError (→ 400) for a request no limit allows, before MLflow reads it: its size,
+    then (JSON) its nesting, non-finite numbers, and every field of every row."""
+    limits = getattr(model, "limits", LIMITS)
+    if len(data) > (allowed := max_body(limits)):
+        raise RequestError(
+            f"the request's {len(data):,} bytes are over what the limits max_rows="
+            f"{limits.max_rows} and max_prime={limits.max_prime} allow ({allowed:,} bytes)"
+        )
+    if not (content_type or "").startswith("application/json"):
+        return
+    try:
+        payload = json.loads(data, parse_constant=NonFinite)
+    except RecursionError:
+        raise RequestError("the request's JSON is nested deeper than any request needs") from None
+    except ValueError:
+        return  # MLflow says what is wrong with it
+    rows = raw_rows(payload)
+    if rows is not None:
+        model.check(rows)
+
+
+def install_request_guard(model: CharRNNModel) -> None:
+    """Inside ``mlflow models serve`` (its model-path variable is set and its scoring server
+    loaded), wrap the server's ``invocations`` and ``init`` (see the module); elsewhere a
+    no-op. Wrapped once per process."""
+    server = sys.modules.get("mlflow.pyfunc.scoring_server")
+    if server is None or getattr(server, "_SERVER_MODEL_PATH", None) not in os.environ:
+        return
+    if getattr(server.invocations, "rnnlab_guard", False):
+        return
+    invocations, init = server.invocations, server.init
+
+    def guarded(data, content_type, pyfunc_model, input_schema):
+        try:
+            check_raw(model, data, content_type)
+        except RequestError as e:
+            raise _bad_request(str(e)) from None
+        return invocations(data, content_type, pyfunc_model, input_schema)
+
+    def init_stamping(pyfunc_model):
+        app = init(pyfunc_model)
+
+        @app.middleware("http")
+        async def stamp_arrival(request, call_next):  # outermost: before the timeout starts
+            ARRIVED.set(time.monotonic())
+            return await call_next(request)
+
+        return app
+
+    guarded.rnnlab_guard = True  # type: ignore[attr-defined]
+    server.invocations, server.init = guarded, init_stamping
 
 
 def signature():
@@ -171,7 +257,7 @@ def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
                 code_paths=[str(Path(rnnlab.__file__).resolve().parent)],
                 signature=signature(),
                 # the keys load_model(model_config=...) may set; None: the environment or LIMITS
-                model_config={name: None for name in LIMITS},
+                model_config={name: None for name in Limits.names()},
                 # Explicit requirements: inferring them would load the model in a subprocess.
                 pip_requirements=[
                     f"mlflow=={mlflow.__version__}",
@@ -182,9 +268,10 @@ def log_model(checkpoint_path: Path) -> mlflow.models.model.ModelInfo:
             )
 
 
-def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
+def log_run_model(cfg, tracker, out_dir: Path) -> None:
     """End-of-training hook for ``job.run_job``: a char-RNN run logs its model. A failure here
-    never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead."""
+    never fails the trained run: it is recorded in the tag ``rnnlab.model_error`` instead, and
+    every tag goes through the run's tracker (journalled when the store refuses it)."""
     if cfg.task.name != "charrnn":
         return
     from rnnlab.training.best import model_checkpoint
@@ -194,9 +281,13 @@ def log_run_model(cfg, client, run_id: str, out_dir: Path) -> None:
         path = model_checkpoint(cfg, Path(out_dir) / "checkpoints")  # model_from=best|last
         if path is None:
             raise FileNotFoundError(f"no checkpoint in {out_dir}/checkpoints")
+        if tracker.waiting:  # the store refuses writes: the model's files would not land
+            raise OSError(f"the store refuses writes; the weights are in {path}")
+        tracker.flush()
         info = log_model(path)
-        client.set_tag(run_id, "rnnlab.model_uri", info.model_uri)
-        client.set_tag(run_id, "rnnlab.model_log_seconds", f"{time.perf_counter() - started:.2f}")
-    except Exception as e:  # noqa: BLE001 — the weights are safe in the checkpoint artifacts
-        client.set_tag(run_id, "rnnlab.model_error", f"{type(e).__name__}: {e}"[:5000])
-        print(f"rnnlab: could not log the model: {type(e).__name__}: {e}", file=sys.stderr)
+        tracker.set_tag("rnnlab.model_uri", info.model_uri)
+        tracker.set_tag("rnnlab.model_log_seconds", f"{time.perf_counter() - started:.2f}")
+    except Exception as e:  # noqa: BLE001 — the weights are safe in the checkpoints
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        tracker.set_tag("rnnlab.model_error", f"{type(e).__name__}: {e}"[:5000])
+        print(f"rnnlab: could not log the model ({why[:300]}); the run goes on", file=sys.stderr)

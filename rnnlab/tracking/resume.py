@@ -26,7 +26,7 @@ from pathlib import Path
 from rnnlab.config import Config, ConfigError, flatten
 from rnnlab.errors import UserError
 from rnnlab.tasks import check
-from rnnlab.tracking import store
+from rnnlab.tracking import lease, store
 from rnnlab.training import checkpoint
 
 # Keys a resume must not change, and why: the checkpoint's arrays only mean something under them.
@@ -96,38 +96,104 @@ def overridden_keys(overrides: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def names_a_run(target: str | None) -> bool:
+    """True when ``resume=`` names a run (an id or a unique prefix), not a checkpoint file."""
+    return (
+        bool(target)
+        and bool(store.RUN_ID_PREFIX.match(str(target)))
+        and not (Path(str(target)).exists())
+    )
+
+
+def refuse_a_live_run(run, uri: str, what: str = "resuming", advice: str = "stop it first") -> str:
+    """ResumeError when ``run`` is RUNNING in a process that is alive (or that rnnlab cannot
+    check from here); for a RUNNING run whose process is gone, the line to print."""
+    status, run_id, tags = run.info.status, run.info.run_id, run.data.tags
+    if status not in ("RUNNING", "SCHEDULED"):
+        return ""
+    where = f"process {tags.get('rnnlab.pid', '?')} on {tags.get('rnnlab.host', '?')}"
+    if not store.is_dead(run):
+        known = "rnnlab.pid" in tags
+        raise ResumeError(
+            f"run {run_id} is {status} in {where}, which is still alive: {advice}"
+            if known and tags.get("rnnlab.host") == socket.gethostname()
+            else f"run {run_id} is {status} and rnnlab cannot tell from here whether "
+            f"its process ({where}) is alive; if it is gone, mark the run: "
+            f"MlflowClient('{uri}').set_terminated('{run_id}', 'KILLED')"
+        )
+    return f"run {run_id} was left {status} by {where}, which is gone; {what} it"
+
+
+@dataclass
+class Claim:
+    """The lease of a run this process took (``rnnlab.tracking.lease``) before writing to it."""
+
+    run_id: str
+    writer: lease.Writer
+    read: str | None  # the lease's value before: given back if the resume stops before writing
+    status: str  # the run's status before
+    note: str = ""  # e.g. the run was left RUNNING by a process that is gone
+
+    def give_back(self, uri: str) -> None:
+        lease.give_back(uri, self.run_id, self.writer, self.read, self.status)
+
+
+def claim(
+    target: str,
+    uri: str,
+    requeued: bool = False,
+    what: str = "resuming",
+    advice: str = "stop it first",
+) -> Claim:
+    """Take the lease of run ``target`` (ResumeError, one line, when a live process holds it or
+    takes it first). ``requeued``: the process that left the run RUNNING is this cluster job's
+    own earlier start, so gone."""
+    try:
+        client = store.open_store(uri)
+        run = store.get_run(client, str(target), uri)
+    except store.StoreError as e:
+        raise ResumeError(str(e)) from None
+    note = "" if requeued else refuse_a_live_run(run, uri, what, advice)
+    if "rnnlab.task" not in run.data.tags:
+        raise ResumeError(f"run {run.info.run_id} is not an rnnlab training run")
+    writer, read = lease.me(), run.data.tags.get(lease.WRITER_TAG)
+    try:
+        lease.take(uri, run.info.run_id, read, writer, run.info.status)
+    except lease.LeaseLost as e:
+        raise ResumeError(str(e)) from None
+    return Claim(run.info.run_id, writer, read, run.info.status, note)
+
+
 def plan(
-    cfg: Config, overrides: list[str], uri: str, workdir: Path, requeued: bool = False
+    cfg: Config,
+    overrides: list[str],
+    uri: str,
+    workdir: Path,
+    requeued: bool = False,
+    claimed: Claim | None = None,
 ) -> Plan:
     """Check a ``resume=`` command line and fetch its checkpoint; ResumeError if it cannot go.
 
     ``cfg`` is what Hydra composed from the command line (defaults + overrides); only the keys
     the overrides name are taken from it, everything else from the checkpoint. ``requeued``: a
     requeued cluster job continuing its own run — the process that left it RUNNING is this job's
-    earlier start, so gone, and a run without a checkpoint yet trains again from the start."""
+    earlier start, so gone, and a run without a checkpoint yet trains again from the start.
+    ``claimed``: this process holds the run's lease (``claim``), so the run is RUNNING as its own
+    and its status before is the claim's."""
     target = str(cfg.resume)
     run_id = status = None
     note = ""
-    if store.RUN_ID_PREFIX.match(target) and not Path(target).exists():
+    if names_a_run(target):
         try:
             client = store.open_store(uri)
             run = store.get_run(client, target, uri)
         except store.StoreError as e:
             raise ResumeError(str(e)) from None
         run_id, status = run.info.run_id, run.info.status
-        if status in ("RUNNING", "SCHEDULED") and not requeued:
-            tags = run.data.tags
-            where = f"process {tags.get('rnnlab.pid', '?')} on {tags.get('rnnlab.host', '?')}"
-            if not store.is_dead(run):
-                known = "rnnlab.pid" in tags
-                raise ResumeError(
-                    f"run {run_id} is {status} in {where}, which is still alive: stop it first"
-                    if known and tags.get("rnnlab.host") == socket.gethostname()
-                    else f"run {run_id} is {status} and rnnlab cannot tell from here whether "
-                    f"its process ({where}) is alive; if it is gone, mark the run: "
-                    f"MlflowClient('{uri}').set_terminated('{run_id}', 'KILLED')"
-                )
-            note = f"run {run_id} was left {status} by {where}, which is gone; resuming it"
+        if claimed is not None:
+            status, note = claimed.status, claimed.note
+        elif not requeued:
+            note = refuse_a_live_run(run, uri)
         if "rnnlab.task" not in run.data.tags:
             raise ResumeError(f"run {run_id} is not an rnnlab training run")
         if requeued and not store.checkpoint_artifacts(client, run):

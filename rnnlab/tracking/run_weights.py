@@ -21,17 +21,27 @@ from rnnlab.training.best import BEST_FILE
 
 def fetch_weights(client, run, dest: Path, which: str | None) -> Path:
     """The run's ``checkpoints/best.npz`` (which = best; None: the run's ``model_from``
-    param, best when absent) when it has one, else its newest checkpoint."""
+    param, best when absent) when it has one that reads whole, else its newest intact
+    checkpoint — as ``resume=`` falls back (``store.fetch_checkpoint``), with a line saying so."""
+    import sys
+
+    from rnnlab.training.checkpoint import Checkpoint, CheckpointError
+
     which = which or run.data.params.get("model_from", "best")
     if which == "best":
         listed = client.list_artifacts(run.info.run_id, store.CHECKPOINT_DIR)
         names = {Path(f.path).name for f in listed}
         if BEST_FILE in names:
             dest.mkdir(parents=True, exist_ok=True)
+            artifact = f"{store.CHECKPOINT_DIR}/{BEST_FILE}"
             with store.quiet_artifact_transfers():
-                return Path(client.download_artifacts(
-                    run.info.run_id, f"{store.CHECKPOINT_DIR}/{BEST_FILE}", str(dest)
-                ))  # fmt: skip
+                path = Path(client.download_artifacts(run.info.run_id, artifact, str(dest)))
+            try:
+                Checkpoint.read(path)
+                return path
+            except CheckpointError as e:
+                why = store.named(e, path, f"run {run.info.run_id}'s {artifact}")
+                print(f"rnnlab: {why}; using its newest intact checkpoint", file=sys.stderr)
     return store.fetch_checkpoint(client, run, dest)
 
 
@@ -52,4 +62,8 @@ def weights_of(
     client = store.open_store(uri)
     run = store.get_run(client, run_id, uri)
     path = fetch_weights(client, run, workdir, model_from)
-    return load_weights(path, source=f"run {run_id} ({Path(path).name})")
+    source = f"run {run.info.run_id}'s {store.CHECKPOINT_DIR}/{Path(path).name}"
+    try:
+        return load_weights(path, source=source)
+    except UserError as e:  # name the run's file, not this process's temporary copy of it
+        raise UserError(store.named(e, path, source)) from None

@@ -356,8 +356,17 @@ def fetch_checkpoint(client: MlflowClient, run: Run, dest: Path) -> Path:
             Checkpoint.read(path)
             return path
         except CheckpointError as e:
-            problem = problem or str(e)
+            problem = problem or named(e, path, f"run {run.info.run_id}'s {artifact}")
     raise StoreError(f"run {run.info.run_id} has no readable checkpoint ({problem})")
+
+
+def named(error: BaseException, path: Path, name: str) -> str:
+    """``error``'s message with the local copy ``path`` called by the run's own file ``name``
+    (a temporary path means nothing to the reader)."""
+    text = str(error)
+    if str(path) in text:
+        return text.replace(str(path), name)
+    return f"{name}: {text}"
 
 
 @contextmanager

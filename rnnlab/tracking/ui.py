@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rnnlab.tasks.judging import disagreement, flagged
 from rnnlab.tracking import mlflow_view, store
+from rnnlab.training.best import no_better_than_baseline
 
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 # MLflow 3.17's UI also keeps a browser-wide GenAI/Model-training switch (GenAI at first) that
@@ -120,8 +121,12 @@ def last_run_closing(task: str, launch_dir: Path, uri: str) -> tuple[str, list[s
 
 
 def closing_note(final: dict[str, float]) -> str:
-    """What the run's closing line adds: the warm/zero flag and an early stop."""
+    """What the run's closing line adds: the warm/zero flag, an early stop, and a run no
+    better than a constant predictor."""
     note = ""
+    if no_better_than_baseline(final):
+        note += (f", no better than a constant predictor (objective {final['objective']:.4f} "
+                 f"≥ {final['baseline_objective']:.4f}): it learned nothing")  # fmt: skip
     if "stopped_early" in final:
         note += f", stopped early at iteration {int(final['stopped_early']):,}"
     if flagged(final, "final/val_"):

@@ -144,6 +144,23 @@ def finish(trainer, ckpt_dir: Path, tracker) -> dict[str, float]:
     return final_metrics(trainer)
 
 
+def baseline(trainer) -> dict[str, float]:
+    """``baseline/<objective>`` — what a constant predictor scores on the run's objective metric
+    (the task's ``constant_predictor()``) — and ``baseline_objective``, the same as an objective
+    (lower is better); empty for a task or objective without one."""
+    of_task = getattr(trainer.task, "constant_predictor", None)
+    metrics, name = (of_task() if of_task is not None else {}), trainer.best.name
+    if name not in metrics:
+        return {}
+    return {f"baseline/{metric_key(name)}": metrics[name],
+            "baseline_objective": trainer.best.judged.value(name, metrics)}  # fmt: skip
+
+
+def no_better_than_baseline(final: dict[str, float]) -> bool:
+    """True for a run whose final objective is no better than a constant predictor's."""
+    return "baseline_objective" in final and final["objective"] >= final["baseline_objective"]
+
+
 def final_metrics(trainer) -> dict[str, float]:
     """Once at the end: ``test/*`` from the best weights (when the task has a test text)."""
     test = getattr(trainer.task, "test_metrics", None)

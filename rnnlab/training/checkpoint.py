@@ -12,7 +12,6 @@ place, so a crash mid-write never leaves a broken file under the final name.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.errors import UserError
+from rnnlab.files import atomic_file
 from rnnlab.training.checkpoint_checks import check_contents, check_declared_sizes
 
 
@@ -33,15 +33,10 @@ FORMAT = "rnnlab-checkpoint-1"
 
 def save(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Write ``arrays`` plus JSON ``meta`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload["__meta__"] = np.array(json.dumps({"format": FORMAT, **meta}))
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:  # rnnlab.files: the old file or the new one, never half
         np.savez(f, **payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 

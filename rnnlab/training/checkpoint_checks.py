@@ -56,7 +56,9 @@ def check_contents(params: dict[str, np.ndarray], meta: dict[str, Any], vocab, c
     from rnnlab.engine import rnn  # pure numpy: no cycle, and no cost for the size check above
 
     state = meta.get("state", {})
-    if not isinstance(state, dict) or not all(_number(v) for v in state.values()):
+    if not isinstance(state, dict) or not all(
+        _number(v) or isinstance(v, bool) for v in state.values()
+    ):
         raise ValueError("its metadata 'state' is not a table of numbers")
     if "iteration" in meta and not _number(meta["iteration"]):
         raise ValueError(f"its metadata 'iteration' is {meta['iteration']!r}, not a number")

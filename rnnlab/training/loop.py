@@ -2,8 +2,11 @@
 
 It reads top to bottom as one loop: batch → forward/backward → clip and update → log →
 evaluate → sample → checkpoint → stop. Everything a run needs to continue bit for bit lives in
-a ``TrainState`` that checkpoints save and load. Hydra and MLflow stay outside: the loop gets a
-typed ``Config`` and a ``Tracker``, so a test or a notebook can call it directly.
+a ``TrainState`` that checkpoints save and load. The stop path writes its checkpoint first: a
+second Ctrl-C may cut an evaluation short (it changes no training state), never a step or a
+checkpoint, and a resume from such a stop runs the skipped evaluation before its next step.
+Hydra and MLflow stay outside: the loop gets a typed ``Config`` and a ``Tracker``, so a test or
+a notebook can call it directly.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from rnnlab.engine.schedule import Schedule
 from rnnlab.tasks import TASKS
 from rnnlab.training import best, checkpoint
 from rnnlab.training.progress import Progress
-from rnnlab.training.signals import shielded, stop_on_signals
+from rnnlab.training.signals import interruptible, shielded, stop_on_signals
 from rnnlab.training.tracker import MemoryTracker, Tracker
 
 
@@ -89,6 +92,11 @@ class TrainState:
     interval_loss: float = 0.0  # sum of window losses since the last log point
     interval_count: int = 0
     elapsed: float = 0.0  # training seconds before this process (resumed runs)
+    # a stop checkpoint taken before this iteration's evaluation, diagnostics, sample and
+    # scheduled checkpoint (a second Ctrl-C cut the evaluation short): a resume runs them first,
+    # with the step's gradient (saved beside it) and its norm before clipping
+    tail_pending: bool = False
+    tail_grad_norm: float = 0.0
 
 
 def make_optimizer(cfg: Config, size: int, dtype) -> Optimizer:
@@ -160,7 +168,7 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
 
     def to_checkpoint(self) -> checkpoint.Checkpoint:
-        vocab = getattr(self.task, "vocab", None)
+        vocab, s = getattr(self.task, "vocab", None), self.state
         meta = {
             "state": asdict(self.state),
             "rng": {
@@ -178,7 +186,9 @@ class Trainer:
             meta=meta,
             optim=self.optimizer.state(),
             data=self.task.data_state(),
-            state={"hprev": self.carry},  # (L, S, B, H)
+            # (L, S, B, H); a stop before the evaluation also keeps the step's gradient, which
+            # that evaluation's diagnostics read
+            state={"hprev": self.carry} | ({"grad": self.grad_flat} if s.tail_pending else {}),
             vocab=vocab.chars if vocab is not None else None,
             extra=best.extra_arrays(self),  # best weights, burn-in text
         )
@@ -204,6 +214,8 @@ class Trainer:
         self.task.load_data_state(ck.data)
         self.carry[...] = ck.state["hprev"].reshape(self.carry.shape)  # (B, H) before cells
         self.state = TrainState(**ck.meta["state"])
+        if self.state.tail_pending and "grad" in ck.state:
+            self.grad_flat[...] = ck.state["grad"]  # the step whose evaluation is replayed
         self.data_rng.bit_generator.state = ck.meta["rng"]["data"]
         self.sample_rng.bit_generator.state = ck.meta["rng"]["sample"]
         if "dropout" in ck.meta["rng"]:
@@ -255,7 +267,8 @@ class Trainer:
         return window_loss, norm
 
     def evaluate(self, observe=None) -> dict[str, float]:
-        metrics = best.task_metrics(self, observe)  # the task's val/*, warm from the carry
+        with interruptible():  # changes nothing: a second Ctrl-C may drop it (the stop path)
+            metrics = best.task_metrics(self, observe)  # the task's val/*, warm from the carry
         if "val/exact_acc" in metrics and metrics["val/exact_acc"] == 1.0:
             if self.state.iters_to_100 < 0:
                 self.state.iters_to_100 = self.state.iteration
@@ -301,11 +314,55 @@ def train(
 
     last_log_time, last_log_iter = started, s.iteration
     val: dict[str, float] = {}
-    stop_early = False
     diag = diagnostics.start(cfg, trainer, tracker)  # None when diagnostics=false
+
+    def stop(name: str, it: int, skipped_grad_norm: float | None = None):
+        """The stop path: the stop checkpoint first (shielded: no signal cuts it), then out.
+        ``skipped_grad_norm``: the evaluation was cut short; the checkpoint says so (with the
+        step's gradient norm) and a resume runs iteration ``it``'s evaluation, diagnostics,
+        sample and checkpoint before its next step."""
+        s.tail_pending = skipped_grad_norm is not None
+        s.tail_grad_norm = skipped_grad_norm or 0.0
+        raise Interrupted(name, it, checkpoint_now())
+
+    def tail(it: int, grad_norm: float, stop_requested: list[str]) -> bool:
+        """After iteration ``it``'s update: evaluate, diagnostics, sample, checkpoint, as due.
+        Returns True when early stopping says stop."""
+        nonlocal val
+        stop_early = False
+        # evaluate
+        if it % cfg.eval_every == 0 or it == cfg.iterations:
+            observer = diag and diag.observer(it, cfg.iterations)
+            try:
+                val = trainer.evaluate(observer)
+            except KeyboardInterrupt:  # a second Ctrl-C: skip the evaluation, checkpoint now
+                stop(stop_requested[0] if stop_requested else "SIGINT", it, grad_norm)
+            tracker.log_metrics(val, step=it)
+            stop_early = best.after_evaluation(trainer, val, ckpt_dir, tracker)
+
+        # diagnostics (analysis.diagnostics; saturation counted on the evaluation's pass)
+        if diag is not None and diag.due(it, cfg.iterations):
+            diag.record(trainer, it, grad_norm)
+
+        # sample
+        if it % cfg.sample_every == 0 or it == cfg.iterations or stop_early:
+            text = task.sample(trainer.params, trainer.sample_rng)
+            tracker.log_text(text, f"samples/iter_{it:07d}.txt")
+
+        # checkpoint
+        if it % cfg.checkpoint_every == 0 or it == cfg.iterations or stop_early:
+            checkpoint_now()
+        return stop_early
+
     try:
         with blas_limit(cfg.blas_threads), stop_on_signals() as stop_requested:
-            while s.iteration < cfg.iterations:
+            stop_early = False
+            if s.tail_pending:  # the stop that made this checkpoint skipped these: run them now
+                s.tail_pending = False
+                stop_early = tail(s.iteration, s.tail_grad_norm, stop_requested)
+                if stop_requested:
+                    stop(stop_requested[0], s.iteration)
+            while not stop_early and s.iteration < cfg.iterations:
                 # forward/backward and update
                 _, grad_norm = trainer.step()
                 it = s.iteration
@@ -328,31 +385,12 @@ def train(
                     s.interval_loss, s.interval_count = 0.0, 0
                     progress.update(it, s.smooth_loss, cps)
 
-                # evaluate
-                if it % cfg.eval_every == 0 or it == cfg.iterations:
-                    val = trainer.evaluate(diag and diag.observer(it, cfg.iterations))
-                    tracker.log_metrics(val, step=it)
-                    stop_early = best.after_evaluation(trainer, val, ckpt_dir, tracker)
+                # evaluate, diagnostics, sample, checkpoint
+                stop_early = tail(it, grad_norm, stop_requested)
 
-                # diagnostics (analysis.diagnostics; saturation counted on the evaluation's pass)
-                if diag is not None and diag.due(it, cfg.iterations):
-                    diag.record(trainer, it, grad_norm)
-
-                # sample
-                if it % cfg.sample_every == 0 or it == cfg.iterations or stop_early:
-                    text = task.sample(trainer.params, trainer.sample_rng)
-                    tracker.log_text(text, f"samples/iter_{it:07d}.txt")
-
-                # checkpoint
-                if it % cfg.checkpoint_every == 0 or it == cfg.iterations or stop_early:
-                    checkpoint_now()
-
-                # stop
+                # stop (FINISHED on early stopping, with every final metric below)
                 if stop_requested:
-                    path = checkpoint_now()
-                    raise Interrupted(stop_requested[0], it, path)
-                if stop_early:  # FINISHED, with every final metric below
-                    break
+                    stop(stop_requested[0], it)
         if diag is not None:
             viewer.log_run_page(task, trainer.params, tracker)  # inspect/index.html
     finally:
@@ -373,7 +411,9 @@ def train(
     if s.iters_to_solve > 0:
         final["iters_to_solve"] = float(s.iters_to_solve)
     final |= best.finish(trainer, ckpt_dir, tracker)  # test/* from the best weights
-    tracker.log_metrics(final, step=s.iteration)
+    final |= best.baseline(trainer)  # what a constant predictor scores: did the run learn?
+    tracker.log_metrics({k: v for k, v in final.items() if k != "baseline_objective"},
+                        step=s.iteration)  # fmt: skip
     tracker.flush()
     final |= trainer.best.metrics()  # logged at the last evaluation already
     final["objective"] = trainer.best.objective(val)

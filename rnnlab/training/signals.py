@@ -1,18 +1,23 @@
 """SIGINT and SIGTERM as stop requests, and the shield under which a store write completes.
 
-Invariant (signals never drop data), enforced here: while a ``shielded()`` block runs — every
-write of the tracker to the store is one — no signal raises anything; a hard interrupt that
-arrives meanwhile is raised when the block ends. Together with the tracker's rule that points
-leave its buffer only after the store accepted them, any sequence of SIGINT/SIGTERM leaves
-every point the loop handed over either in the store or still in the buffer for the job's
-closing flush.
+Invariants, enforced here:
 
-Signal handlers are process-wide, so the state here is too (one ``_Stop``). The first SIGINT or
-SIGTERM is a request the training loop honours after a whole iteration (it then checkpoints);
-a second SIGINT inside the loop interrupts at once (``KeyboardInterrupt``), outside it (while a
-job closes its run) it is only recorded; after the run is closed, ``held()`` raises it once the
-store calls in flight are done. Not here: what a stop means for a run's status
-(``rnnlab.tracking.job``).
+- *Signals never drop data:* while a ``shielded()`` block runs — every write of the tracker to
+  the store is one — no signal raises anything. Together with the tracker's rule that points
+  leave its buffer only after the store accepted them, any sequence of SIGINT/SIGTERM leaves
+  every point the loop handed over either in the store or still in the buffer for the job's
+  closing flush.
+- *A stop always checkpoints:* a signal never raises in the middle of training's state changes.
+  The first SIGINT or SIGTERM is a request the training loop honours after a whole iteration
+  (it then writes its stop checkpoint); a second SIGINT raises ``KeyboardInterrupt`` only inside
+  an ``interruptible()`` block — the evaluation, which changes no training state, so the loop
+  can skip the rest of it and still write its stop checkpoint at once. Anywhere else (a step,
+  the checkpoint itself, a job closing its run) more signals are only recorded; after the run
+  is closed, ``held()`` raises them once the store calls in flight are done.
+
+Signal handlers are process-wide, so the state here is too (one ``_Stop``). Not here: what a
+stop means for a run's status (``rnnlab.tracking.job``), the loop's stop path
+(``rnnlab.training.loop``).
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 class _Stop:
     requests: list[str] = field(default_factory=list)  # signal names (or reasons), in order
     installed: int = 0  # nesting depth of stop_on_signals blocks
-    hard: int = 0  # nesting depth of blocks where a second SIGINT interrupts at once
+    hard: int = 0  # nesting depth of blocks whose interruptible() parts a second SIGINT stops
+    interruptible: int = 0  # nesting depth of interruptible() blocks
     shield: int = 0  # nesting depth of shielded() blocks
-    pending_interrupt: bool = False  # a hard interrupt that arrived inside a shield
+    pending_interrupt: bool = False  # a second SIGINT that arrived inside a shield
     outer: dict = field(default_factory=dict)  # signal → the handler stop_on_signals replaced
 
 
@@ -42,7 +48,7 @@ _stop = _Stop()
 def _handler(signum, frame) -> None:
     repeated = bool(_stop.requests)
     _stop.requests.append(signal.Signals(signum).name)
-    if repeated and signum == signal.SIGINT and _stop.hard:
+    if repeated and signum == signal.SIGINT and _stop.hard and _stop.interruptible:
         if _stop.shield:
             _stop.pending_interrupt = True
         else:
@@ -52,7 +58,8 @@ def _handler(signum, frame) -> None:
 @contextmanager
 def stop_on_signals(hard_interrupt: bool = True):
     """Yield the list of stop requests (empty until a signal or ``request_stop``). Nested
-    blocks share one list; ``hard_interrupt``: a second SIGINT inside raises at once."""
+    blocks share one list; ``hard_interrupt``: a second SIGINT inside an ``interruptible()``
+    part of the block raises ``KeyboardInterrupt``."""
     main = threading.current_thread() is threading.main_thread()
     previous = {}
     if main and _stop.installed == 0:
@@ -107,6 +114,17 @@ def stop_requested() -> str | None:
 
 
 @contextmanager
+def interruptible():
+    """A part of the loop a second SIGINT may cut short (``KeyboardInterrupt``): work whose
+    result can be dropped without leaving training's state half-changed (an evaluation)."""
+    _stop.interruptible += 1
+    try:
+        yield
+    finally:
+        _stop.interruptible -= 1
+
+
+@contextmanager
 def shielded():
     """Run a block that no signal may cut in half (see the module's invariant)."""
     _stop.shield += 1
@@ -114,6 +132,7 @@ def shielded():
         yield
     finally:
         _stop.shield -= 1
-        if _stop.shield == 0 and _stop.pending_interrupt and _stop.hard:
+        if _stop.shield == 0 and _stop.pending_interrupt:
             _stop.pending_interrupt = False
-            raise KeyboardInterrupt
+            if _stop.hard and _stop.interruptible:
+                raise KeyboardInterrupt

@@ -37,7 +37,7 @@ def refused(args: list[str]) -> str:
         ([f"experiment_name={'x' * 600}"], "(600 characters) is not allowed: at most 256"),
         (
             ["hidden_size=1000000"],
-            "hidden_size=1000000 (batch_size=1, 8 steps per window) needs about",
+            "cell=rnn layers=1 hidden_size=1000000 batch_size=1, 8 steps per window needs about",
         ),
     ],
 )
@@ -48,16 +48,23 @@ def test_a_bad_run_value_is_one_line(args, named, tmp_path, monkeypatch):
 
 def test_memory_is_estimated_from_the_run_and_refused_only_past_what_is_available(monkeypatch):
     from rnnlab.config import Config
-    from rnnlab.sweeps.preflight import memory_estimate
+    from rnnlab.training import memory
 
     cfg = Config()
     cfg.hidden_size, cfg.seq_length, cfg.batch_size = 100, 25, 1
-    small = memory_estimate(cfg, 65, 65)
-    # Adagrad: θ, ∇θ, its memory and a scratch copy of 23,165 float64 parameters, plus a window
+    corpus = memory.Corpus(chars=100_000, width=1, vocab=65)
+    small = memory.estimate(cfg, corpus)
+    # Adagrad and diagnostics: θ, ∇θ, the memory, the best weights, a checkpoint's copy of the
+    # memory, the diagnostics' trial step (θ, ∇θ, memory): 8 copies of 23,165 float64
     P = 100 * 65 + 100 * 100 + 65 * 100 + 100 + 65
-    assert small == (4 * P + 25 * (300 + 130) + 1000 * 165) * 8
-    cfg.hidden_size = 1_000_000
-    assert memory_estimate(cfg, 65, 65) > 4 * 10**12 * 8  # Whh alone, four copies
+    assert small.parameters == 8 * P * 8
+    assert small.corpus == 100_000 * 9 + 100_000 * 16  # the text, its ids, one chunk encoding
+    cfg.cell, cfg.layers, cfg.hidden_size = "lstm", 4, 8000  # was sized as one vanilla layer
+    big = memory.estimate(cfg, corpus)
+    assert big.parameters > 8 * (4 * 4 * 8000 * 8000) * 8  # 8 copies of 4 W_hh blocks alone
+    with pytest.raises(UserError, match="needs about .* GB of memory"):
+        memory.check(cfg, corpus, have=64 * 10**9)
+    memory.check(Config(), corpus, have=64 * 10**9)
     preflight(CONFIG_DIR, "config", [*ADDER, "hidden_size=64", "tracking.enabled=false"])
 
 

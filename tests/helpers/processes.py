@@ -82,18 +82,62 @@ def server_env() -> dict[str, str]:
     return env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-def start_model_server(model_uri: str, store: str, cwd: Path, log, env=None) -> tuple:
+def start_model_server(
+    model_uri: str, store: str, cwd: Path, log, env=None, timeout: int | None = None
+) -> tuple:
     """``mlflow models serve`` of ``model_uri`` on a free 127.0.0.1 port, in its own process
     group (its workers end with it): (process, base URL). MLflow starts ``uvicorn`` by name
     through a shell, so the interpreter's own bin folder goes first on PATH: the suite run as
-    ``/path/to/venv/bin/python -m pytest`` without activating the venv serves too."""
+    ``/path/to/venv/bin/python -m pytest`` without activating the venv serves too. ``timeout``:
+    its request timeout in seconds (``-t``)."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     path = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": path, **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-m", model_uri],
+         "-h", "127.0.0.1", "-p", str(port), "-m", model_uri,
+         *(["-t", str(timeout)] if timeout else [])],
         cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
+
+
+# Every process a test starts inherits this variable (set per test by tests/conftest.py), so what
+# a test leaves behind is found and stopped at its end, even a process that left its session
+# and lost its parent (a sweep's worker whose launcher was killed is re-parented to init).
+TEST_TAG = "RNNLAB_TEST_PROCESS_TAG"
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Live processes whose environment carries ``TEST_TAG=tag`` (never this process)."""
+    needle = b"\0" + f"{TEST_TAG}={tag}".encode() + b"\0"
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle in b"\0" + f.read() + b"\0":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def kill_tagged(tag: str) -> list[int]:
+    """SIGKILL every live process carrying ``tag``; returns their pids (zombies excluded)."""
+    pids = [p for p in tagged_pids(tag) if not _zombie(p)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

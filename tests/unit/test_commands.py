@@ -95,3 +95,37 @@ def test_a_bad_command_line_costs_no_mlflow_import(tmp_path):
                           text=True, timeout=120)  # fmt: skip
     assert done.stdout.split() == ["2", "False"], done.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def runnable_modules() -> set[str]:
+    """Modules ``python -m`` can run: a ``__main__`` block, or a package's ``__main__.py``."""
+    package = Path(rnnlab.__file__).parent
+    found = set()
+    for p in package.rglob("*.py"):
+        name = ".".join(p.relative_to(package.parent).with_suffix("").parts)
+        if p.name == "__main__.py":
+            found.add(name.removesuffix(".__main__"))
+        elif 'if __name__ == "__main__":' in p.read_text(encoding="utf-8"):
+            found.add(name)
+    return found
+
+
+def test_no_module_but_a_command_runs_with_python_m(tmp_path):
+    """``python -m rnnlab.export`` once exited 0 and wrote nothing (it had no entry point):
+    every module that is not a command now refuses in one line, exit 2, before any work."""
+    assert set(rnnlab.COMMANDS) == runnable_modules()
+    package = Path(rnnlab.__file__).parent
+    modules = {".".join(p.relative_to(package.parent).with_suffix("").parts).removesuffix(
+        ".__init__") for p in package.rglob("*.py")}  # fmt: skip
+    for name in sorted(modules):
+        line = rnnlab.refusal(name)
+        assert (line is None) == (name in rnnlab.COMMANDS), name
+    assert rnnlab.module_being_run(["python", "-X", "importtime", "-m", "rnnlab.x", "a=1"]) == (
+        "rnnlab.x"
+    )
+    for name in ("rnnlab", "rnnlab.config", "rnnlab.training.loop"):
+        done = run_cli(["out=x.npz"], cwd=tmp_path, module=name)
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert done.stderr.startswith(f"rnnlab: error: python -m {name} is not a command;")
+        assert len(done.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -13,11 +13,11 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from rnnlab.config import Config, flatten
+from rnnlab.inference.requests import Limits
 from rnnlab.sweeps import parent_run
 from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
 from rnnlab.tracking.job import JobContext, run_job
 from rnnlab.tracking.mlflow_tracker import MlflowTracker
-from rnnlab.tracking.pyfunc import LIMITS
 from rnnlab.tracking.ui import run_name
 from rnnlab.training.loop import DivergenceError
 
@@ -117,7 +117,7 @@ def test_charrnn_run_records_everything(store, kafka_path, tmp_path, request):
     assert run.info.status == "FINISHED"
     # params: the flattened resolved config, every key, and the served model's limits (MLflow
     # logs a pyfunc's model_config as params; None: the environment's or rnnlab.model.LIMITS)
-    served = {name: "None" for name in LIMITS}
+    served = {name: "None" for name in Limits.names()}
     assert run.data.params == {k: str(v) for k, v in flatten(cfg).items()} | served
     tags = run.data.tags
     assert tags["rnnlab.task"] == "charrnn" and tags["rnnlab.version"]

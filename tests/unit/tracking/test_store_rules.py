@@ -120,16 +120,24 @@ def test_checkpoint_structure_round_trips_every_character_and_reads_the_first_la
 
 
 def test_no_signal_cuts_a_shielded_block_in_half():
-    """Two real SIGINTs inside a shielded block: the block completes, then the second one
-    interrupts (as it would between two iterations)."""
+    """Two real SIGINTs inside a shielded block within an interruptible part (an evaluation):
+    the block completes, then the second one interrupts. Outside an interruptible part (a
+    training step, a checkpoint) a second SIGINT is only recorded: nothing is cut half-way."""
     done = []
     with pytest.raises(KeyboardInterrupt), signals.stop_on_signals() as requested:
-        with signals.shielded():
+        with signals.interruptible(), signals.shielded():
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # the handlers run here, inside the block
             done.append("whole")
     assert done == ["whole"] and requested == []  # cleared when the outer block ended
+    with signals.stop_on_signals() as requested:  # the loop, outside its evaluation
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert requested == ["SIGINT", "SIGINT"]
+        with signals.interruptible():  # a later interruptible part is not cut by the old one
+            time.sleep(0.01)
     with signals.stop_on_signals(hard_interrupt=False) as requested:  # a job closing its run
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -227,3 +235,25 @@ def test_resume_run_continues_a_run_inside_this_process(tmp_path):
     client.set_tag(run.info.run_id, "rnnlab.host", socket.gethostname())
     with pytest.raises(resume.ResumeError, match="still alive"):
         job.resume_run(run.info.run_id, uri, {"iterations": 120}, tmp_path / "c")
+
+
+def test_a_runs_writes_go_through_its_journalled_tracker():
+    """The class of "a full disk while logging the model left the run RUNNING": once a run is
+    open, its job writes to the store only through its ``MlflowTracker`` (which journals what
+    the store refuses), never through a client of its own."""
+    import ast
+
+    from helpers.processes import ROOT
+
+    writes = {"set_tag", "delete_tag", "log_batch", "log_text", "log_artifact", "log_artifacts",
+              "set_terminated", "log_param", "log_metric", "log_dict", "update_run"}  # fmt: skip
+    found = []
+    for name in ("job.py", "pyfunc.py"):
+        tree = ast.parse((ROOT / "rnnlab" / "tracking" / name).read_text())
+        for node in ast.walk(tree):
+            f = getattr(node, "func", None)
+            if isinstance(f, ast.Attribute) and f.attr in writes:
+                owner = f.value.id if isinstance(f.value, ast.Name) else ""
+                if owner != "tracker":
+                    found.append(f"{name}:{node.lineno} {owner}.{f.attr}")
+    assert found == []
