@@ -65,7 +65,8 @@ def test_jobs_and_sweeps_get_their_views_and_print_them(tmp_path, monkeypatch):
     assert not missing, missing
 
     # the single job's closing lines: its own view, the run alone
-    rid, lines = ui.last_run_closing("adder", tmp_path, uri)
+    closed, lines = ui.last_run_closing("adder", tmp_path, uri)
+    rid = closed.info.run_id
     (charts,) = [ln for ln in lines if ln.startswith("  charts:  ")]
     assert charts.endswith(
         f"/#/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART"
