@@ -117,7 +117,7 @@ def run_table(t: Tables) -> tuple[list[str], list[list[str]]]:
 
 # Columns a reader needs after the ranking and the objective: shown last, so the key ones (rank,
 # run, status, the swept values, seed, objective, the headline metrics) are read first.
-DETAIL_COLUMNS = ("best_smooth_loss", "final_smooth_loss", "chars_per_sec", "wall_time_s",
+DETAIL_COLUMNS = ("best_smooth_loss", "final_smooth_loss", "chars_per_sec", "train_seconds",
                   "iterations_done", "error")  # fmt: skip
 
 

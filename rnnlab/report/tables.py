@@ -19,7 +19,9 @@ when a run of that task is selected):
                        (copy), ``final_val_acc`` (digits): the task's ``JUDGED.headline`` columns,
                        each ``final/…`` as logged
 ``iters_to_solve``     first evaluation that met the task's solved criterion (blank: never)
-``chars_per_sec``      ``final/chars_per_sec``; ``wall_time_s``: ``final/wall_time_s``
+``chars_per_sec``      ``final/chars_per_sec``; ``train_seconds``: ``final/train_seconds``, the
+                       training time summed over every process that trained the run (runs
+                       older than that metric: ``final/wall_time_s``, the same sum)
 ``objective``          what sweeps minimise: the final value of the run's ``objective``
                        (an accuracy as 1 − it); ``objective_metric``: which metric that is
 ``trial``, ``trial_state``, ``pruned_at``  only in a search: the Optuna trial number, its state
@@ -68,7 +70,7 @@ METRIC_COLUMNS = (
     ("final_smooth_loss", None),
     ("best_smooth_loss", None),
     ("chars_per_sec", None),
-    ("wall_time_s", None),
+    ("train_seconds", None),
 )
 # Columns shown only when some run has them (older runs have no warm numbers, most no test text).
 SHOWN_WHEN_SET = {"final_val_loss_warm", "warm_gap", "best_val_loss_warm", "test_loss",
@@ -94,7 +96,7 @@ FORMATS = {
     "final_smooth_loss": "{:.4f}",
     "best_smooth_loss": "{:.4f}",
     "chars_per_sec": "{:,.0f}",
-    "wall_time_s": "{:.2f}",
+    "train_seconds": "{:.2f}",
     "value": "{:.4f}",
     "best_so_far": "{:.4f}",
     "pruned_at": "{:,.0f}",
@@ -189,7 +191,7 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
         "final_smooth_loss": m.get("final/smooth_loss", _last(smooth)),
         "best_smooth_loss": _min(smooth),
         "chars_per_sec": m.get("final/chars_per_sec", math.nan),
-        "wall_time_s": m.get("final/wall_time_s", math.nan),
+        "train_seconds": m.get("final/train_seconds", m.get("final/wall_time_s", math.nan)),
     }
     tags = run.data.tags
     if TAG_TRIAL in tags:  # a search's trial: pruned runs are FINISHED, their state says why
