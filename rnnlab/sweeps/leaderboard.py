@@ -22,7 +22,7 @@ from rnnlab.sweeps.search import TAG_STATE
 from rnnlab.tasks import judged
 from rnnlab.tasks.judging import Judged
 from rnnlab.tracking import mlflow_view, store
-from rnnlab.tracking.ui import charts_address, ui_lines
+from rnnlab.tracking.ui import charts_address, param_keys, ranking_of, ui_lines
 from rnnlab.training.signals import held
 
 TOP = 5  # configurations shown in the terminal
@@ -125,7 +125,11 @@ def record_best_on_parent(client, parent_id: str, children: list) -> None:
     from mlflow.entities import Metric, Param
 
     if children:
-        mlflow_view.write_sweep_view(client, children[0].info.experiment_id, parent_id)
+        try:
+            ranking = sweep_ranking(client.get_run(parent_id), children)
+        except Exception:  # the store is away: the view without its ranking, if at all
+            ranking = None
+        mlflow_view.write_sweep_view(client, children[0].info.experiment_id, parent_id, ranking)
     best = best_child(children)
     if best is None:
         return
@@ -144,6 +148,17 @@ def record_best_on_parent(client, parent_id: str, children: list) -> None:
             f"rnnlab: parent run {parent_id}: best child's params not copied: {e}"[:300],
             file=sys.stderr,
         )
+
+
+def sweep_ranking(parent, children: list) -> mlflow_view.Ranking | None:
+    """How the sweep's view ranks its children: by the objective the first counted child
+    minimised, with the swept params (the seed included: each row is a run) after it."""
+    counted_ones = [r for r in children if counted(r)] or children
+    if not counted_ones:
+        return None
+    swept = parent.data.tags.get("rnnlab.swept_keys", "").split()
+    params = set().union(*(r.data.params for r in children))
+    return ranking_of(counted_ones[0], param_keys(swept, params))
 
 
 def leaderboard_lines(
@@ -173,7 +188,8 @@ def leaderboard_lines(
     if len(configs) > TOP:
         lines.append(f"  … {len(configs) - TOP} more configurations in the report")
     lines.append(f"  report:  {report}" if report else "  report:  not written")
-    view, *then = ui_lines(uri, parent.info.experiment_id, parent.info.run_id)
+    # the children's table, ranked as above (the parent's own page without a view)
+    view, *then = ui_lines(uri, parent.info.experiment_id, parent.info.run_id, view_key)
     lines += [f"  view:    {view}"] + [f"           {t}" for t in then]
     if view_key:
         lines.append(f"  charts:  {charts_address(uri, parent.info.experiment_id, view_key)}")
@@ -191,7 +207,10 @@ def sweep_closing_lines(uri: str, parent_id: str, report: str | None) -> list[st
         max_results=50000,
     )
     key = None
-    if children and mlflow_view.write_sweep_view(client, parent.info.experiment_id, parent_id):
+    ranking = sweep_ranking(parent, children)
+    if children and mlflow_view.write_sweep_view(
+        client, parent.info.experiment_id, parent_id, ranking
+    ):
         key = mlflow_view.view_key_for_sweep(parent_id)
     return leaderboard_lines(parent, children, uri, report, key)
 

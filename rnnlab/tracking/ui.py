@@ -45,10 +45,17 @@ def default_run_name(task: str, now: float | None = None) -> str:
     return f"{task}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
 
 
-def ui_lines(uri: str, experiment_id: str, run_id: str | None = None) -> list[str]:
-    """How to open experiment ``experiment_id`` (or one of its runs) in the MLflow UI."""
-    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
-    page += f"?{ML_WORKFLOW}"
+def ui_lines(
+    uri: str, experiment_id: str, run_id: str | None = None, view_key: str | None = None
+) -> list[str]:
+    """How to open experiment ``experiment_id`` in the MLflow UI: one of its runs' page, or the
+    runs table of view ``view_key`` (``rnnlab.tracking.mlflow_view``: the objective and the
+    params that tell the runs apart as its first columns, the best run first)."""
+    if view_key is not None:
+        page = f"{mlflow_view.page(experiment_id, view_key, 'TABLE')}&{ML_WORKFLOW}"
+    else:
+        page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+        page += f"?{ML_WORKFLOW}"
     if uri.startswith(("http://", "https://")):
         return [f"{uri.rstrip('/')}/{page}"]
     return [
@@ -62,6 +69,30 @@ def charts_address(uri: str, experiment_id: str, key: str) -> str:
     ``experiment_id``: learning curves first."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
     return f"{base}/{mlflow_view.page(experiment_id, key)}&{ML_WORKFLOW}"
+
+
+def param_keys(keys, params) -> tuple[str, ...]:
+    """Override keys (``task``, ``hidden_size``) → the params they set (``task.name``, …);
+    keys a run has no param for are left out."""
+    out = []
+    for key in keys:
+        for candidate in (key, f"{key}.name"):
+            if candidate in params and candidate not in out:
+                out.append(candidate)
+                break
+    return tuple(out)
+
+
+def ranking_of(run, params: tuple[str, ...] = ()) -> mlflow_view.Ranking | None:
+    """How a view of ``run`` (or of its sweep, showing ``params``) ranks runs: by the objective
+    the run minimised, as its task judges it."""
+    from rnnlab.tasks import judged_run
+
+    how = judged_run(run)
+    if how is None:
+        return None
+    objective = how.of_run(run)
+    return mlflow_view.Ranking(objective, how.objectives.get(objective, False), params)
 
 
 def is_default_store(uri: str, launch_dir: Path) -> bool:
@@ -126,8 +157,11 @@ def last_run_closing(task: str, launch_dir: Path, uri: str) -> tuple[Any, list[s
     i = run.info
     key = None
     if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
+        overrides = [o.split("=", 1)[0].lstrip("+~") for o in
+                     run.data.tags.get("rnnlab.overrides", "").split() if "=" in o]  # fmt: skip
+        ranking = ranking_of(run, param_keys(overrides, run.data.params))
         try:
-            if mlflow_view.write_run_view(store.client(uri), i.experiment_id, i.run_id):
+            if mlflow_view.write_run_view(store.client(uri), i.experiment_id, i.run_id, ranking):
                 key = mlflow_view.view_key_for_run(i.run_id)
         except Exception:  # no view, no charts: line; the run is recorded all the same
             pass
