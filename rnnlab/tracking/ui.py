@@ -157,9 +157,9 @@ def last_run_closing(task: str, launch_dir: Path, uri: str) -> tuple[Any, list[s
     i = run.info
     key = None
     if "mlflow.parentRunId" not in run.data.tags:  # a sweep's children share the sweep's view
-        overrides = [o.split("=", 1)[0].lstrip("+~") for o in
-                     run.data.tags.get("rnnlab.overrides", "").split() if "=" in o]  # fmt: skip
-        ranking = ranking_of(run, param_keys(overrides, run.data.params))
+        given = run.data.tags.get("rnnlab.overrides", "").split()
+        keys = [override_key(o) for o in given if "=" in o]  # the keys this job set
+        ranking = ranking_of(run, param_keys(keys, run.data.params))
         try:
             if mlflow_view.write_run_view(store.client(uri), i.experiment_id, i.run_id, ranking):
                 key = mlflow_view.view_key_for_run(i.run_id)
