@@ -178,6 +178,7 @@ SUMMARY_KEYS = (
     ("final/val_loss", "{:.4f}"),  # the h = 0 number, labelled: not the default objective
     ("final/val_exact_acc", "{:.4f}"),
     ("iters_to_100", "{:,.0f}"),
+    ("iters_to_solve", "{:,.0f}"),  # a long-memory task's solved criterion first met
     ("final/smooth_loss", "{:.4g}"),
     ("final/chars_per_sec", "{:,.0f}"),
 )

@@ -42,7 +42,7 @@ def test_sigint_then_resume_is_bitwise(task, tmp_path):
     for key in [k for k in whole.history if k.startswith(("train/", "val/", "diag/grad"))]:
         assert first.history.get(key, []) + second.history[key] == whole.history[key], key
     for key in final_a:
-        if "wall_time" not in key and "chars_per_sec" not in key:
+        if "train_seconds" not in key and "chars_per_sec" not in key:
             assert final_a[key] == final_b[key], key
     a, _ = checkpoint.load(tmp_path / "a" / "checkpoints" / "iter_0000060.npz")
     b, _ = checkpoint.load(tmp_path / "b" / "checkpoints" / "iter_0000060.npz")
