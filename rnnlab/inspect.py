@@ -1,8 +1,9 @@
 """``python -m rnnlab.inspect``: which hidden units track what — one self-contained HTML page.
 
-A char-RNN run reads the text from the zero state; the page colours it character by character
+A char-RNN run reads the text (by default ~2,000 characters of its own held-out text, from a
+paragraph's start) from the zero state; the page colours it character by character
 by one unit's activation — of every layer, the top one first, for every cell — for the units
-most correlated with simple features of the text and the most and least saturated units, each
+that track features of the text (|r| ≥ 0.1) and the most and least saturated units, each
 with its top-activating contexts. An adder run gets each unit's correlation with the true carry
 bit and the bit-by-bit predictions of a few sums; an adding, copy or digits run the units most
 correlated with what its task asks the state to hold (the adding problem: whether a marker has
@@ -34,16 +35,33 @@ COMMAND = cli.Command(
     summary="which hidden units track what: one self-contained HTML page",
     keys=cli.WEIGHTS_KEYS
     + (
-        cli.Key("text", f"text to read (char-RNN; 2 to {MAX_CHARS:,} characters)"),
+        cli.Key(
+            "text",
+            f"text to read (char-RNN; 2 to {MAX_CHARS:,} characters; default: "
+            f"~{viewer.DEFAULT_CHARS:,} characters of the run's held-out text)",
+        ),
         cli.Key("path", "a UTF-8 file to read instead of text="),
         cli.Key("out", "where the page goes", default="inspect.html"),
     ),
     examples=(
+        "python -m rnnlab.inspect run_id=<id>      # a passage of the run's held-out text",
         'python -m rnnlab.inspect run_id=<id> text="One morning, as Gregor" out=inspect.html',
         "python -m rnnlab.inspect run_id=<id> path=chapter.txt",
         "python -m rnnlab.inspect checkpoint=outputs/.../iter_0100000.npz      # an adder",
     ),
 )
+
+
+def held_out_passage(w) -> str:
+    """The start of the held-out text of the run ``w`` came from (its corpus, read again); a
+    UserError when that corpus is not here."""
+    from rnnlab.tasks.charrnn import held_out_text
+
+    try:
+        text = held_out_text(w.cfg)
+    except UserError as e:
+        raise UserError(f"its held-out text cannot be read ({e}); give text= or path=") from None
+    return text[: 2 * viewer.DEFAULT_CHARS]
 
 
 def write_page(args: dict) -> Path:
@@ -73,8 +91,8 @@ def write_page(args: dict) -> Path:
     elif w.vocab is None:  # a task that makes its own held-out sequences: the page a run logs
         page = viewer.page_for_run(TASKS[task](w.cfg, np.random.default_rng(0)), w.params, title)
     else:
-        if text is None:
-            raise UserError('a char-RNN run needs text="…" or path=<file> to read')
+        if text is None:  # the run's own held-out text, as the page it logged
+            text = viewer.default_passage(held_out_passage(w))
         analyses = viewer.text_analyses(w.params, rnn.spec_of(w.cfg), w.vocab, text)
         page = viewer.text_page(analyses, title)
     files.write_text(out, page)  # the old page or the new one, never half

@@ -9,10 +9,9 @@ and exit code 2.
 
 from __future__ import annotations
 
-import math
-
 from rnnlab import cli
 from rnnlab.errors import UserError
+from rnnlab.tasks import default_objectives
 from rnnlab.tracking.names import check_model_name
 
 # Models logged before rnnlab's layers load their class from here (their model_code.py says
@@ -37,26 +36,28 @@ COMMAND = cli.Command(
         "python -m rnnlab.model register sweep=<parent_run_id> name=kafka-charrnn",
         "python -m rnnlab.model export run_id=<id> out=kafka_lstm.npz",
     ),
+    details=(
+        "register picks the leaderboard's first run: the lowest final objective, the metric each "
+        f"run's objective key names ({default_objectives()} by default; an accuracy ranks "
+        "highest first)."
+    ),
 )
 
 
 def register(args: dict) -> str:
     """Register the sweep's best run; the line to print."""
+    from rnnlab.sweeps.leaderboard import objective_phrase
     from rnnlab.sweeps.registry import register_best
-    from rnnlab.tasks import judged_run
-    from rnnlab.tasks.judging import metric_key
 
     try:
         check_model_name(args["name"])  # before the store is opened
     except ValueError as e:
         raise UserError(str(e)) from None
     version, best, new = register_best(args["sweep"], args["name"], args.get("tracking_uri"))
-    objective = judged_run(best).of_run(best)
-    value = best.data.metrics.get("final/" + metric_key(objective), math.nan)
     what = "registered" if new else "already registered:"
     return (
         f"{what} {version.name} version {version.version}: run {best.info.run_id} "
-        f"(objective {objective} {value:.4f})"
+        f"({objective_phrase(best)})"  # as the leaderboard names it
     )
 
 

@@ -30,6 +30,7 @@ from rnnlab.tracking.ui import default_run_name, run_name
 from rnnlab.training.signals import held
 
 if TYPE_CHECKING:
+    from rnnlab.config import Config
     from rnnlab.tracking.job import JobContext
 
 
@@ -56,10 +57,21 @@ def job_context() -> JobContext:
     )
 
 
-def summary(ctx: JobContext, status: str, detail: str, started: float, task: str = "") -> None:
+def summary(
+    ctx: JobContext,
+    status: str,
+    detail: str,
+    started: float,
+    task: str = "",
+    final: dict[str, float] | None = None,
+    config: Config | None = None,
+) -> None:
     """The line a finished job prints (a sweep prints one per job, with its run id); a single
-    job then prints its run id, where to view it and how to sample and resume it."""
-    from rnnlab.tracking.ui import last_run_closing
+    job then prints its run id, where to view it, its checkpoints and how to sample and resume
+    it. ``final``: a finished job's metrics, whose objective the line names by the metric the
+    recorded run minimised (``config``'s when nothing was recorded)."""
+    from rnnlab.tasks import judged, judged_run
+    from rnnlab.tracking.ui import closing_summary, last_run_closing
 
     job = f"job {ctx.job_num} " if ctx.job_num is not None else ""
     name = ctx.run_name or "run"
@@ -67,8 +79,16 @@ def summary(ctx: JobContext, status: str, detail: str, started: float, task: str
     with held():  # store reads: a signal now stops the CLI once these lines are out
         uri = ctx.tracking_uri
         closing = last_run_closing(task, ctx.launch_dir, uri) if task and uri else None
+        if final is not None:
+            if closing is not None:  # a resumed run: its task and objective are the run's
+                how = judged_run(closing[0])
+                objective = how.of_run(closing[0]) if how else ""
+            else:
+                how = judged(config.task.name) if config else None
+                objective = how.name(config.objective) if how and config else ""
+            detail = closing_summary(final, how, objective) + detail
         if ctx.multirun and closing:
-            detail += f", run {closing[0]}"
+            detail += f", run {closing[0].info.run_id}"
         print(f"rnnlab: {job}{name}: {status} in {seconds:.1f} s, {detail}", file=sys.stderr)
         if not ctx.multirun and closing:
             print("\n".join(closing[1]), flush=True)
@@ -80,7 +100,6 @@ def main(cfg: DictConfig) -> float:
     # MLflow loads only once the command line is checked
     from rnnlab.sweeps.requeue import run_or_resume
     from rnnlab.sweeps.search import trial_tracker
-    from rnnlab.tracking.ui import closing_note
 
     started = time.perf_counter()
     quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
@@ -100,12 +119,8 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt as e:  # recorded KILLED; the CLI stops (and closes a sweep)
         summary(ctx, "KILLED", str(e) or "interrupted", started, cfg.task.name)
         raise
-    detail = f"objective {final['objective']:.4f}"
-    for key in ("final/val_loss", "final/val_exact_acc", "final/chars_per_sec"):
-        if key in final:
-            detail += f", {key} {final[key]:.4g}"
-    detail += closing_note(final)  # early stop, warm/zero disagreement flag
-    summary(ctx, "FINISHED", detail, started, cfg.task.name)
+    # the objective by its metric's key, the final numbers, an early stop, the warm/zero flag
+    summary(ctx, "FINISHED", "", started, cfg.task.name, final, config)
     return final["objective"]
 
 

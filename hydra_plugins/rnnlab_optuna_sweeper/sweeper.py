@@ -45,7 +45,15 @@ class RnnlabOptunaSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from omegaconf import open_dict, read_write
+
+        from rnnlab.sweeps.search import trial_env_keys
+
         self.hydra_context, self.config = hydra_context, config
+        # every job's config is composed from these plus its own overrides: declaring the
+        # trial's variables here keeps the storage address out of the launchers' log lines
+        with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
+            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *trial_env_keys()]
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -136,7 +144,9 @@ class RnnlabOptunaSweeper(Sweeper):
             frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         search.tag_trial_run(frozen, frozen.state.name)
-        log.info(f"trial {frozen.number}: {frozen.state.name} {frozen.value} {frozen.params}")
+        task, objective = self.config.task.name, self.config.get("objective")
+        log.info(search.trial_line(frozen.number, frozen.state.name, frozen.value, frozen.params,
+                                   task, objective))  # fmt: skip
 
     def _tag_parent(self, uri, parent_id, storage, keys, study=None) -> None:
 

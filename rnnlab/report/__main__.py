@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rnnlab import cli
 from rnnlab.errors import UserError
+from rnnlab.tasks import default_objectives
 
 COMMAND = cli.Command(
     name="rnnlab.report",
@@ -29,7 +30,11 @@ COMMAND = cli.Command(
         "python -m rnnlab.report sweep=<parent run id> out=reports/lr",
         "python -m rnnlab.report experiment=charrnn filter=\"params.cell = 'lstm'\"",
     ),
-    details="To register a sweep's best run: python -m rnnlab.model register sweep=<id> name=<n>",
+    details=(
+        "Runs rank by their objective: the final value of the metric each run's objective key "
+        f"names ({default_objectives()} by default; an accuracy ranks highest first). To "
+        "register a sweep's best run: python -m rnnlab.model register sweep=<id> name=<n>"
+    ),
 )
 
 

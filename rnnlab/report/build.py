@@ -17,7 +17,13 @@ from rnnlab.report import memory as memory_section
 from rnnlab.report.figures import make_figures, search_figures
 from rnnlab.report.render import Report, RunSamples, to_html, to_markdown
 from rnnlab.report.select import Selection, select
-from rnnlab.report.tables import Tables, baseline_facts, build_tables, warm_flag_facts
+from rnnlab.report.tables import (
+    Tables,
+    baseline_facts,
+    build_tables,
+    objective_fact,
+    warm_flag_facts,
+)
 
 ADDER_SAMPLE_LINES = 4  # per section (wrong / right) of an adder sample
 
@@ -148,9 +154,7 @@ def generate(
             facts.append(("launcher", launcher))
     if trials is not None:
         facts.append(("search", search_fact(sel, trials)))
-    facts.append(("objective", "each run's final `objective` (char-RNN default: val/loss_warm; "
-                  "runs from before the key: val/loss; adder: 1 − val/exact_acc; ties: fewer "
-                  "iterations to 100 %); lower ranks first"))  # fmt: skip
+    facts.append(("objective", objective_fact(t)))
     facts += warm_flag_facts(t)  # rnnlab.report.tables: runs whose val/loss and warm disagree
     facts += baseline_facts(t)  # runs that learned nothing
     report = Report(

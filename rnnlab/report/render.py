@@ -17,8 +17,9 @@ import pandas as pd
 from rnnlab.report import diagnostics as diag_section
 from rnnlab.report import memory as memory_section
 from rnnlab.report.figures import FigureFile
-from rnnlab.report.tables import Tables, fmt
+from rnnlab.report.tables import Tables, fmt, objective_phrase
 from rnnlab.tasks import TASKS
+from rnnlab.tasks.judging import metric_key
 
 
 @dataclass
@@ -50,18 +51,22 @@ class Report:
 
 
 def _swept_label(row: pd.Series, swept: list[str]) -> str:
-    return " ".join(f"{k}={row[k]}" for k in swept) or "(single configuration)"
+    return " ".join(f"{k}={fmt(k, row[k])}" for k in swept) or "(single configuration)"
 
 
 def best_line(t: Tables) -> str:
-    """One sentence naming the best configuration and its objective over seeds."""
+    """One sentence naming the best configuration by its objective (the metric's key and its
+    values over seeds), then its task's other headline metrics, each labelled."""
     if t.groups.empty or pd.isna(t.groups.loc[0, "objective_mean"]):
         return "No run reached a final objective."
     g = t.groups.iloc[0]
-    heads = dict.fromkeys(c for task in TASKS.values() for c, _, _ in task.JUDGED.headline)
-    shown = [m for m in heads if m in g]  # each task's headline metrics
-    values = ", ".join(f"{m} {g[m]}" for m in shown if g[f"{m}_n"] > 0)
-    return f"Best configuration: {_swept_label(g, t.swept)} — {values}."
+    values = [objective_phrase(g)]
+    task = TASKS.get(g["task"])
+    own = "final_" + metric_key(g["objective_metric"])  # the objective's own column: said
+    for column, label, _ in task.JUDGED.headline if task else ():
+        if column in g and column != own and g[f"{column}_n"] > 0:
+            values.append(f"{label} {g[column]}")
+    return f"Best configuration: {_swept_label(g, t.swept)} — {'; '.join(values)}."
 
 
 def shown_metrics(t: Tables) -> list[str]:
@@ -112,7 +117,7 @@ def run_table(t: Tables) -> tuple[list[str], list[list[str]]]:
 
 # Columns a reader needs after the ranking and the objective: shown last, so the key ones (rank,
 # run, status, the swept values, seed, objective, the headline metrics) are read first.
-DETAIL_COLUMNS = ("best_smooth_loss", "final_smooth_loss", "chars_per_sec", "wall_time_s",
+DETAIL_COLUMNS = ("best_smooth_loss", "final_smooth_loss", "chars_per_sec", "train_seconds",
                   "iterations_done", "error")  # fmt: skip
 
 

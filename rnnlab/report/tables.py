@@ -19,8 +19,11 @@ when a run of that task is selected):
                        (copy), ``final_val_acc`` (digits): the task's ``JUDGED.headline`` columns,
                        each ``final/…`` as logged
 ``iters_to_solve``     first evaluation that met the task's solved criterion (blank: never)
-``chars_per_sec``      ``final/chars_per_sec``; ``wall_time_s``: ``final/wall_time_s``
+``chars_per_sec``      ``final/chars_per_sec``; ``train_seconds``: ``final/train_seconds``, the
+                       training time summed over every process that trained the run (runs
+                       older than that metric: ``final/wall_time_s``, the same sum)
 ``objective``          what sweeps minimise: the final value of the run's ``objective``
+                       (an accuracy as 1 − it); ``objective_metric``: which metric that is
 ``trial``, ``trial_state``, ``pruned_at``  only in a search: the Optuna trial number, its state
                        (COMPLETE | PRUNED | FAIL; a pruned run is FINISHED in MLflow) and the
                        iteration that pruned it (tags ``rnnlab.trial``, ``rnnlab.trial_state``,
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
+from rnnlab.sweeps.leaderboard import shown_value
 from rnnlab.sweeps.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
 from rnnlab.tasks import judged, judging
 from rnnlab.tracking.store import describe_status
@@ -66,7 +70,7 @@ METRIC_COLUMNS = (
     ("final_smooth_loss", None),
     ("best_smooth_loss", None),
     ("chars_per_sec", None),
-    ("wall_time_s", None),
+    ("train_seconds", None),
 )
 # Columns shown only when some run has them (older runs have no warm numbers, most no test text).
 SHOWN_WHEN_SET = {"final_val_loss_warm", "warm_gap", "best_val_loss_warm", "test_loss",
@@ -92,7 +96,7 @@ FORMATS = {
     "final_smooth_loss": "{:.4f}",
     "best_smooth_loss": "{:.4f}",
     "chars_per_sec": "{:,.0f}",
-    "wall_time_s": "{:.2f}",
+    "train_seconds": "{:.2f}",
     "value": "{:.4f}",
     "best_so_far": "{:.4f}",
     "pruned_at": "{:,.0f}",
@@ -105,7 +109,7 @@ def fmt(column: str, value) -> str:
         return ""
     if isinstance(value, float | int | np.floating | np.integer) and column in FORMATS:
         return FORMATS[column].format(value)
-    return str(value)
+    return shown_value(str(value))  # a sampled learning rate as 0.03236, not 17 digits
 
 
 def _param_key(key: str, params: set[str]) -> str | None:
@@ -187,7 +191,7 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
         "final_smooth_loss": m.get("final/smooth_loss", _last(smooth)),
         "best_smooth_loss": _min(smooth),
         "chars_per_sec": m.get("final/chars_per_sec", math.nan),
-        "wall_time_s": m.get("final/wall_time_s", math.nan),
+        "train_seconds": m.get("final/train_seconds", m.get("final/wall_time_s", math.nan)),
     }
     tags = run.data.tags
     if TAG_TRIAL in tags:  # a search's trial: pruned runs are FINISHED, their state says why
@@ -220,6 +224,8 @@ def run_row(sel: Selection, run, swept: list[str]) -> dict:
         for column, _, _ in task_judged.headline:
             row[column] = m.get(headline_metric(column), math.nan)
     row["objective"] = run_objective_value(run)
+    how = judged(run.data.tags.get("rnnlab.task", run.data.params.get("task.name")))
+    row["objective_metric"] = how.of_run(run) if how is not None else ""
     return row
 
 
@@ -247,6 +253,21 @@ def baseline_facts(t: Tables) -> list[tuple[str, str]]:
              f"objective (baseline/<objective>): {names}")]  # fmt: skip
 
 
+def objective_phrase(group: pd.Series) -> str:
+    """A configuration's objective as every surface names it, by its metric's key and that
+    metric's own values over seeds: ``objective val/loss_warm 1.6728 ± 0.0123 (n=3)``."""
+    key, how = group.get("objective_metric", ""), judged(group.get("task"))
+    n, runs = int(group["objective_n"]), int(group["runs"])
+    count = f"(n={n})" if n == runs else f"(n={n}/{runs})"
+    if n == 0:
+        return f"objective {key} – {count}".replace("  ", " ")
+    mean = group["objective_mean"]
+    if how is not None and key in how.objectives:
+        mean = how.shown(key, mean)  # an accuracy as itself, not 1 − it
+    spread = f" ± {group['objective_std']:.4f}" if n > 1 else ""
+    return f"objective {key} {mean:.4f}{spread} {count}".replace("  ", " ")
+
+
 def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:
     """A line under the title when some run's val/loss (from h = 0) and val/loss_warm differ
     by more than 25%: one such run drags a mean over seeds."""
@@ -258,6 +279,19 @@ def warm_flag_facts(t: Tables) -> list[tuple[str, str]]:
     names = ", ".join(f"{r['run_id'][:8]} ({r['warm_gap']:.0%})" for _, r in bad.iterrows())
     return [("flag", f"{len(bad)} run(s) whose val/loss from h = 0 and val/loss_warm differ by "
              f"more than 25%: {names}; compare the two columns")]  # fmt: skip
+
+
+def objective_fact(t: Tables) -> str:
+    """The facts line saying what the runs rank by: each objective metric by its key."""
+    parts = []
+    for key in dict.fromkeys(k for k in t.runs["objective_metric"] if k):
+        task = t.runs.loc[t.runs["objective_metric"] == key, "task"].iloc[0]
+        how = judged(task)
+        higher = how is not None and how.objectives.get(key, False)
+        parts.append(f"{key} ({'higher' if higher else 'lower'} ranks first)")
+    what = "; ".join(parts) or "none recorded"
+    ties = " Ties: fewer iterations to 100 %." if "iters_to_100" in t.runs else ""
+    return f"{what}: the final value of the metric each run's objective key names.{ties}"
 
 
 def sort_keys(df: pd.DataFrame) -> list[str]:
@@ -280,8 +314,8 @@ def build_tables(sel: Selection) -> Tables:
     metrics = [c for c, _ in METRIC_COLUMNS if c in df]
     metrics = [c for c in metrics if c not in SHOWN_WHEN_SET or df[c].notna().any()]
     trial = [c for c in TRIAL_COLUMNS if c in df]  # none in a grid sweep
-    head = ["run_id", "run_name", "status", *trial, "error", "flags", "task", *swept, "seed",
-            "iterations_done"]  # fmt: skip
+    head = ["run_id", "run_name", "status", *trial, "error", "flags", "task", "objective_metric",
+            *swept, "seed", "iterations_done"]  # fmt: skip
     df = df[head + metrics]
     for c in ("trial", "pruned_at"):  # whole numbers with blanks (a run not pruned, not a trial)
         if c in df:
@@ -313,6 +347,7 @@ def aggregate(df: pd.DataFrame, swept: list[str], metrics: list[str]) -> pd.Data
         row["runs"] = len(g)
         row["failed"] = int((g["status"] != "FINISHED").sum())
         row["seeds"] = ",".join(str(s) for s in sorted(g["seed"].dropna().unique()))
+        row["objective_metric"] = " ".join(dict.fromkeys(g["objective_metric"].dropna()))
         for m in metrics:
             row[f"{m}_mean"] = g[m].mean()
             row[f"{m}_std"] = g[m].std(ddof=1)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from rnnlab.sweeps.search import TAG_STATE
 from rnnlab.tasks import judged
+from rnnlab.tasks.judging import Judged
 from rnnlab.tracking import mlflow_view, store
-from rnnlab.tracking.ui import charts_address, ui_lines
+from rnnlab.tracking.ui import charts_address, param_keys, ranking_of, ui_lines
 from rnnlab.training.signals import held
 
 TOP = 5  # configurations shown in the terminal
@@ -35,9 +36,28 @@ def objective_of(run) -> float:
     return float(task.final(run)) if task is not None else math.nan
 
 
+def objective_phrase(run) -> str:
+    """``objective val/loss_warm 1.7817``: the run's objective by its key and final value."""
+    task = judged(run.data.tags.get("rnnlab.task") or run.data.params.get("task.name", ""))
+    if task is None:
+        return f"objective {objective_of(run):.4f}"
+    return task.phrase(task.of_run(run), objective_of(run))
+
+
 def counted(run) -> bool:
     """A child whose objective ranks: FINISHED and not pruned early by a search."""
     return run.info.status == "FINISHED" and run.data.tags.get(TAG_STATE) != "PRUNED"
+
+
+def shown_value(value: str) -> str:
+    """A param as a person reads it: ``0.032356447211578494`` → ``0.03236``; others unchanged."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    if number.is_integer() or not math.isfinite(number) or len(value) <= 8:
+        return value
+    return f"{number:.4g}"
 
 
 @dataclass
@@ -45,21 +65,24 @@ class Setting:
     """One configuration of the sweep: its swept values and the children that ran it."""
 
     values: dict[str, str]
-    objectives: list[float] = field(default_factory=list)
+    objectives: list[float] = field(default_factory=list)  # minimised (an accuracy: 1 − it)
     best_run_id: str = ""
     best: float = math.inf
+    judged: Judged | None = None  # how its runs are judged, and
+    key: str = ""  # the metric they minimised (e.g. val/loss_warm)
 
     def mean(self) -> float:
         return statistics.fmean(self.objectives) if self.objectives else math.inf
 
     def cell(self) -> str:
-        """``1.6370 ± 0.0123 (n=3)``."""
+        """``1.6370 ± 0.0123 (n=3)``: the objective metric's own values (an accuracy as itself)."""
         n = len(self.objectives)
         if n == 0:
             return "–"
+        mean = self.judged.shown(self.key, self.mean()) if self.judged else self.mean()
         if n == 1:
-            return f"{self.objectives[0]:.4f} (n=1)"
-        return f"{self.mean():.4f} ± {statistics.stdev(self.objectives):.4f} (n={n})"
+            return f"{mean:.4f} (n=1)"
+        return f"{mean:.4f} ± {statistics.stdev(self.objectives):.4f} (n={n})"
 
 
 def rank(children: list, swept: list[str]) -> list[Setting]:
@@ -72,9 +95,20 @@ def rank(children: list, swept: list[str]) -> list[Setting]:
         obj = objective_of(run)
         if counted(run) and not math.isnan(obj):
             c.objectives.append(obj)
+            if c.judged is None:
+                c.judged = judged(run.data.tags.get("rnnlab.task")
+                                  or run.data.params.get("task.name", ""))  # fmt: skip
+                c.key = c.judged.of_run(run) if c.judged else ""
             if obj < c.best:
                 c.best, c.best_run_id = obj, run.info.run_id
     return sorted(configs.values(), key=lambda c: c.mean())
+
+
+def objective_header(configs: list[Setting]) -> str:
+    """The leaderboard's objective column: ``objective val/loss_warm (mean ± std)``; with
+    configurations minimising different metrics, each row names its own."""
+    names = {c.key for c in configs if c.key}
+    return f"objective {names.pop()} (mean ± std)" if len(names) == 1 else "objective (mean ± std)"
 
 
 def best_child(children: list):
@@ -91,7 +125,11 @@ def record_best_on_parent(client, parent_id: str, children: list) -> None:
     from mlflow.entities import Metric, Param
 
     if children:
-        mlflow_view.write_sweep_view(client, children[0].info.experiment_id, parent_id)
+        try:
+            ranking = sweep_ranking(client.get_run(parent_id), children)
+        except Exception:  # the store is away: the view without its ranking, if at all
+            ranking = None
+        mlflow_view.write_sweep_view(client, children[0].info.experiment_id, parent_id, ranking)
     best = best_child(children)
     if best is None:
         return
@@ -112,6 +150,17 @@ def record_best_on_parent(client, parent_id: str, children: list) -> None:
         )
 
 
+def sweep_ranking(parent, children: list) -> mlflow_view.Ranking | None:
+    """How the sweep's view ranks its children: by the objective the first counted child
+    minimised, with the swept params (the seed included: each row is a run) after it."""
+    counted_ones = [r for r in children if counted(r)] or children
+    if not counted_ones:
+        return None
+    swept = parent.data.tags.get("rnnlab.swept_keys", "").split()
+    params = set().union(*(r.data.params for r in children))
+    return ranking_of(counted_ones[0], param_keys(swept, params))
+
+
 def leaderboard_lines(
     parent, children: list, uri: str, report: str | None, view_key: str | None = None
 ) -> list[str]:
@@ -126,18 +175,21 @@ def leaderboard_lines(
         f"parent run {parent.info.run_id}"
     ]
     keys = list(configs[0].values) if configs else []
-    header = ["rank", "objective (mean ± std)", *keys, "best run"]
+    mixed = len({c.key for c in configs if c.key}) > 1  # e.g. a sweep over objective=…
+    header = ["rank", objective_header(configs), *keys, "best run"]
     rows = [
-        [str(i), c.cell(), *c.values.values(), c.best_run_id or "–"]
+        [str(i), (f"{c.key} " if mixed and c.key else "") + c.cell(),
+         *map(shown_value, c.values.values()), c.best_run_id or "–"]
         for i, c in enumerate(configs[:TOP], 1)
-    ]
+    ]  # fmt: skip
     widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
     for r in [header, *rows]:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     if len(configs) > TOP:
         lines.append(f"  … {len(configs) - TOP} more configurations in the report")
     lines.append(f"  report:  {report}" if report else "  report:  not written")
-    view, *then = ui_lines(uri, parent.info.experiment_id, parent.info.run_id)
+    # the children's table, ranked as above (the parent's own page without a view)
+    view, *then = ui_lines(uri, parent.info.experiment_id, parent.info.run_id, view_key)
     lines += [f"  view:    {view}"] + [f"           {t}" for t in then]
     if view_key:
         lines.append(f"  charts:  {charts_address(uri, parent.info.experiment_id, view_key)}")
@@ -155,7 +207,10 @@ def sweep_closing_lines(uri: str, parent_id: str, report: str | None) -> list[st
         max_results=50000,
     )
     key = None
-    if children and mlflow_view.write_sweep_view(client, parent.info.experiment_id, parent_id):
+    ranking = sweep_ranking(parent, children)
+    if children and mlflow_view.write_sweep_view(
+        client, parent.info.experiment_id, parent_id, ranking
+    ):
         key = mlflow_view.view_key_for_sweep(parent_id)
     return leaderboard_lines(parent, children, uri, report, key)
 

@@ -10,8 +10,6 @@ Not here: the logged model itself (``rnnlab.tracking.pyfunc``).
 
 from __future__ import annotations
 
-import math
-
 from rnnlab.errors import UserError
 from rnnlab.sweeps.leaderboard import best_child, objective_of
 from rnnlab.tasks import judged_run
@@ -52,18 +50,18 @@ def register_best(parent_run_id: str, name: str, tracking_uri: str | None = None
         return max(existing, key=lambda v: int(v.version)), best, False
     judged = judged_run(best)
     objective = judged.of_run(best)
+    tags = {
+        "rnnlab.sweep": parent_run_id,
+        "rnnlab.run_id": run_id,
+        # the metric the sweep ranked by and its final value, as the leaderboard names them
+        "rnnlab.objective": objective,
+        "rnnlab.objective_value": f"{judged.shown(objective, objective_of(best)):.6g}",
+    }
+    if "final/val_loss" in best.data.metrics:  # labelled: the h = 0 number, not the objective
+        tags["final/val_loss"] = f"{best.data.metrics['final/val_loss']:.6g}"
     mlflow.set_tracking_uri(uri)
     try:
-        version = mlflow.register_model(
-            best.data.tags["rnnlab.model_uri"],
-            name,
-            tags={
-                "rnnlab.sweep": parent_run_id,
-                "rnnlab.run_id": run_id,
-                "rnnlab.objective": f"{objective} {objective_of(best):.6g}",
-                "final/val_loss": f"{best.data.metrics.get('final/val_loss', math.nan):.6g}",
-            },
-        )
+        version = mlflow.register_model(best.data.tags["rnnlab.model_uri"], name, tags=tags)
     except mlflow.exceptions.MlflowException as e:
         raise UserError(f"MLflow: {str(e).splitlines()[0]}") from None
     return version, best, True

@@ -122,6 +122,27 @@ def as_override(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
+def trial_line(
+    number: int,
+    state: str,
+    value: float | None,
+    params: Mapping[str, Any],
+    task: str,
+    objective: str | None,
+) -> str:
+    """How the search logs a finished trial: ``trial 3: COMPLETE, objective val/loss_warm
+    1.7817, learning_rate=0.03236 hidden_size=64`` (the objective by its metric's key)."""
+    how = judged(task)
+    if value is None or not math.isfinite(value):
+        result = ""
+    elif how is None:
+        result = f", objective {value:.4f}"
+    else:
+        result = ", " + how.phrase(how.name(objective), value)
+    shown = " ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in params.items())
+    return f"trial {number}: {state}{result}, {shown}"
+
+
 def make_sampler(name: str, seed: int | None, n_startup_trials: int) -> optuna.samplers.BaseSampler:
     import optuna
 
@@ -175,13 +196,21 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return [t.number for t in stale]
 
 
+TRIAL_ENV = (ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID)
+
+
+def trial_env_keys() -> list[str]:
+    """Hydra overrides that declare the trial's variables in ``hydra.job.env_set`` (empty: not
+    a trial), added once to the search's own Hydra overrides so that ``trial_env`` can set
+    them as plain ``hydra.*`` overrides, which every launcher leaves out of what it logs."""
+    return [f"++hydra.job.env_set.{key}=''" for key in TRIAL_ENV]
+
+
 def trial_env(storage: str, study_name: str, trial_id: int) -> list[str]:
-    """Hydra overrides that hand a trial to its job (hydra.* overrides: not in run names)."""
-    return [
-        f"++hydra.job.env_set.{ENV_STORAGE}='{storage}'",
-        f"++hydra.job.env_set.{ENV_STUDY}='{study_name}'",
-        f"++hydra.job.env_set.{ENV_TRIAL_ID}='{trial_id}'",
-    ]
+    """Hydra overrides that hand a trial to its job (hydra.* overrides: not in run names, and
+    not in the launchers' log lines once ``trial_env_keys`` declared them)."""
+    values = (storage, study_name, trial_id)
+    return [f"hydra.job.env_set.{k}='{v}'" for k, v in zip(TRIAL_ENV, values, strict=True)]
 
 
 def tag_trial_run(trial: optuna.trial.FrozenTrial, state: str) -> None:

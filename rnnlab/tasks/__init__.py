@@ -47,6 +47,11 @@ def judged_run(run) -> Judged | None:
     return judged(task)
 
 
+def default_objectives() -> str:
+    """Each task's default objective, for help texts: ``charrnn val/loss_warm, adder …``."""
+    return ", ".join(f"{name} {cls.JUDGED.default}" for name, cls in TASKS.items())
+
+
 __all__ = [
     "TASKS",
     "AdderTask",
@@ -55,6 +60,7 @@ __all__ = [
     "CopyTask",
     "DigitsTask",
     "check",
+    "default_objectives",
     "judged",
     "judged_run",
 ]

@@ -72,6 +72,20 @@ def load_corpus(cfg: Config) -> tuple[str, str]:
     return text, str(path)
 
 
+def split_sizes(n: int, cfg: Config) -> tuple[int, int, int]:
+    """(train, val, test) characters of an n-character corpus: the held-out text follows the
+    training text, the test text (``data.test_fraction``) comes last."""
+    n_val, n_test = int(n * cfg.data.val_fraction), int(n * cfg.data.test_fraction)
+    return n - n_val - n_test, n_val, n_test
+
+
+def held_out_text(cfg: Config) -> str:
+    """The held-out text of a run with config ``cfg``: what ``val/loss`` reads."""
+    text, _ = load_corpus(cfg)
+    n_train, n_val, _ = split_sizes(len(text), cfg)
+    return text[n_train : n_train + n_val]
+
+
 # --- reading a text as one stream ---------------------------------------------------------------
 # A held-out text is scored as one stream: every character but the first is predicted from all
 # before it, the hidden state carried across chunks. ``val/loss`` starts that stream from h = 0;
@@ -223,9 +237,7 @@ class CharTask:
         self.seq_length, self.batch_size = cfg.seq_length, cfg.batch_size
         self.dtype = np.dtype(cfg.dtype)
         data = self.vocab.encode(text)
-        n_val = int(len(data) * cfg.data.val_fraction)
-        n_test = int(len(data) * cfg.data.test_fraction)
-        n_train = len(data) - n_val - n_test
+        n_train, n_val, n_test = split_sizes(len(data), cfg)
         self.train_data, self.val_data = data[:n_train], data[n_train : n_train + n_val]
         self.test_data = data[n_train + n_val :] if n_test else None
         # val/loss_warm reads these last training characters first (the val text follows them)

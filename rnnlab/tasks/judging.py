@@ -3,7 +3,10 @@
 ``objective`` (config) names the metric sweeps, searches, the best checkpoint, plateau and early
 stopping minimise: one of those its task declares (``Judged``: each task's ``JUDGED``). Every
 surface that ranks or summarises runs (the best checkpoint, searches, the report, leaderboards,
-the model registry, benchmarks) reads it from here; nothing else recomputes an objective.
+the model registry, benchmarks) reads it from here; nothing else recomputes an objective. Every
+surface that names it for a reader (closing lines, leaderboards, the report's headline, the
+registry, help texts) says which metric it is and that metric's value (``Judged.phrase``):
+``objective val/loss_warm 1.7817``, never a bare number.
 
 A char-RNN run scores its held-out text from h = 0 (``val/loss``) and from the state training
 carried (``val/loss_warm``, ``rnnlab.tasks.charrnn``): both predict the same characters, so
@@ -72,6 +75,16 @@ class Judged:
         name = self.of_run(run)
         final = {name: run.data.metrics.get("final/" + metric_key(name), math.nan)}
         return self.value(name, final)
+
+    def shown(self, name: str, objective: float) -> float:
+        """The objective metric's own value from the number minimised (``value``'s inverse): an
+        accuracy is shown as itself, not as 1 − it."""
+        return 1.0 - objective if self.objectives[name] else objective
+
+    def phrase(self, name: str, objective: float) -> str:
+        """How every surface names a run's objective, by its metric's key and that metric's own
+        value: ``objective val/loss_warm 1.7817``, ``objective val/exact_acc 0.9990``."""
+        return f"objective {name} {self.shown(name, objective):.4f}"
 
     def label(self, run_or_name) -> str:
         """An axis label for the objective: ``objective: 1 − val/exact_acc``."""

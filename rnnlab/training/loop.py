@@ -378,6 +378,10 @@ def train(
                             "train/smooth_loss": s.smooth_loss,
                             "train/grad_norm": grad_norm,
                             "perf/chars_per_sec": cps,
+                            # training seconds of every process that trained this run so far
+                            # (a resume adds its own to the checkpoint's): not MLflow's
+                            # Duration, which is wall time since the run first started
+                            "perf/train_seconds": elapsed_before + now - started,
                             "train/lr": trainer.optimizer.learning_rate,
                         },
                         step=it,
@@ -400,7 +404,7 @@ def train(
     this_process = time.perf_counter() - started
     final = {
         "final/smooth_loss": s.smooth_loss,
-        "final/wall_time_s": elapsed_before + this_process,
+        "final/train_seconds": elapsed_before + this_process,
         "final/chars_per_sec": (s.iteration - start_iter)
         * task.tokens_per_iteration
         / max(this_process, 1e-9),

@@ -4,6 +4,7 @@ processes and pipes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -120,7 +121,13 @@ def test_leaderboard_ranks_configurations_by_mean_over_seeds(tmp_path):
     assert second.split()[:5] == ["2", "2.0000", "±", "1.4142", "(n=2)"] and " 16 " in second
     assert third.split()[:2] == ["3", "–"]  # the failed configuration ranks last
     assert "  report:  reports/x/report.html" in lines
-    assert any(f"#/experiments/1/runs/{pid}" in ln for ln in lines)
+    # the view: the children's table, led by the objective and the swept keys, best first
+    (view,) = [ln for ln in lines if "compareRunsMode=TABLE" in ln]
+    assert f"#/experiments/1/runs?compareRunsMode=TABLE&viewStateShareKey=sweep-{pid}&" in view
+    state = json.loads(client.get_experiment("1").tags[f"mlflow.sharedViewState.sweep-{pid}"])
+    assert state["selectedColumns"][:3] == ["metrics.`val/loss`", "params.`hidden_size`",
+                                            "params.`seed`"]  # fmt: skip
+    assert state["orderByKey"] == "metrics.`val/loss`" and state["orderByAsc"] is True
 
     children = client.search_runs(["1"], f"tags.mlflow.parentRunId = '{pid}'")
     leaderboard.record_best_on_parent(client, pid, children)

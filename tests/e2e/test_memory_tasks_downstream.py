@@ -42,7 +42,7 @@ def test_sigint_then_resume_is_bitwise(task, tmp_path):
     for key in [k for k in whole.history if k.startswith(("train/", "val/", "diag/grad"))]:
         assert first.history.get(key, []) + second.history[key] == whole.history[key], key
     for key in final_a:
-        if "wall_time" not in key and "chars_per_sec" not in key:
+        if "train_seconds" not in key and "chars_per_sec" not in key:
             assert final_a[key] == final_b[key], key
     a, _ = checkpoint.load(tmp_path / "a" / "checkpoints" / "iter_0000060.npz")
     b, _ = checkpoint.load(tmp_path / "b" / "checkpoints" / "iter_0000060.npz")
@@ -91,7 +91,7 @@ def test_a_tracked_run_records_its_data_diagnostics_and_page(adding_run, capsys)
     local = client.download_artifacts(run_id, "inspect/index.html", str(folder))
     logged = Path(local).read_text(encoding="utf-8")
     for feature in ("a marker has been seen", "running sum of the marked values"):
-        assert f"most correlated with “{feature}”" in logged
+        assert f"tracks “{feature}”" in logged  # the trained units clear |r| ≥ 0.1
     # the analogue of the adder's carry neuron: units that hold "a marker has been seen" and the
     # running sum, in a network that solved the task (an unsolved vanilla RNN: |r| ≈ 0.5-0.6)
     w = load_weights(max(folder.glob("outputs/**/checkpoints/iter_*.npz")))

@@ -1,12 +1,11 @@
-"""What a reviewer sees, in a real headless Chromium: a real `mlflow ui` on a sweep's store opens
-the address rnnlab printed on the training runs, the expanded sweep shows the parent (carrying
-its best child's metrics) and its children, the printed chart addresses of the sweep and of a
-single job open on their learning curves, and the sweep's report renders at full height.
+"""What a reviewer sees, in a real headless Chromium with a fresh profile: a real `mlflow ui` on
+a sweep's store opens the address rnnlab printed on the sweep's runs, ranked by the objective
+with the swept param beside it; the printed chart addresses of the sweep and of a single job open
+on their learning curves, the objective's first; the sweep's report renders at full height.
 Screenshots land in $RNNLAB_SCREENSHOTS (default: the test's temporary folder)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -69,56 +68,59 @@ def sweep_ui(tmp_path_factory):
 
 
 def printed_address(stdout: str, port_url: str) -> str:
-    """The UI address the sweep's closing block printed, on this test's port."""
+    """The UI address the sweep's closing block printed (`view:`), on this test's port."""
     (line,) = [ln for ln in stdout.splitlines() if ln.strip().startswith("then http://")]
     return line.split()[-1].replace("http://127.0.0.1:5000", port_url)
 
 
-def test_the_printed_address_opens_the_training_runs_and_the_expanded_sweep(sweep_ui, tmp_path):
+# the runs table as the browser drew it: each header's column id, text and horizontal extent,
+# the table's own right edge, and each row's cells by column id
+HEADERS_JS = """[...document.querySelectorAll('.ag-header-cell[col-id]')].map(h => {
+  const r = h.getBoundingClientRect(); return [h.getAttribute('col-id'), h.innerText.trim(),
+  r.left, r.right]; })"""
+TABLE_RIGHT_JS = "document.querySelector('.ag-root-wrapper').getBoundingClientRect().right"
+ROWS_JS = """[...document.querySelectorAll('.ag-center-cols-container [role=row]')].map(r =>
+  Object.fromEntries([...r.querySelectorAll('[col-id]')].map(c =>
+    [c.getAttribute('col-id'), c.innerText.trim()])))"""
+NAMES_JS = """[...document.querySelectorAll('.ag-pinned-left-cols-container [role=row]')]
+  .map(r => r.innerText.replace(/\\s+/g, ' '))"""
+
+
+def test_a_fresh_browser_lands_on_the_sweeps_runs_ranked_by_the_objective(sweep_ui, tmp_path):
+    """The `view:` address a sweep prints, opened in a browser profile that has never seen
+    MLflow (its assistant panel opens by itself on a first visit and stays open): the runs
+    table of the sweep's children, the objective's column first, then the swept param, both
+    within the table's visible width, the best run first — no column picked by hand."""
     stdout, url, _, _ = sweep_ui
-    address = printed_address(stdout, url)  # the parent run's page
-    experiment_page = address.split("/runs/")[0] + "?" + address.split("?")[1]
+    address = printed_address(stdout, url)
+    assert "compareRunsMode=TABLE" in address and "viewStateShareKey=sweep-" in address
     parent_id = re.search(r"parent run ([0-9a-f]{32})", stdout)[1]
     out = shots_dir(tmp_path)
-    b = browser.Browser(1700, 900)
+    b = browser.Browser(1600, 1000)
     try:
-        b.open(experiment_page)
-        b.wait_for("document.body.innerText.includes('sweep-')")
-        text = b.text()
-        assert "Training runs" in text or "\nRuns\n" in text
-        assert "Traces\n0" not in text and "Usage" not in text  # not the GenAI overview
-        b.screenshot(out / "mlflow_landing.png")
-
-        # choose the columns a reviewer would (what the column picker stores), close the
-        # assistant panel, then expand the sweep's row with its own button
-        key = 'MLflowLocalStorage-1.1-ExperimentPage-["1"]-ReactComponentState'
-        state = json.loads(b.eval(f"localStorage.getItem({key!r})") or "{}")
-        columns = ["objective", "val/exact_acc", "train/smooth_loss"]
-        state["selectedColumns"] = [f"metrics.`{c}`" for c in columns] + ["params.`hidden_size`"]
-        b.eval(f"localStorage.setItem({key!r}, {json.dumps(json.dumps(state))});"
-               "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false')")  # fmt: skip
-        b.call("Page.reload", session=True)
-        b.wait_for("document.body.innerText.includes('sweep-')")
-        b.wait_for("document.body.innerText.includes('objective')")
-        time.sleep(1)
-        b.eval(
-            "[...document.querySelectorAll('[role=gridcell] button')]"
-            ".find(x => x.closest('[col-id]').getAttribute('col-id').includes('Run Name')).click()"
-        )
-        b.wait_for("document.body.innerText.includes('hidden_size=4')")
+        b.open(address)
+        b.wait_for("document.querySelectorAll('.ag-center-cols-container [role=row]').length >= 2")
         b.wait_for("document.body.innerText.includes('hidden_size=8')")
         time.sleep(1)
-        rows = b.eval(
-            "[...document.querySelectorAll('.ag-center-cols-container [role=row]')]"
-            ".map(r => r.innerText.replace(/\\s+/g, ' '))"
-        )
-        b.screenshot(out / "mlflow_sweep_expanded.png")
+        text = b.text()
+        headers, right = b.eval(HEADERS_JS), b.eval(TABLE_RIGHT_JS)
+        rows, names = b.eval(ROWS_JS), b.eval(NAMES_JS)
+        b.screenshot(out / "mlflow_landing.png")
     finally:
         b.close()
-    print("\n".join(rows), f"\nscreenshots: {out}")
-    assert len(rows) == 4, rows  # the single job, the parent and its two children
-    # every row, the parent's included, shows an objective/accuracy number
-    assert all(re.search(r"\d\.\d{3}", r) for r in rows), rows
+    print(f"{address}\nheaders: {headers}\ntable right edge: {right}\nrows: {rows}\n{names}")
+    assert "Traces\n0" not in text and "Usage" not in text  # not the GenAI overview
+    shown = {col: (title, left, r) for col, title, left, r in headers}
+    objective, swept = "metrics.`val/exact_acc`", "params.`hidden_size`"
+    assert shown[objective][0] == "val/exact_acc" and shown[swept][0] == "hidden_size"
+    assert shown[objective][2] <= shown[swept][1] + 1 and shown[swept][2] <= right + 1  # visible
+    other = [left for col, (_, left, _) in shown.items() if col.startswith(("metrics", "params"))]
+    assert shown[objective][1] == min(other)  # the first of the metrics and params
+    # the two children (not the parent), each with its objective, the best (highest) first
+    assert len(rows) == 2 and all("sweep-" not in n for n in names), names
+    values = [float(r[objective]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert sorted(r[swept] for r in rows) == ["4", "8"]
     assert parent_id
 
 
@@ -167,8 +169,8 @@ def test_the_sweep_charts_open_on_the_childrens_learning_curves(sweep_ui, tmp_pa
     sections, titles, first, runs = open_charts(charts_address(stdout, url), url, shot)
     assert sections[0] == "Learning curves"
     assert sections[1:3] == ["train", "val"]  # then the prefixes in rnnlab's order
-    # the adder's curves (the char-RNN's val/loss and val/bpc charts are hidden: no data)
-    assert titles[:4] == ["train/smooth_loss", "val/exact_acc", "val/bit_acc", "train/loss"]
+    # the objective's curve, then the adder's others (the char-RNN's are hidden: no data)
+    assert titles[:4] == ["val/exact_acc", "train/smooth_loss", "val/bit_acc", "train/loss"]
     assert not any(t.startswith(("best/", "diag/", "final/")) for t in titles[:4])
     # the children are charted, each as a run of its own (not the folded parent's one point)
     assert "hidden_size=4" in first and "hidden_size=8" in first and "sweep-" not in first
@@ -188,7 +190,7 @@ def test_a_single_jobs_charts_open_on_its_learning_curves(sweep_ui, tmp_path):
     shot = shots_dir(tmp_path) / "mlflow_run_charts.png"
     sections, titles, first, runs = open_charts(address, url, shot)
     assert sections[0] == "Learning curves"
-    assert titles[:2] == ["train/smooth_loss", "val/exact_acc"]
+    assert titles[:2] == ["val/exact_acc", "train/smooth_loss"]
     assert runs == 1 and "task=adder" in first  # that run alone
 
 

@@ -87,12 +87,38 @@ def test_sigint_mid_interval_then_resume_is_bitwise(task, batch_size, kafka_path
         assert first.history[key] + second.history[key] == whole.history[key], key
     assert first.history["train/loss"][-1][0] == 140 and second.history["train/loss"][0][0] == 150
     for key in final_a:
-        if "wall_time" not in key and "chars_per_sec" not in key:
+        if "train_seconds" not in key and "chars_per_sec" not in key:
             assert final_a[key] == final_b[key], key
     assert_same_arrays(
         checkpoint_arrays(tmp_path / "a" / "checkpoints" / f"iter_{n:07d}.npz"),
         checkpoint_arrays(tmp_path / "b" / "checkpoints" / f"iter_{n:07d}.npz"),
     )
+
+
+def test_training_seconds_add_up_across_a_resume_and_skip_the_pause(kafka_path, tmp_path):
+    """``perf/train_seconds`` and ``final/train_seconds`` count training time only: a resume
+    adds its own to what the checkpoint carries, and the pause between the two processes (which
+    MLflow's Duration includes) is not in them."""
+    import time
+
+    cfg = small_config("adder", 1, kafka_path, 300)
+    first = StopAt(147)
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg, first, tmp_path, show_progress=False)
+    carried = checkpoint.load(stopped.value.checkpoint_path)[1]["state"]["elapsed"]
+    pause = 1.5
+    time.sleep(pause)
+    second, started = MemoryTracker(), time.perf_counter()
+    final = train(cfg, second, tmp_path, resume_from=stopped.value.checkpoint_path,
+                  show_progress=False)  # fmt: skip
+    this_process = time.perf_counter() - started
+    total = final["final/train_seconds"]
+    print(f"carried {carried:.3f} s, resumed process {this_process:.3f} s, total {total:.3f} s")
+    assert 0 < carried < total <= carried + this_process  # time since the first start: fails
+    points = [
+        v for _, v in first.history["perf/train_seconds"] + second.history["perf/train_seconds"]
+    ]
+    assert points == sorted(points) and second.history["perf/train_seconds"][0][1] > carried
 
 
 def test_resume_checks_its_own_oracle(kafka_path, tmp_path):

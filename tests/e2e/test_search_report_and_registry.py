@@ -19,6 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab.report.figures import search_figures
 from rnnlab.sweeps import search
+from rnnlab.tasks import CharTask
+from rnnlab.tasks.judging import metric_key
 
 # The quick adder search of e2e/test_optuna_search.py: 6-bit sums, ≤ 1200 iterations, val every 100,
 # successive halving from iteration 100, so some of its trials are pruned.
@@ -177,7 +179,14 @@ def test_register_refuses_a_sweep_without_a_char_rnn_model(adder_search):
 
 
 @pytest.mark.slow
-def test_register_puts_the_best_child_in_the_model_registry(tmp_path, kafka_path):
+def test_every_surface_names_the_objective_by_one_key_and_register_adds_it_once(
+    tmp_path, kafka_path
+):
+    """The jobs' summary lines, the leaderboard, the report, the registry and the help texts
+    all name a char-RNN sweep's objective by the same key, ``Judged.default``, with the same
+    value; registering the sweep's best run twice adds one version."""
+    key = CharTask.JUDGED.default  # what a char-RNN sweep minimises unless told otherwise
+    final_key = "final/" + metric_key(key)
     corpus = make_corpus(tmp_path / "corpus.txt")
     done = run_cli(["-m", f"data.path={corpus}", "hidden_size=8,16", *TINY], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -185,19 +194,47 @@ def test_register_puts_the_best_child_in_the_model_registry(tmp_path, kafka_path
     exps = [e.experiment_id for e in client.search_experiments()]
     kids = client.search_runs(exps, f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert len(kids) == 2 and all("rnnlab.model_uri" in r.data.tags for r in kids)
-    best = min(kids, key=lambda r: r.data.metrics["final/val_loss_warm"])  # the objective
+    best = min(kids, key=lambda r: r.data.metrics[final_key])  # the objective
+    objective = best.data.metrics[final_key]
+    print(done.stderr[-1500:], done.stdout, sep="\n")
 
-    objective = best.data.metrics["final/val_loss_warm"]
+    # each job's summary line: the objective by its key and value, then labelled numbers
+    for kid in kids:
+        (line,) = [ln for ln in done.stderr.splitlines() if kid.info.run_id in ln]
+        value = kid.data.metrics[final_key]
+        assert "FINISHED in " in line and f", objective {key} {value:.4f}, " in line, line
+        assert f"final/val_loss {kid.data.metrics['final/val_loss']:.4f}" in line
+    # the leaderboard: its objective column names the key; the first row is the best run
+    (header,) = [ln for ln in done.stdout.splitlines() if ln.strip().startswith("rank")]
+    assert f"objective {key} (mean ± std)" in header
+    first = next(ln for ln in done.stdout.splitlines() if ln.strip().startswith("1 "))
+    assert f" {objective:.4f} (n=1) " in first and best.info.run_id in first
+    # the report: its headline and facts name the key; runs.csv says which metric each run's is
+    md = (report_dir(done, tmp_path) / "report.md").read_text(encoding="utf-8")
+    (headline,) = [ln for ln in md.splitlines() if ln.startswith("**Best configuration")]
+    assert f"— objective {key} {objective:.4f} (n=1); final val/loss" in headline
+    assert f"- objective: {key} (lower ranks first)" in md
+    rows = read_csv(report_dir(done, tmp_path) / "runs.csv")
+    assert {r["objective_metric"] for r in rows} == {key}
+    # the help texts name each task's default
+    for module in ("rnnlab.report", "rnnlab.model"):
+        helped = run_cli(["--help"], tmp_path, module=module)
+        assert helped.returncode == 0 and f"charrnn {key}" in helped.stdout, helped.stdout
+        assert "final/val_loss" not in helped.stdout
+
+    # the registry: the same phrase, once
     for what in ("registered", "already registered:"):  # a second time adds no version
         reg = run_cli(["register", f"sweep={parent_id}", "name=tiny-charrnn"], tmp_path,
                       module="rnnlab.model")  # fmt: skip
         assert reg.returncode == 0, reg.stderr[-3000:]
         assert reg.stdout.strip().splitlines() == [
             f"{what} tiny-charrnn version 1: run {best.info.run_id} "
-            f"(objective val/loss_warm {objective:.4f})"
+            f"(objective {key} {objective:.4f})"
         ]
     assert len(client.search_model_versions("name = 'tiny-charrnn'")) == 1
     mv = client.get_model_version("tiny-charrnn", "1")
     assert mv.run_id == best.info.run_id
     assert mv.source == best.data.tags["rnnlab.model_uri"] or best.info.run_id in mv.source
     assert mv.tags["rnnlab.sweep"] == parent_id
+    assert mv.tags["rnnlab.objective"] == key
+    assert float(mv.tags["rnnlab.objective_value"]) == pytest.approx(objective, rel=1e-5)

@@ -14,6 +14,27 @@ from pathlib import Path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
+# WCAG 2's contrast of every element the viewer page colours (each character of a block, each
+# legend swatch, each coloured table cell), computed in the page from what the browser drew it with.
+CONTRAST_JS = """(() => {
+  const lum = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number).map(v => v / 255)
+    .map(v => v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4))
+    .reduce((s, v, i) => s + [0.2126, 0.7152, 0.0722][i] * v, 0);
+  const out = {n: 0, worst: 99, example: ''};
+  for (const el of document.querySelectorAll('.text span, .legend span, td')) {
+    const s = getComputedStyle(el);
+    if (s.backgroundColor === 'rgba(0, 0, 0, 0)') continue;
+    const a = lum(s.color), b = lum(s.backgroundColor);
+    const c = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    out.n++;
+    if (c < out.worst) { out.worst = c; out.example = s.color + ' on ' + s.backgroundColor; }
+  }
+  return out;
+})()"""
+# every "r = ±x" the page states: a unit said to track a feature (block headings, the feature
+# table, the every-unit table); "no unit tracks this" states its largest |r| otherwise
+CLAIMS_JS = "[...document.body.innerText.matchAll(/r = ([+-]?[0-9.]+)/g)].map(m => +m[1])"
+
 
 def available() -> bool:
     return Path(CHROMIUM).is_file()

@@ -47,6 +47,25 @@ def test_a_view_starts_with_the_learning_curves_and_fits_a_tag():
     assert json.loads(value)["orderByKey"] == "tags.`mlflow.runName`"
 
 
+def test_a_ranked_view_leads_with_the_objective_in_its_curves_and_its_table():
+    """A sweep's or a job's view: the objective's curve first, and a runs table whose first
+    columns are the objective and the params that tell the runs apart, the best run first
+    (an accuracy: highest first)."""
+    ranking = mlflow_view.Ranking("val/exact_acc", True, ("hidden_size", "seed"))
+    state = mlflow_view.view_state("tags.mlflow.parentRunId = 'x'", True, ranking)
+    curves = [c["metricKey"] for c in state["compareRunCharts"]]
+    assert curves[0] == "val/exact_acc" and sorted(curves) == sorted(mlflow_view.LEARNING_CURVES)
+    lead = ["metrics.`val/exact_acc`", "params.`hidden_size`", "params.`seed`"]
+    assert state["selectedColumns"] == [*lead, "metrics.`train/smooth_loss`",
+                                        "metrics.`perf/train_seconds`"]  # fmt: skip
+    assert state["columnOrder"] == lead
+    assert state["orderByKey"] == "metrics.`val/exact_acc`" and state["orderByAsc"] is False
+    assert len(mlflow_view.view_tag(state)) < MAX_EXPERIMENT_TAG_VAL_LENGTH
+    # an override key names the param it sets; a key a run has no param for is left out
+    assert ui.param_keys(["task", "hidden_size", "nothing"], {"task.name", "hidden_size"}) == (
+        "task.name", "hidden_size")  # fmt: skip
+
+
 @pytest.mark.slow  # a real job (~5 s on a loaded 2-core machine)
 def test_jobs_and_sweeps_get_their_views_and_print_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -65,7 +84,8 @@ def test_jobs_and_sweeps_get_their_views_and_print_them(tmp_path, monkeypatch):
     assert not missing, missing
 
     # the single job's closing lines: its own view, the run alone
-    rid, lines = ui.last_run_closing("adder", tmp_path, uri)
+    closed, lines = ui.last_run_closing("adder", tmp_path, uri)
+    rid = closed.info.run_id
     (charts,) = [ln for ln in lines if ln.startswith("  charts:  ")]
     assert charts.endswith(
         f"/#/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART"

@@ -135,12 +135,12 @@ def test_charrnn_run_records_everything(store, kafka_path, tmp_path, request):
     )
     # metric histories of the configured cadence
     for key in ("train/loss", "train/smooth_loss", "train/grad_norm", "perf/chars_per_sec",
-                "train/lr"):  # fmt: skip
+                "perf/train_seconds", "train/lr"):  # fmt: skip
         assert history(client, run.info.run_id, key) == [10, 20, 30, 40, 50, 60], key
     for key in ("val/loss", "val/bpc", "val/loss_warm", "val/bpc_warm", "best/val_loss_warm",
                 "best/iteration"):  # fmt: skip
         assert history(client, run.info.run_id, key) == [20, 40, 60], key
-    for key in ("final/val_loss", "final/val_bpc", "final/wall_time_s", "final/smooth_loss"):
+    for key in ("final/val_loss", "final/val_bpc", "final/train_seconds", "final/smooth_loss"):
         assert history(client, run.info.run_id, key) == [60], key
     assert "val/exact_acc" not in run.data.metrics
     # artifacts
