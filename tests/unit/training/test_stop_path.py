@@ -97,7 +97,7 @@ def test_a_second_sigint_still_leaves_a_stop_checkpoint(second_in, kafka_path, t
         assert got == whole.history[key], key
     assert {**first.texts, **second.texts} == whole.texts
     for key in final_a:
-        if "wall_time" not in key and "chars_per_sec" not in key:
+        if "train_seconds" not in key and "chars_per_sec" not in key:
             assert final_a[key] == final_b[key], key
     a = checkpoint.load(tmp_path / "a" / "checkpoints" / f"iter_{n:07d}.npz")[0]
     b = checkpoint.load(tmp_path / "b" / "checkpoints" / f"iter_{n:07d}.npz")[0]
