@@ -31,7 +31,7 @@ COMMAND = cli.Command(
     keys=(cli.Key("tracking_uri", "the store (default: the journal's own, else the usual)"),),
     examples=(
         "python -m rnnlab.sync outputs/charrnn/2026-12-07_10-00-00_4242",
-        "python -m rnnlab.sync multirun/adder/2026-12-07_10-00-00_4242      # a whole sweep",
+        "python -m rnnlab.sync multirun/2026-12-07_10-00-00_4242            # a whole sweep",
     ),
 )
 

@@ -9,6 +9,7 @@ A search's figures (``search_figures``) instead colour trials by their Optuna st
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def _order(v):
 
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
     path = out_dir / name
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a crowded figure keeps its layout; no line for the user
+        warnings.filterwarnings("ignore", "Tight layout not applied", UserWarning)
+        fig.tight_layout()
     with files.atomic_file(path) as f:  # a kill mid-write leaves the earlier figure whole
         fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".") or "png")
     return path
@@ -430,15 +433,18 @@ def make_figures(
         add(curves(sel, t, key, ylabel, task, task == "adding"), f"val{suffix}.png",
             f"Validation: {key}", f"{key} at every evaluation of every run.")  # fmt: skip
         runs = t.runs[t.runs["task"] == task]
+        swept = t.swept
+        if len(tasks) > 1:  # a sweep over the task: what varies among this task's runs
+            swept = [p for p in swept if p != "task.name" and runs[p].nunique(dropna=True) > 1]
         for column, ylabel, higher in TASKS[task].JUDGED.headline:
-            if search or not t.swept or runs[column].isna().all():
+            if search or not swept or runs[column].isna().all():
                 continue
-            add(metric_vs_param(runs, t.swept, column, ylabel, task),
+            add(metric_vs_param(runs, swept, column, ylabel, task),
                 f"{column}_vs_params{suffix}.png", f"{ylabel} vs each swept parameter",
                 "Mean over seeds, error bars one standard deviation; runs without the value "
                 "(failed, or never at 100 %) are left out.")  # fmt: skip
-            if len(t.swept) == 2:
-                add(heatmap(runs, t.swept[0], t.swept[1], column, ylabel, task, higher),
+            if len(swept) == 2:
+                add(heatmap(runs, swept[0], swept[1], column, ylabel, task, higher),
                     f"{column}_heatmap{suffix}.png", f"{ylabel}: heatmap",
                     "Mean over seeds per cell; (k/n): only k of the n runs have the value.",
                 )  # fmt: skip

@@ -90,7 +90,8 @@ def rank(children: list, swept: list[str]) -> list[Setting]:
     keys = [k for k in swept if k != "seed"]
     configs: dict[tuple, Setting] = {}
     for run in children:
-        values = {k: run.data.params.get(k, "") for k in keys}
+        params = run.data.params  # a config group swept by name (task=a,b) logs <group>.name
+        values = {k: params.get(k, params.get(f"{k}.name", "")) for k in keys}
         c = configs.setdefault(tuple(values.values()), Setting(values))
         obj = objective_of(run)
         if counted(run) and not math.isnan(obj):
@@ -101,7 +102,9 @@ def rank(children: list, swept: list[str]) -> list[Setting]:
                 c.key = c.judged.of_run(run) if c.judged else ""
             if obj < c.best:
                 c.best, c.best_run_id = obj, run.info.run_id
-    return sorted(configs.values(), key=lambda c: c.mean())
+    # a sweep over the task ranks each objective's configurations together: their values are
+    # not comparable across metrics
+    return sorted(configs.values(), key=lambda c: (c.key or "\uffff", c.mean()))
 
 
 def objective_header(configs: list[Setting]) -> str:

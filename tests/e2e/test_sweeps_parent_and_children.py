@@ -130,3 +130,27 @@ def test_joblib_sweep_of_8_on_a_fresh_store_loses_nothing(tmp_path):
             assert steps(client, child.info.run_id, key) == [50, 100, 150, 200], key
         for key in ("val/bit_acc", "val/exact_acc"):
             assert steps(client, child.info.run_id, key) == [100, 200], key
+
+
+@pytest.mark.slow
+def test_a_sweep_over_the_task_is_one_sweep_ranked_per_objective(tmp_path):
+    # Hydra resolves the sweep folder per job: a folder named after ${task.name} split this
+    # sweep in two, the second job found no parent run and the report counted one run
+    args = ["-m", "task=adder,charrnn", "iterations=2", "eval_every=1", "hidden_size=8"]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = (tmp_path / "multirun").iterdir()
+    assert sorted(p.name.split("_", 1)[1] for p in folder.iterdir() if p.is_dir()) == [
+        "eval_every=1,hidden_size=8,iterations=2,task=adder",
+        "eval_every=1,hidden_size=8,iterations=2,task=charrnn",
+    ]
+    printed = result.stdout + result.stderr
+    assert "2 runs, 0 did not finish" in printed
+    assert "Warning" not in printed
+    board = [ln.split() for ln in printed.splitlines() if ln.strip()[:1] in ("1", "2")]
+    assert [(row[1], row[4]) for row in board] == [
+        ("val/exact_acc", "adder"), ("val/loss_warm", "charrnn")
+    ]  # fmt: skip
+    (report,) = (tmp_path / "reports").glob("*/report.md")
+    text = report.read_text()
+    assert "adder" in text and "charrnn" in text
