@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import suite_times
 from helpers.processes import (
     TEST_TAG,
     find_kafka,
@@ -98,34 +100,58 @@ END_TO_END_FIXTURES = {"finished_run", "char_run", "empty_run", "adder_run", "mo
 # whole files in collection order, so the longest start first and run beside each other while
 # the many short files fill the gaps at the end; its default order (most tests first) started
 # the long few-test files last and left one worker busy for minutes. Each file's seconds are
-# measured, not typed: ``python -m pytest --store-durations`` writes them to durations.json.
-DURATIONS = Path(__file__).with_name("durations.json")
-_measured: dict[str, float] = defaultdict(float)
+# measured, not typed: ``python -m pytest --store-durations`` writes them, with each file's CPU
+# seconds, to durations.json and renders the table in docs/testing.md (helpers.suite_times).
+_measured: dict[str, dict[str, float]] = defaultdict(lambda: {"seconds": 0.0, "cpu_seconds": 0.0})
+_session: dict = {}
 
 
 def pytest_addoption(parser) -> None:
     parser.addoption(
         "--store-durations",
         action="store_true",
-        help="write each test file's seconds to tests/durations.json (the order files start in)",
+        help="write each test file's wall and CPU seconds to tests/durations.json (the order "
+        "files start in) and the table in docs/testing.md",
     )
+
+
+def pytest_sessionstart(session) -> None:
+    _session.update(started=time.monotonic(), load=suite_times.load_average())
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    files = suite_times.read().get("files", {})
     # Stable: the tests of a file keep their order (module fixtures are built once).
-    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+    items.sort(key=lambda item: -suite_times.seconds_of(files.get(item.nodeid.split("::")[0], 0)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    item._cpu_start = suite_times.cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "teardown" and hasattr(item, "_cpu_start"):  # module fixtures' teardown too
+        cpu = suite_times.cpu_seconds() - item._cpu_start
+        outcome.get_result().user_properties.append(("cpu_seconds", cpu))
 
 
 def pytest_runtest_logreport(report) -> None:
-    _measured[report.nodeid.split("::")[0]] += report.duration  # setup, call and teardown
+    figs = _measured[report.nodeid.split("::")[0]]
+    figs["seconds"] += report.duration  # setup, call and teardown
+    figs["cpu_seconds"] += sum(v for k, v in report.user_properties if k == "cpu_seconds")
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     if not session.config.getoption("--store-durations") or hasattr(session.config, "workerinput"):
         return  # only the controller, which hears every worker's reports, writes the file
-    ordered = dict(sorted(_measured.items(), key=lambda kv: -kv[1]))
-    DURATIONS.write_text(json.dumps({k: round(v, 1) for k, v in ordered.items()}, indent=1) + "\n")
+    selection = shlex.join(session.config.invocation_params.args)
+    figures = suite_times.session_figures(
+        _session["started"], _session["load"], session.testscollected, selection
+    )
+    suite_times.write(suite_times.record(dict(_measured), figures))
