@@ -111,11 +111,7 @@ class EngineLoop:
             {k: v.shape for k, v in self.params.items()}, dtype
         )
         self.optimizer = Adagrad(self.flat.size, dtype, LR)
-        update = (
-            None
-            if reference
-            else fused.clip_and_update(self.spec, batch_size, self.optimizer, CLIP, None)
-        )
+        update = None if reference else fused.clip_and_update(self.optimizer, CLIP, None)
         self.update = update or self._numpy_update
         self.windows = stream_windows(data, batch_size)
         self.i, self.state = 0, rnn.zero_state(self.spec, batch_size, dtype)
@@ -283,7 +279,7 @@ with threadpool_limits(limits=1, user_api="blas"):
     rnn.loss_and_grads(params, xs, xs, rnn.zero_state(spec, 1, np.float64), spec, "xent", grads,
                        reference=reference)
     opt = Adagrad(flat.size, np.float64, 0.1)
-    update = None if reference else fused.clip_and_update(spec, 1, opt, 5.0, None)
+    update = None if reference else fused.clip_and_update(opt, 5.0, None)
     update(flat, grad) if update else (clip_elementwise(grad, 5.0), opt.step(flat, grad))
     cpu = time.process_time() - started
 k = sys.modules.get("rnnlab.engine.fused_kernels")

@@ -220,7 +220,7 @@ class EngineLoop:
             {k: v.shape for k, v in self.params.items()}, dtype
         )
         self.optimizer = Adagrad(self.flat.size, dtype, LEARNING_RATE.get(cell, 0.1))
-        update = fused.clip_and_update(self.spec, batch_size, self.optimizer, CLIP, None)
+        update = fused.clip_and_update(self.optimizer, CLIP, None)
         constrain = rnn.constraint(self.spec, options)
 
         def numpy_update(params, grad):

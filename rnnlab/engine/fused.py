@@ -151,18 +151,19 @@ def compiled(cell: str, batch_size: int) -> bool:
     return cell in KERNEL_CELLS and (batch_size == 1 or cell != "rnn")
 
 
-def clip_and_update(spec, batch_size: int, optimizer, clip, clip_norm):
+def clip_and_update(optimizer, clip, clip_norm):
     """For a training step with elementwise clipping and Adagrad (min-char-rnn's update, the
-    char-RNN's default) on a cell the kernels run: a function ``update(params, grad)`` doing
-    ``optim.clip_elementwise`` then ``optimizer.step`` in one compiled pass, with the same bits
-    (tested); None for every other step, which keeps the numpy calls. ~80 µs → ~20 µs for a
-    GRU's 62,680 float32 parameters, ~3% of its B=32 window; at B = 1 float64 a vanilla
-    window's clip and update cost about as much as its steps."""
+    char-RNN's default): a function ``update(params, grad)`` doing ``optim.clip_elementwise``
+    then ``optimizer.step`` in one compiled pass over the flat buffers, with the same bits
+    (tested); None for every other step, which keeps the numpy calls. It reads the flat buffers
+    only, so every cell and batch size takes it: ~80 µs → ~20 µs for a GRU's 62,680 float32
+    parameters, ~3% of its B=32 window; at B = 1 float64 a window's numpy clip and update cost
+    about as much as a vanilla window's steps. (A process that trains this way imports numba on
+    its first update, if no window through a kernel did before.)"""
     from rnnlab.engine.optim import Adagrad
 
     if (
-        not compiled(spec.cell, batch_size)
-        or type(optimizer) is not Adagrad
+        type(optimizer) is not Adagrad
         or optimizer.weight_decay
         or clip is None
         or clip_norm is not None
@@ -183,7 +184,7 @@ def clip_and_update(spec, batch_size: int, optimizer, clip, clip_norm):
 # --- one stream (B = 1) --------------------------------------------------------------------------
 
 
-def _one_stream_inputs(W: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def one_stream_inputs(W: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The B = 1 kernels' (Wx, rows): step t's input pre-activation is Wx[:, rows[t]] + b. x:
     (T, 1) int symbols, read as columns of W (G, V) itself, or (T, 1, D) floats, whose (T, G)
     projection (one GEMM) is read through its transpose."""
@@ -218,7 +219,7 @@ def rnn_forward(Wxh, bh, Whh, b_rec, x, state0, activation) -> cells.Layer:
     dt = Wxh.dtype
     (hs,) = _one_stream_states(state0, T, H, dt)
     kernels().rnn_forward1(
-        *_one_stream_inputs(Wxh, x), bh, np.ascontiguousarray(Whh), hs.reshape(T + 1, H),
+        *one_stream_inputs(Wxh, x), bh, np.ascontiguousarray(Whh), hs.reshape(T + 1, H),
         np.empty(H, dt), activation == "tanh",
     )  # fmt: skip
     return cells.Layer(hs=hs, state=hs[-1][None])
@@ -257,7 +258,7 @@ def gru_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.Lay
         (hs,) = _one_stream_states(state0, T, H, dt)
         acts, hn = np.empty((T, 1, 3 * H), dtype=dt), np.empty((T, 1, H), dtype=dt)
         kernels().gru_forward1(
-            *_one_stream_inputs(W_ih, x), b, np.ascontiguousarray(W_hh), b_hh[2 * H :].copy(),
+            *one_stream_inputs(W_ih, x), b, np.ascontiguousarray(W_hh), b_hh[2 * H :].copy(),
             hs.reshape(T + 1, H), acts.reshape(T, 3 * H), hn.reshape(T, H), np.empty(3 * H, dt),
         )  # fmt: skip
         saved = {"acts": _per_gate(acts, 3), "hn": hn}
@@ -306,7 +307,7 @@ def lstm_forward(W_ih, b_ih, W_hh, b_hh, x, state0, activation=None) -> cells.La
     if B == 1:
         (hs, cs), acts = _one_stream_states(state0, T, H, dt), np.empty((T, 1, 4 * H), dtype=dt)
         kernels().lstm_forward1(
-            *_one_stream_inputs(W_ih, x), b_ih + b_hh, np.ascontiguousarray(W_hh),
+            *one_stream_inputs(W_ih, x), b_ih + b_hh, np.ascontiguousarray(W_hh),
             hs.reshape(T + 1, H), cs.reshape(T + 1, H), acts.reshape(T, 4 * H),
             np.empty(4 * H, dt),
         )  # fmt: skip

@@ -146,11 +146,9 @@ class Trainer:
             {k: v.shape for k, v in self.params.items()}, self.dtype
         )
         self.optimizer = make_optimizer(cfg, self.flat.size, self.dtype)
-        # a gated cell at B > 1 with clip + Adagrad: both in one compiled pass (else None)
+        # elementwise clip + Adagrad, any cell: both in one compiled pass (else None)
         o = cfg.optimizer
-        self.clip_and_update = fused.clip_and_update(
-            self.spec, cfg.batch_size, self.optimizer, o.clip, o.clip_norm
-        )
+        self.clip_and_update = fused.clip_and_update(self.optimizer, o.clip, o.clip_norm)
         # the carried state of every stream: h (and the LSTM's c) of every layer, (L, S, B, H)
         self.carry = rnn.zero_state(self.spec, cfg.batch_size, self.dtype)
         self.state = TrainState(smooth_loss=t.initial_loss())
