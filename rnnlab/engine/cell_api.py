@@ -40,6 +40,10 @@ class CellType:
     gradients of the cell's own parameters into ``grads`` (by role); ``trace`` (T, B, H), when
     given, receives each step's total gradient w.r.t. the recurrent state (``rnn.backward``'s
     ``dh_trace``).
+    ``forward1(lp, x, state0) -> cells.Layer``, optional: the scan path at B = 1 through a kernel
+    that reads x (T, 1) symbols or (T, 1, D) floats itself (W_ih's columns, as the classic cells'
+    B = 1 kernels), skipping ``project``; the same Layer as ``forward``'s scan path, whose
+    ``backward`` it shares.
     """
 
     name: str
@@ -51,6 +55,7 @@ class CellType:
     init: Callable  # (lp, rng, D, H, top: bool, options) -> None: fills lp in place
     forward: Callable
     backward: Callable
+    forward1: Callable | None = None
 
     def names(self, k: int) -> dict[str, str]:
         """Layer k's parameter names by role, in the flat buffer's order."""

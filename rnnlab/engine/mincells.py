@@ -16,7 +16,9 @@ equal to 1e-10 in float64:
 
 - ``scan=True``: nothing depends on h but the linear recurrence, so the layer's whole window is
   one compiled pass each way (``scan_kernels.mingru_forward`` ...: every step's gates and the
-  scan of the recurrence forward; the reverse scan and every gate's gradient backward).
+  scan of the recurrence forward; the reverse scan and every gate's gradient backward). At B = 1
+  (``mingru_forward1`` ...) the forward kernel reads each step's column of W_ih itself, as the
+  classic cells' B = 1 kernels do (``rnnlab.engine.fused``): no projection pass before it.
 - ``scan=False``: the papers' sequential mode in numpy: the gates for the whole window at once,
   then the recurrence one step at a time (``rnnlab.engine.scan``, two numpy calls per step). Weights
 start as PyTorch's ``nn.Linear``: U(±1/√D), D the layer's input width.
@@ -30,7 +32,7 @@ import math
 
 import numpy as np
 
-from rnnlab.engine import cells, scan
+from rnnlab.engine import cells, fused, scan
 from rnnlab.engine.cell_api import CellType, g, g_grad, sigmoid
 
 
@@ -86,12 +88,38 @@ def mingru_forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool) -> 
     return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved={"z": z, "ht": ht, "a": a})
 
 
+def mingru_forward1(lp, x: np.ndarray, state0: np.ndarray) -> cells.Layer:
+    """The scan path of one minGRU layer at B = 1, its inputs read by the kernel: x (T, 1) int
+    symbols (W_ih's columns) or (T, 1, D) floats (their projections, one GEMM), state0 (1, 1, H).
+    What ``mingru_forward`` gives for proj = W_ih x + b_ih."""
+    W = lp["W_ih"]
+    Wx, rows = fused.one_stream_inputs(W, x)
+    T, H = rows.shape[0], W.shape[0] // 2
+    hs = np.empty((T + 1, 1, H), dtype=W.dtype)
+    hs[0] = state0[0]
+    z, a, ht = np.empty((3, T, 1, H), dtype=W.dtype)
+    scan.kernels().mingru_forward1(
+        Wx, rows, lp["b_ih"], hs.reshape(T + 1, H), z.reshape(T, H), a.reshape(T, H),
+        ht.reshape(T, H),
+    )  # fmt: skip
+    return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved={"z": z, "ht": ht, "a": a})
+
+
 def mingru_backward(layer: cells.Layer, lp, dh: np.ndarray, use_scan: bool, trace, grads):
     """BPTT through one minGRU layer; returns (d proj (T, B, 2H), d state0 (1, B, H))."""
     z, ht, a = layer.saved["z"], layer.saved["ht"], layer.saved["a"]
     T, B, H = dh.shape
     G = cells.backward_buffer(dh, trace)  # becomes each step's total gradient d loss / d h_t
     dproj = np.empty((T, B, 2 * H), dtype=dh.dtype)
+    if use_scan and B == 1:  # one stream: the window in one compiled pass on (T, ·) rows
+        dh0 = np.empty((1, H), dtype=dh.dtype)
+        work = _contiguous(G)
+        scan.kernels().mingru_backward1(
+            z.reshape(T, H), a.reshape(T, H), ht.reshape(T, H), layer.hs.reshape(T + 1, H),
+            work.reshape(T, H), dproj.reshape(T, 2 * H), dh0.reshape(H),
+        )  # fmt: skip
+        _copy_back(work, G)
+        return dproj, dh0[None]
     if use_scan:  # the window in one compiled pass
         dh0 = np.empty((B, H), dtype=dh.dtype)
         work = _contiguous(G)
@@ -120,6 +148,7 @@ MINGRU = CellType(
     init=_init,
     forward=mingru_forward,
     backward=mingru_backward,
+    forward1=mingru_forward1,
 )
 
 
@@ -150,12 +179,39 @@ def minlstm_forward(lp, proj: np.ndarray, state0: np.ndarray, use_scan: bool) ->
     return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved=saved)
 
 
+def minlstm_forward1(lp, x: np.ndarray, state0: np.ndarray) -> cells.Layer:
+    """The scan path of one minLSTM layer at B = 1, its inputs read by the kernel (as
+    ``mingru_forward1``). What ``minlstm_forward`` gives for proj = W_ih x + b_ih."""
+    W = lp["W_ih"]
+    Wx, rows = fused.one_stream_inputs(W, x)
+    T, H = rows.shape[0], W.shape[0] // 3
+    hs = np.empty((T + 1, 1, H), dtype=W.dtype)
+    hs[0] = state0[0]
+    f, i, fn, ht = np.empty((4, T, 1, H), dtype=W.dtype)
+    scan.kernels().minlstm_forward1(
+        Wx, rows, lp["b_ih"], hs.reshape(T + 1, H), f.reshape(T, H), i.reshape(T, H),
+        fn.reshape(T, H), ht.reshape(T, H),
+    )  # fmt: skip
+    saved = {"f": f, "i": i, "a": fn, "ht": ht}
+    return cells.Layer(hs=hs, state=hs[-1][None].copy(), saved=saved)
+
+
 def minlstm_backward(layer: cells.Layer, lp, dh: np.ndarray, use_scan: bool, trace, grads):
     """BPTT through one minLSTM layer; returns (d proj (T, B, 3H), d state0 (1, B, H))."""
     f, i, fn, ht = (layer.saved[k] for k in ("f", "i", "a", "ht"))
     T, B, H = dh.shape
     G = cells.backward_buffer(dh, trace)
     dproj = np.empty((T, B, 3 * H), dtype=dh.dtype)
+    if use_scan and B == 1:  # one stream: the window in one compiled pass on (T, ·) rows
+        dh0 = np.empty((1, H), dtype=dh.dtype)
+        work = _contiguous(G)
+        scan.kernels().minlstm_backward1(
+            f.reshape(T, H), i.reshape(T, H), fn.reshape(T, H), ht.reshape(T, H),
+            layer.hs.reshape(T + 1, H), work.reshape(T, H), dproj.reshape(T, 3 * H),
+            dh0.reshape(H),
+        )  # fmt: skip
+        _copy_back(work, G)
+        return dproj, dh0[None]
     if use_scan:  # the window in one compiled pass
         dh0 = np.empty((B, H), dtype=dh.dtype)
         work = _contiguous(G)
@@ -190,4 +246,5 @@ MINLSTM = CellType(
     init=_init,
     forward=minlstm_forward,
     backward=minlstm_backward,
+    forward1=minlstm_forward1,
 )

@@ -254,7 +254,8 @@ def _irnn_layer_backward(layer: cells.Layer, Whh, dz, activation=None, trace=Non
 # classic cell runs through compiled window loops (rnnlab.engine.fused) at B = 1, the gated cells
 # at B > 1 too; the vanilla cell at B > 1 is the numpy cell (BLAS-bound there already), as is the
 # IRNN at every B. The CellType cells (TYPED) are not here: their layers run through their own
-# forward and backward (scan kernels or per-step numpy).
+# forward and backward (scan kernels or per-step numpy; minGRU's and minLSTM's scan at B = 1
+# through kernels that read W_ih's columns themselves, their CellType's ``forward1``).
 CELLS: dict[str, tuple[Callable, Callable]] = {
     "rnn": (fused.rnn_forward, fused.rnn_backward),
     "irnn": (_irnn_layer_forward, _irnn_layer_backward),
@@ -305,9 +306,12 @@ def forward(
         inputs.append(x)
         if typed is not None:  # the window's projections here, the cell's sequential part there
             lp = typed.layer(params, k)
-            proj = cell_api.project(lp["W_ih"], lp.get("b_ih"), x)  # (T, B, K·H)
-            # reference: the numpy cells, here the step path (scan=False), at every B
-            layer = typed.forward(lp, proj, state0[k], spec.scan and not reference)
+            use_scan = spec.scan and not reference  # reference: the step path, at every B
+            if use_scan and B == 1 and typed.forward1 is not None:  # its kernel reads x itself
+                layer = typed.forward1(lp, x, state0[k])
+            else:
+                proj = cell_api.project(lp["W_ih"], lp.get("b_ih"), x)  # (T, B, K·H)
+                layer = typed.forward(lp, proj, state0[k], use_scan)
         else:
             layer = layer_forward(
                 params[W_in], params[b_in], params[W_rec], params.get(b_rec), x, state0[k],
@@ -371,9 +375,9 @@ def backward(
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
     dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
     dstates = [None] * spec.layers
-    # where the layers ran through the kernels (engine.fused), and for the CellType cells at B > 1,
-    # dW_ih is scattered (and b_ih summed) compiled too; the numpy cells keep the numpy scatter
-    kernels = (fused.compiled(spec.cell, B) or (typed is not None and B > 1)) and not fwd.reference
+    # where the layers ran through the kernels (engine.fused), and for the CellType cells at every
+    # B, dW_ih is scattered (and b_ih summed) compiled too; the numpy cells keep the numpy scatter
+    kernels = (fused.compiled(spec.cell, B) or typed is not None) and not fwd.reference
     for k in reversed(range(spec.layers)):
         W_in, W_rec, b_in, b_rec = layer_names(spec, k)
         layer, x = fwd.layers[k], fwd.inputs[k]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from rnnlab.engine.fused_kernels import fast_tanh
+from rnnlab.engine.fused_kernels import _column, fast_tanh
 
 # error_model="numpy": a division by zero gives inf instead of raising, which lets LLVM vectorize
 # the minLSTM's f / (f + i) (the check would stop it: 3.5x slower measured)
@@ -198,3 +198,66 @@ def minlstm_backward(f, i, fn, ht, hs, G, dproj, dh0, c):
     for b in range(B):
         dh0[b] = 0
         _fma_conj_row(fn[0, b], G[0, b], dh0[b])
+
+
+# --- one stream (B = 1): the inputs read as columns, as ``fused_kernels``' B = 1 kernels --------
+# At B = 1 a window's per-call cost is most of it: these read step t's pre-activations straight
+# from W_ih's column of the step's symbol (+ b_ih; for dense inputs from the transposed (K·H, T)
+# projections), so no projection pass precedes them, and take their constants from the arrays'
+# dtype. The row functions are the ones above: the same arithmetic in the same order.
+
+
+@numba.njit(**_JIT)
+def mingru_forward1(Wx, rows, b, hs, z, a, ht):
+    """One stream's minGRU window: Wx[:, rows[t]] + b (2H,) step t's z and h̃ pre-activations;
+    hs (T+1, H) with hs[0] the carried state → hs[1:], and z, a = 1 − z, h̃ (T, H)."""
+    T, H = z.shape
+    dt = hs.dtype.type
+    zero, half, one = dt(0.0), dt(0.5), dt(1.0)
+    p = np.empty(2 * H, dtype=hs.dtype)
+    for t in range(T):
+        _column(Wx, rows[t], b, p)
+        _mingru_row(p, hs[t], hs[t + 1], z[t], a[t], ht[t], zero, half, one)
+
+
+@numba.njit(**_JIT)
+def mingru_backward1(z, a, ht, hs, G, dproj, dh0):
+    """``mingru_backward`` for one stream: z, a, h̃, G (T, H), hs (T+1, H), dproj (T, 2H),
+    dh0 (H,)."""
+    T = G.shape[0]
+    dt = G.dtype.type
+    half, one = dt(0.5), dt(1.0)
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            _fma_conj_row(a[t + 1], G[t + 1], G[t])
+        _mingru_back_row(G[t], hs[t], z[t], ht[t], dproj[t], half, one)
+    dh0[:] = 0
+    _fma_conj_row(a[0], G[0], dh0)
+
+
+@numba.njit(**_JIT)
+def minlstm_forward1(Wx, rows, b, hs, f, i, fn, ht):
+    """One stream's minLSTM window: Wx[:, rows[t]] + b (3H,) step t's f, i and h̃
+    pre-activations; hs (T+1, H) → hs[1:], and f, i, f' = f / (f + i), h̃ (T, H)."""
+    T, H = f.shape
+    dt = hs.dtype.type
+    zero, half, one = dt(0.0), dt(0.5), dt(1.0)
+    p = np.empty(3 * H, dtype=hs.dtype)
+    for t in range(T):
+        _column(Wx, rows[t], b, p)
+        _minlstm_row(p, hs[t], hs[t + 1], f[t], i[t], fn[t], ht[t], zero, half, one)
+
+
+@numba.njit(**_JIT)
+def minlstm_backward1(f, i, fn, ht, hs, G, dproj, dh0):
+    """``minlstm_backward`` for one stream: f, i, f', h̃, G (T, H), hs (T+1, H), dproj (T, 3H),
+    dh0 (H,)."""
+    T = G.shape[0]
+    dt = G.dtype.type
+    half, one = dt(0.5), dt(1.0)
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            _fma_conj_row(fn[t + 1], G[t + 1], G[t])
+        _minlstm_back_row(G[t], hs[t], f[t], i[t], fn[t], ht[t], dproj[t], half, one)
+    dh0[:] = 0
+    _fma_conj_row(fn[0], G[0], dh0)

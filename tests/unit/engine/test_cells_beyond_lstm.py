@@ -195,11 +195,13 @@ def test_scan_is_finite_where_a_underflows():
 
 @pytest.mark.parametrize("cell", LINEAR)
 @pytest.mark.parametrize("T", [1, 2, 25, 200])
-def test_scan_path_equals_step_path_float64(cell, T):
+@pytest.mark.parametrize("B", [1, 3])
+def test_scan_path_equals_step_path_float64(cell, T, B):
     """scan=true and scan=false: the same losses, gradients, final state and state gradient to
     1e-10 over windows of 1, 2, 25 and 200 steps, from a carried (non-zero) state and then
-    carrying each path's own final state into a second window."""
-    B, H, V = 3, 6, 7
+    carrying each path's own final state into a second window; one stream (minGRU's and
+    minLSTM's B = 1 kernels) and several."""
+    H, V = 6, 7
     rng = np.random.default_rng(T)
     xs = rng.integers(0, V, (2, T, B))
     ys = rng.integers(0, V, (2, T, B))
@@ -225,10 +227,87 @@ def test_scan_path_equals_step_path_float64(cell, T):
             np.testing.assert_allclose(g_s[k], g_p[k], rtol=1e-10, atol=1e-10, err_msg=k)
 
 
+MIN_CELLS = ("mingru", "minlstm")  # a B = 1 kernel of their own on the scan path (forward1)
+
+
+def _two_windows(spec, params, xs, ys, state, reference, masks=None):
+    """Two windows, the second from the first's final state: per window (loss, every gradient,
+    the final state, the initial state's gradient, d loss / d h_t of every layer and step)."""
+    got = []
+    for w in range(2):
+        fwd = rnn.forward(params, xs[w], state, spec, masks=masks, reference=reference)
+        loss, dlogits = rnn.softmax_xent(fwd.logits.copy(), ys[w])
+        T, B = xs[w].shape[:2]
+        trace = np.zeros((spec.layers, T, B, spec.hidden_size))
+        grads, dstate = rnn.backward(params, fwd, dlogits, dh_trace=trace)
+        got.append((loss, {k: v.copy() for k, v in grads.items()}, fwd.state, dstate, trace))
+        state = fwd.state
+    return got
+
+
+@pytest.mark.parametrize("cell", MIN_CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("dense", [False, True], ids=["symbols", "dense"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_one_stream_kernels_equal_the_numpy_step_path(cell, layers, dense, dropout):
+    """At B = 1 the scan path runs the cell's own B = 1 kernels (``forward1``: W_ih's columns
+    read in the kernel, no projection pass; the backward on (T, ·) rows; the compiled scatter of
+    dW_ih and the compiled update's inputs): the same loss, every gradient, the carried state,
+    its gradient and every step's d loss / d h_t as the numpy step path (``reference=True``) to
+    1e-10 in float64, over two windows carried one into the other, symbols and dense inputs."""
+    H, V, D, T = 7, 9, 3, 25
+    rng = np.random.default_rng([layers, int(dense), int(10 * dropout)])
+    spec = rnn.Spec(cell, layers, H, "tanh", dropout, True)
+    assert rnn.TYPED[cell].forward1 is not None
+    _, params = rnn.init_params(D if dense else V, H, V, rng, "normal", 0.5, np.float64, spec)
+    for v in params.values():  # weights away from the init, every bias non-zero
+        v += rng.normal(0.0, 0.3, v.shape)
+    xs = rng.random((2, T, 1, D)) if dense else rng.integers(0, V, (2, T, 1))
+    ys = rng.integers(0, V, (2, T, 1))
+    state = rng.normal(size=(layers, 1, 1, H))
+    masks = rnn.dropout_masks(spec, T, 1, np.float64, rng) if dropout else None
+    kernels = _two_windows(spec, params, xs, ys, state, False, masks)
+    numpy_step = _two_windows(spec, params, xs, ys, state, True, masks)
+    for got, want in zip(kernels, numpy_step, strict=True):
+        for i, what in [(0, "loss"), (2, "state"), (3, "d state0"), (4, "dh trace")]:
+            np.testing.assert_allclose(got[i], want[i], rtol=1e-10, atol=1e-10, err_msg=what)
+        for k in got[1]:
+            np.testing.assert_allclose(got[1][k], want[1][k], rtol=1e-10, atol=1e-10, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", MIN_CELLS)
+@pytest.mark.parametrize("dense", [False, True], ids=["symbols", "dense"])
+def test_forward1_is_the_scan_forward_of_the_projections(cell, dense):
+    """``forward1`` (inputs read by the kernel) gives the scan forward's Layer on the engine's
+    projections W_ih x + b_ih: outputs, carried state and every saved array the backward reads,
+    equal to 1e-12."""
+    from rnnlab.engine.cell_api import project
+
+    H, V, D, T = 6, 8, 3, 25
+    rng = np.random.default_rng(5)
+    c = rnn.TYPED[cell]
+    spec = rnn.Spec(cell, 1, H)
+    _, params = rnn.init_params(D if dense else V, H, V, rng, "normal", 0.5, np.float64, spec)
+    lp = c.layer(params, 0)
+    x = rng.random((T, 1, D)) if dense else rng.integers(0, V, (T, 1))
+    state0 = rng.normal(size=(1, 1, H))
+    got = c.forward1(lp, x, state0)
+    want = c.forward(lp, project(lp["W_ih"], lp["b_ih"], x), state0, True)
+    np.testing.assert_allclose(got.hs, want.hs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.state, want.state, rtol=1e-12, atol=1e-12)
+    assert got.saved.keys() == want.saved.keys()
+    for k in got.saved:
+        assert got.saved[k].shape == want.saved[k].shape == (T, 1, H)
+        np.testing.assert_allclose(got.saved[k], want.saved[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    with pytest.raises(IndexError, match="input symbols"):
+        c.forward1(lp, np.full((T, 1), 10**6), state0)  # the kernels do not check bounds
+
+
 @pytest.mark.parametrize("cell", LINEAR)
-def test_scan_path_equals_step_path_float32(cell):
+@pytest.mark.parametrize("B", [1, 4])
+def test_scan_path_equals_step_path_float32(cell, B):
     """In float32 the two paths agree to float32 rounding (the scan reassociates the sums)."""
-    B, H, V, T = 4, 16, 9, 25
+    H, V, T = 16, 9, 25
     rng = np.random.default_rng(0)
     xs, ys = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
     out = {}
