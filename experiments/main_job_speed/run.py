@@ -160,7 +160,12 @@ def figures_of(folder: Path) -> dict[str, float]:
     ids = [e.experiment_id for e in client.search_experiments()]
     (run,) = list(store.search_all(client, ids))
     m = run.data.metrics
-    return {k: m[k] for k in (*FIGURES, "final/chars_per_sec") if k in m} | {
+    out = {k: m[k] for k in (*FIGURES, "final/chars_per_sec") if k in m}
+    # the training loop's own time (wall), by the name each version logs it under
+    for key in ("final/train_seconds", "final/wall_time_s"):
+        if key in m:
+            out["train_seconds"] = m[key]
+    return out | {
         "run_id": run.info.run_id, "status": run.info.status}  # fmt: skip
 
 
@@ -255,6 +260,9 @@ def measure(args: dict, argv: list[str]) -> dict:
         for pair in range(1, args["pairs"] + 1):
             order = ["before", "after"] if pair % 2 else ["after", "before"]
             for version in order:
+                # what the job costs besides training: the same command for one iteration
+                run = main_job(checkouts[version], version, SEED, 1, scratch, f"startup{pair}")
+                results["runs"].append({"kind": "startup", "pair": pair} | run)
                 run = main_job(checkouts[version], version, SEED, iterations, scratch,
                                f"pair{pair}")  # fmt: skip
                 results["runs"].append({"kind": "pair", "pair": pair} | run)
@@ -285,7 +293,20 @@ def summarise(results: dict) -> dict:
     wall = [of(p, "before")["wall_seconds"] / of(p, "after")["wall_seconds"] for p in pairs]
     cpu = [of(p, "before")["cpu_seconds"] / of(p, "after")["cpu_seconds"] for p in pairs]
     seeds = [r for r in runs if r["kind"] == "seed"]
-    out: dict = {
+    out: dict = {}
+    started = {(r["pair"], r["version"]): r["cpu_seconds"] for r in runs if r["kind"] == "startup"}
+    if started:  # CPU besides training (one iteration's job), and the rest of the job
+
+        def rest(p: int, v: str) -> float:
+            return of(p, v)["cpu_seconds"] - started[p, v]
+
+        out["startup_cpu"] = {v: statistics.median(started[p, v] for p in pairs)
+                              for v in ("before", "after")}  # fmt: skip
+        out["rest_cpu"] = {v: statistics.median(rest(p, v) for p in pairs)
+                           for v in ("before", "after")}  # fmt: skip
+        out["rest_cpu_ratio"] = statistics.median(rest(p, "before") / rest(p, "after")
+                                                  for p in pairs)  # fmt: skip
+    out |= {
         "pairs": len(pairs),
         "wall_ratio": statistics.median(wall),
         "wall_ratios": wall,
@@ -337,7 +358,8 @@ def markdown(results: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        name = f"pair {r['pair']}, {r['version']}" if r["kind"] == "pair" else "after, seed"
+        name = "after, seed" if r["kind"] == "seed" else f"pair {r['pair']}, {r['version']}"
+        name += ", `iterations=1`" if r["kind"] == "startup" else ""
         lines.append(f"| {name} | {r['seed']} | {r['wall_seconds']:.1f} | {r['cpu_seconds']:.1f} "
                      f"| {r['load_at_start'][0]:.1f} | {r['final/smooth_loss']:.4f} | "
                      f"{r['val/loss_warm']:.4f} |")  # fmt: skip
@@ -353,6 +375,18 @@ def markdown(results: dict) -> str:
         "machine the CPU ratio is the fairer one: a neighbour's load stretches wall time, not "
         "the CPU a process uses.",
         "",
+    ]
+    if "startup_cpu" in s:
+        st, rest = s["startup_cpu"], s["rest_cpu"]
+        lines += [
+            f"**Where the time goes** (CPU, medians over pairs): the same command with "
+            f"`iterations=1` — imports, the store, one evaluation, the end-of-run sample, page and "
+            f"report — costs {st['before']:.1f} s before and {st['after']:.1f} s after; the rest "
+            f"of the job (its training steps and their evaluations) {rest['before']:.1f} s "
+            f"before and {rest['after']:.1f} s after, {s['rest_cpu_ratio']:.2f}× faster.",
+            "",
+        ]
+    lines += [
         f"**Seed spread** of the new main job over seeds {', '.join(map(str, s['seeds']))} "
         f"(not seed {SEED}, so the two seed-{SEED} runs are tested against it, not part of it). "
         f"The interval is mean ± 2 sd: with {len(s['seeds'])} seeds, a run from the same "
