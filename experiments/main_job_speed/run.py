@@ -17,7 +17,10 @@ run per checkout loads or compiles its kernels' on-disk cache, as a user's secon
 Then ``pairs`` pairs at seed 0, the order alternating (before first, then after first, …) so a
 neighbour's load hits both alike, each process's wall time and CPU time (user + system, its
 children included) recorded, and its ``final/smooth_loss`` and ``val/loss_warm`` (the last
-evaluation's, the objective) read back from its store. Then the new main job at each of
+evaluation's, the objective) read back from its store. Before each main job the same command runs
+with ``iterations=1``: what a run costs besides training (imports, the store, the end-of-run
+sample, page and report), so the CPU of the training steps and their evaluations can be told
+apart from it. Then the new main job at each of
 ``seeds``: the seed spread of those two figures. Over 100,000 Adagrad steps the kernels' and the
 numpy cells' float rounding diverge chaotically, so "the same learning" means the old and the new
 seed-0 figures lie within that spread, not that they are equal.
