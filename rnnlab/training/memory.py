@@ -107,7 +107,10 @@ def estimate(cfg: Config, corpus: Corpus | None = None) -> Estimate:
     # step: a copy of θ and of ∇θ, and its own memories
     copies = 3 + 2 * memories + ((2 + memories) if cfg.diagnostics else 0)
     H, L, T, B = spec.hidden_size, spec.layers, steps, cfg.batch_size
-    K, S = rnn.GATES[spec.cell], spec.state_size
+    # K: input projections per unit (rows of W_hh per unit for the classic cells; a
+    # CellType's input_rows for the cells after them: their gates read x_t only)
+    K = rnn.TYPED[spec.cell].input_rows if spec.cell in rnn.TYPED else rnn.GATES[spec.cell]
+    S = spec.state_size
     forward = L * H * (K + S + 1)  # a step's forward record: gates, states, the output
     # a training window: its forward record, the backward pass's gate and state gradients,
     # the logits, probabilities and their gradient
