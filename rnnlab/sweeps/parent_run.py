@@ -128,7 +128,7 @@ def close_dead(client: MlflowClient, run: Run, found_by: str) -> str:
     """Close one RUNNING run whose process is gone (see ``close_dead_runs``); its lease is taken
     first, so a resume that got there first is left alone (empty line)."""
     tags, run_id = run.data.tags, run.info.run_id
-    where = f"process {tags.get('rnnlab.pid', '?')} on {tags.get('rnnlab.host', '?')}"
+    where = store.where_text(run)
     uri = client.tracking_uri
     try:
         lease.take(uri, run_id, tags.get(lease.WRITER_TAG), lease.me(), "RUNNING")
@@ -250,10 +250,12 @@ def is_sweep_target(target: str) -> bool:
     return (Path(target).expanduser() / PARENT_RUN_FILE).is_file()
 
 
-def sync_sweep(target: str, tracking_uri: str | None = None) -> str:
+def sync_sweep(target: str, tracking_uri: str | None = None, dead: bool = False) -> str:
     """``python -m rnnlab.sync <sweep folder | parent run id>``: send every child's waiting
     journal, then close the parent if its process is gone (with the jobs that never started
-    counted). One line per run touched."""
+    counted). One line per run touched. ``dead``: the user says the sweep's process is gone,
+    for a parent this host cannot check (``store.is_dead`` cannot tell); refused (UserError)
+    when a process of the sweep that this host can check is alive."""
     from rnnlab.tracking.journal import JOURNAL_FILE, sync
 
     folder = Path(target).expanduser()
@@ -271,9 +273,22 @@ def sync_sweep(target: str, tracking_uri: str | None = None) -> str:
                 lines.append(f"rnnlab: run {child.info.run_id}: {e}")
     parent = client.get_run(parent.info.run_id)
     name = f"sweep {parent.info.run_name} (parent run {parent.info.run_id})"
-    if parent.info.status == "RUNNING" and store.is_dead(parent):
-        line = close_dead(client, parent, "rnnlab.sync")
+    if parent.info.status == "RUNNING" and dead:
+        alive = [r for r in [parent, *store.list_children(client, parent.info.run_id)]
+                 if r.info.status == "RUNNING" and store.is_alive(r)]  # fmt: skip
+        if alive:
+            tags = alive[0].data.tags
+            raise UserError(f"{name}: dead=true, but run {alive[0].info.run_id} of it is "
+                            f"RUNNING in process {tags['rnnlab.pid']} on {tags['rnnlab.host']}, "
+                            "which is still alive: stop it first")  # fmt: skip
+    if parent.info.status == "RUNNING" and (dead or store.is_dead(parent)):
+        found_by = "rnnlab.sync dead=true" if dead and not store.is_dead(parent) else "rnnlab.sync"
+        line = close_dead(client, parent, found_by)
         lines.append(f"rnnlab: closed {line}" if line else f"rnnlab: {name} is being closed")
+    elif parent.info.status == "RUNNING" and not store.is_alive(parent):
+        lines.append(f"rnnlab: {name} is RUNNING, and this host cannot tell whether its "
+                     f"{store.where_text(parent)} is alive; if it is gone: python -m "
+                     f"rnnlab.sync {target} dead=true")  # fmt: skip
     else:
         lines.append(f"rnnlab: {name} is {store.describe_status(parent)}")
     return "\n".join(lines)

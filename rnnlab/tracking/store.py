@@ -316,6 +316,23 @@ def is_dead(run: Run) -> bool:
     return "rnnlab.pid_start" in tags and start != tags["rnnlab.pid_start"]
 
 
+def is_alive(run: Run) -> bool:
+    """True for a RUNNING run whose recorded process, on this host, is alive (the same one:
+    its start time matches). Another host's run, or one that recorded no pid: False."""
+    tags = run.data.tags
+    if run.info.status not in ("RUNNING", "SCHEDULED") or "rnnlab.pid" not in tags:
+        return False
+    return tags.get("rnnlab.host") == socket.gethostname() and not is_dead(run)
+
+
+def where_text(run: Run) -> str:
+    """Where a run's process ran, in words: "process 4242 on vm", or that it was not recorded."""
+    tags = run.data.tags
+    if "rnnlab.pid" not in tags:
+        return "process (it recorded no host or pid)"
+    return f"process {tags['rnnlab.pid']} on {tags.get('rnnlab.host', '?')}"
+
+
 def describe_status(run: Run) -> str:
     """The run's status, with RUNNING told apart: "RUNNING (dead: its process is gone)"."""
     return f"{run.info.status} (dead: its process is gone)" if is_dead(run) else run.info.status

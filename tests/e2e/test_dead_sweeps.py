@@ -162,3 +162,47 @@ def test_sigkill_of_a_sequential_sweep_leaves_nothing_running_after_the_next_swe
     assert not client.search_runs([exp], "attributes.status = 'RUNNING'")
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FAILED" and parent.data.tags["rnnlab.children_failed"] == "1"
+
+
+def test_a_parent_that_recorded_no_host_is_closed_only_with_dead_true(tmp_path, kafka_path):
+    """A parent from before parents recorded where they run (no host, no pid) cannot be checked:
+    ``rnnlab.sync`` leaves it RUNNING and names ``dead=true``, which closes it FAILED; with
+    ``dead=true``, a parent whose recorded process is alive on this host is refused in one
+    line."""
+    from rnnlab.tracking import store
+
+    done = run_cli(["-m", "seed=0", "iterations=20", "hidden_size=8", "experiment_name=dead"],
+                   tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = the_parent(client)
+    run_id, sweep_dir = parent.info.run_id, parent.data.tags["rnnlab.sweep_dir"]
+    client.update_run(run_id, status="RUNNING")  # what a sweep killed outright leaves
+    for key in ("rnnlab.host", "rnnlab.pid", "rnnlab.pid_start", "rnnlab.started_at"):
+        client.delete_tag(run_id, key)  # ... and a parent from before it recorded them
+
+    done = run_cli([sweep_dir], tmp_path, module="rnnlab.sync")
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{sweep_dir} dead=true" in done.stdout and "recorded no host or pid" in done.stdout
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    for key, value in store.where_tags().items():  # this test's own, live process
+        client.set_tag(run_id, key, value)
+    done = run_cli([sweep_dir, "dead=true"], tmp_path, module="rnnlab.sync")
+    print(done.stderr)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"process {os.getpid()}" in done.stderr and "still alive: stop it first" in done.stderr
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    for key in ("rnnlab.host", "rnnlab.pid", "rnnlab.pid_start", "rnnlab.started_at"):
+        client.delete_tag(run_id, key)
+    done = run_cli([sweep_dir, "dead=true"], tmp_path, module="rnnlab.sync")
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rnnlab: closed sweep" in done.stdout and "found by rnnlab.sync dead=true" in done.stdout
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FAILED" and parent.data.tags["rnnlab.children_finished"] == "1"
+    assert "recorded no host or pid" in parent.data.tags["error"]
+    exp = client.get_experiment_by_name("dead")
+    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
