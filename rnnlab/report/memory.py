@@ -8,7 +8,9 @@ in the memory-horizon study) and, per group and T:
 - the final objective metric (adding: ``val/mse``, copy: ``val/loss``) mean ± std over seeds,
   beside the task's baseline as each run logged it (``val/<metric>_baseline``);
 - how many seeds solved it (``iters_to_solve`` logged: the run met the criterion at some
-  evaluation) and the iterations that took, mean ± std over the seeds that did;
+  evaluation) and the iterations that took, mean ± std over the seeds that did; how many
+  diverged (stopped FAILED with a DivergenceError: they did not solve, and have no final
+  metric to average);
 - the **horizon**: the largest T solved in at least two thirds of the seeds (2 of 3); beside
   it the largest T at which as many seeds beat the baseline (final metric ≤ ``BEATEN`` × the
   baseline): a network that beats it remembers something, one at it remembers nothing;
@@ -121,6 +123,9 @@ def collect(sel: Selection, t: Tables) -> pd.DataFrame:
             "seed": p.get("seed"),
             "run_id": run.info.run_id,
             "status": run.info.status,
+            # a run stopped as diverged did not solve: counted, its metrics are not averaged
+            "diverged": run.info.status == "FAILED"
+            and run.data.tags.get("error", "").startswith("DivergenceError"),
             "metric": m.get(f"final/{metric_key(metric)}", math.nan),
             "solved_metric": m.get(f"final/{metric_key(solved)}", math.nan),
             "baseline": m.get(f"final/{metric_key(metric)}_baseline", math.nan),
@@ -133,11 +138,13 @@ def collect(sel: Selection, t: Tables) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (group, T): runs, solved, mean/std of the metrics and iterations to solve."""
+    """One row per (group, T): runs, solved, diverged, mean/std of the metrics (over the runs
+    that logged them: not the diverged) and iterations to solve."""
     out = []
     for (group, T), g in runs.groupby(["group", "T"], sort=True):
         out.append({
             "group": group, "T": T, "runs": len(g), "solved": int(g["solved"].sum()),
+            "diverged": int(g["diverged"].sum()),
             "beat": int(g["beat"].sum()),
             "metric_mean": g["metric"].mean(), "metric_std": g["metric"].std(ddof=1),
             "solved_metric_mean": g["solved_metric"].mean(),
@@ -409,10 +416,12 @@ def tables(th: TaskHorizon) -> list[tuple[str, list[str], list[list[str]]]]:
                 cells.append("")
                 continue
             r = r.iloc[0]
+            diverged = f", {r['diverged']} diverged" if r["diverged"] else ""
             cells.append(f"{_pm(r['metric_mean'], r['metric_std'], metric_fmt)} "
-                         f"({r['solved']}/{r['runs']})")  # fmt: skip
+                         f"({r['solved']}/{r['runs']}{diverged})")  # fmt: skip
         rows.append([g, *cells])
-    out.append((f"{th.task}: final {th.metric}, mean ± std (seeds solved / seeds)", head, rows))
+    out.append((f"{th.task}: final {th.metric}, mean ± std over the seeds that did not diverge "
+                f"(seeds solved / seeds)", head, rows))  # fmt: skip
     rows = []
     for g in groups:
         cells = []

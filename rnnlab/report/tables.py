@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rnnlab.config import Config, flatten
 from rnnlab.report.select import NOT_HYPERPARAMETERS, Selection
 from rnnlab.sweeps.leaderboard import shown_value
 from rnnlab.sweeps.search import TAG_PRUNED_AT, TAG_STATE, TAG_TRIAL
@@ -112,6 +113,9 @@ def fmt(column: str, value) -> str:
     return shown_value(str(value))  # a sampled learning rate as 0.03236, not 17 digits
 
 
+DEFAULTS = flatten(Config())  # what a run that did not log a key ran with
+
+
 def _param_key(key: str, params: set[str]) -> str | None:
     """An override key → the param it sets (``task=adder`` sets ``task.name``)."""
     for candidate in (key, f"{key}.name"):
@@ -154,11 +158,19 @@ def swept_parameters(sel: Selection) -> list[str]:
                 swept.append(key)
     else:
         swept = swept_from_overrides(sel.sweep_overrides, keys)
-    for key in sorted(keys):
-        values = {repr(p.get(key)) for p in all_params}
-        if len(values) > 1 and _is_hyperparameter(key) and key not in swept:
+    for key in varying(all_params):
+        if _is_hyperparameter(key) and key not in swept:
             swept.append(key)
     return swept
+
+
+def varying(all_params: list[dict]) -> list[str]:
+    """The params that differ between runs, sorted. A run that did not log a key (its code
+    predates it) ran with the key's default, so ``lru.r_min`` at its default does not split the
+    runs of newer code from older runs; a key the schema no longer has reads as None."""
+    keys = set().union(*(p.keys() for p in all_params))
+    return [key for key in sorted(keys)
+            if len({repr(p.get(key, DEFAULTS.get(key))) for p in all_params}) > 1]  # fmt: skip
 
 
 def _last(points: list[tuple[int, float]]) -> float:

@@ -10,7 +10,7 @@ import pytest
 from helpers.report import parent_of, read_csv, report_dir, sweep
 from PIL import Image
 
-from rnnlab.report.memory import faded_at, horizon_of, needed
+from rnnlab.report.memory import TaskHorizon, faded_at, horizon_of, needed, summarise, tables
 
 
 def test_two_thirds_of_the_seeds_make_a_t_solved():
@@ -21,6 +21,23 @@ def test_two_thirds_of_the_seeds_make_a_t_solved():
     assert horizon_of(rows) is None
     rows["beat"] = [3, 3, 2, 0]
     assert horizon_of(rows, "beat") == 40.0
+
+
+def test_a_diverged_run_counts_as_not_solved_and_is_named_beside_the_mean():
+    nan = float("nan")
+    runs = pd.DataFrame({
+        "group": ["irnn"] * 3, "T": [64] * 3, "seed": [0, 1, 2], "metric": [0.12, nan, nan],
+        "solved_metric": [0.3, nan, nan], "baseline": [1 / 6, nan, nan],
+        "solved": [False] * 3, "beat": [True, False, False], "iters": [nan] * 3,
+        "diverged": [False, True, True],
+    })  # fmt: skip
+    rows = summarise(runs)
+    assert rows[["runs", "solved", "beat", "diverged"]].iloc[0].tolist() == [3, 0, 1, 2]
+    assert rows["metric_mean"].iloc[0] == 0.12  # over the one run that did not diverge
+    th = TaskHorizon("adding", "val/mse", ("val/solved_frac", 0.95), rows, {"irnn": None},
+                     {"irnn": None}, {"irnn": None}, {"irnn": 64})  # fmt: skip
+    (_, _, metric_rows) = tables(th)[1]
+    assert metric_rows == [["irnn", "0.1200 (0/3, 2 diverged)"]]
 
 
 def test_the_gradient_fades_where_it_first_drops_below_a_thousandth():

@@ -36,7 +36,7 @@ from rnnlab.errors import UserError
 from rnnlab.report import __main__ as report
 from rnnlab.report.render import md_code
 from rnnlab.report.select import cast_param
-from rnnlab.report.tables import mean_std_n, swept_from_overrides
+from rnnlab.report.tables import mean_std_n, swept_from_overrides, varying
 
 # --- fast: the pieces ---------------------------------------------------------------------------
 
@@ -64,6 +64,17 @@ def test_swept_parameters_come_from_the_sweep_overrides():
     params = {"hidden_size", "learning_rate", "seed", "task.name", "iterations"}
     got = swept_from_overrides("task=adder,charrnn hidden_size=8,16 seed=0,1 iterations=5", params)
     assert got == ["task.name", "hidden_size"]  # seed is what gets averaged, not a parameter
+
+
+def test_a_key_older_runs_did_not_log_varies_only_away_from_its_default():
+    """Runs of code from before ``lru.r_min`` and ``dropout`` existed beside newer runs: the
+    key at its default splits nothing (before: every cell's group was labelled
+    ``cell=gru … r_min=None`` beside ``cell=lru … r_min=0.0``); away from it, it does."""
+    old = {"cell": "gru", "seed": 0}
+    new = {"cell": "lru", "seed": 0, "lru.r_min": 0.0, "indrnn.horizon": None, "dropout": 0.5}
+    assert varying([old, new]) == ["cell", "dropout"]
+    assert varying([old, {**new, "lru.r_min": 0.9}]) == ["cell", "dropout", "lru.r_min"]
+    assert varying([{"gone.key": 1}, {}]) == ["gone.key"]  # not in the schema: None
 
 
 def test_markdown_fence_cannot_be_closed_by_the_sample():
