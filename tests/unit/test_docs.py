@@ -63,3 +63,12 @@ def test_the_docs_site_builds_strictly(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "architecture" / "index.html").is_file()
+
+
+def test_the_memory_horizon_readme_quotes_its_table_from_horizon_csv():
+    """The every-cell table in experiments/memory_horizon/README.md is what table.py prints
+    from the report's horizon.csv beside it, to the character: never typed by hand."""
+    folder = ROOT / "experiments" / "memory_horizon"
+    done = subprocess.run([sys.executable, str(folder / "table.py")], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() in (folder / "README.md").read_text(encoding="utf-8")
