@@ -26,6 +26,7 @@ from rnnlab.quiet import quiet_third_party, survive_closed_output, verbose_reque
 from rnnlab.sweeps import launching
 from rnnlab.sweeps.compose import CONFIG_DIR, register_configs, to_config
 from rnnlab.sweeps.preflight import preflight
+from rnnlab.tracking import store
 from rnnlab.tracking.ui import default_run_name, run_name
 from rnnlab.training.signals import held
 
@@ -103,6 +104,7 @@ def main(cfg: DictConfig) -> float:
 
     started = time.perf_counter()
     quiet_third_party(bool(cfg.get("verbose", False)))  # again: a joblib worker is a new process
+    store.not_a_notebook()  # as cli() does (a joblib worker inherits the environment only)
     ctx = job_context()
     ctx.run_name = ctx.run_name or default_run_name(str(cfg.task.name))  # never MLflow's random
     try:  # an exception escaping a job would stop Hydra's basic sweeper after the batch
@@ -144,6 +146,8 @@ def cli() -> None:
     # before MLflow's first import (it is imported only once the command line is checked);
     # joblib's worker processes inherit it.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    store.lean_mlflow()  # no telemetry thread (store.LEAN_ENV)
+    store.not_a_notebook()  # MLflow's notebook probes would import IPython to learn it is not
     from rnnlab.sweeps import parent_run
 
     try:

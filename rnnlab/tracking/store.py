@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,6 +49,12 @@ HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+
+
+# What MLflow need not do in rnnlab's processes, set before MLflow's first import (a user's own
+# setting wins; joblib's workers inherit it): no usage-telemetry client, whose thread starts
+# in every process that imports MLflow and calls out over HTTP.
+LEAN_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 class StoreError(UserError):
@@ -80,9 +87,26 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def bound_http_calls() -> None:
-    """Make one call to a tracking server give up within about 21 s (see HTTP_ENV)."""
+    """Make one call to a tracking server give up within about 21 s (see HTTP_ENV); skip what
+    MLflow need not do here (``lean_mlflow``)."""
     for key, value in HTTP_ENV.items():
         os.environ.setdefault(key, value)
+    lean_mlflow()
+
+
+def lean_mlflow() -> None:
+    """Set ``LEAN_ENV`` in this process (and its children) unless the user set them: call it
+    before MLflow is first imported, as the telemetry switch is read then."""
+    for key, value in LEAN_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def not_a_notebook() -> None:
+    """For a command's own process (never a library caller's): when IPython is not imported
+    yet, this process is no IPython or Jupyter session, so make ``import IPython`` fail as if
+    it were not installed. MLflow's run and model tags ask the notebook context providers, which
+    import IPython (~0.3 s of CPU) only to find that no notebook is running."""
+    sys.modules.setdefault("IPython", None)  # type: ignore[arg-type]
 
 
 # --- experiments ----------------------------------------------------------------------------------
