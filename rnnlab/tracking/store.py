@@ -6,7 +6,9 @@ checkpoint. Invariants enforced here:
 
 - *Safe store creation:* a SQLite store is opened (and, when new, created and migrated) under a
   file lock beside the database, so any number of processes may start at once on an empty
-  folder and none ever sees, or leaves, a half-migrated schema.
+  folder and none ever sees, or leaves, a half-migrated schema. A new store is a copy of the
+  empty store MLflow's migrations built once per MLflow version on this machine
+  (``copy_empty_store``), renamed into place whole.
 - *Bounded server calls:* one call to an HTTP tracking server gives up after about
   about 21 s (``HTTP_ENV``; MLflow's default retries block ~4 minutes); what a run then could not
   send goes to its ``Journal``, an append-only file in its job folder, replayed by ``python -m
@@ -183,11 +185,100 @@ def open_store(uri: str, create: bool = False) -> MlflowClient:
             raise StoreError(str(e)) from None
     try:
         with creation_lock(uri):
+            if not path.is_file():  # a new store: a copy of the migrated schema, when cached
+                copy_empty_store(path)
             client = MlflowClient(uri)  # builds the store: creates or migrates its tables
             client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 — e.g. a file that is not a database
         raise StoreError(f"cannot open the MLflow store {uri}: {first_line(e)[:300]}") from None
     return client
+
+
+# --- a new SQLite store: MLflow's migrations once per MLflow version, then a copy ---------------
+# MLflow creates a SQLite store by running every schema migration since its first (~60 alembic
+# scripts, ~1.5 s of CPU); the schema they end at is the same for every new store of one MLflow
+# version. So the first new store on a machine also leaves an empty, fully migrated database in
+# the cache folder, and each later new store starts as a copy of it; MLflow then opens it as it
+# opens any store (it checks the schema is its newest, creates the Default experiment).
+
+
+def cache_dir() -> Path:
+    """Where rnnlab keeps what it builds once per machine: $RNNLAB_CACHE_DIR, else
+    $XDG_CACHE_HOME/rnnlab, else ~/.cache/rnnlab."""
+    if env := os.environ.get("RNNLAB_CACHE_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnlab"
+
+
+def empty_store_path() -> Path:
+    """The cached empty store of the installed MLflow version."""
+    from mlflow.version import VERSION
+
+    return cache_dir() / f"mlflow-{VERSION}-empty.db"
+
+
+def schema_head() -> str:
+    """The newest schema revision of the installed MLflow (its migration scripts' head)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def is_empty_store(path: Path, head: str) -> bool:
+    """True when ``path`` is a SQLite database at schema revision ``head`` holding no
+    experiment: a store MLflow migrated and nothing used."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            revision = con.execute("SELECT version_num FROM alembic_version").fetchall()
+            experiments = con.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return revision == [(head,)] and experiments == 0
+
+
+def build_empty_store(dest: Path) -> None:
+    """Run MLflow's own table creation and migrations on a new database at ``dest``: what
+    MLflow does for a new SQLite store, without the Default experiment (whose artifact folder
+    belongs to each store). Written beside ``dest`` and renamed into place."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    os.replace(tmp, dest)
+
+
+def copy_empty_store(path: Path) -> bool:
+    """Create the new SQLite store ``path`` as a copy of the cached empty store (building that
+    first when this MLflow version has none yet). False, leaving ``path`` absent, when the cache
+    cannot be used: MLflow then creates the store itself, as it always could."""
+    import shutil
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        head = schema_head()
+        template = empty_store_path()
+        if not is_empty_store(template, head):
+            build_empty_store(template)
+            if not is_empty_store(template, head):
+                return False
+        shutil.copyfile(template, tmp)
+        os.replace(tmp, path)  # whole or absent: other processes wait on the creation lock
+        return True
+    except Exception:  # noqa: BLE001 — a cache we cannot read or write costs only time
+        tmp.unlink(missing_ok=True)
+        return False
 
 
 def client(uri: str) -> MlflowClient:

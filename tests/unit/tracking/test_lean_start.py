@@ -1,12 +1,76 @@
-"""What a run skips at start, and that it records the same for it: the model's requirements
-checked without mapping every installed package, no telemetry client, no IPython import in a
-command's process."""
+"""What a run skips at start, and that it records the same for it: a new SQLite store copied from
+the cached empty store MLflow migrated once, the model's requirements checked without mapping
+every installed package, no telemetry client, no IPython import in a command's process."""
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 import subprocess
 import sys
+
+import pytest
+
+from rnnlab.tracking import store
+
+
+def schema(db) -> dict[str, list[str]]:
+    """Every table, index and trigger of a SQLite file with its SQL's lines sorted: alembic's
+    batch migrations rebuild tables with their constraints in set order, so two stores MLflow
+    migrated may list them in another order."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+    finally:
+        con.close()
+    return {f"{t} {n}": sorted(re.split(r",\s*\n", sql or "")) for t, n, sql in rows}
+
+
+def test_a_new_store_is_a_copy_of_the_schema_mlflow_migrated_once(tmp_path, monkeypatch):
+    """The first new store builds the cache with MLflow's own migrations; every later one is a
+    copy of it, with the same schema as a store MLflow creates itself, the newest revision,
+    and its own Default experiment."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    template = store.empty_store_path()
+    assert not template.exists()
+    first = tmp_path / "a" / "mlflow.db"
+    store.open_store(f"sqlite:///{first}", create=True)
+    assert store.is_empty_store(template, store.schema_head())  # nothing of `a` in it
+    built = template.stat().st_mtime_ns
+    second = tmp_path / "b" / "mlflow.db"
+    client = store.open_store(f"sqlite:///{second}", create=True)
+    assert template.stat().st_mtime_ns == built  # copied, not built again
+    by_mlflow = tmp_path / "c" / "mlflow.db"
+    by_mlflow.parent.mkdir()
+    MlflowClient(f"sqlite:///{by_mlflow}").search_experiments()  # MLflow's own migrations
+    assert schema(second) == schema(by_mlflow)
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    eid = store.ensure_experiment(client, "charrnn")
+    run = client.create_run(eid)
+    client.log_param(run.info.run_id, "hidden_size", "100")
+    assert client.get_run(run.info.run_id).data.params == {"hidden_size": "100"}
+
+
+@pytest.mark.parametrize("damage", ["not a database", "a folder"])
+def test_a_cache_it_cannot_use_costs_only_time(tmp_path, monkeypatch, damage):
+    """A cached empty store that is damaged, or a cache path that is no file: MLflow creates
+    the new store itself, whole."""
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    template = store.empty_store_path()
+    template.parent.mkdir(parents=True)
+    if damage == "a folder":
+        template.mkdir()
+    else:
+        template.write_bytes(b"SQLite format 3\x00" + b"\x07" * 2000)
+    db = tmp_path / "s" / "mlflow.db"
+    client = store.open_store(f"sqlite:///{db}", create=True)
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert not list(db.parent.glob(".*.tmp"))
+    if damage == "not a database":  # rebuilt in place from MLflow's migrations
+        assert store.is_empty_store(template, store.schema_head())
 
 
 def test_the_models_requirements_are_checked_without_mapping_every_package(monkeypatch):
