@@ -1,10 +1,12 @@
 """``python -m rnnlab.bench [key=value ...]``: how fast rnnlab trains, measured side by side in one
 run, recorded in the results file the docs' benchmark page is rendered from.
 
-Three sections, each its own module: the engine's rates per cell against the seed's loop, the GEMM
+Its sections, each its own module: the engine's rates per cell against the seed's loop, the GEMM
 bound and the numpy cells (``rnnlab.bench.engine``); what MLflow tracking costs a char-RNN run
 (``rnnlab.bench.tracking``); what diagnostics cost each task's default run, as whole
-``python -m rnnlab.run`` processes (``rnnlab.bench.diagnostics``). Every run appends its figures
+``python -m rnnlab.run`` processes (``rnnlab.bench.diagnostics``); what starting a run costs,
+``python -m rnnlab.run iterations=1`` on an existing and a fresh store
+(``rnnlab.bench.run_startup``). Every run appends its figures
 to the results file and re-renders the page (``rnnlab.bench.history``). Targets are judged only
 on a run long enough to support them: never on ``quick=true``, whose figures are rough.
 Timings are never asserted by a test.
@@ -22,14 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rnnlab import cli, files
-from rnnlab.bench import diagnostics, engine, history, new_cells, tracking
+from rnnlab.bench import diagnostics, engine, history, new_cells, run_startup, tracking
 from rnnlab.bench.references import HIDDEN, SEQ
 from rnnlab.errors import UserError
 
 # what a run must have done for its verdicts to count
-FULL = {"rounds": 5, "block_seconds": 0.25, "tracking_iterations": 10_000, "diag_rounds": 3}
+FULL = {"rounds": 5, "block_seconds": 0.25, "tracking_iterations": 10_000, "diag_rounds": 3,
+        "run_startup_rounds": 3}  # fmt: skip
 QUICK = {"rounds": 2, "block_seconds": 0.03, "tracking_iterations": 200, "diag_rounds": 1,
-         "diag_iterations": 200}  # fmt: skip
+         "diag_iterations": 200, "run_startup_rounds": 1}  # fmt: skip
 
 COMMAND = cli.Command(
     name="rnnlab.bench",
@@ -43,6 +46,18 @@ COMMAND = cli.Command(
         cli.Key("new_cells", "IRNN, IndRNN, minGRU, minLSTM, LRU (scan and step)", bool, True),
         cli.Key("tracking", "the MLflow tracking overhead", bool, True),
         cli.Key("diagnostics", "diagnostics on against off, whole processes", bool, True),
+        cli.Key(
+            "run_startup",
+            "CPU and wall of `python -m rnnlab.run iterations=1` (existing and fresh store)",
+            bool,
+            True,
+        ),  # fmt: skip
+        cli.Key(
+            "run_startup_rounds",
+            "rounds of the start-up runs (default 3; quick 1)",
+            int,
+            minimum=1,
+        ),  # fmt: skip
         cli.Key(
             "rounds",
             "interleaved rounds of the engine's cases (default 7; quick 2)",
@@ -80,6 +95,8 @@ COMMAND = cli.Command(
         "python -m rnnlab.bench quick=true",
         "python -m rnnlab.bench cells=rnn tracking=false diagnostics=false",
         "python -m rnnlab.bench render=true",
+        "python -m rnnlab.bench engine=false startup=false new_cells=false tracking=false "
+        "diagnostics=false",
     ),
 )
 
@@ -95,6 +112,8 @@ def settings_of(args: dict) -> dict:
         "tracking_rounds": 1 if quick else 4,
         "diag_rounds": args.get("diag_rounds") or (QUICK["diag_rounds"] if quick else 3),
         "diag_iterations": QUICK["diag_iterations"] if quick else None,  # None: the defaults
+        "run_startup_rounds": args.get("run_startup_rounds")
+        or (QUICK["run_startup_rounds"] if quick else 3),
     }
 
 
@@ -223,6 +242,10 @@ def measure(args: dict, argv: list[str]) -> dict:
                 corpus_path if "corpus" in args else None, tasks,
             )  # fmt: skip
         diagnostics.print_diagnostics(results["diagnostics"])
+    if args["run_startup"]:  # whole processes, after the rest: nothing else runs beside them
+        with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
+            results["run_startup"] = run_startup.figures(s["run_startup_rounds"], Path(tmp))
+        run_startup.print_figures(results["run_startup"])
 
     line = history.record(results, load_before, full)
     results |= {"full": full, "targets": line["targets"], "met": line.get("met", {})}

@@ -9,7 +9,8 @@ support it (``full``), never for ``quick=true``.
 
 ``render`` rewrites the generated blocks of ``docs/benchmarks.md`` from the file — the latest full
 run in detail, each target against the median of the last three full runs on that machine, and
-one line per full run since the file began — so a regression shows up as a line, and no figure
+one line per full run since the file began; the start-up section's latest full run in a block of
+its own, with what its imports cost by package — so a regression shows up as a line, and no figure
 on the page is typed by hand (``tests/unit/test_bench_history.py`` checks the page is the file's
 rendering).
 
@@ -35,6 +36,7 @@ HISTORY = REPO / "docs" / "benchmarks" / "history.jsonl"
 PAGE = REPO / "docs" / "benchmarks.md"
 BLOCKS = ("latest", "history")  # <!-- bench:NAME --> ... <!-- /bench:NAME --> on the page
 LAST = 3  # a target is judged on the median of this many latest full runs
+TOP = 12  # packages of the start-up's import-time breakdown the page shows
 
 # the engine's figures as recorded: results field -> its short name
 ENGINE_FIGURES = {
@@ -45,6 +47,8 @@ ENGINE_FIGURES = {
 }
 TRACKING = "tracking overhead % (a 100k-iteration run)"
 STARTUP = "kernels' first window, {} (s CPU)"  # cold | warm
+RUN_STARTUP = "run start-up, {} store (s {})"  # existing | fresh | fresh, no cache; CPU | wall
+RUN_STARTUP_FLOOR = "MLflow's imports alone (s CPU)"
 
 
 def diagnostics_name(task: str) -> str:
@@ -126,6 +130,14 @@ def figures_of(results: dict) -> dict[str, float]:
             out[STARTUP.format(how)] = results["startup"][f"{how}_extra_cpu_seconds"]
     if "tracking" in results:
         out[TRACKING] = results["tracking"]["wall"]["default_run_overhead_pct"]
+    if "run_startup" in results:
+        from rnnlab.bench.run_startup import CASES
+
+        for case in CASES:
+            for clock in ("CPU", "wall"):
+                key = f"{clock.lower()}_seconds"
+                out[RUN_STARTUP.format(case, clock)] = results["run_startup"][case][key]
+        out[RUN_STARTUP_FLOOR] = results["run_startup"]["mlflow_imports_cpu_seconds"]
     for task, d in results.get("diagnostics", {}).items():
         out[diagnostics_name(task)] = d["wall"]["overhead_pct"]
     return out
@@ -135,6 +147,7 @@ def targets_of(results: dict) -> list[dict]:
     """The targets for the figures a bench took: [{figure, op (">=" or "<="), bound}]."""
     from rnnlab.bench.diagnostics import DIAG_TARGET_PCT
     from rnnlab.bench.engine import ROWS
+    from rnnlab.bench.run_startup import EXISTING_TARGET, FRESH_TARGET
     from rnnlab.bench.tracking import TRACKING_TARGET_PCT
 
     out = []
@@ -147,6 +160,9 @@ def targets_of(results: dict) -> list[dict]:
         out.append({"figure": TRACKING, "op": "<=", "bound": TRACKING_TARGET_PCT})
     for task in results.get("diagnostics", {}):
         out.append({"figure": diagnostics_name(task), "op": "<=", "bound": DIAG_TARGET_PCT})
+    if "run_startup" in results:
+        for case, bound in (("existing", EXISTING_TARGET), ("fresh", FRESH_TARGET)):
+            out.append({"figure": RUN_STARTUP.format(case, "CPU"), "op": "<=", "bound": bound})
     return out
 
 
@@ -162,7 +178,7 @@ def shown(figure: str, value: float) -> str:
         return f"{value:,.0f}"
     if "%" in figure:
         return f"{value:+.1f}%"
-    if figure.endswith("(s CPU)"):
+    if figure.endswith(("(s CPU)", "(s wall)")):
         return f"{value:.2f} s"
     return f"{value:.2f}×"
 
@@ -186,6 +202,8 @@ def record(results: dict, load_before, full: bool) -> dict:
         "figures": figures_of(results),
         "targets": targets_of(results),
     }
+    if "run_startup" in results:  # what its imports cost, by package (the page shows the top)
+        line["run_startup_imports"] = results["run_startup"]["importtime"]
     if full:
         line["met"] = {t["figure"]: met(t, line["figures"][t["figure"]]) for t in line["targets"]}
     return line
@@ -226,8 +244,13 @@ def _load(load) -> str:
     return " / ".join(f"{x:.1f}" for x in load) if load else "unknown"
 
 
+def start_up_only(run: dict) -> bool:
+    """A run of the start-up section alone: its own block shows it, not the latest run's."""
+    return all(n.startswith("run start-up") or n == RUN_STARTUP_FLOOR for n in run["figures"])
+
+
 def render_latest(runs: list[dict]) -> str:
-    full = [r for r in runs if r.get("full")]
+    full = [r for r in runs if r.get("full") and not start_up_only(r)]
     if not full:
         return "_No full run recorded yet: `python -m rnnlab.bench` records one._"
     r = full[-1]
@@ -289,15 +312,64 @@ def render_history(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"latest": render_latest, "history": render_history}
+def render_run_startup(runs: list[dict]) -> str:
+    """The latest full run's start-up figures: each store's CPU and wall seconds, MLflow's
+    import floor, the targets against the median of the last full runs, and what its imports
+    cost by package."""
+    full = [r for r in runs if r.get("full") and RUN_STARTUP.format("existing", "CPU")
+            in r["figures"]]  # fmt: skip
+    if not full:
+        return "_No full run of the start-up section recorded yet._"
+    r = full[-1]
+    f = r["figures"]
+    from rnnlab.bench.run_startup import CASES
+
+    lines = [
+        f"Latest: {r['date']}, commit `{r['commit']}`, {machine_name(r['machine'])}, load "
+        f"average (1 / 5 / 15 min) {_load(r['load_average']['before'])} before and "
+        f"{_load(r['load_average']['after'])} after; `{r['command']}` (medians of "
+        f"{r['settings'].get('run_startup_rounds', '?')} rounds).",
+        "",
+        "| `python -m rnnlab.run iterations=1` on | CPU (user + sys, with children) | wall |",
+        "|---|---|---|",
+    ]
+    for case in CASES:
+        cpu, wall = (f.get(RUN_STARTUP.format(case, c)) for c in ("CPU", "wall"))
+        if cpu is not None:
+            lines.append(f"| {case} store | {cpu:.2f} s | {wall:.2f} s |")
+    if RUN_STARTUP_FLOOR in f:
+        lines.append(f"| (a process importing only MLflow, its SQL store and pyfunc) | "
+                     f"{f[RUN_STARTUP_FLOOR]:.2f} s | |")  # fmt: skip
+    lines += ["", "| target | this run | median of the last full runs (n) | verdict |",
+              "|---|---|---|---|"]  # fmt: skip
+    for t in r["targets"]:
+        if not t["figure"].startswith("run start-up"):
+            continue
+        median, n = judged(runs, t)
+        verdict = "met" if met(t, median) else "**missed**"
+        lines.append(f"| {shown_target(t)} | {shown(t['figure'], f[t['figure']])} | "
+                     f"{shown(t['figure'], median)} ({n}) | {verdict} |")  # fmt: skip
+    if imports := r.get("run_startup_imports"):
+        lines += ["", f"Its imports, one run on an existing store (`python -X importtime`: each "
+                  f"module's own time, wall clock, summed by top-level package; "
+                  f"{imports['total_seconds']:.2f} s in all, the heaviest {TOP}):", "",
+                  "| package | s |", "|---|---|"]  # fmt: skip
+        lines += [f"| {name} | {seconds:.3f} |" for name, seconds in imports["packages"][:TOP]]
+    return "\n".join(lines)
+
+
+RENDERERS = {"latest": render_latest, "history": render_history, "run_startup": render_run_startup}
+OPTIONAL = ("run_startup",)  # rendered where the page has its markers
 
 
 def render(page: str, runs: list[dict]) -> str:
     """``page`` with each generated block replaced by its rendering of ``runs``; UserError when
     the page lacks a block's markers."""
-    for name in BLOCKS:
+    for name in BLOCKS + OPTIONAL:
         start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         a, b = page.find(start), page.find(end)
+        if name in OPTIONAL and a < 0:
+            continue
         if a < 0 or b < a:
             raise UserError(f"the benchmark page has no {start} … {end} block to fill")
         page = page[: a + len(start)] + "\n" + RENDERERS[name](runs) + "\n" + page[b:]

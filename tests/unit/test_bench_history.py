@@ -117,3 +117,70 @@ def test_verdicts_only_from_runs_long_enough():
     short = {"quick": False, "rounds": 2, "diag_rounds": 1}
     full, why = bench.full_run(short, bench.settings_of(short))
     assert not full and "rounds=2 < 5" in why and "diag_rounds=1 < 3" in why
+
+
+IMPORTTIME = """import time: self [us] | cumulative | imported package
+import time:      1200 |       1200 |   _io
+import time:    300000 |     300000 |       mlflow.entities
+import time:    500000 |     800000 |     mlflow
+import time:     90000 |      90000 |   numba.core
+import time:     40000 |     130000 | numba
+some other line a run printed
+"""
+
+
+def run_startup(existing_cpu: float, fresh_cpu: float) -> dict:
+    """A start-up section as ``rnnlab.bench.run_startup.figures`` returns it."""
+    from rnnlab.bench.run_startup import CASES, import_breakdown
+
+    cases = {"existing": existing_cpu, "fresh": fresh_cpu, "fresh, no cache": fresh_cpu + 1.5}
+    assert set(cases) == set(CASES)
+    return {
+        "command": "python -m rnnlab.run iterations=1",
+        "rounds": 3,
+        **{case: {"cpu_seconds": cpu, "wall_seconds": cpu + 0.5} for case, cpu in cases.items()},
+        "mlflow_imports_cpu_seconds": 2.1,
+        "importtime": import_breakdown(IMPORTTIME),
+    }
+
+
+def test_an_import_time_breakdown_sums_self_time_by_package():
+    from rnnlab.bench.run_startup import import_breakdown
+
+    got = import_breakdown(IMPORTTIME)
+    assert got["packages"] == [["mlflow", 0.8], ["numba", 0.13], ["_io", 0.0012]]
+    assert got["total_seconds"] == pytest.approx(0.9312)
+
+
+def test_the_start_up_figures_are_recorded_judged_and_rendered(tmp_path):
+    """Each case's CPU and wall seconds and MLflow's import floor are figures; the existing and
+    fresh stores' CPU have targets (≤ 2.5 s, ≤ 3.5 s); the page shows them and the top of the
+    import-time breakdown."""
+    r = results(0.55, 2.0) | {"run_startup": run_startup(2.4, 3.9)}
+    line = history.record(r, [1.0, 1.0, 1.0], full=True)
+    f = line["figures"]
+    assert f["run start-up, existing store (s CPU)"] == 2.4
+    assert f["run start-up, fresh store (s wall)"] == 4.4
+    assert f["run start-up, fresh, no cache store (s CPU)"] == 5.4
+    assert f["MLflow's imports alone (s CPU)"] == 2.1
+    assert line["met"]["run start-up, existing store (s CPU)"] is True
+    assert line["met"]["run start-up, fresh store (s CPU)"] is False  # 3.9 > 3.5
+    path = tmp_path / "history.jsonl"
+    history.append(path, line)
+    only = history.record({**r, "engine": {}, "diagnostics": {}}, None, full=True)
+    history.append(path, only | {"date": "2026-12-08T10:00:00+00:00"})  # the section alone
+    page = history.render(PAGE + "<!-- bench:run_startup -->\n<!-- /bench:run_startup -->\n",
+                          history.read(path))  # fmt: skip
+    latest = page.split("<!-- /bench:latest -->")[0]
+    assert "2026-12-07T10:00:00+00:00" in latest  # a start-up-only run is not the latest run
+    block = page.split("<!-- bench:run_startup -->")[1]
+    assert "2026-12-08T10:00:00+00:00" in block
+    assert "| existing store | 2.40 s | 2.90 s |" in block
+    assert "| run start-up, existing store (s CPU) ≤ 2.50 s | 2.40 s | 2.40 s (2) | met |" in block
+    assert "| run start-up, fresh store (s CPU) ≤ 3.50 s | 3.90 s | 3.90 s (2) | **missed** |" in (
+        block
+    )
+    assert "| 2.10 s | |" in block  # MLflow's imports alone
+    assert "0.93 s in all" in block and "| mlflow | 0.800 |\n| numba | 0.130 |" in block
+    assert history.render(page, history.read(path)) == page  # rendering twice changes nothing
+    assert history.render(PAGE, history.read(path))  # a page without the block: still rendered
