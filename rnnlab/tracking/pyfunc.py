@@ -245,8 +245,9 @@ def write_weights(checkpoint_path: Path, dest: Path) -> Path:
     return Checkpoint.read(checkpoint_path).weights_only().write(dest)
 
 
-# Explicit requirements: inferring them would load the model in a subprocess.
 def requirements() -> list[str]:
+    """The model's pip requirements, named: inferring them would load the model in a
+    subprocess."""
     return [
         f"mlflow=={mlflow.__version__}",
         f"numpy=={np.__version__}",
