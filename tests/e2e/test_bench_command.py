@@ -32,7 +32,7 @@ def test_quick_bench_prints_figures_without_verdicts_and_records_them(kafka_path
     page.write_text(PAGE)
     result = run_cli(
         ["quick=true", f"corpus={kafka_path}", f"json={out}", f"history={results}",
-         f"page={page}"],
+         f"page={page}", "run_startup=false"],  # its own test: test_run_startup_bench.py
         cwd=tmp_path,
         module="rnnlab.bench",
         timeout=900,

@@ -175,7 +175,7 @@ def test_the_start_up_figures_are_recorded_judged_and_rendered(tmp_path):
     assert "2026-12-07T10:00:00+00:00" in latest  # a start-up-only run is not the latest run
     block = page.split("<!-- bench:run_startup -->")[1]
     assert "2026-12-08T10:00:00+00:00" in block
-    assert "| existing store | 2.40 s | 2.90 s |" in block
+    assert "| an existing store | 2.40 s | 2.90 s |" in block
     assert "| run start-up, existing store (s CPU) ≤ 2.50 s | 2.40 s | 2.40 s (2) | met |" in block
     assert "| run start-up, fresh store (s CPU) ≤ 3.50 s | 3.90 s | 3.90 s (2) | **missed** |" in (
         block
