@@ -1,4 +1,4 @@
-"""The smaller bad inputs of issue 9, each refused in one line naming the value and what is
+"""Smaller bad inputs, each refused in one line naming the value and what is
 allowed, before any work: in-process calls of the CLIs' checking functions (the quick loop),
 and the real CLI where exit code 2 and "no traceback" are the point (slow)."""
 
