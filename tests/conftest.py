@@ -123,7 +123,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    files = suite_times.read().get("files", {})
+    files = suite_times.files()
     # Stable: the tests of a file keep their order (module fixtures are built once).
     items.sort(key=lambda item: -suite_times.seconds_of(files.get(item.nodeid.split("::")[0], 0)))
 

@@ -51,12 +51,18 @@ def read() -> dict:
     return json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
 
 
-def record(files: dict[str, dict[str, float]], session: dict) -> dict:
+def files() -> dict:
+    """Each file's entry (a plain {file: seconds} in files written before CPU was measured)."""
+    data = read()
+    return data.get("files", data)
+
+
+def record(measured: dict[str, dict[str, float]], session: dict) -> dict:
     """The results: every file's wall and CPU seconds (longest first, the order files start in)
     and the session's own figures. Files this session did not run keep their earlier figures."""
-    earlier = read().get("files", {})
-    files = {**{k: v for k, v in earlier.items() if isinstance(v, dict)}, **files}
-    ordered = sorted(files.items(), key=lambda kv: -kv[1]["seconds"])
+    earlier = files()
+    merged = {**{k: v for k, v in earlier.items() if isinstance(v, dict)}, **measured}
+    ordered = sorted(merged.items(), key=lambda kv: -kv[1]["seconds"])
     return {
         "files": {k: {x: round(v, 1) for x, v in figs.items()} for k, figs in ordered},
         "session": session,
