@@ -8,7 +8,9 @@ engine's skeleton (input projection, layers, dropout, head, the weight gradients
 are unchanged. Where the kernels run (``compiled``): every cell at B = 1, where the numpy cells
 spend most of a window in per-call overhead (one small GEMV and a few elementwise calls per
 step); the gated cells at B > 1 too. The vanilla cell at B > 1 stays the numpy cell: three calls
-per step around a (B, H) @ (H, H) product are already near its bound.
+per step around a (B, H) @ (H, H) product are already near its bound. Where they run at B = 1, a
+training window's softmax cross-entropy head is compiled too (``xent_head1``: the logits, the
+loss, d loss / d logits and the head's gradients in one call instead of ~15 numpy calls).
 
 The gated kernels keep per-gate arrays batch-major (T, B, K·H) instead of the numpy cells'
 gate-major memory: each step's gates are one (B, K·H) block for the step's product, and the gate
@@ -149,6 +151,35 @@ def compiled(cell: str, batch_size: int) -> bool:
     """Whether ``cell``'s layers run through the kernels here at this batch size (the engine's
     default path; ``reference=True`` runs the numpy cells regardless)."""
     return cell in KERNEL_CELLS and (batch_size == 1 or cell != "rnn")
+
+
+def compiled_head(cell: str, batch_size: int) -> bool:
+    """Whether a training window's softmax cross-entropy head runs through ``xent_head1`` (the
+    engine's default path, unweighted): where the cell's layers run through the kernels at
+    B = 1. There the numpy head is ~15 calls around three small GEMMs, half of its time."""
+    return batch_size == 1 and compiled(cell, batch_size)
+
+
+def xent_head1(
+    Why: np.ndarray, by: np.ndarray, top: np.ndarray, targets: np.ndarray,
+    dWhy: np.ndarray, dby: np.ndarray, limit: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``rnn.softmax_xent`` of one stream's logits Why h_t + by and the head's part of
+    ``rnn.backward``, in one compiled call: top (T, 1, H) what the head reads, targets (T, 1)
+    ints; ``limit`` the largest |logit| the softmax takes unshifted (``rnn.softmax_xent``'s).
+    Writes dWhy (O, H) and dby (O,); returns (the window's loss (1,), d loss / d top
+    (T, 1, H)). Equal to the numpy head to float rounding (tested)."""
+    T, _, H = top.shape
+    V = Why.shape[0]
+    tg = np.ascontiguousarray(targets.reshape(T), dtype=np.intp)
+    k = kernels()
+    if not k.rows_in_range(tg, V):
+        raise IndexError(f"targets must be in [0, {V}); got {targets.min()}..{targets.max()}")
+    dt = top.dtype
+    z, dh = np.empty((T, V), dtype=dt), np.empty((T, 1, H), dtype=dt)
+    loss = k.xent_head1(np.ascontiguousarray(top).reshape(T, H), Why, by, tg, dt.type(limit), z,
+                        dWhy, dby, dh.reshape(T, H))  # fmt: skip
+    return np.full(1, loss, dtype=dt), dh
 
 
 def clip_and_update(optimizer, clip, clip_norm):

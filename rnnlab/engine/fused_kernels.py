@@ -39,7 +39,7 @@ import math
 
 import numba
 import numpy as np
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 # fastmath without "reassoc" and "afn": the loops vectorize without them (no reductions), and
 # reassociation would fold the float64 tanh's two-part ln 2 back into one.
@@ -115,6 +115,48 @@ def _tanh64(x):
     E = s * p + (s - 1.0)  # expm1(y) = 2^k (1 + expm1(r)) - 1
     t = E / (E + 2.0)
     return t if x >= 0 else -t
+
+
+_EXP_LOW, _EXP_HIGH = -708.0, 709.0  # e^x is a normal float64 between (below: 0 here)
+
+
+@intrinsic
+def _as_float64(typingctx, bits):
+    """The float64 whose IEEE bits are the int64 ``bits`` (a bitcast LLVM vectorizes)."""
+    sig = numba.types.float64(numba.types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return sig, codegen
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def exp64(x):
+    """e^x in float64, a formula LLVM vectorizes (libm's ``exp`` is a scalar call): the
+    reduction x = k ln 2 + r of ``_tanh64``, its Taylor polynomial of expm1(r), and 2^k built
+    from its bits; within 2 ulp of numpy's exp for x in [-708, 709], 0 below (where e^x
+    < 3.4e-308), e^709 above."""
+    a = min(max(x, _EXP_LOW), _EXP_HIGH)
+    k = math.floor(a * _INV_LN2 + 0.5)  # a = k ln 2 + r, |r| ≤ ln 2 / 2, k in [-1021, 1023]
+    r = (a - k * _LN2_HI) - k * _LN2_LO
+    c = _EXPM1_C
+    p = c[11]
+    p = p * r + c[10]
+    p = p * r + c[9]
+    p = p * r + c[8]
+    p = p * r + c[7]
+    p = p * r + c[6]
+    p = p * r + c[5]
+    p = p * r + c[4]
+    p = p * r + c[3]
+    p = p * r + c[2]
+    p = p * r + c[1]
+    p = p * r + c[0]
+    p = r + r * (r * p)  # expm1(r)
+    s = _as_float64((np.int64(k) + 1023) << 52)  # 2^k
+    e = s + s * p
+    return e if x >= _EXP_LOW else 0.0
 
 
 @overload(fast_tanh, jit_options={"fastmath": _FASTMATH})
@@ -500,6 +542,49 @@ def _lstm_backward_row1(gates, c, c_prev, dh, dhnext, dcnext, dg, dc_out, keep):
         dg[2 * H + j] = dc * ((one - g * g) * i)
         dg[3 * H + j] = d * (((one - o) * o) * tcj)
         dcnext[j] = dc * f  # into c_{t-1}
+
+
+# --- the softmax cross-entropy head of one stream -------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def xent_head1(top, Why, by, targets, limit, z, dWhy, dby, dh):
+    """``rnn.softmax_xent`` of one stream and the head's products of ``rnn.backward``, in one
+    call: top (T, H) what the head reads, Why (V, H), by (V,), targets (T,) ints; z (T, V)
+    receives the logits Why h_t + by, then d loss / d logits; dWhy (V, H), dby (V,) and dh
+    (T, H), d loss / d top, are written. Returns the window's loss. As the numpy head, each
+    row is shifted by its max only when some |logit| exceeds ``limit`` (else e^z is finite
+    unshifted); the sums run in another order, so the results agree to float rounding."""
+    T, V = z.shape
+    np.dot(top, Why.T, z)  # (T, V) = top Why^T
+    big = 0.0
+    for t in range(T):
+        row = z[t]
+        for v in range(V):
+            row[v] += by[v]
+            big = max(big, abs(row[v]))
+    loss = 0.0
+    dby[:] = 0.0
+    for t in range(T):
+        row = z[t]
+        m = row.max() if big > limit else row.dtype.type(0.0)
+        k = targets[t]
+        z_target = row[k] - m
+        for v in range(V):
+            row[v] = exp64(row[v] - m)  # vectorized: the sum is a loop of its own
+        total = 0.0
+        for v in range(V):
+            total += row[v]
+        loss += np.log(total) - z_target  # -log p_target = log Σ e^z - z_target
+        scale = 1.0 / total
+        for v in range(V):
+            row[v] *= scale  # p = e^z / Σ e^z
+        row[k] -= 1.0  # - onehot(target)
+        for v in range(V):
+            dby[v] += row[v]
+    np.dot(z.T, top, dWhy)  # (V, H)
+    np.dot(z, Why, dh)  # (T, H): into each top h_t
+    return loss
 
 
 # --- the input weights' gradient ----------------------------------------------------------------

@@ -230,7 +230,7 @@ class Forward:
 
     xs: np.ndarray  # (T, B) int symbols or (T, B, D) float inputs
     hs: np.ndarray  # (T+1, B, H) the top layer's h; hs[0] its initial h, hs[t+1] after step t
-    logits: np.ndarray  # (T, B, O)
+    logits: np.ndarray | None  # (T, B, O); None when the head ran elsewhere (loss_and_grads)
     activation: str
     spec: Spec | None = None
     layers: list = field(default_factory=list)  # per layer: cells.Layer
@@ -288,11 +288,13 @@ def forward(
     masks: list | None = None,
     dropout_rng: np.random.Generator | None = None,
     reference: bool = False,
+    logits: bool = True,
 ) -> Forward:
     """Run the network over a window. xs: (T, B) ints or (T, B, D) floats; hprev: the state
     (L, S, B, H) (``zero_state`` makes one). Dropout applies
     when given ``masks`` or, with spec.dropout > 0, a ``dropout_rng`` to draw them from.
-    ``reference``: gated layers through the numpy cells at every B (the kernels' reference)."""
+    ``reference``: gated layers through the numpy cells at every B (the kernels' reference).
+    ``logits=False``: the head's logits are left to the caller (``Forward.logits`` is None)."""
     state0 = hprev  # (L, S, B, H)
     T, B = xs.shape[:2]
     dtype = params["Why"].dtype
@@ -321,15 +323,17 @@ def forward(
         x = layer.hs[1:]  # (T, B, H) this layer's outputs
         if masks is not None:
             x = x * masks[k]  # inverted dropout on what the next layer (or the head) reads
-    Why, by = params["Why"], params["by"]
-    logits = np.matmul(x.reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
-    logits += by
+    out = None
+    if logits:
+        Why, by = params["Why"], params["by"]
+        out = np.matmul(x.reshape(T * B, -1), Why.T).reshape(T, B, -1)  # (T, B, O)
+        out += by
     # (L, S, B, H): every layer's final state (one layer: a view of its own, no copy)
     state = layers[0].state[None] if spec.layers == 1 else np.stack([s.state for s in layers])
     return Forward(
         xs=xs,
         hs=layers[-1].hs,
-        logits=logits,
+        logits=out,
         activation=spec.activation,
         spec=spec,
         layers=layers,
@@ -357,23 +361,40 @@ def backward(
     given, receives d loss / d h_t of every layer and step (h_t the layer's output of step t, before
     dropout; d loss / d h_0 is the returned state gradient): what BPTT computes anyway. ``dc_trace``
     (L, T, B, H), LSTM only, the same for its cell state c_t (through h_t and c_{t+1})."""
-    spec = fwd.spec
-    typed = TYPED.get(spec.cell)
-    _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS).get(spec.cell, (None, None))
-    Why = params["Why"]
-    T, B = fwd.logits.shape[:2]
-    H = spec.hidden_size
+    T, B, H = fwd.top.shape
     N = T * B
-    dtype = fwd.logits.dtype
     if grads is None:
-        grads = packed_zeros({k: v.shape for k, v in params.items()}, dtype)[1]
+        grads = packed_zeros({k: v.shape for k, v in params.items()}, fwd.top.dtype)[1]
     dl = dlogits.reshape(N, -1)  # (N, O)
     # Bias gradients are column sums, done as GEMVs with a ones vector: numpy's column-wise
     # reduction over (N, O) is ~5x slower at B=32.
-    ones = np.ones(N, dtype=dtype)
+    ones = np.ones(N, dtype=fwd.top.dtype)
     np.matmul(dl.T, fwd.top.reshape(N, H), out=grads["Why"])  # (O, H)
     np.matmul(ones, dl, out=grads["by"])  # (O,) = sum over the N rows
-    dh = np.matmul(dl, Why).reshape(T, B, H)  # each output's gradient into the top h_t
+    dh = np.matmul(dl, params["Why"]).reshape(T, B, H)  # each output's gradient into the top h_t
+    return backward_from_top(params, fwd, dh, grads, dh_trace, dc_trace, ones)
+
+
+def backward_from_top(
+    params: Params,
+    fwd: Forward,
+    dh: np.ndarray,
+    grads: Params,
+    dh_trace: np.ndarray | None = None,
+    dc_trace: np.ndarray | None = None,
+    ones: np.ndarray | None = None,
+) -> tuple[Params, np.ndarray]:
+    """``backward`` below the head: dh (T, B, H) the loss gradient w.r.t. what the head read
+    (``Forward.top``; overwritten), the head's own gradients already in ``grads``. Returns what
+    ``backward`` does. ``ones``: a (T·B,) vector of ones, when the caller has one."""
+    spec = fwd.spec
+    typed = TYPED.get(spec.cell)
+    _, layer_backward = (REFERENCE_CELLS if fwd.reference else CELLS).get(spec.cell, (None, None))
+    T, B, H = dh.shape
+    N = T * B
+    dtype = dh.dtype
+    if ones is None:
+        ones = np.ones(N, dtype=dtype)
     dstates = [None] * spec.layers
     # where the layers ran through the kernels (engine.fused), and for the CellType cells at every
     # B, dW_ih is scattered (and b_ih summed) compiled too; the numpy cells keep the numpy scatter
@@ -632,6 +653,18 @@ def loss_and_grads(
     those losses (written into ``grads`` when given), and the last state to carry into the next
     window, (L, S, B, H). ``reference``: as forward.
     """
+    B = xs.shape[1]
+    if head == "xent" and weights is None and not reference and fused.compiled_head(spec.cell, B):
+        # one stream through the kernels: the head, its loss and its products in one call
+        fwd = forward(params, xs, hprev, spec, dropout_rng=dropout_rng, logits=False)
+        if grads is None:
+            grads = packed_zeros({k: v.shape for k, v in params.items()}, fwd.top.dtype)[1]
+        Why = params["Why"]
+        limit = _unshifted_limit(Why.dtype, Why.shape[0])
+        loss, dh = fused.xent_head1(Why, params["by"], fwd.top, targets, grads["Why"],
+                                    grads["by"], limit)  # fmt: skip
+        grads, _ = backward_from_top(params, fwd, dh, grads)
+        return loss, grads, fwd.state
     fwd = forward(params, xs, hprev, spec, dropout_rng=dropout_rng, reference=reference)
     loss, dlogits = HEADS[head](fwd.logits, targets, weights)
     grads, _ = backward(params, fwd, dlogits, grads)
