@@ -119,8 +119,8 @@ def _logits_and_state(
 
 def read(params: rnn.Params, spec: rnn.Spec, ids: np.ndarray, h: np.ndarray) -> np.ndarray:
     """The state after reading ``ids`` (N,) from ``h``, chunk by chunk."""
-    for start in range(0, len(ids), CHUNK):
-        _, h = _logits_and_state(params, spec, ids[start : start + CHUNK, None], h)
+    for start in range(0, len(ids), CHUNK):  # the state only: no head (logits=False)
+        h = rnn.forward(params, ids[start : start + CHUNK, None], h, spec, logits=False).state
     return h
 
 
