@@ -182,6 +182,27 @@ def xent_head1(
     return np.full(1, loss, dtype=dt), dh
 
 
+def rnn_window1(
+    params: dict, xs: np.ndarray, targets: np.ndarray, state0: np.ndarray, grads: dict,
+    limit: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``rnn.loss_and_grads`` of one vanilla tanh layer (min-char-rnn's network), one stream, int
+    symbols, the softmax cross-entropy head unweighted, no dropout: the whole window in one
+    compiled call (``rnn_forward1``, ``xent_head1``, ``rnn_backward1``, dW_hh and the scatter in
+    sequence), without the engine's per-window Python. xs, targets (T, 1) ints, state0 (1, 1, 1,
+    H); writes every gradient into ``grads``; returns (the loss (1,), the last state (1, 1, 1, H)).
+    ``limit``: as ``xent_head1``. Equal to the engine's path to float rounding (tested)."""
+    T, H = xs.shape[0], params["Whh"].shape[0]
+    Wxh = params["Wxh"]
+    loss, hs = kernels().rnn_window1(
+        Wxh, np.ascontiguousarray(xs.reshape(T), dtype=np.intp), params["bh"], params["Whh"],
+        params["Why"], params["by"], np.ascontiguousarray(targets.reshape(T), dtype=np.intp),
+        Wxh.dtype.type(limit), state0.reshape(H), grads["Wxh"], grads["Whh"], grads["bh"],
+        grads["Why"], grads["by"],
+    )  # fmt: skip
+    return loss, hs[-1].reshape(1, 1, 1, H)
+
+
 def clip_and_update(optimizer, clip, clip_norm):
     """For a training step with elementwise clipping and Adagrad (min-char-rnn's update, the
     char-RNN's default): a function ``update(params, grad)`` doing ``optim.clip_elementwise``

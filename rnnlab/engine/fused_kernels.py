@@ -587,6 +587,39 @@ def xent_head1(top, Why, by, targets, limit, z, dWhy, dby, dh):
     return loss
 
 
+# --- a whole window of one vanilla layer, one stream ---------------------------------------------
+
+
+@numba.njit(**_JIT)
+def rnn_window1(Wxh, rows, bh, Whh, Why, by, targets, limit, h0, dWxh, dWhh, dbh, dWhy, dby):
+    """One vanilla tanh layer's training window of one stream, in one call: ``rnn_forward1``,
+    ``xent_head1``, ``rnn_backward1`` and the weight gradients of ``rnn.backward``. rows (T,)
+    the input symbols (columns of Wxh), targets (T,), h0 (H,) the initial h; every gradient
+    written. Returns (the window's loss (1,), hs (T+1, H): h0 and each step's h)."""
+    T, H, V = rows.shape[0], Whh.shape[0], Why.shape[0]
+    for t in range(T):  # the kernels do not check bounds
+        if rows[t] < 0 or rows[t] >= Wxh.shape[1] or targets[t] < 0 or targets[t] >= V:
+            raise IndexError("input symbols and targets must be in [0, V)")
+    dt = h0.dtype
+    hs, top = np.empty((T + 1, H), dtype=dt), np.empty((T, H), dtype=dt)
+    z, dz, dhnext = np.empty((T, V), dtype=dt), np.empty((T, H), dtype=dt), np.zeros(H, dtype=dt)
+    hs[0] = h0
+    rnn_forward1(Wxh, rows, bh, Whh, hs, dhnext, True)  # dhnext as the step's scratch
+    for t in range(T):  # the head's input, contiguous (np.dot reads whole arrays)
+        for j in range(H):
+            top[t, j] = hs[t + 1, j]
+    loss = np.empty(1, dtype=dt)
+    loss[0] = xent_head1(top, Why, by, targets, limit, z, dWhy, dby, dz)
+    dhnext[:] = 0.0
+    rnn_backward1(hs, Whh, dz, False, dz, dhnext, True)  # dz: d loss / d h_t → d loss / d z_t
+    for t in range(T):  # h_{t-1}, the recurrent product's input (top's memory is free again)
+        for j in range(H):
+            top[t, j] = hs[t, j]
+    np.dot(dz.T, top, dWhh)  # (H, H) = Σ_t dz_t h_{t-1}^T
+    scatter_columns(rows, dz, dWxh, dbh)  # dWxh's columns by input symbol, dbh = Σ_t dz_t
+    return loss, hs
+
+
 # --- the input weights' gradient ----------------------------------------------------------------
 
 

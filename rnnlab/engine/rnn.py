@@ -656,11 +656,18 @@ def loss_and_grads(
     B = xs.shape[1]
     if head == "xent" and weights is None and not reference and fused.compiled_head(spec.cell, B):
         # one stream through the kernels: the head, its loss and its products in one call
-        fwd = forward(params, xs, hprev, spec, dropout_rng=dropout_rng, logits=False)
-        if grads is None:
-            grads = packed_zeros({k: v.shape for k, v in params.items()}, fwd.top.dtype)[1]
         Why = params["Why"]
+        if grads is None:
+            grads = packed_zeros({k: v.shape for k, v in params.items()}, Why.dtype)[1]
         limit = _unshifted_limit(Why.dtype, Why.shape[0])
+        if (
+            (spec.cell, spec.layers, spec.activation) == ("rnn", 1, "tanh")
+            and xs.ndim == 2
+            and (spec.dropout == 0.0 or dropout_rng is None)
+        ):  # min-char-rnn's network: the whole window in one call
+            loss, state = fused.rnn_window1(params, xs, targets, hprev, grads, limit)
+            return loss, grads, state
+        fwd = forward(params, xs, hprev, spec, dropout_rng=dropout_rng, logits=False)
         loss, dh = fused.xent_head1(Why, params["by"], fwd.top, targets, grads["Why"],
                                     grads["by"], limit)  # fmt: skip
         grads, _ = backward_from_top(params, fwd, dh, grads)

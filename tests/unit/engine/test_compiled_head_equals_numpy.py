@@ -1,9 +1,10 @@
 """The compiled softmax cross-entropy head of one stream (``fused.xent_head1``, what a B = 1
-training window through the kernels uses) computes what the numpy head and the head's products in
-``rnn.backward`` compute: the loss, every gradient and the carried state of a whole window, for
-each kernel cell, one and two layers, both dtypes, with and without dropout; also where logits are
-large enough that the softmax shifts them; its exp stays within its stated error; a target out of
-range is an error, not a read past the logits."""
+training window through the kernels uses) and the whole-window kernel of one vanilla tanh layer
+(``fused.rnn_window1``, min-char-rnn's network: one layer, no dropout) compute what the numpy head,
+the numpy cells and ``rnn.backward`` compute: the loss, every gradient and the carried state of a
+whole window, for each kernel cell, one and two layers, both dtypes, with and without dropout; also
+where logits are large enough that the softmax shifts them; its exp stays within its stated error;
+a symbol out of range is an error, not a read past the weights or the logits."""
 
 import numba
 import numpy as np
@@ -77,10 +78,12 @@ def test_the_head_equals_the_numpy_head_where_it_shifts_the_logits(dtype):
     _close(dh[:, 0], want_dl[:, 0] @ Why, dtype, "dh")
 
 
-def test_a_target_out_of_range_is_an_error():
-    spec, params, xs, ys, state0 = _window("rnn", 1, np.float64, 0.0)
-    ys[3, 0] = V
-    with pytest.raises(IndexError, match="targets must be in"):
+@pytest.mark.parametrize("cell", ["rnn", "gru"])  # the whole-window kernel, the head alone
+@pytest.mark.parametrize("wrong", ["xs", "ys"])
+def test_a_symbol_out_of_range_is_an_error(cell, wrong):
+    spec, params, xs, ys, state0 = _window(cell, 1, np.float64, 0.0)
+    (xs if wrong == "xs" else ys)[3, 0] = V
+    with pytest.raises(IndexError, match="must be in"):
         rnn.loss_and_grads(params, xs, ys, state0, spec, "xent")
 
 
