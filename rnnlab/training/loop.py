@@ -234,7 +234,8 @@ class Trainer:
             self.params, xs, ys, self.carry, self.spec, task.head, self.grads, dropout_rng,
             weights=task.weights,  # each step's weight in the loss: the task's (None: all 1)
         )  # fmt: skip
-        window_loss = float(loss.sum()) / loss.shape[0]  # the mean (np.mean's own calls cost more)
+        # the mean over streams (np.mean's own calls cost more; one stream's is its loss, exactly)
+        window_loss = float(loss[0]) if loss.shape[0] == 1 else float(loss.sum()) / loss.shape[0]
         if not math.isfinite(window_loss) or window_loss > self.divergence_limit:
             raise DivergenceError(
                 f"loss diverged to {window_loss:.4g} at iteration {self.state.iteration + 1} "
