@@ -54,11 +54,7 @@ def problem(top_k, top_p, greedy, beam) -> tuple[str, object, str] | None:
 
 def engine_step(params: rnn.Params, spec: rnn.Spec) -> Step:
     """One step of the engine: the single place decoders call into the network."""
-
-    def step(state: State, symbols: np.ndarray) -> tuple[np.ndarray, State]:
-        return rnn.step(params, spec, state, symbols)  # (B, V), state (L, S, B, H)
-
-    return step
+    return rnn.stepper(params, spec)  # (B, V), state (L, S, B, H)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -687,3 +687,40 @@ def step(
     then never imports numba."""
     fwd = forward(params, np.asarray(symbols)[None], state, spec, reference=True)
     return fwd.logits[0], fwd.state
+
+
+def stepper(params: Params, spec: Spec) -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """``step(params, spec, ·, ·)`` for a decode over fixed weights. One vanilla layer reading
+    symbols (the char-RNN's network) takes a shorter way with the same bits: what every step
+    shares — W_hh's transposed copy and the symbols' table W_xh^T + b_h, which the numpy cell
+    makes per call — is made once, and the window skeleton is skipped; each step then runs the
+    numpy cell's own operations on the same operands (tested equal to ``step``, bit for bit).
+    Every other network (and dense inputs) goes through ``step``. The weights must not change
+    while it is in use."""
+    if spec.cell != "rnn" or spec.layers != 1:
+        return lambda state, symbols: step(params, spec, state, symbols)
+    Wxh, Why, by = params["Wxh"], params["Why"], params["by"]
+    H, V = Wxh.shape
+    table = Wxh.T + params["bh"]  # (V, H): row s is W_xh x + b_h for the one-hot x of s
+    WhhT = np.ascontiguousarray(params["Whh"].T)
+    act, _ = cells._VANILLA_ACTIVATIONS[spec.activation]  # the numpy cell's
+
+    def one(state: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(symbols)
+        if x.dtype.kind not in "iu" or x.ndim != 1:
+            return step(params, spec, state, symbols)
+        if x.min() < 0 or x.max() >= V:  # as cells.project
+            raise IndexError(f"input symbols must be in [0, {V}); got {x.min()}..{x.max()}")
+        B = x.shape[0]
+        hs = np.empty((2, B, H), dtype=Wxh.dtype)  # cells.rnn_forward's arrays, T = 1
+        hs[0] = state[0, 0]
+        np.take(table, x, axis=0, out=hs[1], mode="clip")
+        z = np.empty_like(hs[0])
+        np.dot(hs[0], WhhT, z)
+        np.add(z, hs[1], z)
+        act(z, hs[1])
+        logits = np.matmul(hs[1:].reshape(B, -1), Why.T)  # (B, O), as forward's head
+        logits += by
+        return logits, hs[-1][None][None]  # (1, 1, B, H)
+
+    return one

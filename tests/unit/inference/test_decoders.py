@@ -174,3 +174,30 @@ def test_prime_reading_matches_the_engine(trained):
     np.testing.assert_array_equal(by_step, whole)
     kernels = rnn.forward(w.params, ids[:-1, None], h0, spec).state
     np.testing.assert_allclose(kernels, whole, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("batch", [1, 3])  # a sample, a beam
+def test_the_decoders_step_gives_rnn_steps_bits(activation, batch):
+    """``decode.engine_step`` for one vanilla layer (what every char-RNN sample goes through)
+    makes its shared arrays once: each step's logits and state are still rnn.step's, bit for
+    bit, over 200 steps fed back their own likeliest symbols; another network is rnn.step."""
+    rng = np.random.default_rng(3)
+    spec = rnn.Spec("rnn", 1, 16, activation)
+    _, params = rnn.init_params(11, 16, 11, rng, "normal", 0.8, np.float64, spec)
+    fast = decode.engine_step(params, spec)
+    state = want_state = 0.5 * rng.normal(size=(1, 1, batch, 16))
+    x = rng.integers(0, 11, batch)
+    for _ in range(200):
+        logits, state = fast(state, x)
+        want_logits, want_state = rnn.step(params, spec, want_state, x)
+        assert np.array_equal(logits, want_logits) and np.array_equal(state, want_state)
+        assert logits.shape == (batch, 11) and state.shape == (1, 1, batch, 16)
+        x = logits.argmax(axis=1)
+    with pytest.raises(IndexError, match="must be in"):
+        fast(state, np.full(batch, 11))
+    lstm = rnn.Spec("lstm", 2, 16)
+    _, p2 = rnn.init_params(11, 16, 11, rng, "normal", 0.8, np.float64, lstm)
+    s2 = rnn.zero_state(lstm, batch, np.float64)
+    got, want = decode.engine_step(p2, lstm)(s2, x), rnn.step(p2, lstm, s2, x)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
