@@ -11,6 +11,8 @@ from rnnlab.bench import engine
 def test_a_second_process_loads_the_kernels_instead_of_compiling_them():
     s = engine.startup_figures()
     engine.print_startup(s)
-    assert s["cold"]["compiled"] >= 4 and s["cold"]["loaded"] == 0  # forward, backward, ...
-    assert s["warm"]["compiled"] == 0 and s["warm"]["loaded"] >= 4
+    assert s["cold"]["compiled"] >= 4 and s["cold"]["loaded"] == 0  # forward, head, backward, ...
+    # a warm process loads what Python calls: the window (its callees compiled into it) and the
+    # update
+    assert s["warm"]["compiled"] == 0 and s["warm"]["loaded"] >= 2
     assert s["numpy_cells"]["compiled"] == s["numpy_cells"]["loaded"] == 0  # numba not imported
