@@ -41,12 +41,12 @@ def _loss_and_grads(spec, params, xs, ys, state0, reference, dropout_seed=7):
     return loss, {k: v.copy() for k, v in grads.items()}, state.copy()
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", rnn.CELL_NAMES)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_a_window_through_the_compiled_head_equals_the_numpy_one(cell, layers, dtype, dropout):
-    assert fused.compiled_head(cell, 1)  # the engine's default path at B = 1 for these cells
+    assert fused.compiled_head(cell, 1)  # the engine's default path at B = 1 for every cell
     window = _window(cell, layers, dtype, dropout)
     ref = _loss_and_grads(*window, reference=True)
     got = _loss_and_grads(*window, reference=False)
