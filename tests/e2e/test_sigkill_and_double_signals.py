@@ -37,12 +37,16 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     """Write-ahead + exactly once: a chain of 10 SIGKILLs at random moments (each resumed by
     ``resume=<run_id>``, which also accepts a RUNNING run whose process is gone) ends FINISHED
     with every step once and the same values and samples as a run never killed."""
-    n = 3000
+    # The compiled window trains this tiny network at ~50k iterations/s: each kill may land up to
+    # 0.6 s (~30k iterations) after a checkpoint, so the run must outlast ten of those
+    n, every, log_every = 400_000, 2000, 1000
     rng = np.random.default_rng(SEED)
     delays = rng.uniform(0.0, 0.6, size=10)
     print("SIGKILL delays after a new checkpoint (s):", np.round(delays, 3).tolist())
     db, log = tmp_path / "mlflow.db", tmp_path / "log.txt"
-    proc = start(char_args(kafka_path, n), tmp_path, log)
+    args = char_args(kafka_path, n, eval_every=every, sample_every=every, checkpoint_every=every,
+                     log_every=log_every)  # fmt: skip
+    proc = start(args, tmp_path, log)
     run_id = None
     for i, delay in enumerate(delays):
         before = count_checkpoints(tmp_path)
@@ -62,7 +66,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     assert run.info.status == "FINISHED", log.read_text()[-3000:]
     assert int(run.data.tags["rnnlab.resumes"]) == 10
     assert_exactly_once(db, run_id)
-    ref = reference(kafka_path, n)
+    ref = reference(kafka_path, n, every, log_every)
     for key in COMPARED:
         got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         assert got == ref.history[key], key

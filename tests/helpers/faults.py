@@ -48,12 +48,18 @@ def char_args(kafka: Path, iterations: int, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in args.items()]
 
 
-def reference(kafka: Path, iterations: int) -> MemoryTracker:
-    """The same run, never interrupted, in this process."""
+def reference(kafka: Path, iterations: int, every: int = 50, log_every: int = 10) -> MemoryTracker:
+    """The same run as ``char_args(kafka, iterations)`` with evaluations, samples and
+    checkpoints every ``every`` iterations, never interrupted, in this process."""
     cfg = Config()
     cfg.data.path, cfg.data.val_fraction = str(kafka), 0.01
     cfg.hidden_size, cfg.seq_length, cfg.iterations = 16, 10, iterations
-    cfg.log_every, cfg.eval_every, cfg.sample_every, cfg.checkpoint_every = 10, 50, 50, 50
+    cfg.log_every, cfg.eval_every, cfg.sample_every, cfg.checkpoint_every = (
+        log_every,
+        every,
+        every,
+        every,
+    )
     cfg.sample_length = 20
     tracker = MemoryTracker()
     train(cfg, tracker, show_progress=False)
