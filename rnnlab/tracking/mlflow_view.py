@@ -52,6 +52,7 @@ SECTION_ORDER = (
     "best",
     "Model metrics",
     "final",
+    "baseline",
     "perf",
     "diag",
     "diag/grad_norm",
