@@ -221,7 +221,7 @@ def measure(args: dict, argv: list[str]) -> dict:
             results["new_cells"] = new_cells.figures(
                 data, len(vocab), s["rounds"], s["block_seconds"]
             )
-            new_cells.print_figures(results["new_cells"])
+            new_cells.print_figures(results["new_cells"], verdicts=full)
             if full:
                 new_cells.record(results["new_cells"], results["command"], results["date"],
                                  results["machine"]["cpu"], s["rounds"], s["block_seconds"],
