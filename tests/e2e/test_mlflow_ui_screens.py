@@ -179,7 +179,7 @@ def test_the_sweep_charts_open_on_the_childrens_learning_curves(sweep_ui, tmp_pa
     plain = charts_address(stdout, url).split("&viewStateShareKey=")[0] + "&workflowType="
     plain += "machine_learning"
     sections, titles, _, _ = open_charts(plain, url, tmp_path / "mlflow_default_charts.png")
-    assert sections[0] == "best" and titles[0].startswith("best/")
+    assert sections[:2] == ["baseline", "best"] and titles[0].startswith("baseline/")
 
 
 def test_a_single_jobs_charts_open_on_its_learning_curves(sweep_ui, tmp_path):
