@@ -52,7 +52,7 @@ def test_two_identical_sweeps_over_parent_paths_keep_their_job_folders_apart(tmp
     for _ in range(2):
         done = run_cli(args, work)
         assert done.returncode == 0, done.stderr[-3000:]
-    sweeps = sorted((work / "multirun" / "charrnn").iterdir())
+    sweeps = sorted((work / "multirun").iterdir())
     assert len(sweeps) == 2
     for sweep in sweeps:
         jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
