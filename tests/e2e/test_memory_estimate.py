@@ -44,20 +44,25 @@ def corpora(tmp_path_factory, kafka_path) -> dict[str, Path]:
     return {"small": folder / "small.txt", "large": folder / "large.txt"}
 
 
+# Measured from a small parent: a child's ru_maxrss counts the pages it held between fork and
+# exec, so a run forked straight from a pytest worker that has grown to 1 GB reports 1 GB.
+MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen([sys.executable, "-m", "rnnlab.run", *sys.argv[1:]],
+                        stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)  # KiB on Linux
+"""
+
+
 def peak_rss(args: list[str], cwd: Path) -> int:
     """Run ``python -m rnnlab.run args`` to its end; its peak resident set, in bytes."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "rnnlab.run", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-2000:]
-    return usage.ru_maxrss * 1024  # KiB on Linux
+    done = subprocess.run([sys.executable, "-c", MEASURE, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    code, peak = (int(x) for x in done.stdout.split())
+    assert code == 0, done.stderr[-2000:]
+    return peak
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
