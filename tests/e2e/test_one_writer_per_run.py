@@ -134,7 +134,8 @@ def race(uri: str, root: Path, how: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize("how", ["threads", "processes"])
-def test_two_resumes_released_together_on_sqlite(how, tmp_path, no_env_store):
+def test_two_resumes_released_together_on_sqlite(how, tmp_path, no_env_store, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a new experiment's artifacts land under the cwd's mlruns/
     race(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, how, seed=2212)
 
 
@@ -165,7 +166,9 @@ def postgres():
 
 
 @pytest.mark.parametrize("how", ["threads", "processes"])
-def test_two_resumes_released_together_on_postgresql(how, postgres, tmp_path, no_env_store):
+def test_two_resumes_released_together_on_postgresql(how, postgres, tmp_path, no_env_store,
+                                                    monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # a new experiment's artifacts land under the cwd's mlruns/
     from rnnlab import cluster
 
     database = f"race_{how}"
